@@ -1,0 +1,1 @@
+"""Loopback emulators of the Salesforce, HubSpot and Slack APIs, for the demo and for tests."""

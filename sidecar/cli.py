@@ -1,0 +1,134 @@
+"""The `sidecar` command. The only layer that reads the wall clock."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sidecar.policy import Policy, PolicyError, load_policy
+from sidecar.policy.rules import diff_policies, rule_lines
+from sidecar.policy.version import active_version, policy_of, record_version, version_of
+from sidecar.settings import Settings
+from sidecar.store.db import make_engine, migrate, session_factory, transaction
+from sidecar.store.models import PolicyVersion
+
+app = typer.Typer(help="Lead-SLA sidecar: warns, escalates and reassigns before leads fall through.",
+                  no_args_is_help=True, add_completion=False)
+policy_app = typer.Typer(help="Show, compare and apply escalation policy versions.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+console = Console()
+errors = Console(stderr=True)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "config"
+PolicyOption = Annotated[Path | None, typer.Option("--policy", help="Policy YAML (default: settings).")]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _load_or_exit(path: Path) -> Policy:
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            errors.print(str(problem), markup=False, highlight=False)
+        errors.print(f"[red]{len(exc.problems)} problem(s) in {path}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def init() -> None:
+    """Create the database (run migrations) and copy the example config if missing."""
+    settings = Settings()
+    for name, target in (("policy", settings.policy_file), ("directory", settings.directory_file)):
+        example = EXAMPLES / f"{name}.example.yaml"
+        if not target.exists() and example.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(example, target)
+            console.print(f"wrote {target} (from {example.name}); edit it to match your org")
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    policy = _load_or_exit(settings.policy_file)
+    with transaction(session_factory(engine)) as session:
+        row = record_version(session, policy, str(settings.policy_file), _now())
+    console.print(f"database ready ({engine.url.render_as_string(hide_password=True)}); "
+                  f"active policy {row.version} {row.label!r}")
+
+
+@app.command()
+def check(policy: PolicyOption = None) -> None:
+    """Validate the policy and report every problem at once (exit 1 when invalid)."""
+    path = policy or Settings().policy_file
+    loaded = _load_or_exit(path)
+    console.print(f"[green]policy OK[/green]: {path} version {version_of(loaded)} "
+                  f"{loaded.label!r}, {len(rule_lines(loaded))} rules")
+
+
+@policy_app.command("show")
+def policy_show(policy: PolicyOption = None) -> None:
+    """Print the active policy version and every rule with its one-line purpose."""
+    if policy is not None:
+        loaded, version = _load_or_exit(policy), None
+    else:
+        settings = Settings()
+        engine = make_engine(settings.database_url)
+        migrate(engine)
+        with transaction(session_factory(engine)) as session:
+            row = active_version(session)
+            version = row.version if row else None
+            loaded = policy_of(row) if row else _load_or_exit(settings.policy_file)
+    table = Table(title=f"policy {version or version_of(loaded)} {loaded.label!r}")
+    for column in ("rule", "section", "what it does"):
+        table.add_column(column)
+    for line in rule_lines(loaded):
+        table.add_row(line.id, line.section, line.purpose)
+    console.print(table)
+
+
+def _resolve(ref: str) -> Policy:
+    """A policy file path or a recorded version hash."""
+    if Path(ref).exists():
+        return _load_or_exit(Path(ref))
+    engine = make_engine(Settings().database_url)
+    migrate(engine)
+    with transaction(session_factory(engine)) as session:
+        row = session.get(PolicyVersion, ref)
+        if row is None:
+            errors.print(f"{ref!r} is neither a file nor a recorded policy version")
+            raise typer.Exit(2)
+        return policy_of(row)
+
+
+@policy_app.command("diff")
+def policy_diff(old: str, new: str) -> None:
+    """Show rule-level changes between two policy files or versions."""
+    changes = diff_policies(_resolve(old), _resolve(new))
+    if not changes:
+        console.print("no rule changes")
+        return
+    table = Table(title=f"{old} -> {new}")
+    for column in ("rule", "change", "detail"):
+        table.add_column(column)
+    for change in changes:
+        table.add_row(change.id, change.change, change.detail)
+    console.print(table)
+
+
+@policy_app.command("apply")
+def policy_apply(policy: PolicyOption = None) -> None:
+    """Record the policy file as the active version (unchanged content keeps its version)."""
+    settings = Settings()
+    path = policy or settings.policy_file
+    loaded = _load_or_exit(path)
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    with transaction(session_factory(engine)) as session:
+        row = record_version(session, loaded, str(path), _now())
+    console.print(f"active policy {row.version} {row.label!r}")

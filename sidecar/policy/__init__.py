@@ -1,0 +1,6 @@
+"""The escalation policy: YAML -> validated models -> content-hash versions."""
+
+from sidecar.policy.load import PolicyError, Problem, load_policy, validate_policy
+from sidecar.policy.model import Policy
+
+__all__ = ["Policy", "PolicyError", "Problem", "load_policy", "validate_policy"]

@@ -1,0 +1,228 @@
+"""The escalation policy as typed data. Field-level checks live here; cross-section checks in load.py."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import date, timedelta
+from typing import Annotated, Literal
+
+import holidays as holidays_pkg
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sidecar.domain import Intent, LeadState, Persona, ProgressKind
+
+RULE_ID = r"^[a-z0-9][a-z0-9_.\-]*$"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|h|bd)\s*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_duration(text: str) -> str:
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(
+            f"{text!r} is not a window; write minutes, hours or business days like '45m', '4h', '5bd'"
+        )
+    if float(match.group(1)) <= 0:
+        raise ValueError(f"window {text!r} must be greater than zero")
+    return text.strip()
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
+
+
+def duration_seconds(text: str, business_day: timedelta) -> int:
+    """Business seconds of a window; 'bd' counts the market's average open day."""
+    match = _DURATION.match(text)
+    assert match, text  # validated on load
+    amount, unit = float(match.group(1)), match.group(2)
+    if unit == "m":
+        return round(amount * 60)
+    if unit == "h":
+        return round(amount * 3600)
+    return round(amount * business_day.total_seconds())
+
+
+def expand_days(key: str) -> list[str]:
+    """'mon-fri' -> ['mon', ..., 'fri']; 'sat' -> ['sat']."""
+    if "-" in key:
+        first, last = key.split("-", 1)
+        if first in WEEKDAYS and last in WEEKDAYS and WEEKDAYS.index(first) <= WEEKDAYS.index(last):
+            return list(WEEKDAYS[WEEKDAYS.index(first) : WEEKDAYS.index(last) + 1])
+    if key in WEEKDAYS:
+        return [key]
+    raise ValueError(f"{key!r} is not a weekday or range; use mon..sun or a range like 'mon-fri'")
+
+
+class Holidays(Strict):
+    country: str | None = None
+    subdiv: str | None = None
+    extra: list[date] = Field(default_factory=list)
+
+    @field_validator("country")
+    @classmethod
+    def _known_country(cls, value: str | None) -> str | None:
+        if value is not None and value not in holidays_pkg.list_supported_countries():
+            raise ValueError(f"unknown holiday country {value!r}; use an ISO code such as US, IN, DE")
+        return value
+
+
+class Market(Strict):
+    tz: str
+    hours: dict[str, list[str]]
+    holidays: Holidays = Holidays()
+
+    def intervals(self) -> dict[str, list[tuple[str, str]]]:
+        """Hours as the calendar wants them: weekday -> [(start, end)], ranges expanded."""
+        out: dict[str, list[tuple[str, str]]] = {}
+        for key, spans in self.hours.items():
+            for day in expand_days(key):
+                out.setdefault(day, []).extend(tuple(s.split("-", 1)) for s in spans)  # type: ignore[misc]
+        return out
+
+
+class WindowRule(Strict):
+    id: Annotated[str, Field(pattern=RULE_ID)]
+    state: LeadState
+    market: str = "*"
+    source: str = "*"
+    intent: Intent | Literal["*"] = "*"
+    window: Duration
+    purpose: str = ""
+
+    def specificity(self) -> int:
+        return sum(value != "*" for value in (self.market, self.source, self.intent))
+
+    def matches(
+        self, market: str | None, source: str | None, state: LeadState, intent: Intent | None
+    ) -> bool:
+        return (
+            self.state == state
+            and self.market in ("*", market)
+            and self.source in ("*", source)
+            and self.intent in ("*", intent)
+        )
+
+
+class IntentRule(Strict):
+    id: Annotated[str, Field(pattern=RULE_ID)]
+    intent: Intent
+    sources: list[str] = Field(default_factory=list)
+    min_score: float | None = None
+    purpose: str = ""
+
+
+class IntentPolicy(Strict):
+    rules: list[IntentRule] = Field(default_factory=list)
+    default: Intent = Intent.UNCLEAR
+
+
+class LadderStep(Strict):
+    id: Annotated[str, Field(pattern=RULE_ID)]
+    at: Annotated[float, Field(gt=0, le=10)]
+    kind: Annotated[str, Field(pattern=r"^[a-z_]+$")]
+    notify: list[Persona] = Field(default_factory=list)
+    crm_note: bool = False
+    reassign: Literal["same_team"] | None = None
+    purpose: str = ""
+
+
+def ladder_order_problems(steps: list[LadderStep]) -> list[tuple[int, str]]:
+    """(index, message) for each step whose fraction does not exceed the one before it."""
+    return [
+        (i + 1, f"ladder fractions must increase: {after.id} at {after.at:g} comes after "
+                f"{before.id} at {before.at:g}")
+        for i, (before, after) in enumerate(itertools.pairwise(steps))
+        if after.at <= before.at
+    ]
+
+
+class StuckStep(Strict):
+    id: Annotated[str, Field(pattern=RULE_ID)]
+    multiple: Annotated[float, Field(gt=1)]
+    notify: list[Persona] = Field(default_factory=list)
+    queue: Literal["ops_review"] | None = None
+    purpose: str = ""
+
+
+class HighValueRule(Strict):
+    id: Annotated[str, Field(pattern=RULE_ID)] = "high_value"
+    min_score: float | None = None
+    tiers: list[str] = Field(default_factory=list)
+    min_deal_size: float | None = None
+    window_factor: Annotated[float, Field(gt=0, le=1)] = 1.0
+    notify: list[Persona] = Field(default_factory=list)
+    reassign_to_senior: bool = False
+    purpose: str = ""
+
+
+class FlagRule(Strict):
+    """Compliance hold and churn risk: a set of CRM flags that trigger the pattern."""
+
+    id: Annotated[str, Field(pattern=RULE_ID)]
+    flags: list[str]
+    notify: list[Persona] = Field(default_factory=list)
+    pause_outreach: bool = False
+    purpose: str = ""
+
+
+class Route(Strict):
+    via: Literal["slack_dm", "team_channel", "channel"]
+    channel: str | None = None
+    quiet_hours: bool = False  # hold non-urgent messages outside the recipient's business hours
+
+
+class Reassignment(Strict):
+    strategy: Literal["round_robin", "least_loaded"] = "round_robin"
+    high_value_strategy: Literal["round_robin", "least_loaded", "seniority"] = "seniority"
+
+
+class StateMap(Strict):
+    field: str
+    map: dict[str, LeadState]
+
+
+class Policy(Strict):
+    label: str = ""
+    markets: dict[str, Market]
+    states: dict[Literal["salesforce", "hubspot"], StateMap]
+    intent: IntentPolicy = IntentPolicy()
+    windows: list[WindowRule]
+    ladder: list[LadderStep]
+    stuck: list[StuckStep] = Field(default_factory=list)
+    pause_states: list[LeadState] = Field(default_factory=lambda: [LeadState.ON_HOLD])
+    progress: dict[LeadState, list[str]] = Field(default_factory=dict)
+    high_value: HighValueRule | None = None
+    compliance: FlagRule | None = None
+    churn: FlagRule | None = None
+    notifications: dict[Persona, Route]
+    reassignment: Reassignment = Reassignment()
+
+    @model_validator(mode="after")
+    def _ladder_in_order(self) -> Policy:
+        problems = ladder_order_problems(self.ladder)
+        if problems:
+            raise ValueError(problems[0][1])
+        return self
+
+    def window_for(
+        self, market: str | None, source: str | None, state: LeadState, intent: Intent | None
+    ) -> WindowRule | None:
+        """Most specific matching rule; among equals, the first in the file."""
+        best: WindowRule | None = None
+        for rule in self.windows:
+            if rule.matches(market, source, state, intent) and (
+                best is None or rule.specificity() > best.specificity()
+            ):
+                best = rule
+        return best
+
+    def progress_kinds(self, state: LeadState) -> set[str]:
+        return set(self.progress.get(state, []))
+
+
+PROGRESS_TOKENS = {kind.value for kind in ProgressKind} | {f"state:{s.value}" for s in LeadState}

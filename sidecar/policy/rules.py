@@ -1,0 +1,117 @@
+"""The policy as a flat list of named rules: what `policy show` prints and `policy diff` compares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.policy.model import FlagRule, HighValueRule, LadderStep, Policy, StuckStep, WindowRule
+
+
+@dataclass(frozen=True)
+class RuleLine:
+    id: str
+    section: str
+    purpose: str
+    content: dict[str, Any]
+
+
+def _names(personas: list[Any]) -> str:
+    return ", ".join(p.value for p in personas) or "nobody"
+
+
+def _window_purpose(rule: WindowRule) -> str:
+    scope = [f"{name} {value}" for name, value in
+             (("market", rule.market), ("source", rule.source), ("intent", rule.intent)) if value != "*"]
+    where = f" ({', '.join(scope)})" if scope else ""
+    return f"{rule.state.value} leads{where}: progress within {rule.window} of business time"
+
+
+def _ladder_purpose(step: LadderStep) -> str:
+    actions = [f"notify {_names(step.notify)}"] if step.notify else []
+    if step.crm_note:
+        actions.append("write a breach note on the CRM record")
+    if step.reassign:
+        actions.append("reassign to an available rep of the same team")
+    return f"at {step.at:.0%} of the window: audit {step.kind}; " + "; ".join(actions)
+
+
+def _stuck_purpose(step: StuckStep) -> str:
+    action = f"notify {_names(step.notify)}" if step.notify else ""
+    if step.queue:
+        action = (action + "; " if action else "") + f"surface in the {step.queue} queue"
+    return f"same state for {step.multiple:g}x its window: {action}"
+
+
+def _high_value_purpose(rule: HighValueRule) -> str:
+    triggers = []
+    if rule.min_score is not None:
+        triggers.append(f"score >= {rule.min_score:g}")
+    if rule.tiers:
+        triggers.append(f"tier in {', '.join(rule.tiers)}")
+    if rule.min_deal_size is not None:
+        triggers.append(f"deal size >= {rule.min_deal_size:g}")
+    return f"high value when {' or '.join(triggers) or 'never'}: notify {_names(rule.notify)}, " \
+           f"window x{rule.window_factor:g}"
+
+
+def _flag_purpose(rule: FlagRule, what: str) -> str:
+    return f"{what} on flags {', '.join(rule.flags)}: notify {_names(rule.notify)}"
+
+
+def rule_lines(policy: Policy) -> list[RuleLine]:
+    lines: list[RuleLine] = []
+
+    def add(rule_id: str, section: str, purpose: str, model: Any) -> None:
+        lines.append(RuleLine(rule_id, section, purpose, model.model_dump(mode="json")))
+
+    for name, market in policy.markets.items():
+        add(f"market.{name}", "markets", f"{market.tz}, hours {dict(market.hours)}", market)
+    for rule in policy.intent.rules:
+        add(rule.id, "intent", rule.purpose or f"intent {rule.intent.value} for sources "
+            f"{', '.join(rule.sources) or 'any'}" + (f", score >= {rule.min_score:g}"
+                                                     if rule.min_score is not None else ""), rule)
+    for window in policy.windows:
+        add(window.id, "windows", window.purpose or _window_purpose(window), window)
+    for step in policy.ladder:
+        add(step.id, "ladder", step.purpose or _ladder_purpose(step), step)
+    for stuck in policy.stuck:
+        add(stuck.id, "stuck", stuck.purpose or _stuck_purpose(stuck), stuck)
+    if policy.high_value:
+        add(policy.high_value.id, "high_value", policy.high_value.purpose
+            or _high_value_purpose(policy.high_value), policy.high_value)
+    for section, what in (("compliance", "compliance hold"), ("churn", "churn risk")):
+        flag_rule: FlagRule | None = getattr(policy, section)
+        if flag_rule:
+            add(flag_rule.id, section, flag_rule.purpose or _flag_purpose(flag_rule, what), flag_rule)
+    for persona, route in policy.notifications.items():
+        add(f"notify.{persona.value}", "notifications",
+            f"{persona.value} via {route.via}" + (f" {route.channel}" if route.channel else ""), route)
+    return lines
+
+
+@dataclass(frozen=True)
+class RuleChange:
+    id: str
+    change: str  # added | removed | changed
+    detail: str
+
+
+def diff_policies(old: Policy, new: Policy) -> list[RuleChange]:
+    before = {line.id: line for line in rule_lines(old)}
+    after = {line.id: line for line in rule_lines(new)}
+    changes: list[RuleChange] = []
+    for rule_id in sorted(before.keys() - after.keys()):
+        changes.append(RuleChange(rule_id, "removed", before[rule_id].purpose))
+    for rule_id in sorted(after.keys() - before.keys()):
+        changes.append(RuleChange(rule_id, "added", after[rule_id].purpose))
+    for rule_id in sorted(before.keys() & after.keys()):
+        old_c, new_c = before[rule_id].content, after[rule_id].content
+        if old_c != new_c:
+            fields = [f"{k}: {old_c.get(k)!r} -> {new_c.get(k)!r}"
+                      for k in sorted(old_c.keys() | new_c.keys()) if old_c.get(k) != new_c.get(k)]
+            changes.append(RuleChange(rule_id, "changed", "; ".join(fields)))
+    for section in ("pause_states", "progress", "states", "reassignment"):
+        if getattr(old, section) != getattr(new, section):
+            changes.append(RuleChange(section, "changed", f"{section} differs"))
+    return changes

@@ -1,0 +1,50 @@
+"""Policy versions: a short hash of the canonical content. Same content, same version."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from sidecar.policy.model import Policy
+from sidecar.store.models import PolicyVersion
+
+
+def canonical_content(policy: Policy) -> dict[str, Any]:
+    """Everything that changes behaviour; the label is a name, not content."""
+    content: dict[str, Any] = policy.model_dump(mode="json", exclude={"label"})
+    return content
+
+
+def version_of(policy: Policy) -> str:
+    blob = json.dumps(canonical_content(policy), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def record_version(session: Session, policy: Policy, source_file: str, now: datetime) -> PolicyVersion:
+    """Make this policy the active one. A known version is re-activated, never duplicated."""
+    version = version_of(policy)
+    row = session.get(PolicyVersion, version)
+    if row is None:
+        row = PolicyVersion(version=version, label=policy.label, content=canonical_content(policy),
+                            source_file=source_file, activated_at=now)
+        session.add(row)
+    elif row != active_version(session):
+        row.activated_at = now
+    session.flush()
+    return row
+
+
+def active_version(session: Session) -> PolicyVersion | None:
+    return session.scalars(
+        select(PolicyVersion).order_by(PolicyVersion.activated_at.desc()).limit(1)
+    ).first()
+
+
+def policy_of(row: PolicyVersion) -> Policy:
+    """The exact policy a version was recorded with (clocks keep the version they started under)."""
+    return Policy.model_validate({**row.content, "label": row.label})

@@ -1,0 +1,173 @@
+"""Tables of the shadow store. Times are aware UTC; JSON columns hold small detail dicts only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from sidecar.store.types import UTCDateTime
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON,
+    }
+
+
+class Team(Base):
+    __tablename__ = "teams"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    market: Mapped[str] = mapped_column(String(64))
+    manager_id: Mapped[str | None] = mapped_column(String(64))
+    slack_channel: Mapped[str | None] = mapped_column(String(100))
+    ops_queue_id: Mapped[str | None] = mapped_column(String(64))  # CRM queue for "no one available"
+
+
+class Rep(Base):
+    __tablename__ = "reps"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the CRM user/owner id
+    crm: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id"))
+    role: Mapped[str] = mapped_column(String(20), default="rep")  # rep | manager | vp
+    seniority: Mapped[int] = mapped_column(Integer, default=1)
+    capacity: Mapped[int] = mapped_column(Integer, default=50)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    slack_user_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class RepPto(Base):
+    __tablename__ = "rep_pto"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rep_id: Mapped[str] = mapped_column(ForeignKey("reps.id"), index=True)
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+
+
+class MarketRow(Base):
+    __tablename__ = "markets"
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tz: Mapped[str] = mapped_column(String(64))
+    definition: Mapped[dict[str, Any]]  # hours and holidays as the policy gave them
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+    __table_args__ = (UniqueConstraint("crm", "crm_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    crm: Mapped[str] = mapped_column(String(20))
+    crm_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(300), default="")
+    company: Mapped[str] = mapped_column(String(300), default="")
+    email: Mapped[str] = mapped_column(String(320), default="")
+    market: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(String(100))
+    intent: Mapped[str | None] = mapped_column(String(20))
+    score: Mapped[float | None] = mapped_column(Float)
+    tier: Mapped[str | None] = mapped_column(String(50))
+    deal_size: Mapped[float | None] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(40), index=True)
+    crm_status: Mapped[str] = mapped_column(String(100))
+    owner_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    team_id: Mapped[str | None] = mapped_column(String(64))
+    flags: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime | None]
+    state_entered_at: Mapped[datetime]
+    last_progress_at: Mapped[datetime | None]
+    crm_modified_at: Mapped[datetime]
+
+
+class LeadEvent(Base):
+    """Append-only history: transitions, progress, owner and field changes."""
+
+    __tablename__ = "lead_events"
+    __table_args__ = (UniqueConstraint("lead_id", "dedupe_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(40))
+    old: Mapped[str | None] = mapped_column(String(300))
+    new: Mapped[str | None] = mapped_column(String(300))
+    dedupe_key: Mapped[str] = mapped_column(String(200))  # e.g. the CRM activity id
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class PolicyVersion(Base):
+    __tablename__ = "policy_versions"
+    version: Mapped[str] = mapped_column(String(16), primary_key=True)  # short content hash
+    label: Mapped[str] = mapped_column(String(200), default="")
+    content: Mapped[dict[str, Any]]
+    source_file: Mapped[str] = mapped_column(String(500), default="")
+    activated_at: Mapped[datetime]  # last time this content became the active policy
+
+
+class Clock(Base):
+    """An SLA clock for one lead in one state. `next_due_at` is the only thing a tick scans."""
+
+    __tablename__ = "clocks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    state: Mapped[str] = mapped_column(String(40))
+    rule_id: Mapped[str] = mapped_column(String(100))
+    policy_version: Mapped[str] = mapped_column(ForeignKey("policy_versions.version"))
+    market: Mapped[str | None] = mapped_column(String(64))
+    window_s: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    consumed_s: Mapped[float] = mapped_column(Float, default=0.0)  # business seconds before running_since
+    running_since: Mapped[datetime | None]  # None while paused or closed
+    steps_fired: Mapped[int] = mapped_column(Integer, default=0)
+    next_due_at: Mapped[datetime | None] = mapped_column(index=True)
+    status: Mapped[str] = mapped_column(String(10), default="open")  # open | paused | closed
+    closed_at: Mapped[datetime | None]
+    close_reason: Mapped[str | None] = mapped_column(String(100))
+
+
+class AuditRow(Base):
+    """Append-only. `step_key` makes a re-run of the same step a no-op instead of a second row."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
+    crm: Mapped[str | None] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(60))
+    rule_id: Mapped[str | None] = mapped_column(String(100))
+    policy_version: Mapped[str | None] = mapped_column(String(16))
+    owner_id: Mapped[str | None] = mapped_column(String(64))
+    elapsed_business_s: Mapped[float | None] = mapped_column(Float)
+    window_s: Mapped[int | None] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(100), default="system")
+    step_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class OutboxRow(Base):
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    audit_id: Mapped[int | None] = mapped_column(ForeignKey("audit.id"))
+    port: Mapped[str] = mapped_column(String(40))  # crm_writer | notifier | router
+    action: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(12), default="pending")  # pending|in_flight|done|dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    claimed_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    done_at: Mapped[datetime | None]
+
+
+class SyncCursor(Base):
+    __tablename__ = "sync_cursors"
+    crm: Mapped[str] = mapped_column(String(20), primary_key=True)
+    stream: Mapped[str] = mapped_column(String(40), primary_key=True)  # leads | activities | users
+    cursor_at: Mapped[datetime | None]
+    cursor_ids: Mapped[list[Any]] = mapped_column(default=list)  # ids seen at cursor_at (boundary de-dup)
+    last_poll_at: Mapped[datetime | None]
