@@ -150,6 +150,10 @@ class RequestLog:
                  "body": body, "status": status}
             )
 
+    def clear(self) -> None:
+        with self._lock:
+            self.entries.clear()
+
     def write_jsonl(self, path: Path, service: str) -> None:
         with self._lock, path.open("a", encoding="utf-8") as out:
             for entry in self.entries:
@@ -189,7 +193,7 @@ class Emulator:
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+            def log_message(self, format: str, *args: Any) -> None:  # "format" is the stdlib name
                 return  # the RequestLog is the log; stderr noise helps nobody
 
             def _serve(self) -> None:
@@ -217,7 +221,7 @@ class Emulator:
                 else:
                     try:
                         response = emulator.handle(request)
-                    except Exception as exc:  # noqa: BLE001 - an emulator bug must be a 500, not a hang
+                    except Exception as exc:  # an emulator bug must be a 500, not a hang
                         response = Response(500, {"error": "emulator_error", "detail": repr(exc)})
                 emulator.log.record(request, response.status)
                 payload = response.encoded()
@@ -237,7 +241,9 @@ class Emulator:
             server.socket = ssl_context.wrap_socket(server.socket, server_side=True)
             self.scheme = "https"
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name=self.service, daemon=True)
+        # A short poll interval makes stop() quick; tests start and stop servers often.
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=self.service, daemon=True)
         self._thread.start()
         return self.url
 

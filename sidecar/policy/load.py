@@ -13,7 +13,6 @@ from typing import Annotated, Any, get_args, get_origin
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from sidecar.calendar import BusinessCalendar
 from sidecar.domain import LeadState
 from sidecar.policy.model import PROGRESS_TOKENS, Market, Policy, ladder_order_problems
 
@@ -172,9 +171,7 @@ def _try(adapter: TypeAdapter[Any], value: Any) -> Any:
 def _check_markets(markets: dict[str, Market], out: _Collector) -> None:
     for name, market in markets.items():
         try:
-            market.intervals()
-            BusinessCalendar(market.tz, market.intervals(), market.holidays.extra,
-                             market.holidays.country, market.holidays.subdiv)
+            market.calendar()
         except ValueError as exc:
             field = "tz" if "zone" in str(exc).lower() else "hours"
             out.add(("markets", name, field), str(exc),

@@ -10,10 +10,10 @@ from typing import Annotated, Literal
 import holidays as holidays_pkg
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sidecar.calendar import BusinessCalendar
 from sidecar.domain import Intent, LeadState, Persona, ProgressKind
 
 RULE_ID = r"^[a-z0-9][a-z0-9_.\-]*$"
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|h|bd)\s*$")
 
 
@@ -47,17 +47,6 @@ def duration_seconds(text: str, business_day: timedelta) -> int:
     return round(amount * business_day.total_seconds())
 
 
-def expand_days(key: str) -> list[str]:
-    """'mon-fri' -> ['mon', ..., 'fri']; 'sat' -> ['sat']."""
-    if "-" in key:
-        first, last = key.split("-", 1)
-        if first in WEEKDAYS and last in WEEKDAYS and WEEKDAYS.index(first) <= WEEKDAYS.index(last):
-            return list(WEEKDAYS[WEEKDAYS.index(first) : WEEKDAYS.index(last) + 1])
-    if key in WEEKDAYS:
-        return [key]
-    raise ValueError(f"{key!r} is not a weekday or range; use mon..sun or a range like 'mon-fri'")
-
-
 class Holidays(Strict):
     country: str | None = None
     subdiv: str | None = None
@@ -77,12 +66,17 @@ class Market(Strict):
     holidays: Holidays = Holidays()
 
     def intervals(self) -> dict[str, list[tuple[str, str]]]:
-        """Hours as the calendar wants them: weekday -> [(start, end)], ranges expanded."""
-        out: dict[str, list[tuple[str, str]]] = {}
-        for key, spans in self.hours.items():
-            for day in expand_days(key):
-                out.setdefault(day, []).extend(tuple(s.split("-", 1)) for s in spans)  # type: ignore[misc]
-        return out
+        """Hours as the calendar wants them: day or day range -> [(start, end)]."""
+        return {days: [_span(text) for text in spans] for days, spans in self.hours.items()}
+
+    def calendar(self) -> BusinessCalendar:
+        return BusinessCalendar(self.tz, self.intervals(), self.holidays.extra,
+                                self.holidays.country, self.holidays.subdiv)
+
+
+def _span(text: str) -> tuple[str, str]:
+    start, _, end = text.partition("-")
+    return start.strip(), end.strip()
 
 
 class WindowRule(Strict):
