@@ -6,8 +6,9 @@ Design notes (why it looks like this):
   holds exactly -- no floats anywhere.
 * Each *local* date is turned once into a tuple of UTC intervals (cached).  Opening hours are wall-clock
   times, so on DST-change days a 08:00-18:00 day is still "08:00 to 18:00 on the clock", and only the
-  conversion to UTC differs.  Every local date owns the UTC span [local midnight, next local midnight);
-  intervals are clipped to it so consecutive days never overlap, whatever the zone does at midnight.
+  conversion to UTC differs: an opening is the set of instants whose wall clock reads inside it.
+  Every local date owns the UTC span [its first midnight, the next date's first midnight), and its
+  openings are clipped to it, so consecutive days never overlap whatever the zone does at midnight.
 * Long windows skip whole days (and whole Monday-aligned weeks) using cached totals instead of walking
   intervals, so a 30-business-day ``add`` is a few dozen dict look-ups.  Weekly totals are not assumed
   constant: DST days and holidays change them, so they are summed from real (cached) days.
@@ -31,14 +32,15 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _DAY = timedelta(days=1)
 _WEEK = timedelta(days=7)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 # With at least one open weekday, only holidays can close days; no real holiday list closes two full
 # years in a row, so hitting this means the configuration can never open (e.g. only open on Dec 25).
 _MAX_CLOSED_DAYS = 732
 
 
 class _Day(NamedTuple):
-    lo: int  # UTC µs of this local date's midnight (fold=0)
-    hi: int  # UTC µs of the next local midnight
+    lo: int  # UTC µs of this local date's start (see _midnight)
+    hi: int  # UTC µs of the next local date's start
     spans: tuple[tuple[int, int], ...]  # sorted, disjoint, half-open [start, end) in UTC µs
     total: int  # open µs in the day
 
@@ -143,47 +145,63 @@ class BusinessCalendar:
 
     # ---- per-day construction -------------------------------------------------------------------
 
-    def _wall_to_us(self, d: date, secs: int, is_end: bool) -> int:
-        """UTC µs for wall time `secs` after local midnight of `d` (secs may be 86400 = 24:00).
+    def _offset(self, t: int) -> int:
+        """UTC offset in µs in force at instant t."""
+        off = _from_us(t).astimezone(self._tz).utcoffset()
+        return off // _US if off is not None else 0
 
-        An opening "start-end" covers exactly the instants whose wall clock reads inside [start, end):
-        an ambiguous wall time (fall back) maps to its first occurrence as a start and its second as an
-        end; a nonexistent one (spring forward) maps to the transition instant, the first instant whose
-        clock reads later than it.  So 01:00-03:00 on a US spring-forward day is 1 hour, 01:00-02:00 on
-        fall-back day is 2 hours, and an opening wholly inside the gap is empty.
+    def _jump(self, before: int, after: int) -> int:
+        """The instant in (before, after] where the offset changes to after's (exactly one change).
+
+        zoneinfo has no public transition API, so bisect; tz transitions fall on whole seconds, so
+        bisecting over seconds gives the exact instant in ~17 steps for a one-day bracket.
         """
-        # Timedelta addition on an aware datetime is wall-clock arithmetic, so 24:00 becomes next 00:00.
-        first = datetime.combine(d, time(0), tzinfo=self._tz) + timedelta(seconds=secs)
-        second = first.replace(fold=1)
-        off0, off1 = first.utcoffset(), second.utcoffset()
-        if off0 is None or off1 is None or off0 == off1:
-            return _to_us(first)
-        if off0 > off1:  # ambiguous
-            return _to_us(second if is_end else first)
-        # Nonexistent: fold=1 reads it with the new offset (an instant before the jump), fold=0 with the old
-        # one (after it).  Bisect for the jump; tz transitions fall on whole seconds, so this is exact.
-        lo, hi = _to_us(second) // 1_000_000, _to_us(first) // 1_000_000
+        target = self._offset(after)
+        lo, hi = before // 1_000_000, after // 1_000_000
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if _from_us(mid * 1_000_000).astimezone(self._tz).utcoffset() == off1:
+            if self._offset(mid * 1_000_000) == target:
                 hi = mid
             else:
                 lo = mid
         return hi * 1_000_000
 
+    def _midnight(self, d: date) -> int:
+        """First instant whose wall clock reads >= 00:00 on d (first occurrence if repeated)."""
+        local = datetime.combine(d, time(0), tzinfo=self._tz)
+        first, second = _to_us(local), _to_us(local.replace(fold=1))
+        # In a spring-forward gap fold=0 reads the wall time with the old offset (after the jump) and
+        # fold=1 with the new one (before it); the day then starts at the jump itself.
+        return first if first <= second else self._jump(second, first)
+
     def _day(self, d: date) -> _Day:
         cached = self._days.get(d)
         if cached is not None:
             return cached
-        lo, hi = self._wall_to_us(d, 0, False), self._wall_to_us(d + _DAY, 0, False)
-        spans: list[tuple[int, int]] = []
+        lo, hi = self._midnight(d), self._midnight(d + _DAY)
+        # An opening "09:00-17:00" means: every instant whose wall clock reads inside it.  Within a day
+        # wall time is instant + offset, piecewise with at most one DST jump, so map each interval
+        # through each piece.  This makes 01:00-03:00 on US spring-forward day one real hour,
+        # 01:00-02:00 on fall-back day two, and an opening wholly inside a DST gap empty -- with no
+        # fold/ambiguity special cases.
+        off_lo, off_hi = self._offset(lo), self._offset(hi - 1)
+        if off_lo == off_hi:
+            pieces = [(lo, hi, off_lo)]
+        else:
+            jump = self._jump(lo, hi - 1)
+            pieces = [(lo, jump, off_lo), (jump, hi, off_hi)]
+        wall0 = (d.toordinal() - _EPOCH_ORDINAL) * 86_400_000_000  # local midnight as naive epoch µs
         closed = d in self._holidays or (self._country is not None and d in self._country)
-        for start, end in () if closed else self._week[d.weekday()]:
-            a = max(lo, self._wall_to_us(d, start, False))
-            b = min(hi, self._wall_to_us(d, end, True))
+        raw = sorted(
+            (max(p0, wall0 + start * 1_000_000 - off), min(p1, wall0 + end * 1_000_000 - off))
+            for start, end in (() if closed else self._week[d.weekday()])
+            for p0, p1, off in pieces
+        )
+        spans: list[tuple[int, int]] = []
+        for a, b in raw:
             if b <= a:
-                continue  # opening lies entirely in a DST gap
-            if spans and a <= spans[-1][1]:  # can only happen around an ambiguous hour
+                continue  # the interval does not meet this piece (e.g. it lies in the DST gap)
+            if spans and a <= spans[-1][1]:  # pieces of one opening that meet at the jump
                 spans[-1] = (spans[-1][0], max(b, spans[-1][1]))
             else:
                 spans.append((a, b))
@@ -204,7 +222,8 @@ class BusinessCalendar:
         t = _to_us(dt)
         d = dt.astimezone(self._tz).date()
         day = self._day(d)
-        # Local date and our midnight-to-midnight span can disagree only if midnight falls in a DST gap.
+        # Local date and our day span disagree only if a DST fold straddles midnight (23:30 -> back to
+        # 23:00 after 00:00; no current tzdata zone does this): the repeated wall times go to day d+1.
         if t < day.lo:
             d -= _DAY
             day = self._day(d)

@@ -27,6 +27,11 @@ class LeadState(StrEnum):
     CLOSED = "CLOSED"
 
 
+# States in which a lead no longer needs anyone: they count toward nobody's capacity.
+TERMINAL_STATES = frozenset({LeadState.CONVERTED, LeadState.CLOSED, LeadState.UNQUALIFIED,
+                             LeadState.DISQUALIFIED_COMPLIANCE})
+
+
 class Intent(StrEnum):
     HIGH = "high"
     MID = "mid"
@@ -84,5 +89,8 @@ class LeadSnapshot:
     deal_size: float | None = None
     owner_id: str | None = None
     created_at: datetime | None = None
+    # Exact transition times from the CRM's history, when the connector has them.
+    status_changed_at: datetime | None = None
+    owner_changed_at: datetime | None = None
     flags: frozenset[str] = frozenset()
     activities: tuple[ProgressActivity, ...] = field(default_factory=tuple)

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from sidecar.calendar import BusinessCalendar
 from sidecar.domain import Intent, LeadState, Persona, ProgressKind
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 RULE_ID = r"^[a-z0-9][a-z0-9_.\-]*$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|h|bd)\s*$")
 
@@ -69,9 +70,25 @@ class Market(Strict):
         """Hours as the calendar wants them: day or day range -> [(start, end)]."""
         return {days: [_span(text) for text in spans] for days, spans in self.hours.items()}
 
+    def business_day(self) -> timedelta:
+        """Average open time of an open weekday: what one 'bd' of a window means here."""
+        open_days, total = 0, 0
+        for days, spans in self.intervals().items():
+            first, _, last = days.partition("-")
+            count = (WEEKDAYS.index(last or first) - WEEKDAYS.index(first)) % 7 + 1
+            seconds = sum(_seconds(end) - _seconds(start) for start, end in spans)
+            open_days += count if seconds else 0
+            total += count * seconds
+        return timedelta(seconds=total / max(open_days, 1))
+
     def calendar(self) -> BusinessCalendar:
         return BusinessCalendar(self.tz, self.intervals(), self.holidays.extra,
                                 self.holidays.country, self.holidays.subdiv)
+
+
+def _seconds(hhmm: str) -> int:
+    hours, _, minutes = hhmm.partition(":")
+    return int(hours) * 3600 + int(minutes) * 60
 
 
 def _span(text: str) -> tuple[str, str]:
@@ -183,6 +200,7 @@ class StateMap(Strict):
 class Policy(Strict):
     label: str = ""
     markets: dict[str, Market]
+    default_market: str | None = None  # for leads whose market is unknown; else the first market
     states: dict[Literal["salesforce", "hubspot"], StateMap]
     intent: IntentPolicy = IntentPolicy()
     windows: list[WindowRule]

@@ -112,6 +112,7 @@ class Clock(Base):
     __tablename__ = "clocks"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20), default="sla")  # room for stuck-lead clocks
     state: Mapped[str] = mapped_column(String(40))
     rule_id: Mapped[str] = mapped_column(String(100))
     policy_version: Mapped[str] = mapped_column(ForeignKey("policy_versions.version"))
@@ -152,6 +153,7 @@ class OutboxRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     audit_id: Mapped[int | None] = mapped_column(ForeignKey("audit.id"))
+    depends_on: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))  # e.g. notify after owner change
     port: Mapped[str] = mapped_column(String(40))  # crm_writer | notifier | router
     action: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any]]
@@ -160,6 +162,7 @@ class OutboxRow(Base):
     next_attempt_at: Mapped[datetime]
     claimed_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(String(200))  # message ref, task id, "conflict"...
     created_at: Mapped[datetime]
     done_at: Mapped[datetime | None]
 
@@ -171,3 +174,11 @@ class SyncCursor(Base):
     cursor_at: Mapped[datetime | None]
     cursor_ids: Mapped[list[Any]] = mapped_column(default=list)  # ids seen at cursor_at (boundary de-dup)
     last_poll_at: Mapped[datetime | None]
+
+
+class RoutingPointer(Base):
+    """Round-robin position per team, persisted so fairness survives restarts."""
+
+    __tablename__ = "routing_pointers"
+    team_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_rep_id: Mapped[str | None] = mapped_column(String(64))

@@ -61,6 +61,11 @@ def upgrade() -> None:
     sa.Column('activated_at', sidecar.store.types.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('version')
     )
+    op.create_table('routing_pointers',
+    sa.Column('team_id', sa.String(length=64), nullable=False),
+    sa.Column('last_rep_id', sa.String(length=64), nullable=True),
+    sa.PrimaryKeyConstraint('team_id')
+    )
     op.create_table('sync_cursors',
     sa.Column('crm', sa.String(length=20), nullable=False),
     sa.Column('stream', sa.String(length=40), nullable=False),
@@ -103,6 +108,7 @@ def upgrade() -> None:
     op.create_table('clocks',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('lead_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=20), nullable=False),
     sa.Column('state', sa.String(length=40), nullable=False),
     sa.Column('rule_id', sa.String(length=100), nullable=False),
     sa.Column('policy_version', sa.String(length=16), nullable=False),
@@ -161,6 +167,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('idempotency_key', sa.String(length=200), nullable=False),
     sa.Column('audit_id', sa.Integer(), nullable=True),
+    sa.Column('depends_on', sa.Integer(), nullable=True),
     sa.Column('port', sa.String(length=40), nullable=False),
     sa.Column('action', sa.String(length=40), nullable=False),
     sa.Column('payload', sa.JSON(), nullable=False),
@@ -169,9 +176,11 @@ def upgrade() -> None:
     sa.Column('next_attempt_at', sidecar.store.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('claimed_until', sidecar.store.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('result', sa.String(length=200), nullable=True),
     sa.Column('created_at', sidecar.store.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('done_at', sidecar.store.types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['audit_id'], ['audit.id'], ),
+    sa.ForeignKeyConstraint(['depends_on'], ['outbox.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('idempotency_key')
     )
@@ -220,6 +229,7 @@ def downgrade() -> None:
     op.drop_table('audit')
     op.drop_table('teams')
     op.drop_table('sync_cursors')
+    op.drop_table('routing_pointers')
     op.drop_table('policy_versions')
     op.drop_table('markets')
     with op.batch_alter_table('leads', schema=None) as batch_op:

@@ -1,0 +1,72 @@
+"""The append-only audit log: every decision names its rule and policy version."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from sidecar.store.models import AuditRow, Lead
+
+EXPORT_KEYS = ("at", "lead_id", "crm", "kind", "rule_id", "policy_version", "owner_id",
+               "elapsed_business_s", "window_s", "actor", "details")
+
+
+def record(session: Session, *, at: datetime, kind: str, lead: Lead | None = None,
+           rule_id: str | None = None, policy_version: str | None = None,
+           elapsed_business_s: float | None = None, window_s: int | None = None,
+           actor: str = "system", step_key: str | None = None,
+           details: dict[str, Any] | None = None) -> AuditRow:
+    """Append one row. A `step_key` already present returns that row: a re-run never doubles it."""
+    if step_key is not None:
+        existing = session.scalars(select(AuditRow).where(AuditRow.step_key == step_key)).first()
+        if existing is not None:
+            return existing
+    row = AuditRow(at=at, kind=kind, lead_id=lead.id if lead else None, crm=lead.crm if lead else None,
+                   owner_id=lead.owner_id if lead else None, rule_id=rule_id, policy_version=policy_version,
+                   elapsed_business_s=elapsed_business_s, window_s=window_s, actor=actor,
+                   step_key=step_key, details=details or {})
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _as_dict(row: AuditRow, lead_crm_id: str | None) -> dict[str, Any]:
+    return {
+        "at": row.at.isoformat(), "lead_id": lead_crm_id,
+        "crm": row.crm, "kind": row.kind, "rule_id": row.rule_id, "policy_version": row.policy_version,
+        "owner_id": row.owner_id, "elapsed_business_s": row.elapsed_business_s, "window_s": row.window_s,
+        "actor": row.actor, "details": row.details,
+    }
+
+
+def export(session: Session, fmt: str, lead_crm_id: str | None = None,
+           since: datetime | None = None) -> Iterator[str]:
+    """Audit rows as JSON lines or CSV, oldest first; `lead_id` is the CRM's id of the lead."""
+    query = (select(AuditRow, Lead.crm_id).outerjoin(Lead, Lead.id == AuditRow.lead_id)
+             .order_by(AuditRow.at, AuditRow.id))
+    if since is not None:
+        query = query.where(AuditRow.at >= since)
+    if lead_crm_id is not None:
+        query = query.where(Lead.crm_id == lead_crm_id)
+    rows = session.execute(query).all()
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=EXPORT_KEYS)
+        writer.writeheader()
+        yield buffer.getvalue()
+        for row, crm_id in rows:
+            buffer.seek(0)
+            buffer.truncate()
+            data = _as_dict(row, crm_id)
+            writer.writerow({**data, "details": json.dumps(data["details"], sort_keys=True)})
+            yield buffer.getvalue()
+        return
+    for row, crm_id in rows:
+        yield json.dumps(_as_dict(row, crm_id), sort_keys=True) + "\n"

@@ -1,0 +1,87 @@
+"""SLA clocks: start, pause, resume, close, and the precomputed `next_due_at`.
+
+A clock counts business seconds in the lead's market. `consumed_s` holds what was used before
+`running_since`; while running, used time = consumed_s + elapsed(running_since, now). The next
+ladder step is due when used time reaches `at * window_s`, and `next_due_at` is that instant,
+computed once with `BusinessCalendar.add` so that a tick only ever looks at what is due.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from sidecar.domain import Intent, LeadState
+from sidecar.engine.policies import PolicyBook
+from sidecar.policy.model import duration_seconds
+from sidecar.store.models import Clock, Lead
+
+
+def open_clock_of(session: Session, lead_id: int, kind: str = "sla") -> Clock | None:
+    """The lead's running or paused clock (at most one per kind)."""
+    return session.scalars(
+        select(Clock).where(Clock.lead_id == lead_id, Clock.kind == kind, Clock.status != "closed")
+    ).first()
+
+
+def start_clock(session: Session, book: PolicyBook, lead: Lead, started_at: datetime) -> Clock | None:
+    """Start the clock for the lead's current state under the newest policy; None if no window."""
+    version, policy = book.active(session)
+    intent = Intent(lead.intent) if lead.intent else None
+    rule = policy.window_for(lead.market, lead.source, LeadState(lead.state), intent)
+    if rule is None:
+        return None
+    window_s = duration_seconds(rule.window, book.business_day(policy, lead.market))
+    clock = Clock(
+        lead_id=lead.id, kind="sla", state=lead.state, rule_id=rule.id, policy_version=version,
+        market=book.market(policy, lead.market)[0], window_s=window_s, started_at=started_at,
+        consumed_s=0.0, running_since=started_at, steps_fired=0, status="open",
+    )
+    plan(clock, book, session)
+    session.add(clock)
+    return clock
+
+
+def used_seconds(clock: Clock, book: PolicyBook, session: Session, now: datetime) -> float:
+    """Business seconds of the window used so far."""
+    if clock.running_since is None or now <= clock.running_since:
+        return clock.consumed_s
+    policy = book.get(session, clock.policy_version)
+    calendar = book.calendar(clock.policy_version, policy, clock.market)
+    return clock.consumed_s + calendar.elapsed(clock.running_since, now).total_seconds()
+
+
+def due_at(clock: Clock, book: PolicyBook, session: Session, step_index: int) -> datetime | None:
+    """The instant ladder step `step_index` crosses, if the clock keeps running from now on."""
+    policy = book.get(session, clock.policy_version)
+    if clock.running_since is None or step_index >= len(policy.ladder):
+        return None
+    target = policy.ladder[step_index].at * clock.window_s
+    remaining = max(0.0, target - clock.consumed_s)
+    calendar = book.calendar(clock.policy_version, policy, clock.market)
+    return calendar.add(clock.running_since, timedelta(seconds=remaining))
+
+
+def plan(clock: Clock, book: PolicyBook, session: Session) -> None:
+    clock.next_due_at = due_at(clock, book, session, clock.steps_fired) if clock.status == "open" else None
+
+
+def pause(clock: Clock, book: PolicyBook, session: Session, at: datetime) -> None:
+    if clock.status != "open":
+        return
+    clock.consumed_s = used_seconds(clock, book, session, at)
+    clock.running_since, clock.status, clock.next_due_at = None, "paused", None
+
+
+def resume(clock: Clock, book: PolicyBook, session: Session, at: datetime) -> None:
+    if clock.status != "paused":
+        return
+    clock.running_since, clock.status = at, "open"
+    plan(clock, book, session)
+
+
+def close(clock: Clock, at: datetime, reason: str) -> None:
+    clock.status, clock.closed_at, clock.close_reason = "closed", at, reason
+    clock.running_since, clock.next_due_at = None, None

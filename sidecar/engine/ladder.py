@@ -1,0 +1,137 @@
+"""One ladder step of one clock -> its audit row and its outbox effects (seed 000 pattern 1).
+
+Everything a step does comes from the policy: which personas hear about it, whether a breach
+note goes on the record, whether the lead is reassigned. Idempotency keys derive from
+(clock, step, action, target), so re-deciding a step can never produce a second effect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from sidecar import audit, outbox
+from sidecar.domain import Crm, Persona
+from sidecar.engine import clocks
+from sidecar.engine.policies import PolicyBook
+from sidecar.engine.routing import choose_new_owner
+from sidecar.links import RecordLinks
+from sidecar.policy.model import LadderStep, Policy
+from sidecar.ports import LeadContext, NoteRequest, Notification, OwnerChange, TaskRequest
+from sidecar.store.models import AuditRow, Clock, Lead, OutboxRow, Rep, Team
+
+
+@dataclass
+class EngineContext:
+    book: PolicyBook
+    links: RecordLinks
+    late_after: timedelta = timedelta(seconds=60)  # later than this after its due instant = "late"
+
+
+def lead_context(session: Session, ctx: EngineContext, lead: Lead) -> LeadContext:
+    owner = session.get(Rep, lead.owner_id) if lead.owner_id else None
+    return LeadContext(crm=Crm(lead.crm), crm_id=lead.crm_id, name=lead.name, company=lead.company,
+                       market=lead.market, source=lead.source, intent=lead.intent, state=lead.state,
+                       owner_id=lead.owner_id, owner_name=owner.name if owner else None,
+                       record_url=ctx.links.url(lead.crm, lead.crm_id), email=lead.email)
+
+
+def fire_step(session: Session, ctx: EngineContext, clock: Clock, lead: Lead, now: datetime) -> AuditRow:
+    """Decide the clock's next step (due at `clock.next_due_at`) and advance the clock."""
+    policy = ctx.book.get(session, clock.policy_version)
+    index, due = clock.steps_fired, clock.next_due_at
+    assert due is not None
+    step = policy.ladder[index]
+    breach_at = _breach_at(session, ctx, clock, policy)
+    prefix = f"clock:{clock.id}:step:{index}"
+    details: dict[str, object] = {
+        "clock_id": clock.id, "window_rule_id": clock.rule_id, "state": clock.state, "fraction": step.at,
+        "due_at": due.isoformat(), "late": now - due > ctx.late_after,
+    }
+    choice = None
+    if step.reassign:
+        choice = choose_new_owner(session, ctx.book, clock.policy_version, policy, lead, now)
+        details.update(from_owner=lead.owner_id, to_owner=choice.rep.id if choice.rep else None,
+                       strategy=choice.strategy, reason=choice.reason, excluded=choice.excluded)
+    row = audit.record(session, at=now, kind=step.kind, lead=lead, rule_id=step.id,
+                       policy_version=clock.policy_version,
+                       elapsed_business_s=clocks.used_seconds(clock, ctx.book, session, now),
+                       window_s=clock.window_s, step_key=prefix, details=details)
+    context = lead_context(session, ctx, lead)
+    change = None
+    if choice is not None and choice.rep is not None:
+        change = outbox.enqueue(session, key=f"{prefix}:owner", now=now, audit_id=row.id, request=OwnerChange(
+            lead=context, from_owner_id=lead.owner_id, to_owner_id=choice.rep.id,
+            seen_modified_at=lead.crm_modified_at))
+        outbox.enqueue(session, key=f"{prefix}:task:{choice.rep.id}", now=now, audit_id=row.id,
+                       depends_on=change, request=_task_for_new_owner(context, choice.rep, lead, step, now))
+    for persona in step.notify:
+        _notify(session, ctx, policy, step, persona, lead, context, clock, row, breach_at, now,
+                new_owner=choice.rep if choice else None, depends_on=change,
+                extra={"reason": choice.reason} if choice and choice.reason else {})
+    if step.crm_note:
+        outbox.enqueue(session, key=f"{prefix}:note", now=now, audit_id=row.id, request=NoteRequest(
+            lead=context, at=now, body=_breach_note(lead, clock, step, row, breach_at)))
+    clock.steps_fired += 1
+    if change is not None:
+        # The new owner gets a fresh window of their own; the old clock ends here.
+        clocks.close(clock, now, "reassigned")
+        clocks.start_clock(session, ctx.book, lead, now)
+    else:
+        clocks.plan(clock, ctx.book, session)
+    return row
+
+
+def _breach_at(session: Session, ctx: EngineContext, clock: Clock, policy: Policy) -> datetime:
+    calendar = ctx.book.calendar(clock.policy_version, policy, clock.market)
+    start = clock.running_since or clock.started_at
+    return calendar.add(start, timedelta(seconds=max(0.0, clock.window_s - clock.consumed_s)))
+
+
+def _notify(session: Session, ctx: EngineContext, policy: Policy, step: LadderStep, persona: Persona,
+            lead: Lead, context: LeadContext, clock: Clock, row: AuditRow, breach_at: datetime,
+            now: datetime, new_owner: Rep | None, depends_on: OutboxRow | None,
+            extra: dict[str, str]) -> None:
+    route = policy.notifications[persona]
+    team = session.get(Team, lead.team_id) if lead.team_id else None
+    recipient: Rep | None = None
+    if persona is Persona.NEW_OWNER:
+        if new_owner is None:
+            return  # nobody took the lead over: the manager hears about it instead
+        recipient = new_owner
+    elif persona is Persona.OWNER:
+        recipient = session.get(Rep, lead.owner_id) if lead.owner_id else None
+    elif persona is Persona.MANAGER and route.via == "slack_dm" and team and team.manager_id:
+        recipient = session.get(Rep, team.manager_id)
+    channel = route.channel if route.via == "channel" else (team.slack_channel if team else None)
+    tz = ctx.book.market(policy, team.market if team else lead.market)[1].tz
+    payload = dict(extra)
+    if new_owner is not None:
+        payload.update(new_owner_name=new_owner.name, from_owner_name=context.owner_name or "")
+    outbox.enqueue(session, key=f"clock:{clock.id}:step:{clock.steps_fired}:notify:{persona.value}",
+                   now=now, audit_id=row.id, depends_on=depends_on if recipient is not None else None,
+                   request=Notification(
+                       kind=step.kind, persona=persona, via=route.via, lead=context, rule_id=step.id,
+                       policy_version=clock.policy_version, at=now, due_at=breach_at,
+                       elapsed_business_s=row.elapsed_business_s or 0.0, window_s=clock.window_s, tz=tz,
+                       recipient_email=recipient.email if recipient else None,
+                       recipient_name=recipient.name if recipient else context.owner_name,
+                       channel=channel, extra=payload))
+
+
+def _task_for_new_owner(context: LeadContext, rep: Rep, lead: Lead, step: LadderStep,
+                        now: datetime) -> TaskRequest:
+    body = (f"{lead.name} ({lead.company}) was reassigned to you by the SLA sidecar after no progress "
+            f"in {lead.state} (rule {step.id}). Source: {lead.source or 'unknown'}, market: "
+            f"{lead.market or 'unknown'}, intent: {lead.intent or 'unclear'}.\n{context.record_url}")
+    return TaskRequest(lead=context, owner_id=rep.id, subject=f"Follow up now: {lead.name} ({lead.company})",
+                       body=body, due_at=now + timedelta(hours=1), priority="high")
+
+
+def _breach_note(lead: Lead, clock: Clock, step: LadderStep, row: AuditRow, breach_at: datetime) -> str:
+    return (f"SLA breached: no progress on this {clock.state} lead within {clock.window_s // 60} business "
+            f"minutes (window rule {clock.rule_id}; step {step.id}, policy {clock.policy_version}). "
+            f"Deadline was {breach_at:%Y-%m-%d %H:%M} UTC; owner at the time: {lead.owner_id or 'none'}. "
+            f"Audit #{row.id}.")

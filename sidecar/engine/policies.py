@@ -1,0 +1,54 @@
+"""Policies by version, and their market calendars, loaded once per process.
+
+A clock keeps the version it started under, so the engine needs old versions too; versions are
+immutable (content hash), which makes caching them forever safe.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy.orm import Session
+
+from sidecar.calendar import BusinessCalendar
+from sidecar.policy.model import Market, Policy
+from sidecar.policy.version import active_version, policy_of
+from sidecar.store.models import PolicyVersion
+
+
+class PolicyBook:
+    def __init__(self) -> None:
+        self._policies: dict[str, Policy] = {}
+        self._calendars: dict[tuple[str, str], BusinessCalendar] = {}
+
+    def get(self, session: Session, version: str) -> Policy:
+        policy = self._policies.get(version)
+        if policy is None:
+            row = session.get(PolicyVersion, version)
+            if row is None:
+                raise LookupError(f"policy version {version} is not recorded; run `sidecar policy apply`")
+            policy = self._policies[version] = policy_of(row)
+        return policy
+
+    def active(self, session: Session) -> tuple[str, Policy]:
+        row = active_version(session)
+        if row is None:
+            raise LookupError("no policy recorded yet; run `sidecar init` or `sidecar policy apply`")
+        return row.version, self.get(session, row.version)
+
+    def market(self, policy: Policy, code: str | None) -> tuple[str, Market]:
+        """The lead's market, else the policy's default market, else its first one."""
+        if code is not None and code in policy.markets:
+            return code, policy.markets[code]
+        fallback = policy.default_market or next(iter(policy.markets))
+        return fallback, policy.markets[fallback]
+
+    def calendar(self, version: str, policy: Policy, code: str | None) -> BusinessCalendar:
+        name, market = self.market(policy, code)
+        key = (version, name)
+        if key not in self._calendars:
+            self._calendars[key] = market.calendar()
+        return self._calendars[key]
+
+    def business_day(self, policy: Policy, code: str | None) -> timedelta:
+        return self.market(policy, code)[1].business_day()

@@ -1,0 +1,185 @@
+"""CRM snapshots -> shadow lead rows, append-only lead events, and clock changes.
+
+Connectors hand over `LeadSnapshot`s (polling and webhooks alike); this module decides what
+changed. It is idempotent (the same snapshot twice records nothing) and ignores snapshots older
+than what is stored, so out-of-order deliveries cannot roll a lead back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from sidecar.domain import Intent, LeadSnapshot, LeadState, ProgressActivity
+from sidecar.engine import clocks
+from sidecar.engine.policies import PolicyBook
+from sidecar.policy.model import Policy
+from sidecar.store.models import Lead, LeadEvent, Rep
+
+TRACKED_FIELDS = ("score", "tier", "deal_size", "flags")
+UNMAPPED = "UNMAPPED"  # a CRM status the policy does not map: stored, but no clock runs on it
+
+
+@dataclass
+class Applied:
+    lead: Lead
+    events: list[LeadEvent]
+
+
+def canonical_state(policy: Policy, crm: str, status: str) -> str:
+    state_map = policy.states.get(crm)  # type: ignore[call-overload]
+    mapped = state_map.map.get(status) if state_map is not None else None
+    return mapped.value if mapped is not None else UNMAPPED
+
+
+def derive_intent(policy: Policy, snapshot: LeadSnapshot) -> Intent:
+    if snapshot.intent is not None:
+        return snapshot.intent
+    for rule in policy.intent.rules:
+        if rule.sources and snapshot.source not in rule.sources:
+            continue
+        if rule.min_score is not None and (snapshot.score is None or snapshot.score < rule.min_score):
+            continue
+        return rule.intent
+    return policy.intent.default
+
+
+def apply_snapshot(session: Session, book: PolicyBook, snapshot: LeadSnapshot) -> Applied:
+    _version, policy = book.active(session)
+    state = canonical_state(policy, snapshot.crm.value, snapshot.crm_status)
+    lead = session.scalars(
+        select(Lead).where(Lead.crm == snapshot.crm.value, Lead.crm_id == snapshot.crm_id)
+    ).first()
+    if lead is None:
+        return _create(session, book, policy, snapshot, state)
+    if snapshot.crm_modified_at < lead.crm_modified_at:
+        return Applied(lead, [])  # older than what we have: a late or replayed delivery
+    return _update(session, book, policy, lead, snapshot, state)
+
+
+def _team_of(session: Session, owner_id: str | None) -> str | None:
+    rep = session.get(Rep, owner_id) if owner_id else None
+    return rep.team_id if rep is not None else None
+
+
+def _fields(policy: Policy, snapshot: LeadSnapshot) -> dict[str, Any]:
+    return {
+        "name": snapshot.name, "company": snapshot.company, "email": snapshot.email,
+        "market": snapshot.market, "source": snapshot.source,
+        "intent": derive_intent(policy, snapshot).value, "score": snapshot.score, "tier": snapshot.tier,
+        "deal_size": snapshot.deal_size, "flags": sorted(snapshot.flags),
+    }
+
+
+def _create(session: Session, book: PolicyBook, policy: Policy, snapshot: LeadSnapshot,
+            state: str) -> Applied:
+    arrived = snapshot.created_at or snapshot.crm_modified_at
+    entered = snapshot.status_changed_at or arrived
+    lead = Lead(crm=snapshot.crm.value, crm_id=snapshot.crm_id, state=state, crm_status=snapshot.crm_status,
+                owner_id=snapshot.owner_id, team_id=_team_of(session, snapshot.owner_id),
+                created_at=arrived, state_entered_at=entered, last_progress_at=None,
+                crm_modified_at=snapshot.crm_modified_at, **_fields(policy, snapshot))
+    session.add(lead)
+    session.flush()
+    events = [_event(session, lead, arrived, "created", None, state, "created")]
+    if _has_window(state) and state not in {s.value for s in policy.pause_states}:
+        clocks.start_clock(session, book, lead, entered)
+    for activity in sorted(snapshot.activities, key=lambda a: a.at):  # may reset the new clock
+        event = _activity(session, book, lead, activity)
+        if event is not None:
+            events.append(event)
+    return Applied(lead, events)
+
+
+def _update(session: Session, book: PolicyBook, policy: Policy, lead: Lead, snapshot: LeadSnapshot,
+            state: str) -> Applied:
+    events: list[LeadEvent] = []
+    stamp = snapshot.crm_modified_at
+    fields = _fields(policy, snapshot)
+    for name in TRACKED_FIELDS:
+        if getattr(lead, name) != fields[name]:
+            events.append(_event(session, lead, stamp, "field_changed", _text(getattr(lead, name)),
+                                 _text(fields[name]), f"{name}@{stamp.isoformat()}", {"field": name}))
+    for name, value in fields.items():
+        setattr(lead, name, value)
+    if snapshot.owner_id != lead.owner_id:
+        at = snapshot.owner_changed_at or stamp
+        events.append(_event(session, lead, at, "owner_changed", lead.owner_id, snapshot.owner_id,
+                             f"owner:{lead.owner_id}->{snapshot.owner_id}@{at.isoformat()}"))
+        lead.owner_id, lead.team_id = snapshot.owner_id, _team_of(session, snapshot.owner_id)
+
+    # Activities and the state change are applied in the order they happened.
+    changes: list[tuple[datetime, ProgressActivity | None]] = [(a.at, a) for a in snapshot.activities]
+    if state != lead.state:
+        changes.append((snapshot.status_changed_at or stamp, None))
+    for at, activity in sorted(changes, key=lambda change: change[0]):
+        event = _activity(session, book, lead, activity) if activity else _transition(
+            session, book, policy, lead, state, at)
+        if event is not None:
+            events.append(event)
+    lead.crm_status, lead.crm_modified_at = snapshot.crm_status, stamp
+    return Applied(lead, events)
+
+
+def _transition(session: Session, book: PolicyBook, policy: Policy, lead: Lead, new: str,
+                at: datetime) -> LeadEvent:
+    old = lead.state
+    event = _event(session, lead, at, "state_changed", old, new, f"state:{old}->{new}@{at.isoformat()}")
+    lead.state, lead.state_entered_at = new, at
+    clock = clocks.open_clock_of(session, lead.id)
+    pause_states = {s.value for s in policy.pause_states}
+    if new in pause_states:
+        if clock is not None:
+            clocks.pause(clock, book, session, at)
+        return event
+    if clock is not None and clock.status == "paused" and clock.state == new:
+        clocks.resume(clock, book, session, at)  # back from hold: consumed time is kept
+        return event
+    if clock is not None:
+        clock_policy = book.get(session, clock.policy_version)
+        advanced = f"state:{new}" in clock_policy.progress_kinds(LeadState(clock.state))
+        if advanced:
+            lead.last_progress_at = at
+            event.detail = {"progress": True}
+        clocks.close(clock, at, "progress" if advanced else "state_left")
+    if _has_window(new):
+        clocks.start_clock(session, book, lead, at)
+    return event
+
+
+def _activity(session: Session, book: PolicyBook, lead: Lead, activity: ProgressActivity) -> LeadEvent | None:
+    key = f"activity:{activity.crm_id}"
+    if session.scalars(select(LeadEvent.id).where(LeadEvent.lead_id == lead.id,
+                                                  LeadEvent.dedupe_key == key)).first() is not None:
+        return None
+    event = _event(session, lead, activity.at, "progress", None, activity.kind.value, key,
+                   {"by": activity.by, "activity_id": activity.crm_id})
+    lead.last_progress_at = max(filter(None, (lead.last_progress_at, activity.at)))
+    clock = clocks.open_clock_of(session, lead.id)
+    if clock is None or clock.status != "open" or activity.at < clock.started_at:
+        return event
+    if activity.kind.value in book.get(session, clock.policy_version).progress_kinds(LeadState(clock.state)):
+        clocks.close(clock, activity.at, "progress")
+        clocks.start_clock(session, book, lead, activity.at)
+        event.detail = {**event.detail, "reset_clock": clock.id}
+    return event
+
+
+def _has_window(state: str) -> bool:
+    return state in LeadState.__members__
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _event(session: Session, lead: Lead, at: datetime, kind: str, old: str | None, new: str | None,
+           key: str, detail: dict[str, Any] | None = None) -> LeadEvent:
+    event = LeadEvent(lead_id=lead.id, at=at, kind=kind, old=old, new=new, dedupe_key=key,
+                      detail=detail or {})
+    session.add(event)
+    return event

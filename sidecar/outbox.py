@@ -1,0 +1,204 @@
+"""Pending effects and the dispatcher that performs them.
+
+Decisions write outbox rows in the same transaction as their audit row. The dispatcher claims due
+rows with a lease (so a crashed dispatcher's rows are picked up again), calls the port with the
+row's idempotency key (so a repeated call changes nothing), and settles the row: done, retry
+later, or dead with a reason the admin can act on. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import TypeAdapter
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from sidecar import audit
+from sidecar.ports import (
+    ConflictError,
+    CrmWriter,
+    NoteRequest,
+    Notification,
+    Notifier,
+    OwnerChange,
+    PermanentError,
+    TaskRequest,
+    TransientError,
+)
+from sidecar.store.db import transaction
+from sidecar.store.models import Lead, OutboxRow
+
+log = logging.getLogger(__name__)
+
+Request = Notification | TaskRequest | NoteRequest | OwnerChange
+ACTIONS: dict[str, tuple[str, type[Any]]] = {
+    "notify": ("notifier", Notification),
+    "create_task": ("crm_writer", TaskRequest),
+    "add_note": ("crm_writer", NoteRequest),
+    "change_owner": ("crm_writer", OwnerChange),
+}
+_ADAPTERS = {action: TypeAdapter(kind) for action, (_port, kind) in ACTIONS.items()}
+_ACTION_OF = {kind: action for action, (_port, kind) in ACTIONS.items()}
+
+
+@dataclass
+class Ports:
+    notifier: Notifier | None
+    writers: Mapping[str, CrmWriter]  # by CRM name
+
+
+@dataclass
+class RetryPolicy:
+    base: timedelta = timedelta(seconds=30)
+    cap: timedelta = timedelta(hours=1)
+    max_attempts: int = 10
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempts: int, retry_after: float | None) -> timedelta:
+        """The server's Retry-After when given, else capped exponential backoff with full jitter."""
+        if retry_after is not None:
+            return timedelta(seconds=retry_after)
+        ceiling: timedelta = min(self.cap, self.base * 2 ** max(attempts - 1, 0))
+        return ceiling * (0.5 + 0.5 * self.rng.random())
+
+
+def enqueue(session: Session, *, key: str, request: Request, now: datetime, audit_id: int | None = None,
+            depends_on: OutboxRow | None = None) -> OutboxRow:
+    """Add one effect; the same key again returns the existing row (decisions may be re-run)."""
+    existing = session.scalars(select(OutboxRow).where(OutboxRow.idempotency_key == key)).first()
+    if existing is not None:
+        return existing
+    action = _ACTION_OF[type(request)]
+    row = OutboxRow(idempotency_key=key, port=ACTIONS[action][0], action=action,
+                    payload=_ADAPTERS[action].dump_python(request, mode="json"), status="pending",
+                    attempts=0, next_attempt_at=now, created_at=now, audit_id=audit_id,
+                    depends_on=depends_on.id if depends_on is not None else None)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def decode(row: OutboxRow) -> Request:
+    request: Request = _ADAPTERS[row.action].validate_python(row.payload)
+    return request
+
+
+@dataclass(frozen=True)
+class _Claim:
+    id: int
+    action: str
+    key: str
+    request: Request
+
+
+def _claim(session: Session, now: datetime, batch: int, lease: timedelta) -> list[_Claim]:
+    parent = aliased(OutboxRow)
+    # Effects whose prerequisite failed or was skipped are skipped too (no "new owner" DM after a
+    # refused owner change).
+    blocked = select(OutboxRow.id).join(parent, parent.id == OutboxRow.depends_on).where(
+        OutboxRow.status == "pending", parent.status.in_(("dead", "skipped")))
+    blocked_ids = list(session.scalars(blocked))
+    if blocked_ids:
+        session.execute(update(OutboxRow).where(OutboxRow.id.in_(blocked_ids)).values(
+            status="skipped", last_error="not sent: the effect it depends on did not happen", done_at=now))
+    due = (
+        select(OutboxRow).outerjoin(parent, parent.id == OutboxRow.depends_on)
+        .where(or_(and_(OutboxRow.status == "pending", OutboxRow.next_attempt_at <= now),
+                   and_(OutboxRow.status == "in_flight", OutboxRow.claimed_until < now)))
+        .where(or_(OutboxRow.depends_on.is_(None), parent.status == "done"))
+        .order_by(OutboxRow.next_attempt_at, OutboxRow.id).limit(batch)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(of=OutboxRow, skip_locked=True)
+    claims = []
+    for row in session.scalars(due):
+        row.status, row.claimed_until, row.attempts = "in_flight", now + lease, row.attempts + 1
+        claims.append(_Claim(row.id, row.action, row.idempotency_key, decode(row)))
+    return claims
+
+
+def _perform(ports: Ports, claim: _Claim) -> str:
+    request = claim.request
+    if isinstance(request, Notification):
+        if ports.notifier is None:
+            raise PermanentError("no notifier configured: set SIDECAR_SLACK_BOT_TOKEN")
+        return ports.notifier.send(request, claim.key)
+    writer = ports.writers.get(request.lead.crm.value)
+    if writer is None:
+        raise PermanentError(f"no {request.lead.crm.value} connection configured")
+    if isinstance(request, TaskRequest):
+        return writer.create_task(request, claim.key)
+    if isinstance(request, NoteRequest):
+        return writer.add_note(request, claim.key)
+    writer.change_owner(request, claim.key)
+    return f"owner:{request.to_owner_id}"
+
+
+def dispatch(sessions: sessionmaker[Session], ports: Ports, now: datetime, *, batch: int = 50,
+             lease: timedelta = timedelta(minutes=5), retry: RetryPolicy | None = None) -> Counter[str]:
+    """Perform due effects once; returns how many ended in each status."""
+    retry = retry or RetryPolicy()
+    with transaction(sessions) as session:
+        claims = _claim(session, now, batch, lease)
+    outcomes: Counter[str] = Counter()
+    for claim in claims:
+        settled: tuple[str, str, float | None]
+        try:
+            result = _perform(ports, claim)
+            settled = ("done", result, None)
+        except TransientError as exc:
+            settled = ("retry", str(exc), exc.retry_after)
+        except ConflictError as exc:
+            settled = ("skipped", f"conflict: {exc}", None)
+        except PermanentError as exc:
+            settled = ("dead", str(exc), None)
+        except Exception as exc:  # an unexpected failure is retried, then dead-lettered: never dropped
+            log.exception("effect %s failed unexpectedly", claim.key)
+            settled = ("retry", f"{type(exc).__name__}: {exc}", None)
+        with transaction(sessions) as session:
+            outcomes[_settle(session, claim, settled, now, retry)] += 1
+    return outcomes
+
+
+def _settle(session: Session, claim: _Claim, settled: tuple[str, str, float | None], now: datetime,
+            retry: RetryPolicy) -> str:
+    status, text, retry_after = settled
+    row = session.get(OutboxRow, claim.id)
+    assert row is not None
+    if status == "retry" and row.attempts >= retry.max_attempts:
+        status, text = "dead", f"gave up after {row.attempts} attempts: {text}"
+    if status == "retry":
+        row.status, row.last_error = "pending", text
+        row.next_attempt_at, row.claimed_until = now + retry.delay(row.attempts, retry_after), None
+        return "retry"
+    row.status, row.done_at, row.claimed_until = status, now, None
+    if status == "done":
+        row.result = text[:200]
+    else:
+        row.last_error = text
+    _audit_outcome(session, row, claim.request, status, text, now)
+    return status
+
+
+def _audit_outcome(session: Session, row: OutboxRow, request: Request, status: str, text: str,
+                   now: datetime) -> None:
+    lead = session.scalars(select(Lead).where(Lead.crm == request.lead.crm.value,
+                                              Lead.crm_id == request.lead.crm_id)).first()
+    kind = None
+    if status == "done" and isinstance(request, Notification) and text.startswith("fallback:"):
+        kind = "notification_fallback"
+    elif status == "skipped" and isinstance(request, OwnerChange):
+        kind = "reassignment_skipped_owner_changed"
+    elif status == "dead":
+        kind = "effect_failed"
+    if kind is not None:
+        audit.record(session, at=now, kind=kind, lead=lead, step_key=f"{kind}:{row.idempotency_key}",
+                     details={"effect": row.action, "key": row.idempotency_key, "reason": text,
+                              "outbox_id": row.id, "decision_audit_id": row.audit_id})

@@ -1,0 +1,153 @@
+"""The narrow interfaces through which the core meets CRMs and Slack.
+
+Connectors implement these; the engine and dispatcher only ever see these types. Requests are
+plain frozen dataclasses so that they can sit in the outbox as JSON (see `outbox.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from sidecar.domain import Crm, LeadSnapshot, Persona
+
+
+class TransientError(Exception):
+    """Worth retrying (timeouts, 5xx, rate limits). `retry_after` is the server's hint in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(Exception):
+    """Retrying cannot help; the message tells the admin what to fix (shown in `sidecar status`)."""
+
+
+class ConflictError(Exception):
+    """The CRM record changed after we decided (e.g. a human changed the owner): the human wins."""
+
+
+@dataclass(frozen=True)
+class LeadContext:
+    """What a message or task says about a lead: who, from where, in which state, and a link."""
+
+    crm: Crm
+    crm_id: str
+    name: str
+    company: str
+    market: str | None
+    source: str | None
+    intent: str | None
+    state: str
+    owner_id: str | None
+    owner_name: str | None
+    record_url: str
+    email: str = ""
+
+
+@dataclass(frozen=True)
+class Notification:
+    kind: str  # the audit kind that caused it, e.g. sla_breach_imminent
+    persona: Persona
+    via: Literal["slack_dm", "team_channel", "channel"]
+    lead: LeadContext
+    rule_id: str
+    policy_version: str
+    at: datetime  # decision instant
+    due_at: datetime  # when the SLA breaches (or breached)
+    elapsed_business_s: float
+    window_s: int
+    tz: str  # recipient team's market time zone, for times shown in the message
+    recipient_email: str | None = None  # for DMs
+    recipient_name: str | None = None
+    channel: str | None = None  # team or configured channel
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. new owner, reassignment reason
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    lead: LeadContext
+    owner_id: str
+    subject: str
+    body: str
+    due_at: datetime
+    priority: Literal["high", "normal", "low"] = "normal"
+
+
+@dataclass(frozen=True)
+class NoteRequest:
+    lead: LeadContext
+    body: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class OwnerChange:
+    lead: LeadContext
+    from_owner_id: str | None
+    to_owner_id: str
+    # The CRM modification time our decision was based on; a later change means a human acted.
+    seen_modified_at: datetime
+
+
+class Notifier(Protocol):
+    def send(self, notification: Notification, idempotency_key: str) -> str:
+        """Deliver and return a message reference. Raises TransientError / PermanentError."""
+        ...
+
+
+class CrmWriter(Protocol):
+    crm: Crm
+
+    def create_task(self, task: TaskRequest, idempotency_key: str) -> str:
+        """Create at most one task per key (look the key up before creating); return its id."""
+        ...
+
+    def add_note(self, note: NoteRequest, idempotency_key: str) -> str: ...
+
+    def change_owner(self, change: OwnerChange, idempotency_key: str) -> None:
+        """Conditional owner change; raises ConflictError when the record changed meanwhile."""
+        ...
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Incremental read position: inclusive timestamp plus the ids already seen at it."""
+
+    at: datetime | None = None
+    seen_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChangePage:
+    snapshots: Sequence[LeadSnapshot]
+    cursor: Cursor  # commit together with the snapshots it covers
+
+
+@dataclass(frozen=True)
+class DirectoryUser:
+    id: str
+    name: str
+    email: str
+    active: bool = True
+    manager_id: str | None = None
+    team: str | None = None
+
+
+class CrmReader(Protocol):
+    crm: Crm
+
+    def read_changes(self, cursor: Cursor) -> Iterator[ChangePage]:
+        """Leads changed at or after the cursor, oldest first, page by page."""
+        ...
+
+    def read_leads(self, crm_ids: Sequence[str]) -> list[LeadSnapshot]:
+        """Targeted read for ids a webhook announced; the same mapping as polling."""
+        ...
+
+    def read_users(self) -> list[DirectoryUser]: ...
+
+    def record_url(self, crm_id: str) -> str: ...
