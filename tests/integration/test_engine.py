@@ -158,7 +158,8 @@ def test_same_snapshot_twice_and_older_snapshots_change_nothing(sessions: sessio
     ctx = context()
     apply_policy(sessions, policy_raw(), ny(1, 0))
     add_team(sessions)
-    first = snapshot(at=ny(24, 8, 30), status="Working - Contacted", activities=(call("00T1", ny(24, 8, 20)),))
+    first = snapshot(at=ny(24, 8, 30), status="Working - Contacted",
+                     activities=(call("00T1", ny(24, 8, 20)),))
     ingest(sessions, ctx, snapshot(at=ny(24, 8)))
     ingest(sessions, ctx, first)
     with transaction(sessions) as session:
