@@ -103,7 +103,10 @@ class BusinessCalendar:
         if errors:
             raise ValueError("invalid BusinessCalendar: " + "; ".join(errors))
         self._holidays = frozenset(holidays)
+        # Unbounded caches: a few hundred bytes per local date touched, i.e. tiny for real SLA ranges.
+        # Concurrent use from threads is safe: a race only recomputes the same value.
         self._days: dict[date, _Day] = {}
+        self._midnights: dict[date, int] = {}
         self._weeks: dict[date, int] = {}
 
     @staticmethod
@@ -168,11 +171,15 @@ class BusinessCalendar:
 
     def _midnight(self, d: date) -> int:
         """First instant whose wall clock reads >= 00:00 on d (first occurrence if repeated)."""
-        local = datetime.combine(d, time(0), tzinfo=self._tz)
-        first, second = _to_us(local), _to_us(local.replace(fold=1))
-        # In a spring-forward gap fold=0 reads the wall time with the old offset (after the jump) and
-        # fold=1 with the new one (before it); the day then starts at the jump itself.
-        return first if first <= second else self._jump(second, first)
+        cached = self._midnights.get(d)  # each midnight is both one day's end and the next day's start
+        if cached is None:
+            local = datetime.combine(d, time(0), tzinfo=self._tz)
+            first, second = _to_us(local), _to_us(local.replace(fold=1))
+            # In a spring-forward gap fold=0 reads the wall time with the old offset (after the jump) and
+            # fold=1 with the new one (before it); the day then starts at the jump itself.
+            cached = first if first <= second else self._jump(second, first)
+            self._midnights[d] = cached
+        return cached
 
     def _day(self, d: date) -> _Day:
         cached = self._days.get(d)

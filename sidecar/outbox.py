@@ -142,12 +142,26 @@ def _perform(ports: Ports, claim: _Claim) -> str:
 
 
 def dispatch(sessions: sessionmaker[Session], ports: Ports, now: datetime, *, batch: int = 50,
-             lease: timedelta = timedelta(minutes=5), retry: RetryPolicy | None = None) -> Counter[str]:
-    """Perform due effects once; returns how many ended in each status."""
+             max_batches: int = 20, lease: timedelta = timedelta(minutes=5),
+             retry: RetryPolicy | None = None) -> Counter[str]:
+    """Perform due effects; returns how many ended in each status.
+
+    Claims batch after batch so that effects waiting on one just performed (a new owner's task
+    after the owner change) go out in the same run.
+    """
     retry = retry or RetryPolicy()
-    with transaction(sessions) as session:
-        claims = _claim(session, now, batch, lease)
     outcomes: Counter[str] = Counter()
+    for _ in range(max_batches):
+        with transaction(sessions) as session:
+            claims = _claim(session, now, batch, lease)
+        if not claims:
+            break
+        _perform_all(sessions, ports, claims, now, retry, outcomes)
+    return outcomes
+
+
+def _perform_all(sessions: sessionmaker[Session], ports: Ports, claims: list[_Claim], now: datetime,
+                 retry: RetryPolicy, outcomes: Counter[str]) -> None:
     for claim in claims:
         settled: tuple[str, str, float | None]
         try:
@@ -164,7 +178,6 @@ def dispatch(sessions: sessionmaker[Session], ports: Ports, now: datetime, *, ba
             settled = ("retry", f"{type(exc).__name__}: {exc}", None)
         with transaction(sessions) as session:
             outcomes[_settle(session, claim, settled, now, retry)] += 1
-    return outcomes
 
 
 def _settle(session: Session, claim: _Claim, settled: tuple[str, str, float | None], now: datetime,

@@ -1,0 +1,137 @@
+"""The dispatcher: delivery once per key, retries on the injected clock, dead letters, conflicts."""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from sidecar import outbox
+from sidecar.engine.evaluator import tick
+from sidecar.outbox import Ports, RetryPolicy, dispatch
+from sidecar.ports import PermanentError, TransientError
+from sidecar.store.db import transaction
+from sidecar.store.models import AuditRow, OutboxRow
+from tests.support import (
+    FakeNotifier,
+    FakeWriter,
+    add_team,
+    apply_policy,
+    context,
+    ingest,
+    ny,
+    policy_raw,
+    snapshot,
+)
+
+
+def breached_lead(sessions: sessionmaker[Session], until_hour: int = 10) -> None:
+    """One lead run through the whole ladder (warning, breach, reassignment)."""
+    ctx = context()
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions)
+    ingest(sessions, ctx, snapshot(at=ny(24, 8)))
+    tick(sessions, ctx, ny(24, 9, 45).astimezone(UTC))
+
+
+def statuses(sessions: sessionmaker[Session]) -> dict[str, tuple[str, str | None]]:
+    with transaction(sessions) as session:
+        return {r.idempotency_key.split(":", 3)[-1]: (r.status, r.last_error)
+                for r in session.scalars(select(OutboxRow))}
+
+
+def kinds(sessions: sessionmaker[Session]) -> list[str]:
+    with transaction(sessions) as session:
+        return [row.kind for row in session.scalars(select(AuditRow).order_by(AuditRow.id))]
+
+
+def test_every_effect_delivered_once_and_redispatch_does_nothing(sessions: sessionmaker[Session]) -> None:
+    breached_lead(sessions)
+    notifier, writer = FakeNotifier(), FakeWriter()
+    ports = Ports(notifier, {"salesforce": writer})
+    now = ny(24, 9, 46).astimezone(UTC)
+    first = dispatch(sessions, ports, now)
+    again = dispatch(sessions, ports, now + timedelta(minutes=10))
+    assert first["done"] == 7 and sum(again.values()) == 0
+    # owner warning, manager, owner + new owner on reassignment; note, owner change, task
+    personas = sorted(n.persona.value for n in notifier.sent.values())
+    assert personas == ["manager", "new_owner", "owner", "owner"]
+    assert sorted(type(e).__name__ for e in writer.effects.values()) == [
+        "NoteRequest", "OwnerChange", "TaskRequest"]
+    assert len(notifier.calls) == len(set(notifier.calls)) and len(writer.calls) == len(set(writer.calls))
+    task = next(e for e in writer.effects.values() if type(e).__name__ == "TaskRequest")
+    assert task.owner_id == "r2" and "Emirates Group" in task.subject
+    assert task.lead.record_url == "https://acme.my.salesforce.com/lightning/r/Lead/00Q1/view"
+
+
+def test_retry_after_is_honoured_on_the_injected_clock(sessions: sessionmaker[Session]) -> None:
+    breached_lead(sessions)
+    notifier = FakeNotifier(fail_with=[TransientError("ratelimited", retry_after=30)])
+    ports = Ports(notifier, {"salesforce": FakeWriter()})
+    now = ny(24, 9, 46).astimezone(UTC)
+    outcome = dispatch(sessions, ports, now, batch=1, max_batches=1)
+    assert outcome == {"retry": 1}
+    dispatch(sessions, ports, now + timedelta(seconds=29))  # everything else, not the waiting row
+    with transaction(sessions) as session:
+        waiting = session.scalars(select(OutboxRow).where(OutboxRow.attempts == 1,
+                                                          OutboxRow.status == "pending")).one()
+        assert waiting.next_attempt_at == now + timedelta(seconds=30)
+        assert waiting.last_error == "ratelimited"
+        key = waiting.idempotency_key
+    dispatch(sessions, ports, now + timedelta(seconds=30))
+    assert notifier.calls.count(key) == 2 and key in notifier.sent
+
+
+def test_permanent_error_goes_dead_with_reason_and_is_audited(sessions: sessionmaker[Session]) -> None:
+    breached_lead(sessions)
+    fix = "invite the bot to #sales-us: /invite @sidecar"
+    notifier = FakeNotifier(fail_with=[PermanentError(fix)])
+    dispatch(sessions, Ports(notifier, {"salesforce": FakeWriter()}), ny(24, 9, 46).astimezone(UTC))
+    dead = [(key, error) for key, (status, error) in statuses(sessions).items() if status == "dead"]
+    assert len(dead) == 1 and dead[0][1] == fix
+    assert kinds(sessions).count("effect_failed") == 1
+
+
+def test_transient_failures_give_up_after_max_attempts(sessions: sessionmaker[Session]) -> None:
+    breached_lead(sessions)
+    notifier = FakeNotifier(fail_with=[TransientError("503")] * 100)
+    ports = Ports(notifier, {"salesforce": FakeWriter()})
+    retry = RetryPolicy(max_attempts=3)
+    now = ny(24, 9, 46).astimezone(UTC)
+    for hour in range(4):
+        dispatch(sessions, ports, now + timedelta(hours=hour * 2), retry=retry)
+    result = statuses(sessions)
+    notify = {key: value for key, value in result.items() if ":notify:" in key}
+    assert set(notify.values()) == {("dead", "gave up after 3 attempts: 503")}
+    assert len(notify) == 4 and len(notifier.calls) == 12
+    assert {status for key, (status, _e) in result.items() if key not in notify} == {"done"}
+    assert kinds(sessions).count("effect_failed") == 4
+
+
+def test_owner_change_conflict_skips_dependents_and_audits(sessions: sessionmaker[Session]) -> None:
+    breached_lead(sessions)
+    notifier, writer = FakeNotifier(), FakeWriter(conflict_owner_changes=True)
+    ports = Ports(notifier, {"salesforce": writer})
+    now = ny(24, 9, 46).astimezone(UTC)
+    dispatch(sessions, ports, now)
+    dispatch(sessions, ports, now + timedelta(minutes=1))
+    result = statuses(sessions)
+    skipped = sorted(key for key, (status, _e) in result.items() if status == "skipped")
+    assert skipped == ["2:notify:new_owner", "2:notify:owner", "2:owner", "2:task:r2"]
+    assert "new_owner" not in {n.persona.value for n in notifier.sent.values()}
+    assert kinds(sessions).count("reassignment_skipped_owner_changed") == 1
+
+
+def test_a_crash_after_claiming_is_recovered_after_the_lease(sessions: sessionmaker[Session]) -> None:
+    breached_lead(sessions)
+    now = ny(24, 9, 46).astimezone(UTC)
+    with transaction(sessions) as session:  # a dispatcher claims rows, then dies before settling
+        claimed = outbox._claim(session, now, 50, timedelta(minutes=5))
+    assert len(claimed) == 4  # the rows with no prerequisite
+    notifier, writer = FakeNotifier(), FakeWriter()
+    ports = Ports(notifier, {"salesforce": writer})
+    assert sum(dispatch(sessions, ports, now + timedelta(minutes=4)).values()) == 0  # lease still held
+    dispatch(sessions, ports, now + timedelta(minutes=6))
+    assert {status for status, _ in statuses(sessions).values()} == {"done"}
+    assert len(notifier.sent) + len(writer.effects) == 7
