@@ -182,3 +182,20 @@ class RoutingPointer(Base):
     __tablename__ = "routing_pointers"
     team_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_rep_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class IntakeItem(Base):
+    """A lead id announced by a webhook, stored durably before the webhook is acknowledged.
+
+    `delivery_id` (HubSpot eventId, Salesforce notification Id) de-duplicates repeated deliveries.
+    The ids are then read through the same path as polling, so the two can never disagree.
+    """
+
+    __tablename__ = "intake"
+    __table_args__ = (UniqueConstraint("crm", "delivery_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    crm: Mapped[str] = mapped_column(String(20))
+    delivery_id: Mapped[str] = mapped_column(String(100))
+    crm_id: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime]
+    processed_at: Mapped[datetime | None] = mapped_column(index=True)

@@ -18,6 +18,19 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table('intake',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('crm', sa.String(length=20), nullable=False),
+    sa.Column('delivery_id', sa.String(length=100), nullable=False),
+    sa.Column('crm_id', sa.String(length=64), nullable=False),
+    sa.Column('received_at', sidecar.store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('processed_at', sidecar.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('crm', 'delivery_id')
+    )
+    with op.batch_alter_table('intake', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_intake_processed_at'), ['processed_at'], unique=False)
+
     op.create_table('leads',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('crm', sa.String(length=20), nullable=False),
@@ -237,3 +250,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_leads_owner_id'))
 
     op.drop_table('leads')
+    with op.batch_alter_table('intake', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_intake_processed_at'))
+
+    op.drop_table('intake')
