@@ -10,18 +10,23 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.orm import Session, sessionmaker
 
+from sidecar import audit
 from sidecar.policy import Policy, PolicyError, load_policy
 from sidecar.policy.rules import diff_policies, rule_lines
 from sidecar.policy.version import active_version, policy_of, record_version, version_of
 from sidecar.settings import Settings
+from sidecar.status import gather
 from sidecar.store.db import make_engine, migrate, session_factory, transaction
 from sidecar.store.models import PolicyVersion
 
 app = typer.Typer(help="Lead-SLA sidecar: warns, escalates and reassigns before leads fall through.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 policy_app = typer.Typer(help="Show, compare and apply escalation policy versions.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
+audit_app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 console = Console()
 errors = Console(stderr=True)
 
@@ -132,3 +137,52 @@ def policy_apply(policy: PolicyOption = None) -> None:
     with transaction(session_factory(engine)) as session:
         row = record_version(session, loaded, str(path), _now())
     console.print(f"active policy {row.version} {row.label!r}")
+
+
+def _sessions() -> sessionmaker[Session]:
+    engine = make_engine(Settings().database_url)
+    migrate(engine)
+    return session_factory(engine)
+
+
+@app.command()
+def status() -> None:
+    """Open clocks, steps due within the hour, outbox backlog and dead effects, last poll per CRM."""
+    with transaction(_sessions()) as session:
+        report = gather(session, _now())
+    console.print(f"clocks: {report.open_clocks} running, {report.paused_clocks} paused, "
+                  f"{report.due_next_hour} steps due within the hour")
+    console.print("outbox: " + (", ".join(f"{n} {s}" for s, n in sorted(report.outbox.items())) or "empty"))
+    for crm, at in sorted(report.last_polls.items()):
+        console.print(f"last {crm} poll: {at.isoformat() if at else 'never'}")
+    if report.dead:
+        table = Table(title="effects that could not be delivered (fix, then they are not retried)")
+        for column in ("key", "effect", "what to fix"):
+            table.add_column(column)
+        for key, action, reason in report.dead:
+            table.add_row(key, action, reason)
+        console.print(table)
+
+
+@audit_app.command("export")
+def audit_export(
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
+    lead: Annotated[str | None, typer.Option("--lead", help="Only this CRM lead id.")] = None,
+    since: Annotated[datetime | None, typer.Option("--since", help="ISO time, e.g. 2026-11-01T00:00:00Z.",
+                                                   formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"])] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="File to write (default: stdout).")] = None,
+) -> None:
+    """Write the audit log as JSON lines or CSV, oldest first."""
+    if fmt not in ("jsonl", "csv"):
+        errors.print("--format must be jsonl or csv")
+        raise typer.Exit(2)
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    with transaction(_sessions()) as session:
+        lines = audit.export(session, fmt, lead, since)
+        if out is None:
+            for line in lines:
+                typer.echo(line, nl=False)
+        else:
+            with out.open("w", encoding="utf-8") as handle:
+                handle.writelines(lines)

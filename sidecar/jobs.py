@@ -1,0 +1,55 @@
+"""The sidecar's jobs as plain functions of (runtime, now).
+
+`sidecar run` lets APScheduler call them on real time; the demo and simulations call them from a
+virtual-time loop. Same functions, so an accelerated run behaves exactly like a real one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from sidecar import outbox, sync
+from sidecar.engine.evaluator import tick
+from sidecar.engine.ladder import EngineContext
+from sidecar.outbox import Ports
+from sidecar.ports import CrmReader
+
+
+@dataclass
+class Runtime:
+    sessions: sessionmaker[Session]
+    ctx: EngineContext
+    readers: Mapping[str, CrmReader]
+    ports: Ports
+    retry: outbox.RetryPolicy = field(default_factory=outbox.RetryPolicy)
+
+
+def poll_all(rt: Runtime, now: datetime) -> dict[str, sync.PollStats]:
+    return {name: sync.poll(rt.sessions, rt.ctx.book, reader, now) for name, reader in rt.readers.items()}
+
+
+def drain_webhooks(rt: Runtime, now: datetime) -> int:
+    return sum(sync.drain_intake(rt.sessions, rt.ctx.book, reader, now) for reader in rt.readers.values())
+
+
+def evaluate(rt: Runtime, now: datetime) -> Counter[str]:
+    return tick(rt.sessions, rt.ctx, now)
+
+
+def dispatch(rt: Runtime, now: datetime) -> Counter[str]:
+    return outbox.dispatch(rt.sessions, rt.ports, now, retry=rt.retry)
+
+
+def run_cycle(rt: Runtime, now: datetime, *, poll: bool = True) -> Counter[str]:
+    """One pass of everything, in data-path order; returns the audit kinds fired."""
+    if poll:
+        poll_all(rt, now)
+    drain_webhooks(rt, now)
+    fired = evaluate(rt, now)
+    dispatch(rt, now)
+    return fired
