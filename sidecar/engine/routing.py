@@ -48,8 +48,10 @@ def choose_new_owner(session: Session, book: PolicyBook, version: str, policy: P
     team = session.get(Team, lead.team_id) if lead.team_id else None
     if team is None:
         return Choice(None, strategy, "the owner has no team in the directory")
-    reps = list(session.scalars(select(Rep).where(Rep.team_id == team.id, Rep.role == "rep",
-                                                  Rep.id != lead.owner_id).order_by(Rep.id)))
+    # Same team, and a user of the lead's own CRM (a HubSpot owner cannot own a Salesforce lead).
+    reps = list(session.scalars(select(Rep).where(
+        Rep.team_id == team.id, Rep.role == "rep", Rep.crm == lead.crm, Rep.id != lead.owner_id,
+    ).order_by(Rep.id)))
     if not reps:
         return Choice(None, strategy, f"team {team.name} has no other reps")
     ids = [rep.id for rep in reps]
