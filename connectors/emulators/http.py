@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -133,6 +133,22 @@ class FaultPlan:
             return None
 
 
+SECRET_KEYS = {"password", "client_secret", "token", "access_token", "refresh_token", "security_token",
+               "sessionid", "session_id"}
+_SECRET_XML = re.compile(r"(<(?:\w+:)?(?:password|sessionId)>)[^<]*(</)", re.IGNORECASE)
+
+
+def redact(body: Any) -> Any:
+    """Request logs end up in files people share: never keep passwords or tokens in them."""
+    if isinstance(body, dict):
+        return {k: "***" if k.lower() in SECRET_KEYS else redact(v) for k, v in body.items()}
+    if isinstance(body, list):
+        return [redact(item) for item in body]
+    if isinstance(body, str):
+        return _SECRET_XML.sub(r"\1***\2", body)
+    return body
+
+
 class RequestLog:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -143,10 +159,14 @@ class RequestLog:
         try:
             body = request.json()
         except (ValueError, UnicodeDecodeError):
-            body = request.body.decode(errors="replace")
+            text = request.body.decode(errors="replace")
+            form = parse_qs(text, keep_blank_values=True) if "=" in text and "<" not in text else None
+            body = {k: v[0] if len(v) == 1 else v for k, v in form.items()} if form else text
+        body = redact(body)
+        query = redact({k: v for k, v in request.query.items()})
         with self._lock:
             self.entries.append(
-                {"method": request.method, "path": request.path, "query": request.query,
+                {"method": request.method, "path": request.path, "query": query,
                  "body": body, "status": status}
             )
 
@@ -192,6 +212,18 @@ class Emulator:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; with Nagle on, the body waits for the client's
+            # delayed ACK (~40 ms a response).
+            disable_nagle_algorithm = True
+
+            def setup(self) -> None:
+                # TLS handshake here, in the connection's own thread with a timeout, so one client
+                # that connects and stalls cannot freeze the accept loop.
+                if isinstance(self.request, ssl.SSLSocket):
+                    self.request.settimeout(10)
+                    self.request.do_handshake()
+                    self.request.settimeout(None)
+                super().setup()
 
             def log_message(self, format: str, *args: Any) -> None:  # "format" is the stdlib name
                 return  # the RequestLog is the log; stderr noise helps nobody
@@ -238,7 +270,8 @@ class Emulator:
         server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         server.daemon_threads = True
         if ssl_context is not None:
-            server.socket = ssl_context.wrap_socket(server.socket, server_side=True)
+            server.socket = ssl_context.wrap_socket(server.socket, server_side=True,
+                                                    do_handshake_on_connect=False)
             self.scheme = "https"
         self._server = server
         # A short poll interval makes stop() quick; tests start and stop servers often.
@@ -262,7 +295,7 @@ class Emulator:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> Emulator:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import random
-import ssl
 import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from socketserver import StreamRequestHandler
-from typing import Any, cast
+from typing import Any
 
 from connectors.emulators.http import Emulator, Request, Response
 from connectors.emulators.hubspot_helpers import DEFAULT_TOKEN, HubSpotHelpers
@@ -84,19 +82,6 @@ class HubSpotEmulator(HubSpotHelpers, Emulator):
         self._routes()
 
     # -- plumbing --------------------------------------------------------------------------------
-
-    def __enter__(self) -> HubSpotEmulator:  # the base annotates Emulator; keep the subclass type
-        self.start()
-        return self
-
-    def start(self, ssl_context: ssl.SSLContext | None = None, port: int = 0) -> str:
-        url = super().start(ssl_context, port)
-        assert self._server is not None
-        # The base handler writes headers and body in two send()s; with Nagle on, the body waits
-        # for the client's delayed ACK (~40 ms a response), which made paging 10k records slow.
-        handler = cast(type[StreamRequestHandler], self._server.RequestHandlerClass)
-        handler.disable_nagle_algorithm = True
-        return url
 
     def _routes(self) -> None:
         obj = r"/crm/v3/objects/(?P<type>[^/]+)"
