@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -24,17 +23,15 @@ from pathlib import Path
 
 from sqlalchemy import delete, insert, select, update
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from sidecar.engine import clocks  # noqa: E402
-from sidecar.engine.evaluator import tick  # noqa: E402
-from sidecar.engine.ladder import EngineContext  # noqa: E402
-from sidecar.engine.policies import PolicyBook  # noqa: E402
-from sidecar.links import RecordLinks  # noqa: E402
-from sidecar.policy import load_policy  # noqa: E402
-from sidecar.policy.version import record_version  # noqa: E402
-from sidecar.store.db import make_engine, migrate, session_factory, transaction  # noqa: E402
-from sidecar.store.models import AuditRow, Clock, Lead, OutboxRow  # noqa: E402
+from sidecar.engine import clocks
+from sidecar.engine.evaluator import tick
+from sidecar.engine.ladder import EngineContext
+from sidecar.engine.policies import PolicyBook
+from sidecar.links import RecordLinks
+from sidecar.policy import load_policy
+from sidecar.policy.version import record_version
+from sidecar.store.db import make_engine, migrate, session_factory, transaction
+from sidecar.store.models import AuditRow, Clock, Lead, OutboxRow
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)  # Tuesday, US-East business hours
