@@ -1,0 +1,1 @@
+"""HTTP side of the sidecar: health, webhook intake (routers come from the connectors)."""

@@ -1,0 +1,63 @@
+"""The FastAPI app. Connectors own their receivers (routers); this module owns the app, health,
+and the intake callback that stores announced lead ids durably before a webhook is acknowledged."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import uvicorn
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from sidecar.store.db import transaction
+from sidecar.store.models import IntakeItem
+from sidecar.sync import enqueue_intake
+
+
+def intake_callback(sessions: sessionmaker[Session], crm: str,
+                    clock: Callable[[], datetime]) -> Callable[[list[tuple[str, str]]], None]:
+    """Store (delivery id, lead id) pairs; returns only after the commit, so an ack means stored."""
+    def store(pairs: list[tuple[str, str]]) -> None:
+        with transaction(sessions) as session:
+            enqueue_intake(session, crm, pairs, clock())
+    return store
+
+
+def create_app(sessions: sessionmaker[Session], routers: Sequence[APIRouter]) -> FastAPI:
+    app = FastAPI(title="Lead-SLA sidecar", docs_url=None, redoc_url=None)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, object]:
+        with transaction(sessions) as session:
+            waiting = session.scalar(select(func.count()).select_from(IntakeItem)
+                                     .where(IntakeItem.processed_at.is_(None)))
+        return {"ok": True, "intake_waiting": waiting}
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+class BackgroundServer:
+    """uvicorn in a thread (the demo and tests); `sidecar run` uses the same app."""
+
+    def __init__(self, app: FastAPI, port: int = 0) -> None:
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                                     lifespan="off"))
+        self._thread = threading.Thread(target=self._server.run, name="sidecar-web", daemon=True)
+
+    def start(self) -> str:
+        self._thread.start()
+        while not self._server.started:  # startup takes a few ms; nothing to inject here
+            if not self._thread.is_alive():
+                raise RuntimeError("web server failed to start (port in use?)")
+            self._thread.join(0.01)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(5)
