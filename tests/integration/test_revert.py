@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from datetime import UTC
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from sidecar.engine.evaluator import tick
+from sidecar.engine.revert import RevertError, revert_reassignment
+from sidecar.outbox import Ports, dispatch
+from sidecar.store.db import transaction
+from sidecar.store.models import AuditRow, Clock
+from tests.support import (
+    FakeNotifier,
+    FakeWriter,
+    add_team,
+    apply_policy,
+    context,
+    ingest,
+    ny,
+    policy_raw,
+    snapshot,
+)
+
+
+def test_revert_restores_the_owner_links_both_rows_and_starts_a_fresh_clock(
+        sessions: sessionmaker[Session]) -> None:
+    ctx = context()
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions)
+    ingest(sessions, ctx, snapshot(at=ny(24, 8)))
+    tick(sessions, ctx, ny(24, 9, 30).astimezone(UTC))
+    writer = FakeWriter()
+    ports = Ports(FakeNotifier(), {"salesforce": writer})
+    dispatch(sessions, ports, ny(24, 9, 30).astimezone(UTC))
+    ingest(sessions, ctx, snapshot(at=ny(24, 9, 31), owner="r2"))  # the CRM now shows the new owner
+    with transaction(sessions) as session:
+        row = revert_reassignment(session, ctx, "salesforce", "00Q1", "us-mgr", "rep was in a demo call",
+                                  ny(24, 9, 40).astimezone(UTC))
+        revert_id = row.id
+    dispatch(sessions, ports, ny(24, 9, 40).astimezone(UTC))
+    changes = [e for k, e in writer.effects.items() if k.startswith("revert:")]
+    assert [(c.from_owner_id, c.to_owner_id) for c in changes] == [("r2", "r1")]
+    with transaction(sessions) as session:
+        reassigned = session.scalars(select(AuditRow).where(AuditRow.kind == "sla_breach_auto_reassign")).one()
+        reverted = session.get(AuditRow, revert_id)
+        assert reverted is not None
+        assert reverted.details["reverts_audit_id"] == reassigned.id
+        assert (reverted.actor, reverted.details["reason"]) == ("us-mgr", "rep was in a demo call")
+        running = session.scalars(select(Clock).where(Clock.status == "open")).one()
+        assert running.started_at == ny(24, 9, 40) and running.steps_fired == 0
+    # no instant re-escalation: nothing fires until 80 % of the fresh window
+    assert sum(tick(sessions, ctx, ny(24, 10, 27).astimezone(UTC)).values()) == 0
+    assert tick(sessions, ctx, ny(24, 10, 28).astimezone(UTC)) == {"sla_breach_imminent": 1}
+    with pytest.raises(RevertError, match="already reverted"), transaction(sessions) as session:
+        revert_reassignment(session, ctx, "salesforce", "00Q1", "us-mgr", "again", ny(24, 11).astimezone(UTC))
+
+
+def test_revert_without_a_reassignment_is_refused(sessions: sessionmaker[Session]) -> None:
+    ctx = context()
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions)
+    ingest(sessions, ctx, snapshot(at=ny(24, 8)))
+    with pytest.raises(RevertError, match="never reassigned"), transaction(sessions) as session:
+        revert_reassignment(session, ctx, "salesforce", "00Q1", "us-mgr", "", ny(24, 9).astimezone(UTC))
