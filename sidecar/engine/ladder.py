@@ -71,17 +71,39 @@ def fire_step(session: Session, ctx: EngineContext, clock: Clock, lead: Lead, no
         _notify(session, ctx, policy, step, persona, lead, context, clock, row, breach_at, now,
                 new_owner=choice.rep if choice else None, depends_on=change,
                 extra={"reason": choice.reason} if choice and choice.reason else {})
+    if choice is not None and choice.rep is None:
+        change = _to_queue(session, ctx, policy, step, lead, context, clock, row, breach_at, now, choice.reason)
     if step.crm_note:
         outbox.enqueue(session, key=f"{prefix}:note", now=now, audit_id=row.id, request=NoteRequest(
             lead=context, at=now, body=_breach_note(lead, clock, step, row, breach_at)))
     clock.steps_fired += 1
-    if change is not None:
+    if choice is not None and choice.rep is not None:
         # The new owner gets a fresh window of their own; the old clock ends here.
         clocks.close(clock, now, "reassigned")
         clocks.start_clock(session, ctx.book, lead, now)
+    elif change is not None:
+        clocks.close(clock, now, "queued")  # a queue is not a person: ops review takes it from here
     else:
         clocks.plan(clock, ctx.book, session)
     return row
+
+
+def _to_queue(session: Session, ctx: EngineContext, policy: Policy, step: LadderStep, lead: Lead,
+              context: LeadContext, clock: Clock, row: AuditRow, breach_at: datetime, now: datetime,
+              reason: str) -> OutboxRow | None:
+    """Nobody in the team can take the lead: park it in the team's queue and tell the manager why."""
+    team = session.get(Team, lead.team_id) if lead.team_id else None
+    change = None
+    if team is not None and team.ops_queue_id:
+        change = outbox.enqueue(session, key=f"clock:{clock.id}:step:{clock.steps_fired}:queue", now=now,
+                                audit_id=row.id, request=OwnerChange(
+                                    lead=context, from_owner_id=lead.owner_id, to_owner_id=team.ops_queue_id,
+                                    seen_modified_at=lead.crm_modified_at))
+    if Persona.MANAGER in policy.notifications:
+        _notify(session, ctx, policy, step, Persona.MANAGER, lead, context, clock, row, breach_at, now,
+                new_owner=None, depends_on=None,
+                extra={"reason": reason, "queued": "yes" if change is not None else "no"})
+    return change
 
 
 def _breach_at(session: Session, ctx: EngineContext, clock: Clock, policy: Policy) -> datetime:

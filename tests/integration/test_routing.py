@@ -1,0 +1,88 @@
+"""Safe reassignment: same team only, only available reps, fair round robin, queue when nobody can."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from sidecar.engine.evaluator import tick
+from sidecar.engine.routing import choose_new_owner
+from sidecar.store.db import transaction
+from sidecar.store.models import AuditRow, Lead, OutboxRow, Rep, RepPto, Team
+from tests.support import add_team, apply_policy, context, ingest, ny, policy_raw, snapshot
+
+KOLKATA = ZoneInfo("Asia/Kolkata")
+
+
+def test_india_lead_goes_to_the_india_queue_never_to_a_us_rep(sessions: sessionmaker[Session]) -> None:
+    ctx = context()
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions, "in", market="IN", reps=("i1", "i2", "i3"), capacity=1)
+    add_team(sessions, "us", market="US-East", reps=("u1", "u2"))
+    with transaction(sessions) as session:
+        session.get(Team, "in").ops_queue_id = "00GINQUEUE"
+    arrival = datetime(2026, 11, 26, 10, 0, tzinfo=KOLKATA)  # the 24th is a holiday in India
+    # every India rep already holds a lead (capacity 1), the US reps are free
+    for rep in ("i2", "i3"):
+        ingest(sessions, ctx, snapshot(f"00QBUSY{rep}", at=arrival, owner=rep, market="IN"))
+    ingest(sessions, ctx, snapshot("00QIN", at=arrival, owner="i1", market="IN", source="webinar"))
+    tick(sessions, ctx, datetime(2026, 11, 26, 18, 0, tzinfo=KOLKATA).astimezone(UTC))
+    with transaction(sessions) as session:
+        lead = session.scalars(select(Lead).where(Lead.crm_id == "00QIN")).one()
+        row = session.scalars(select(AuditRow).where(AuditRow.kind == "sla_breach_auto_reassign",
+                                                     AuditRow.lead_id == lead.id)).one()
+        changes = [r.payload for r in session.scalars(select(OutboxRow).where(OutboxRow.action == "change_owner"))]
+        manager_notes = [r.payload for r in session.scalars(select(OutboxRow).where(
+            OutboxRow.action == "notify", OutboxRow.audit_id == row.id))]
+    assert row.details["to_owner"] is None
+    assert row.details["reason"] == "all 2 reps of Team in unavailable: 2 at capacity"
+    # the busy leads breach too; every one of them goes to the India queue, none to a US rep
+    assert sorted((c["lead"]["crm_id"], c["to_owner_id"]) for c in changes) == [
+        ("00QBUSYi2", "00GINQUEUE"), ("00QBUSYi3", "00GINQUEUE"), ("00QIN", "00GINQUEUE")]
+    manager = [n for n in manager_notes if n["persona"] == "manager"]
+    assert manager and manager[0]["extra"]["reason"].startswith("all 2 reps")
+
+
+def test_pto_capacity_inactive_and_closed_hours_are_never_chosen(sessions: sessionmaker[Session]) -> None:
+    ctx = context()
+    version = apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions, reps=("r1", "r2", "r3", "r4", "r5"), capacity=2)
+    at = ny(24, 10).astimezone(UTC)
+    with transaction(sessions) as session:
+        session.add(RepPto(rep_id="r2", starts_at=ny(24, 0), ends_at=ny(25, 0)))
+        session.get(Rep, "r4").active = False
+    for i in range(2):
+        ingest(sessions, ctx, snapshot(f"00QFULL{i}", at=ny(24, 9), owner="r3"))
+    ingest(sessions, ctx, snapshot("00QX", at=ny(24, 9), owner="r1"))
+    with transaction(sessions) as session:
+        policy = ctx.book.get(session, version)
+        lead = session.scalars(select(Lead).where(Lead.crm_id == "00QX")).one()
+        choice = choose_new_owner(session, ctx.book, version, policy, lead, at)
+        assert choice.rep is not None and choice.rep.id == "r5"
+        assert choice.excluded == {"r2": "on PTO", "r3": "at capacity", "r4": "inactive"}
+        night = choose_new_owner(session, ctx.book, version, policy, lead, ny(24, 22).astimezone(UTC))
+        assert night.rep is None and "outside hours" in night.reason
+
+
+def test_round_robin_spreads_100_reassignments_within_one(sessions: sessionmaker[Session]) -> None:
+    ctx = context()
+    version = apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions, reps=("r1", "r2", "r3", "r4"), capacity=1000)
+    counts: Counter[str] = Counter()
+    with transaction(sessions) as session:
+        policy = ctx.book.get(session, version)
+        for i in range(100):
+            lead = Lead(crm="salesforce", crm_id=f"00QRR{i}", state="NEW", crm_status="Open - Not Contacted",
+                        owner_id="us-mgr", team_id="us", state_entered_at=ny(24, 9), crm_modified_at=ny(24, 9))
+            session.add(lead)
+            session.flush()
+            choice = choose_new_owner(session, ctx.book, version, policy, lead, ny(24, 10).astimezone(UTC))
+            assert choice.rep is not None
+            lead.owner_id = choice.rep.id
+            counts[choice.rep.id] += 1
+    assert set(counts) == {"r1", "r2", "r3", "r4"}
+    assert max(counts.values()) - min(counts.values()) <= 1
