@@ -1,0 +1,136 @@
+"""Every SOQL statement the connector sends, built with `format_soql` only.
+
+Values (ids, datetimes, picklist values) always go through format_soql's quoting. Field names come
+from the field map; they are checked to be plain API names before they are spliced in as
+`{:literal}`, the one place where format_soql does not quote.
+
+IN lists are chunked by size, not only by count: a REST query travels in the URL and Salesforce
+caps URI plus headers at 16,384 bytes (431/414 beyond), so 2,000 ids (about 54 KB URL-encoded)
+never fit in one GET. We keep each encoded query under `MAX_QUERY_BYTES`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from urllib.parse import urlencode
+
+from simple_salesforce.format import format_soql
+
+from connectors.salesforce.fields import FieldMap
+
+MAX_QUERY_BYTES = 12_000  # leaves room for headers within Salesforce's 16,384-byte request line+headers
+MAX_IDS = 2000
+_API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+HISTORY_FIELDS = ("Status", "Owner")  # LeadHistory.Field values for Status and OwnerId changes
+
+
+def select_list(names: Sequence[str]) -> str:
+    bad = [n for n in names if not _API_NAME.match(n)]
+    if bad:
+        raise ValueError(f"not a Salesforce field API name: {', '.join(bad)}")
+    return ", ".join(dict.fromkeys(names))
+
+
+def encoded_size(soql: str) -> int:
+    return len(urlencode({"q": soql}))
+
+
+def chunked(template: str, ids: Sequence[str], *args: object, max_bytes: int = MAX_QUERY_BYTES,
+            max_ids: int = MAX_IDS) -> Iterator[str]:
+    """`template` has one `{ids}` placeholder (formatted with format_soql's IN list) plus the
+    positional `{}` values in `args`; yields queries covering all `ids` within the size budget."""
+    if not ids:
+        return
+    base = encoded_size(format_soql(template, *args, ids=["x"])) - encoded_size("'x'")
+    per_id = encoded_size(format_soql("{}", [ids[0]])) - encoded_size("()") + encoded_size(",") - 2
+    room = max(1, min(max_ids, (max_bytes - base) // max(per_id, 1)))
+    for start in range(0, len(ids), room):
+        yield format_soql(template, *args, ids=list(ids[start:start + room]))
+
+
+def lead_changes(fields: FieldMap, since: datetime | None) -> str:
+    columns = select_list(fields.lead_fields())
+    if since is None:
+        return format_soql("SELECT {:literal} FROM Lead ORDER BY SystemModstamp, Id", columns)
+    return format_soql("SELECT {:literal} FROM Lead WHERE SystemModstamp >= {} ORDER BY SystemModstamp, Id",
+                       columns, since)
+
+
+def leads_by_id(fields: FieldMap, ids: Sequence[str]) -> Iterator[str]:
+    columns = select_list(fields.lead_fields())
+    return chunked("SELECT {:literal} FROM Lead WHERE Id IN {ids}", ids, columns)
+
+
+def _task_filter(fields: FieldMap) -> str:
+    return format_soql("Status = 'Completed' AND TaskSubtype IN {} AND WhoId != null",
+                       sorted(fields.task_kinds))
+
+
+def task_stream(fields: FieldMap, since: datetime) -> str:
+    """Completed progress tasks changed since `since`: their leads are re-read even when the
+    Lead row itself did not change (a Task does not move the Lead's SystemModstamp)."""
+    return format_soql("SELECT {:literal} FROM Task WHERE {:literal} AND SystemModstamp >= {} "
+                       "ORDER BY SystemModstamp, Id", select_list(fields.task_fields()), _task_filter(fields),
+                       since)
+
+
+def tasks_all(fields: FieldMap) -> str:
+    return format_soql("SELECT {:literal} FROM Task WHERE {:literal}", select_list(fields.task_fields()),
+                       _task_filter(fields))
+
+
+def tasks_for(fields: FieldMap, lead_ids: Sequence[str]) -> Iterator[str]:
+    return chunked("SELECT {:literal} FROM Task WHERE {:literal} AND WhoId IN {ids}", lead_ids,
+                   select_list(fields.task_fields()), _task_filter(fields))
+
+
+EVENT_COLUMNS = "Id, WhoId, EndDateTime, OwnerId"
+
+
+def events_all(now: datetime) -> str:
+    return format_soql("SELECT {:literal} FROM Event WHERE WhoId != null AND EndDateTime <= {}",
+                       EVENT_COLUMNS, now)
+
+
+def events_for(lead_ids: Sequence[str], now: datetime) -> Iterator[str]:
+    return chunked("SELECT {:literal} FROM Event WHERE EndDateTime <= {} AND WhoId IN {ids}", lead_ids,
+                   EVENT_COLUMNS, now)
+
+
+HISTORY_COLUMNS = "LeadId, Field, CreatedDate"
+
+
+def history_all() -> str:
+    return format_soql("SELECT {:literal} FROM LeadHistory WHERE Field IN {}", HISTORY_COLUMNS,
+                       list(HISTORY_FIELDS))
+
+
+def history_for(lead_ids: Sequence[str]) -> Iterator[str]:
+    return chunked("SELECT {:literal} FROM LeadHistory WHERE Field IN {} AND LeadId IN {ids}", lead_ids,
+                   HISTORY_COLUMNS, list(HISTORY_FIELDS))
+
+
+def users_query(fields: FieldMap) -> str:
+    return format_soql("SELECT {:literal} FROM User ORDER BY Id", select_list(fields.user_fields()))
+
+
+def task_by_key(key_field: str | None, key: str) -> str:
+    """Our earlier task for this idempotency key: the key field when the org has it, else the
+    `[sidecar:<key>]` marker line in Description (LIKE, with format_soql escaping % and _)."""
+    if key_field:
+        return format_soql("SELECT Id FROM Task WHERE {:literal} = {} LIMIT 1", select_list([key_field]), key)
+    return format_soql("SELECT Id FROM Task WHERE Description LIKE '%{:like}%' LIMIT 1", marker(key))
+
+
+def tasks_by_keys(key_field: str | None, keys: Sequence[str]) -> Iterator[str]:
+    if key_field:
+        return chunked("SELECT Id, {:literal} FROM Task WHERE {:literal} IN {ids}", keys,
+                       select_list([key_field]), select_list([key_field]))
+    # Without a key field there is no IN for LIKE: one query per key.
+    return iter([task_by_key(None, key) for key in keys])
+
+
+def marker(key: str) -> str:
+    return f"[sidecar:{key}]"

@@ -1,0 +1,523 @@
+"""The Salesforce connector (reader, writer, auth) against the loopback emulator over TLS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from connectors.emulators.salesforce import SalesforceEmulator
+from connectors.emulators.tls import LoopbackTLS, make_loopback_tls, route_login_domain
+from connectors.salesforce.auth import SalesforceCredentials, check_credentials, connect
+from connectors.salesforce.client import SalesforceClient
+from connectors.salesforce.fields import FieldMap, MappedField, load_field_map, missing_fields
+from connectors.salesforce.reader import SalesforceReader
+from connectors.salesforce.writer import SalesforceWriter
+from sidecar.domain import Crm, ProgressKind
+from sidecar.engine.policies import PolicyBook
+from sidecar.policy import load_policy
+from sidecar.policy.version import record_version
+from sidecar.ports import (
+    ConflictError,
+    Cursor,
+    LeadContext,
+    OwnerChange,
+    PermanentError,
+    TaskRequest,
+    TransientError,
+)
+from sidecar.store.db import transaction
+from sidecar.store.models import Lead, LeadEvent
+from sidecar.sync import poll
+from tests.conftest import EXAMPLE_POLICY, ROOT
+
+START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> LoopbackTLS:
+    return make_loopback_tls(Path(tmp_path_factory.mktemp("ca")))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(START)
+
+
+def add_standard_task_fields(emu: SalesforceEmulator, key_field: bool = True) -> None:
+    """Fields a real org's Task has that the emulator's minimal schema leaves out, plus our key."""
+    emu.add_field("Task", "CompletedDateTime", "datetime")
+    emu.add_field("Task", "ReminderDateTime", "datetime")
+    emu.add_field("Task", "IsReminderSet", "boolean")
+    if key_field:
+        emu.add_field("Task", "Sidecar_Key__c", "string")
+
+
+@pytest.fixture
+def emu(tls: LoopbackTLS, clock: Clock) -> Iterator[SalesforceEmulator]:
+    emulator = SalesforceEmulator(clock=clock)
+    add_standard_task_fields(emulator)
+    emulator.start(ssl_context=tls.server_context)
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def http(tls: LoopbackTLS) -> Iterator[requests.Session]:
+    session = tls.client_session()
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def client(emu: SalesforceEmulator, http: requests.Session) -> SalesforceClient:
+    return connect(SalesforceCredentials(session_id=emu.access_token, instance_url=emu.url), http)
+
+
+EXAMPLE_FIELDS = load_field_map(ROOT / "config" / "salesforce.fields.example.yaml")
+
+
+@pytest.fixture
+def reader(client: SalesforceClient, clock: Clock) -> SalesforceReader:
+    return SalesforceReader(client, EXAMPLE_FIELDS, clock=clock)
+
+
+@pytest.fixture
+def writer(client: SalesforceClient) -> SalesforceWriter:
+    return SalesforceWriter(client, EXAMPLE_FIELDS)
+
+
+def new_lead(emu: SalesforceEmulator, name: str = "Lovelace", **fields: object) -> str:
+    return emu.insert("Lead", {"FirstName": "Ada", "LastName": name, "Company": "Engines", **fields})
+
+
+def drain(reader: SalesforceReader, cursor: Cursor) -> tuple[list[str], Cursor]:
+    ids: list[str] = []
+    for page in reader.read_changes(cursor):
+        ids += [s.crm_id for s in page.snapshots]
+        cursor = page.cursor
+    return ids, cursor
+
+
+def context(lead_id: str, owner: str | None = None) -> LeadContext:
+    return LeadContext(
+        crm=Crm.SALESFORCE,
+        crm_id=lead_id,
+        name="Ada Lovelace",
+        company="Engines",
+        market="US-East",
+        source="web_form",
+        intent="high",
+        state="NEW",
+        owner_id=owner,
+        owner_name=None,
+        record_url=f"https://acme.my.salesforce.com/lightning/r/Lead/{lead_id}/view",
+    )
+
+
+# --- reading ------------------------------------------------------------------------------------------
+
+
+def test_ties_at_one_stamp_across_page_boundaries_lose_nothing(
+    emu: SalesforceEmulator, reader: SalesforceReader, clock: Clock
+) -> None:
+    new_lead(emu, "Early")
+    _, cursor = drain(reader, Cursor())
+    emu.query_batch_size = 5
+    clock.advance(seconds=30)
+    tied = {new_lead(emu, f"Tied{i}") for i in range(12)}  # 12 leads, one SystemModstamp
+    pages = list(reader.read_changes(cursor))
+    # Server pages of 5: the first also re-reads "Early" (inside the lookback), which is dropped.
+    assert [len(p.snapshots) for p in pages] == [4, 5, 3]
+    delivered = [s.crm_id for p in pages for s in p.snapshots]
+    assert sorted(delivered) == sorted(tied)
+    assert all(p.cursor.at == clock.now for p in pages)
+    # A crash after the first page: resuming from its cursor delivers exactly the other eight.
+    resumed, final = drain(reader, pages[0].cursor)
+    assert sorted(resumed) == sorted(tied - {s.crm_id for s in pages[0].snapshots})
+    assert final.at == clock.now
+    assert drain(reader, final)[0] == []
+
+
+def test_record_modified_during_a_poll_is_picked_up_next_poll(
+    emu: SalesforceEmulator, reader: SalesforceReader, clock: Clock
+) -> None:
+    ids = [new_lead(emu, f"L{i}") for i in range(4)]
+    _, cursor = drain(reader, Cursor())
+    clock.advance(minutes=1)
+    for lead_id in ids:
+        emu.system_update("Lead", lead_id)
+    emu.query_batch_size = 2
+    pages = reader.read_changes(cursor)
+    first = next(pages)
+    clock.advance(minutes=1)
+    emu.update_as_user("Lead", first.snapshots[0].crm_id, {"Status": "Working - Contacted"})
+    rest = list(pages)
+    seen_first_poll = [s.crm_id for p in [first, *rest] for s in p.snapshots]
+    assert sorted(seen_first_poll) == sorted(ids)
+    again, _ = drain(reader, rest[-1].cursor)
+    assert again == [first.snapshots[0].crm_id]
+    [snap] = reader.read_leads(again)
+    assert snap.crm_status == "Working - Contacted" and snap.status_changed_at == clock.now
+
+
+def test_lead_history_gives_exact_transition_times(
+    emu: SalesforceEmulator, reader: SalesforceReader, clock: Clock
+) -> None:
+    rep = emu.add_user("Grace", "Hopper")
+    lead_id = new_lead(emu, Country="Germany", LeadSource="Web")
+    clock.advance(minutes=7)
+    emu.update_as_user("Lead", lead_id, {"Status": "Working - Contacted"})
+    clock.advance(minutes=2)
+    emu.update_as_user("Lead", lead_id, {"OwnerId": rep})
+    clock.advance(minutes=30)
+    emu.update_as_user("Lead", lead_id, {"Phone": "555"})  # untracked: moves no transition time
+    [snap] = reader.read_leads([lead_id])
+    assert snap.status_changed_at == START + timedelta(minutes=7)
+    assert snap.owner_changed_at == START + timedelta(minutes=9)
+    assert snap.crm_modified_at == START + timedelta(minutes=39)
+    assert (snap.owner_id, snap.market, snap.source, snap.name) == (rep, "DACH", "web_form", "Ada Lovelace")
+
+
+def test_completed_call_task_is_progress_without_any_lead_change(
+    emu: SalesforceEmulator, reader: SalesforceReader, clock: Clock
+) -> None:
+    lead_id = new_lead(emu)
+    _, cursor = drain(reader, Cursor())
+    stamp_before = emu.get("Lead", lead_id)["SystemModstamp"]  # type: ignore[index]
+    clock.advance(minutes=20)
+    done_at = clock.now - timedelta(minutes=3)
+    task_id = emu.insert(
+        "Task",
+        {
+            "WhoId": lead_id,
+            "Subject": "Call",
+            "Status": "Completed",
+            "TaskSubtype": "Call",
+            "CompletedDateTime": done_at.isoformat(),
+        },
+    )
+    emu.insert("Task", {"WhoId": lead_id, "Subject": "Later", "Status": "Not Started", "TaskSubtype": "Call"})
+    assert emu.get("Lead", lead_id)["SystemModstamp"] == stamp_before  # type: ignore[index]
+    pages = list(reader.read_changes(cursor))
+    [snap] = [s for p in pages for s in p.snapshots]
+    assert [(a.crm_id, a.kind, a.at) for a in snap.activities] == [
+        (task_id, ProgressKind.CALL_LOGGED, done_at)
+    ]
+    # The Task is now behind the cursor: the next poll is quiet and costs two calls (Tasks, Leads).
+    used = emu.api_usage[0]
+    assert drain(reader, pages[-1].cursor)[0] == []
+    assert emu.api_usage[0] - used == 2
+
+
+def test_events_count_as_meetings_once_they_have_ended(
+    emu: SalesforceEmulator, reader: SalesforceReader, clock: Clock
+) -> None:
+    lead_id = new_lead(emu)
+    emu.insert(
+        "Event",
+        {"WhoId": lead_id, "Subject": "Demo", "EndDateTime": (START - timedelta(hours=1)).isoformat()},
+    )
+    emu.insert(
+        "Event", {"WhoId": lead_id, "Subject": "Next", "EndDateTime": (START + timedelta(days=1)).isoformat()}
+    )
+    [snap] = reader.read_leads([lead_id])
+    assert [(a.kind, a.at) for a in snap.activities] == [
+        (ProgressKind.MEETING_HELD, START - timedelta(hours=1))
+    ]
+
+
+def test_converted_and_deleted_leads_close(
+    emu: SalesforceEmulator, reader: SalesforceReader, client: SalesforceClient, clock: Clock
+) -> None:
+    converted = new_lead(emu, "Won")
+    deleted = new_lead(emu, "Gone")
+    _, cursor = drain(reader, Cursor())
+    clock.advance(minutes=5)
+    emu.system_update("Lead", converted, {"IsConverted": True, "Status": "Qualified"})
+    client.rest("DELETE", f"sobjects/Lead/{deleted}")
+    statuses = {s.crm_id: s.crm_status for p in reader.read_changes(cursor) for s in p.snapshots}
+    assert statuses == {converted: "Closed - Converted", deleted: "Closed - Not Converted"}
+
+
+def test_steady_state_poll_costs_two_calls_and_backfill_reads_related_once(
+    emu: SalesforceEmulator, reader: SalesforceReader
+) -> None:
+    for i in range(30):
+        new_lead(emu, f"L{i}")
+    emu.reset_api_usage()
+    ids, cursor = drain(reader, Cursor())
+    assert len(ids) == 30 and emu.api_usage[0] == 4  # Leads + LeadHistory + Tasks + Events
+    emu.reset_api_usage()
+    assert drain(reader, cursor) == ([], cursor)
+    assert emu.api_usage[0] == 2
+
+
+def test_read_users_includes_inactive_with_managers(
+    emu: SalesforceEmulator, reader: SalesforceReader
+) -> None:
+    boss = emu.add_user("Mary", "Boss")
+    gone = emu.add_user("Old", "Rep", is_active=False, ManagerId=boss)
+    users = {u.id: u for u in reader.read_users()}
+    assert users[gone].active is False and users[gone].manager_id == boss
+    assert users[boss].name == "Mary Boss" and users[boss].email == "mary.boss@example.com"
+
+
+# --- writing ------------------------------------------------------------------------------------------
+
+
+def task_request(lead_id: str, owner: str, subject: str = "Call Ada now") -> TaskRequest:
+    return TaskRequest(
+        lead=context(lead_id, owner),
+        owner_id=owner,
+        subject=subject,
+        body="SLA breached.",
+        due_at=START + timedelta(hours=1),
+        priority="high",
+    )
+
+
+def test_create_task_twice_with_one_key_leaves_one_task(
+    emu: SalesforceEmulator, writer: SalesforceWriter
+) -> None:
+    rep = emu.add_user("Grace", "Hopper")
+    lead_id = new_lead(emu, OwnerId=rep)
+    first = writer.create_task(task_request(lead_id, rep), "lead1:clock1:breach:task")
+    # The dispatcher crashed before marking the outbox row done: it calls again with the same key.
+    again = writer.create_task(task_request(lead_id, rep), "lead1:clock1:breach:task")
+    [task] = emu.records("Task")
+    assert first == again == task["Id"]
+    assert (task["WhoId"], task["OwnerId"], task["Priority"], task["Status"]) == (
+        lead_id,
+        rep,
+        "High",
+        "Not Started",
+    )
+    assert task["Sidecar_Key__c"] == "lead1:clock1:breach:task" and task["IsReminderSet"] is True
+    assert task["ActivityDate"] == "2026-11-25" and task["ReminderDateTime"] == "2026-11-25T09:00:00.000+0000"
+    assert f"/lightning/r/Lead/{lead_id}/view" in task["Description"]
+
+
+def test_without_the_key_field_the_description_marker_keeps_it_exactly_once(
+    tls: LoopbackTLS, clock: Clock, http: requests.Session
+) -> None:
+    bare = SalesforceEmulator(clock=clock)
+    add_standard_task_fields(bare, key_field=False)
+    bare.start(ssl_context=tls.server_context)
+    try:
+        writer = SalesforceWriter(
+            connect(SalesforceCredentials(session_id=bare.access_token, instance_url=bare.url), http)
+        )
+        lead_id = new_lead(bare)
+        key = "50%_off:lead"  # LIKE wildcards in a key must not match other tasks
+        bare.insert("Task", {"WhoId": lead_id, "Subject": "x", "Description": "[sidecar:50XX_off:lead]"})
+        first = writer.create_task(task_request(lead_id, bare.integration_user_id), key)
+        assert writer.key_field is None
+        assert writer.create_task(task_request(lead_id, bare.integration_user_id), key) == first
+        assert len(bare.records("Task")) == 2
+    finally:
+        bare.stop()
+
+
+def test_add_note_is_a_completed_task_and_idempotent(
+    emu: SalesforceEmulator, writer: SalesforceWriter
+) -> None:
+    from sidecar.ports import NoteRequest
+
+    lead_id = new_lead(emu)
+    note = NoteRequest(lead=context(lead_id, emu.integration_user_id), body="Breached at 09:00.", at=START)
+    assert writer.add_note(note, "k-note") == writer.add_note(note, "k-note")
+    [task] = emu.records("Task")
+    assert (task["Subject"], task["Status"], task["TaskSubtype"]) == ("SLA breach note", "Completed", "Task")
+
+
+def test_owner_change_412_means_the_human_wins(
+    emu: SalesforceEmulator, writer: SalesforceWriter, reader: SalesforceReader, clock: Clock
+) -> None:
+    ours, human = emu.add_user("Our", "Pick"), emu.add_user("Human", "Choice")
+    lead_id = new_lead(emu)
+    [seen] = reader.read_leads([lead_id])
+    clock.advance(minutes=2)
+    emu.update_as_user("Lead", lead_id, {"OwnerId": human})
+    change = OwnerChange(
+        lead=context(lead_id),
+        from_owner_id=seen.owner_id,
+        to_owner_id=ours,
+        seen_modified_at=seen.crm_modified_at,
+    )
+    with pytest.raises(ConflictError, match=human):
+        writer.change_owner(change, "k-owner")
+    assert emu.get("Lead", lead_id)["OwnerId"] == human  # type: ignore[index]
+
+
+def test_owner_change_retried_after_our_own_write_succeeds(
+    emu: SalesforceEmulator, writer: SalesforceWriter, reader: SalesforceReader, clock: Clock
+) -> None:
+    ours = emu.add_user("Our", "Pick")
+    lead_id = new_lead(emu)
+    [seen] = reader.read_leads([lead_id])
+    change = OwnerChange(
+        lead=context(lead_id),
+        from_owner_id=seen.owner_id,
+        to_owner_id=ours,
+        seen_modified_at=seen.crm_modified_at,
+    )
+    clock.advance(minutes=1)
+    writer.change_owner(change, "k")
+    clock.advance(minutes=1)
+    writer.change_owner(change, "k")  # 412 (we modified it), but the owner is already ours
+    assert emu.get("Lead", lead_id)["OwnerId"] == ours  # type: ignore[index]
+
+
+def test_composite_batch_of_450_tasks_is_three_create_calls(
+    emu: SalesforceEmulator, writer: SalesforceWriter
+) -> None:
+    lead_id = new_lead(emu)
+    owner = emu.integration_user_id
+    batch = [(task_request(lead_id, owner, f"T{i}"), f"batch:{i:04d}") for i in range(450)]
+    emu.log.clear()
+    result = writer.create_tasks(batch)
+    composite = [e for e in emu.log.entries if e["path"].endswith("/composite/sobjects")]
+    lookups = [e for e in emu.log.entries if "/query" in e["path"]]
+    assert len(composite) == 3 and len(result.created) == 450 and not result.failed
+    assert 1 <= len(lookups) <= 3
+    assert len(emu.records("Task")) == 450
+    again = writer.create_tasks(batch)  # all found by key: nothing created twice
+    assert again.created == result.created and len(emu.records("Task")) == 450
+
+
+def test_composite_reports_per_record_failures(emu: SalesforceEmulator, writer: SalesforceWriter) -> None:
+    lead_id = new_lead(emu)
+    gone = emu.add_user("Old", "Rep", is_active=False)
+    result = writer.create_tasks(
+        [(task_request(lead_id, emu.integration_user_id), "ok"), (task_request(lead_id, gone), "bad")]
+    )
+    assert list(result.created) == ["ok"] and "INACTIVE_OWNER_OR_USER" in str(result.failed["bad"])
+
+
+# --- sessions, errors, credentials --------------------------------------------------------------------
+
+
+def test_expired_session_is_renewed_once(
+    emu: SalesforceEmulator, http: requests.Session, clock: Clock
+) -> None:
+    route_login_domain(http, emu.url)
+    creds = SalesforceCredentials(
+        username="integration@example.com", password="password", security_token="TOKEN"
+    )
+    reader = SalesforceReader(connect(creds, http), clock=clock)
+    new_lead(emu)
+    emu.expire_sessions()
+    assert len(drain(reader, Cursor())[0]) == 1
+    logins = [e for e in emu.log.entries if e["path"].startswith("/services/Soap/u/")]
+    assert len(logins) == 2
+
+
+def test_expired_bare_session_is_permanent_with_a_fix(
+    emu: SalesforceEmulator, reader: SalesforceReader
+) -> None:
+    emu.expire_sessions()
+    with pytest.raises(PermanentError, match="SIDECAR_SF_SESSION_ID"):
+        reader.read_leads(["00QHp0000000001AAA"])
+
+
+def test_error_mapping(emu: SalesforceEmulator, client: SalesforceClient, clock: Clock) -> None:
+    reader = SalesforceReader(client, clock=clock)
+    emu.faults.add("rate_limit", next_n=1)
+    with pytest.raises(TransientError) as limited:
+        reader.read_users()
+    assert limited.value.retry_after == 3600
+    emu.faults.add("server_error", next_n=1)
+    with pytest.raises(TransientError):
+        reader.read_users()
+    bogus = SalesforceReader(client, FieldMap(score="Lead_Score__c"), clock=clock)
+    with pytest.raises(PermanentError, match="INVALID_FIELD"):
+        bogus.read_leads(["00QHp0000000001AAA"])
+    assert client.api_usage() is None  # failed responses are raised before the header is parsed
+    reader.read_users()
+    assert client.api_usage() == (emu.api_usage[0], 100_000)
+
+
+def test_check_credentials_names_the_wrong_one(emu: SalesforceEmulator, http: requests.Session) -> None:
+    route_login_domain(http, emu.url)
+    good = SalesforceCredentials(
+        username="integration@example.com", password="password", security_token="TOKEN"
+    )
+    assert check_credentials(good, http).startswith("ok: password login")
+    wrong = SalesforceCredentials(
+        username="integration@example.com", password="password", security_token="NOPE"
+    )
+    assert "SIDECAR_SF_SECURITY_TOKEN" in check_credentials(wrong, http)
+    emu.add_connected_app("cid", "secret")
+    route_login_domain(http, emu.url, domain="acme.my")
+    machine = SalesforceCredentials(client_id="cid", client_secret="secret", domain="acme.my")
+    assert check_credentials(machine, http).startswith("ok: client_credentials")
+    bad_secret = SalesforceCredentials(client_id="cid", client_secret="nope", domain="acme.my")
+    assert "SIDECAR_SF_CLIENT_SECRET" in check_credentials(bad_secret, http)
+    stale = SalesforceCredentials(session_id="00D!stale", instance_url=emu.url)
+    assert "SIDECAR_SF_SESSION_ID" in check_credentials(stale, http)
+
+
+def test_missing_fields_uses_describe(emu: SalesforceEmulator, client: SalesforceClient) -> None:
+    fields = FieldMap(market=MappedField("Market__c"), flags={"Sanctions_Match__c": "sanctions_match"})
+    assert missing_fields(client, fields) == ["Lead.Market__c", "Lead.Sanctions_Match__c"]
+    emu.add_field("Lead", "Market__c", "picklist")
+    emu.add_field("Lead", "Sanctions_Match__c", "boolean")
+    assert missing_fields(client, fields) == []
+
+
+# --- end to end: poll into the store -------------------------------------------------------------------
+
+
+def test_poll_lands_leads_and_events_in_the_store(
+    emu: SalesforceEmulator, reader: SalesforceReader, sessions: sessionmaker[Session], clock: Clock
+) -> None:
+    with transaction(sessions) as session:
+        record_version(session, load_policy(EXAMPLE_POLICY), str(EXAMPLE_POLICY), START)
+    book = PolicyBook()
+    lead_id = new_lead(emu, Country="United States", LeadSource="Web")
+    stats = poll(sessions, book, reader, clock.now)
+    assert (stats.pages, stats.snapshots) == (1, 1)
+    clock.advance(minutes=10)
+    emu.insert(
+        "Task",
+        {
+            "WhoId": lead_id,
+            "Subject": "Call",
+            "Status": "Completed",
+            "TaskSubtype": "Call",
+            "CompletedDateTime": clock.now.isoformat(),
+        },
+    )
+    clock.advance(minutes=5)
+    emu.update_as_user("Lead", lead_id, {"Status": "Working - Contacted"})
+    poll(sessions, book, reader, clock.now)
+    with transaction(sessions) as session:
+        lead = session.scalars(select(Lead).where(Lead.crm_id == lead_id)).one()
+        kinds = [
+            (e.kind, e.new)
+            for e in session.scalars(
+                select(LeadEvent).where(LeadEvent.lead_id == lead.id).order_by(LeadEvent.at, LeadEvent.id)
+            )
+        ]
+        assert (lead.state, lead.market, lead.source) == ("CONTACTED", "US-East", "web_form")
+        assert lead.crm_modified_at == clock.now
+    assert kinds[0] == ("created", "NEW")
+    assert ("progress", "call_logged") in kinds and ("state_changed", "CONTACTED") in kinds
+    assert poll(sessions, book, reader, clock.now).snapshots == 0

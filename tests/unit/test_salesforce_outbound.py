@@ -1,0 +1,93 @@
+"""The Outbound Message receiver: verify the sender, hand ids over, then (only then) acknowledge."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import UTC, datetime
+
+import pytest
+from fastapi import FastAPI
+
+with warnings.catch_warnings():
+    # Starlette warns at import when its TestClient runs on `httpx` (what the dev extra pins).
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient
+
+from connectors.emulators.salesforce_outbound import OutboundQueue
+from connectors.salesforce.outbound import salesforce_outbound_router, same_org
+
+ORG_18 = "00DHp0000000001AAA"
+ORG_15 = ORG_18[:15]
+
+
+def envelope(
+    org_id: str = ORG_18, ids: tuple[str, ...] = ("00QHp0000000001AAA", "00QHp0000000002AAA")
+) -> bytes:
+    """A message exactly as the emulator's outbound queue renders it for Salesforce."""
+    queue = OutboundQueue(lambda: datetime(2026, 11, 25, tzinfo=UTC))
+    queue.configure("http://unused", org_id, ["Id", "Status"], "on lead change")
+    for lead_id in ids:
+        queue.on_change("Lead", None, {"Id": lead_id, "Status": "Open - Not Contacted"})
+    return queue.envelope(queue.pending[0])
+
+
+@pytest.fixture
+def received() -> list[list[tuple[str, str]]]:
+    return []
+
+
+@pytest.fixture
+def client(received: list[list[tuple[str, str]]]) -> TestClient:
+    app = FastAPI()
+    app.include_router(salesforce_outbound_router(ORG_15, received.append))
+    return TestClient(app)
+
+
+def test_valid_message_passes_ids_then_acks(
+    client: TestClient, received: list[list[tuple[str, str]]]
+) -> None:
+    response = client.post("/webhooks/salesforce", content=envelope(), headers={"Content-Type": "text/xml"})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/xml")
+    assert "<Ack>true</Ack>" in response.text
+    [pairs] = received
+    assert [record for _, record in pairs] == ["00QHp0000000001AAA", "00QHp0000000002AAA"]
+    assert all(note.startswith("04l") for note, _ in pairs) and len({n for n, _ in pairs}) == 2
+
+
+def test_wrong_org_is_403_and_nothing_passed(
+    client: TestClient, received: list[list[tuple[str, str]]]
+) -> None:
+    response = client.post("/webhooks/salesforce", content=envelope("00DHp0000000999AAA"))
+    assert response.status_code == 403 and "soapenv:Fault" in response.text
+    assert "<Ack>" not in response.text and received == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<not xml",
+        b"<a>no notifications here</a>",
+        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]><x>&e;</x>',
+    ],
+)
+def test_malformed_is_400_and_nothing_passed(
+    client: TestClient, received: list[list[tuple[str, str]]], body: bytes
+) -> None:
+    response = client.post("/webhooks/salesforce", content=body)
+    assert response.status_code == 400 and "soapenv:Fault" in response.text and received == []
+
+
+def test_a_failing_store_means_no_ack() -> None:
+    def broken(pairs: list[tuple[str, str]]) -> None:
+        raise RuntimeError("database down")
+
+    app = FastAPI()
+    app.include_router(salesforce_outbound_router(ORG_18, broken))
+    response = TestClient(app, raise_server_exceptions=False).post("/webhooks/salesforce", content=envelope())
+    assert response.status_code == 500 and "<Ack>true</Ack>" not in response.text
+
+
+def test_org_ids_compare_in_15_and_18_character_forms() -> None:
+    assert same_org(ORG_15, ORG_18) and same_org(ORG_18, ORG_18)
+    assert not same_org(ORG_15.lower(), ORG_18)  # ids are case-sensitive
+    assert not same_org("", ORG_18)
