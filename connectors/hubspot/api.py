@@ -1,0 +1,78 @@
+"""The one way connector code calls HubSpot: rate-limited, 429-retried, errors translated.
+
+`call(kind, "crm.objects.search_api", "do_search", ...)` resolves the endpoint on the current
+client (cached, so urllib3 keeps its connection pool) and asks for the raw response, which is
+parsed with `json.loads`: the generated models' deserialisation (dateutil on every timestamp)
+costs far more than the HTTP round trip on large pages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from typing import Any, Literal
+
+import urllib3
+
+from connectors.hubspot.auth import HubSpotAuth
+from connectors.hubspot.errors import body_of, headers_of, is_api_exception, translate
+from connectors.hubspot.limits import RateLimiter
+from sidecar.ports import TransientError
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["search", "general"]
+_NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError, TimeoutError)
+
+
+class HubSpotApi:
+    def __init__(self, auth: HubSpotAuth, limiter: RateLimiter) -> None:
+        self.auth = auth
+        self.limiter = limiter
+        self.calls: Counter[str] = Counter()  # by "endpoint.method", for benchmarks and reports
+        self._endpoints: dict[str, Any] = {}
+
+    def endpoint(self, path: str) -> Any:
+        if path not in self._endpoints:
+            target: Any = self.auth.client
+            for part in path.split("."):
+                target = getattr(target, part)
+            self._endpoints[path] = target
+        return self._endpoints[path]
+
+    def call(self, kind: Kind, path: str, method: str, *args: Any, scope: str | None = None,
+             **kwargs: Any) -> Any:
+        """Perform one API call; returns the parsed JSON body (None for an empty body)."""
+        what = f"{path.rsplit('.', 1)[-1]}.{method}"
+        refreshed = False
+        throttled = 0
+        while True:
+            self.limiter.before(kind == "search")
+            self.calls[what] += 1
+            try:
+                raw = getattr(self.endpoint(path), method)(*args, _preload_content=False, **kwargs)
+            except Exception as exc:
+                if not is_api_exception(exc):
+                    if isinstance(exc, _NETWORK_ERRORS):
+                        raise TransientError(f"HubSpot {what}: network error: {type(exc).__name__}") from exc
+                    raise
+                status = int(getattr(exc, "status", 0) or 0)
+                if status == 429 and throttled < self.limiter.settings.max_429_retries:
+                    throttled += 1
+                    wait = self.limiter.backoff(headers_of(exc), body_of(exc))
+                    log.info("hubspot rate limited, retrying", extra={"call": what, "wait_s": wait})
+                    self.limiter.sleep(wait)
+                    continue  # the very same request again: no page is skipped
+                if status == 429:
+                    wait = self.limiter.backoff(headers_of(exc), body_of(exc))
+                    raise TransientError(f"HubSpot {what}: still rate limited after {throttled} retries",
+                                         retry_after=wait) from exc
+                if status == 401 and self.auth.can_refresh and not refreshed:
+                    refreshed = True
+                    self.auth.refresh()
+                    self._endpoints.clear()  # endpoints hold the old token
+                    continue
+                raise translate(exc, what, scope) from exc
+            data = raw.data
+            return json.loads(data) if data else None

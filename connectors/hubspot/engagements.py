@@ -1,0 +1,167 @@
+"""Calls, emails and meetings as progress on the leads they are associated with.
+
+Why a stream of its own: logging an engagement need not change any property of the contact, and
+we could not confirm that HubSpot always bumps the contact's `lastmodifieddate` when one is
+associated (the emulator does not). So each poll also sweeps the three engagement objects by
+their own `hs_lastmodifieddate` and re-reads the leads they point at. Activity ids make the
+core's ingest idempotent, so seeing an engagement twice is harmless.
+
+Engagement -> lead links come from the v4 batch association read (100 ids a call); where that
+endpoint is missing (the emulator answers 404) from one v4 read per engagement, counted in
+`association_reads` so the cost is visible. Links are cached: they hardly ever change.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from connectors.hubspot.api import HubSpotApi
+from connectors.hubspot.errors import Rejected
+from connectors.hubspot.mapping import parse_time
+from connectors.hubspot.search import Sweep
+from sidecar.domain import ProgressActivity, ProgressKind
+
+BATCH = 100
+
+
+@dataclass(frozen=True)
+class EngagementKind:
+    object_type: str
+    progress: ProgressKind
+    status_property: str
+    # Outcomes that mean the work did not happen (a cancelled meeting is not progress).
+    not_progress: frozenset[str]
+
+
+KINDS = (
+    EngagementKind("calls", ProgressKind.CALL_LOGGED, "hs_call_status",
+                   frozenset({"CANCELED", "FAILED", "QUEUED", "SCHEDULED"})),
+    EngagementKind("emails", ProgressKind.EMAIL_SENT, "hs_email_direction",
+                   frozenset({"INCOMING_EMAIL"})),  # the lead writing to us is not our progress
+    EngagementKind("meetings", ProgressKind.MEETING_HELD, "hs_meeting_outcome",
+                   frozenset({"CANCELED", "NO_SHOW", "RESCHEDULED"})),
+)
+
+
+class EngagementReader:
+    def __init__(self, api: HubSpotApi, lead_object: str, cache_size: int = 50_000) -> None:
+        self.api = api
+        self.lead_object = lead_object
+        self.association_reads = 0  # per-object fallback reads
+        self.batch_association_reads = 0
+        self._batch_supported: bool | None = None
+        self._links: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
+        self._cache_size = cache_size
+        self.sweeps = {k.object_type: Sweep(api, k.object_type, "hs_lastmodifieddate",
+                                            ["hs_timestamp", "hubspot_owner_id", k.status_property])
+                       for k in KINDS}
+
+    @property
+    def searches(self) -> int:
+        return sum(s.searches for s in self.sweeps.values())
+
+    def changed_since(self, since_ms: int | None) -> dict[str, list[ProgressActivity]]:
+        """Progress per lead id, for every engagement modified at or after `since_ms`."""
+        by_lead: dict[str, list[ProgressActivity]] = defaultdict(list)
+        for kind in KINDS:
+            for page in self.sweeps[kind.object_type].pages(since_ms):
+                activities = {str(r["id"]): a for r in page.records if (a := _activity(r, kind))}
+                links = self.links(kind.object_type, list(activities))
+                for engagement_id, activity in activities.items():
+                    for lead_id in links.get(engagement_id, ()):
+                        by_lead[lead_id].append(activity)
+        return dict(by_lead)
+
+    def links(self, object_type: str, ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """Lead ids associated with each engagement id (cached: engagements rarely move)."""
+        missing = [i for i in ids if (object_type, i) not in self._links]
+        for engagement_id, leads in self._associations(object_type, self.lead_object, missing).items():
+            self._remember((object_type, engagement_id), leads)
+        return {i: self._links[(object_type, i)] for i in ids if (object_type, i) in self._links}
+
+    def on_leads(self, lead_ids: Sequence[str]) -> list[tuple[str, ProgressActivity]]:
+        """(lead id, activity) for every engagement on the given leads (webhook-driven reads)."""
+        out: list[tuple[str, ProgressActivity]] = []
+        for kind in KINDS:
+            by_engagement: dict[str, list[str]] = defaultdict(list)
+            for lead_id, engagement_ids in self._associations(self.lead_object, kind.object_type,
+                                                              lead_ids).items():
+                for engagement_id in engagement_ids:
+                    by_engagement[engagement_id].append(lead_id)
+            for record in self._batch_read(kind, list(by_engagement)):
+                activity = _activity(record, kind)
+                if activity is not None:
+                    out += [(lead_id, activity) for lead_id in by_engagement[str(record["id"])]]
+        return out
+
+    def _batch_read(self, kind: EngagementKind, ids: Sequence[str]) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        for start in range(0, len(ids), BATCH):
+            body = self.api.call("general", "crm.objects.batch_api", "read", kind.object_type,
+                                 {"inputs": [{"id": i} for i in ids[start:start + BATCH]],
+                                  "properties": ["hs_timestamp", "hubspot_owner_id", kind.status_property],
+                                  "propertiesWithHistory": []})
+            records += (body or {}).get("results") or []
+        return records
+
+    def _remember(self, key: tuple[str, str], value: tuple[str, ...]) -> None:
+        self._links[key] = value
+        self._links.move_to_end(key)
+        while len(self._links) > self._cache_size:
+            self._links.popitem(last=False)
+
+    def _associations(self, from_type: str, to_type: str, ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {}
+        for start in range(0, len(ids), BATCH):
+            chunk = ids[start:start + BATCH]
+            found = None
+            if self._batch_supported is not False:
+                found = self._batch_links(from_type, to_type, chunk)
+            if found is None:
+                found = {i: self._single_links(from_type, to_type, i) for i in chunk}
+            out.update({i: found.get(i, ()) for i in chunk})
+        return out
+
+    def _batch_links(self, from_type: str, to_type: str, ids: Sequence[str]
+                     ) -> dict[str, tuple[str, ...]] | None:
+        try:
+            body = self.api.call("general", "crm.associations.v4.batch_api", "get_page", from_type, to_type,
+                                 {"inputs": [{"id": i} for i in ids]})
+        except Rejected as exc:
+            if exc.status != 404:
+                raise
+            self._batch_supported = False  # endpoint missing here: per-object reads from now on
+            return None
+        self._batch_supported = True
+        self.batch_association_reads += 1
+        out: dict[str, tuple[str, ...]] = {}
+        for row in (body or {}).get("results") or []:
+            out[str(row["from"]["id"])] = tuple(str(t["toObjectId"]) for t in row.get("to") or [])
+        return out
+
+    def _single_links(self, from_type: str, to_type: str, object_id: str) -> tuple[str, ...]:
+        self.association_reads += 1
+        ids: list[str] = []
+        after: str | None = None
+        while True:
+            body = self.api.call("general", "crm.associations.v4.basic_api", "get_page", from_type,
+                                 object_id, to_type, after=after, limit=500)
+            ids += [str(r["toObjectId"]) for r in (body or {}).get("results") or []]
+            after = (((body or {}).get("paging") or {}).get("next") or {}).get("after")
+            if not after:
+                return tuple(ids)
+
+
+def _activity(record: dict[str, Any], kind: EngagementKind) -> ProgressActivity | None:
+    props = record.get("properties") or {}
+    if (props.get(kind.status_property) or "").upper() in kind.not_progress:
+        return None
+    at = parse_time(props.get("hs_timestamp")) or parse_time(props.get("hs_createdate"))
+    if at is None:
+        return None
+    return ProgressActivity(crm_id=str(record["id"]), kind=kind.progress, at=at,
+                            by=props.get("hubspot_owner_id") or None)
+

@@ -1,0 +1,114 @@
+"""Which HubSpot object is a lead and which properties hold each field, declared as data.
+
+Loaded from YAML (see `config/hubspot.fields.example.yaml`, where every key is documented) so that
+a portal with custom properties needs a config change, not code. `missing_properties` lists what
+the portal lacks, for `sidecar check`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from connectors.hubspot.api import HubSpotApi
+
+# Object name -> (type id used in record links, the modification-stamp property).
+OBJECTS = {"contacts": ("0-1", "lastmodifieddate"), "leads": ("0-136", "hs_lastmodifieddate")}
+
+
+def _frozen(values: Mapping[str, str] | None) -> Mapping[str, str]:
+    return MappingProxyType({str(k): str(v) for k, v in (values or {}).items()})
+
+
+@dataclass(frozen=True)
+class ValueMap:
+    """A property whose values are translated (country -> market, analytics source -> source)."""
+
+    property: str = ""
+    values: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
+
+    def apply(self, raw: str | None) -> str | None:
+        if not raw:
+            return None
+        return self.values.get(raw, raw)
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    object: str = "contacts"
+    portal_id: str = "0"
+    first_name: str = "firstname"
+    last_name: str = "lastname"
+    company: str = "company"
+    email: str = "email"
+    status: str = "hs_lead_status"
+    owner: str = "hubspot_owner_id"
+    score: str = "hubspotscore"
+    tier: str = ""
+    deal_size: str = ""
+    intent: str = ""
+    modified: str = ""
+    market: ValueMap = field(default_factory=lambda: ValueMap("country"))
+    source: ValueMap = field(default_factory=lambda: ValueMap("hs_analytics_source"))
+    flags: Mapping[str, str] = field(default_factory=lambda: _frozen({}))  # property -> flag name
+
+    def __post_init__(self) -> None:
+        if self.object not in OBJECTS:
+            raise ValueError(f"hubspot fields: object must be one of {sorted(OBJECTS)}, not {self.object!r}")
+
+    @property
+    def type_id(self) -> str:
+        return OBJECTS[self.object][0]
+
+    @property
+    def modified_property(self) -> str:
+        return self.modified or OBJECTS[self.object][1]
+
+    @property
+    def history_properties(self) -> list[str]:
+        """Properties whose value timelines give exact transition times."""
+        return [p for p in (self.status, self.owner) if p]
+
+    def properties(self) -> list[str]:
+        """Every property a lead read asks for (empty names are unused fields)."""
+        names = [self.first_name, self.last_name, self.company, self.email, self.status, self.owner,
+                 self.score, self.tier, self.deal_size, self.intent, self.modified_property,
+                 self.market.property, self.source.property, "createdate", "hs_createdate", *self.flags]
+        return list(dict.fromkeys(n for n in names if n))
+
+
+_SCALARS = {f.name for f in fields(FieldMap)} - {"market", "source", "flags", "object", "portal_id"}
+
+
+def load_field_map(path: Path) -> FieldMap:
+    raw: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
+    props = raw.get("properties") or {}
+    unknown = sorted(set(props) - _SCALARS)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys under properties: {', '.join(unknown)} "
+                         f"(expected some of {', '.join(sorted(_SCALARS))})")
+
+    def value_map(key: str, default: str) -> ValueMap:
+        section = raw.get(key) or {}
+        return ValueMap(str(section.get("property", default) or ""), _frozen(section.get("values")))
+
+    return FieldMap(object=str(raw.get("object", "contacts")), portal_id=str(raw.get("portal_id", "0")),
+                    market=value_map("market", "country"), source=value_map("source", "hs_analytics_source"),
+                    flags=_frozen(raw.get("flags")), **{k: str(v or "") for k, v in props.items()})
+
+
+def missing_properties(api: HubSpotApi, field_map: FieldMap) -> list[str]:
+    """Properties the map names that the portal does not define, as messages for `sidecar check`."""
+    body = api.call("general", "crm.properties.core_api", "get_all", field_map.object,
+                    scope=f"crm.schemas.{field_map.object}.read")
+    defined = {p["name"] for p in (body or {}).get("results") or []}
+    # createdate/hs_createdate: only one of them exists per object; either is fine.
+    wanted = [p for p in field_map.properties() if p not in ("createdate", "hs_createdate")]
+    return [f"{field_map.object}.{name}: no such property in the portal (fix config/hubspot.fields.yaml "
+            "or create it in HubSpot)" for name in wanted if name not in defined]
