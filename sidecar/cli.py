@@ -186,3 +186,112 @@ def audit_export(
         else:
             with out.open("w", encoding="utf-8") as handle:
                 handle.writelines(lines)
+
+
+@app.command()
+def demo(
+    crm: Annotated[str, typer.Option(help="salesforce, hubspot or both")] = "both",
+    seed: Annotated[int, typer.Option(help="Same seed, same org, same audit.")] = 1,
+    scenario: Annotated[Path | None, typer.Option(help="A scripted day (see config/scenarios/).")] = None,
+    policy: Annotated[Path | None, typer.Option(help="Policy YAML (default: the example policy).")] = None,
+    speed: Annotated[str, typer.Option(help="Virtual minutes per real minute, or 'max'.")] = "max",
+    duration: Annotated[str, typer.Option(help="Virtual time to run, e.g. 12h, 2d.")] = "1d",
+    out: Annotated[Path | None, typer.Option(help="Where to write audit, CRM, Slack and request files.")] = None,
+    port: Annotated[int, typer.Option(help="Port of the webhook receivers (0 = any free port).")] = 0,
+) -> None:
+    """Run the sidecar against emulated Salesforce, HubSpot and Slack on virtual time (no accounts)."""
+    from rich.progress import Progress
+
+    from sidecar import wiring
+
+    if crm not in ("salesforce", "hubspot", "both"):
+        errors.print("--crm must be salesforce, hubspot or both")
+        raise typer.Exit(2)
+    try:
+        span = wiring.parse_duration(duration)
+        rate = None if speed == "max" else float(speed)
+    except ValueError as exc:
+        errors.print(str(exc))
+        raise typer.Exit(2) from exc
+    target = out or Path("sidecar-demo")
+    target.mkdir(parents=True, exist_ok=True)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("virtual time", total=span.total_seconds())
+        start: list[datetime] = []
+
+        def show(at: datetime, summary: object) -> None:
+            start.append(start[0] if start else at)
+            kinds = getattr(summary, "kinds", {})
+            bar.update(task, completed=(at - start[0]).total_seconds(),
+                       description=f"{at:%a %H:%M} UTC  warnings {kinds.get('sla_breach_imminent', 0)}  "
+                                   f"breaches {kinds.get('sla_breach', 0)}  "
+                                   f"reassigned {kinds.get('sla_breach_auto_reassign', 0)}")
+
+        summary = wiring.run_demo(crm=crm, seed=seed, scenario=scenario, policy=policy, speed=rate, duration=span,
+                                  out=target, port=port, progress=show)
+    table = Table(title=f"demo: {duration} of virtual time in {summary.seconds:.0f} s")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    effects = summary.effects
+    for label, value in (
+        ("leads", summary.leads),
+        ("warnings to owners (80 %)", summary.kinds.get("sla_breach_imminent", 0)),
+        ("breaches to managers (100 %)", summary.kinds.get("sla_breach", 0)),
+        ("reassignments (150 %)", summary.kinds.get("sla_breach_auto_reassign", 0)),
+        ("CRM tasks written", effects.get("create_task:done", 0)),
+        ("CRM breach notes", effects.get("add_note:done", 0)),
+        ("CRM owner changes", effects.get("change_owner:done", 0)),
+        ("Slack messages", summary.slack_messages),
+        ("effects that failed", sum(n for key, n in effects.items() if key.endswith(":dead"))),
+    ):
+        table.add_row(label, str(value))
+    console.print(table)
+    console.print(f"files in {target}/: audit.jsonl, crm.json, slack.json, requests.jsonl")
+
+
+@app.command()
+def run() -> None:
+    """Run the sidecar: poll, take webhooks, evaluate and dispatch on real time (Ctrl-C/SIGTERM stops)."""
+    import logging
+
+    from sidecar import scheduler, wiring
+    from sidecar.web.app import BackgroundServer, create_app
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level, format='{"at": "%(asctime)s", "level": "%(levelname)s", '
+                        '"logger": "%(name)s", "message": "%(message)s"}')
+    sessions = _sessions()
+    runtime = wiring.build_runtime(settings, sessions)
+    if not runtime.readers:
+        errors.print("no CRM configured: set Salesforce or HubSpot credentials in .env (see .env.example)")
+        raise typer.Exit(1)
+    web = BackgroundServer(create_app(sessions, wiring.web_routers(settings, sessions)), settings.web_port)
+    console.print(f"webhooks on {web.start()}; CRMs: {', '.join(runtime.readers)}")
+    try:
+        scheduler.run_forever(runtime)
+    finally:
+        web.stop()
+
+
+@app.command()
+def revert(
+    lead: Annotated[str, typer.Argument(help="The CRM id of the lead.")],
+    crm: Annotated[str, typer.Option(help="salesforce or hubspot")] = "salesforce",
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit).")] = "",
+    actor: Annotated[str, typer.Option(help="Who reverts (team lead's user id or name).")] = "admin",
+) -> None:
+    """Give an automatically reassigned lead back to its original owner (audited, linked)."""
+    from sidecar.engine.ladder import EngineContext
+    from sidecar.engine.policies import PolicyBook
+    from sidecar.engine.revert import RevertError, revert_reassignment
+    from sidecar.links import RecordLinks
+
+    try:
+        with transaction(_sessions()) as session:
+            row = revert_reassignment(session, EngineContext(PolicyBook(), RecordLinks()), crm, lead, actor,
+                                      reason, _now())
+            console.print(f"reverted: owner goes back to {row.details['to_owner']} (audit #{row.id}); "
+                          "the change is written to the CRM by the running sidecar")
+    except RevertError as exc:
+        errors.print(str(exc))
+        raise typer.Exit(1) from exc

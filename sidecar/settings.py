@@ -15,6 +15,7 @@ class Settings(BaseSettings):
     policy_file: Path = Path("config/policy.yaml")
     directory_file: Path = Path("config/directory.yaml")
     log_level: str = "INFO"
+    web_port: int = 8080  # webhook receivers (Salesforce Outbound Messages, HubSpot, Slack buttons)
 
     # Salesforce: username+password+token, or connected-app client credentials, or a session.
     sf_instance_url: str | None = None

@@ -1,0 +1,123 @@
+"""The composition root: the only module of `sidecar` that imports connectors and SDKs.
+
+It turns settings into ports (CRM readers and writers, the Slack notifier), the web receivers
+into routers, and runs the demo against the emulators.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy.orm import Session, sessionmaker
+
+from sidecar.engine.ladder import EngineContext
+from sidecar.engine.policies import PolicyBook
+from sidecar.jobs import Runtime
+from sidecar.links import RecordLinks
+from sidecar.outbox import Ports, RetryPolicy
+from sidecar.ports import CrmReader, CrmWriter, Notifier
+from sidecar.settings import Settings
+from sidecar.web.app import intake_callback
+
+CONFIG = Path("config")
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def build_runtime(settings: Settings, sessions: sessionmaker[Session]) -> Runtime:
+    """Ports for every CRM and Slack workspace the settings configure."""
+    readers: dict[str, CrmReader] = {}
+    writers: dict[str, CrmWriter] = {}
+    links = RecordLinks()
+    if settings.sf_username or settings.sf_client_id or settings.sf_session_id:
+        from connectors.salesforce.auth import SalesforceCredentials, connect
+        from connectors.salesforce.fields import FieldMap, load_field_map
+        from connectors.salesforce.reader import SalesforceReader
+        from connectors.salesforce.writer import SalesforceWriter
+
+        client = connect(SalesforceCredentials(
+            username=settings.sf_username, password=_secret(settings.sf_password),
+            security_token=_secret(settings.sf_security_token), client_id=settings.sf_client_id,
+            client_secret=_secret(settings.sf_client_secret), session_id=_secret(settings.sf_session_id),
+            instance_url=settings.sf_instance_url, domain=settings.sf_domain))
+        path = CONFIG / "salesforce.fields.yaml"
+        fields = load_field_map(path) if path.exists() else FieldMap()
+        readers["salesforce"] = SalesforceReader(client, fields, clock=lambda: datetime.now(UTC))
+        writers["salesforce"] = SalesforceWriter(client, fields)
+        links = RecordLinks(client.instance_url, links.hubspot_portal_id)
+    if settings.hubspot_access_token:
+        from connectors.hubspot.api import HubSpotApi
+        from connectors.hubspot.auth import Credentials, HubSpotAuth
+        from connectors.hubspot.fields import FieldMap as HubSpotFields
+        from connectors.hubspot.fields import load_field_map as load_hubspot_fields
+        from connectors.hubspot.limits import LimitSettings, RateLimiter
+        from connectors.hubspot.reader import HubSpotReader
+        from connectors.hubspot.writer import HubSpotWriter
+
+        api = HubSpotApi(HubSpotAuth(Credentials(_secret(settings.hubspot_access_token) or "")),
+                         RateLimiter(LimitSettings(), time.monotonic, time.sleep))
+        path = CONFIG / "hubspot.fields.yaml"
+        hs_fields = load_hubspot_fields(path) if path.exists() else HubSpotFields()
+        readers["hubspot"] = HubSpotReader(api, hs_fields)
+        writers["hubspot"] = HubSpotWriter(api, hs_fields)
+        links = RecordLinks(links.salesforce_base, settings.hubspot_portal_id or hs_fields.portal_id,
+                            hs_fields.type_id)
+    notifier: Notifier | None = None
+    if settings.slack_bot_token:
+        from connectors.slack.notifier import SlackNotifier, make_client
+
+        notifier = SlackNotifier(make_client(_secret(settings.slack_bot_token) or ""), settings.slack_fallback_channel)
+    return Runtime(sessions, EngineContext(PolicyBook(), links), readers, Ports(notifier, writers),
+                   RetryPolicy(rng=random.Random()))  # noqa: S311 - retry jitter, not security
+
+
+def web_routers(settings: Settings, sessions: sessionmaker[Session]) -> list[APIRouter]:
+    """The webhook receivers for whatever is configured; each stores ids before acknowledging."""
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731 - the web layer's wall clock
+    routers: list[APIRouter] = []
+    if settings.sf_organization_id:
+        from connectors.salesforce.outbound import salesforce_outbound_router
+
+        routers.append(salesforce_outbound_router(settings.sf_organization_id,
+                                                  intake_callback(sessions, "salesforce", now)))
+    if settings.hubspot_app_secret:
+        from connectors.hubspot.webhooks import hubspot_webhook_router
+
+        routers.append(hubspot_webhook_router(_secret(settings.hubspot_app_secret) or "",
+                                              intake_callback(sessions, "hubspot", now)))
+    return routers
+
+
+def parse_duration(text: str) -> timedelta:
+    from connectors.emulators.scenario import parse_offset
+
+    return parse_offset(text)
+
+
+def run_demo(*, crm: str, seed: int, scenario: Path | None, policy: Path | None, speed: float | None,
+             duration: timedelta, out: Path, port: int,
+             progress: Callable[[datetime, Any], None] | None = None) -> Any:
+    """Run the demo; writes audit.jsonl, crm.json, slack.json and requests.jsonl into `out`."""
+    from connectors.emulators.demo import Demo, DemoOptions
+    from connectors.emulators.scenario import load_scenario
+
+    loaded = load_scenario(scenario) if scenario else None
+    if loaded is not None:
+        crm = loaded.crm
+        policy = policy or loaded.policy
+    demo = Demo(DemoOptions(crm=crm, seed=seed, scenario=loaded, policy=policy, speed=speed, duration=duration,
+                            port=port), out)
+    try:
+        summary = demo.run(progress)
+        demo.write_outputs(out)
+        return summary
+    finally:
+        demo.close()
