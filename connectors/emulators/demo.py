@@ -170,7 +170,8 @@ class Demo:
     def _arrive(self, lead: SynthLead, index: int) -> None:
         crm = self._crm_for(index)
         reps = self.synthetic.team_reps(lead.team)
-        person = self.org.people[reps[index % len(reps)].key]
+        # Round robin per CRM, so each CRM gets leads of fast, late and silent reps alike.
+        person = self.org.people[reps[(index // len(self.crms)) % len(reps)].key]
         fields = {"first_name": lead.first_name, "last_name": lead.last_name, "company": lead.company,
                   "email": lead.email, "market": lead.market, "source": lead.source, "score": lead.score,
                   "tier": lead.tier, "deal_size": lead.deal_size, "flags": lead.flags}

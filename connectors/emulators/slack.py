@@ -95,7 +95,7 @@ class SlackEmulator(Emulator):
     def export(self) -> list[Args]:
         """Every message with the kind of conversation it went to (channel, or DM to a person)."""
         with self._lock:
-            keys = ("channel", "user", "ts", "text", "blocks", "thread_ts", "ephemeral_to")
+            keys = ("channel", "user", "ts", "text", "blocks", "metadata", "thread_ts", "ephemeral_to")
             convs = self._conversations
             return [{**{k: copy.deepcopy(m[k]) for k in keys}, "kind": convs[m["channel"]]["kind"],
                      "name": convs[m["channel"]]["name"], "recipient": convs[m["channel"]]["user"]}

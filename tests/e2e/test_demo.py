@@ -1,0 +1,108 @@
+"""`sidecar demo` end to end: the files it writes agree with each other and with the audit, one to
+one, and the same seed gives the same audit."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from sidecar import wiring
+from sidecar.store.db import make_engine, session_factory, transaction
+from sidecar.store.models import OutboxRow
+
+SPAN = timedelta(days=2)
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    wiring.run_demo(crm="both", seed=1, scenario=None, policy=None, speed=None, duration=SPAN, out=out, port=0)
+    return out
+
+
+def audit_rows(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
+
+
+def effects(out: Path) -> list[OutboxRow]:
+    engine = make_engine(f"sqlite:///{out / 'demo.db'}")
+    with transaction(session_factory(engine)) as session:
+        rows = list(session.scalars(select(OutboxRow)))
+    engine.dispose()
+    return rows
+
+
+def test_demo_escalates_in_both_crms_and_nothing_fails(demo_out: Path) -> None:
+    kinds = Counter((row["crm"], row["kind"]) for row in audit_rows(demo_out))
+    for crm in ("salesforce", "hubspot"):
+        for kind in ("sla_breach_imminent", "sla_breach", "sla_breach_auto_reassign"):
+            assert kinds[(crm, kind)] > 0, (crm, kind, kinds)
+    assert {row.status for row in effects(demo_out)} == {"done"}
+    assert all(row["policy_version"] and row["rule_id"] for row in audit_rows(demo_out))
+
+
+def test_every_warning_and_breach_has_exactly_one_slack_message_in_the_right_place(demo_out: Path) -> None:
+    messages = json.loads((demo_out / "slack.json").read_text())
+    by_key = Counter(m["metadata"]["event_payload"]["key"] for m in messages if m.get("metadata"))
+    assert len(by_key) == len(messages) and set(by_key.values()) == {1}  # no duplicates
+    where = {m["metadata"]["event_payload"]["key"]: m for m in messages}
+    notifications = {row.idempotency_key: row for row in effects(demo_out) if row.action == "notify"}
+    audit_by_id = {row.audit_id for row in notifications.values()}
+    checked = Counter()
+    for key, row in notifications.items():
+        message = where[key]  # KeyError = a notification with no Slack message
+        kind, persona = row.payload["kind"], row.payload["persona"]
+        lead = row.payload["lead"]
+        assert lead["name"] in message["text"] and lead["company"] in message["text"]
+        if persona in ("owner", "new_owner"):
+            assert message["kind"] == "im" and message["recipient"] is not None
+        if persona == "manager":
+            assert message["kind"] == "channel" and message["name"].startswith("sales-")
+        shape = (f"/lightning/r/Lead/{lead['crm_id']}/view" if lead["crm"] == "salesforce"
+                 else f"https://app.hubspot.com/contacts/24681357/record/0-1/{lead['crm_id']}")
+        assert lead["record_url"].endswith(shape) and lead["record_url"] in json.dumps(message["blocks"])
+        checked[kind] += 1
+    assert len(where) == len(notifications)
+    rows = audit_rows(demo_out)
+    assert checked["sla_breach_imminent"] == sum(r["kind"] == "sla_breach_imminent" for r in rows)
+    assert checked["sla_breach"] == sum(r["kind"] == "sla_breach" for r in rows)
+    assert len(audit_by_id) == sum(r["kind"].startswith("sla_breach") for r in rows)
+
+
+def test_crm_tasks_notes_and_owner_changes_match_the_audit_one_to_one(demo_out: Path) -> None:
+    crm = json.loads((demo_out / "crm.json").read_text())
+    sf_keys = Counter(t["Sidecar_Key__c"] for t in crm["salesforce"]["Task"] if t.get("Sidecar_Key__c"))
+    hs_keys = Counter(r["properties"]["sidecar_idempotency_key"] for kind in ("tasks", "notes")
+                      for r in crm["hubspot"][kind] if r["properties"].get("sidecar_idempotency_key"))
+    written = {row.idempotency_key: row for row in effects(demo_out) if row.action in ("create_task", "add_note")}
+    assert set(written) == set(sf_keys) | set(hs_keys)
+    assert set(sf_keys.values()) | set(hs_keys.values()) == {1}
+    rows = audit_rows(demo_out)
+    breaches = [r for r in rows if r["kind"] == "sla_breach"]
+    reassigned = [r for r in rows if r["kind"] == "sla_breach_auto_reassign" and r["details"]["to_owner"]]
+    assert sum(row.action == "add_note" for row in written.values()) == len(breaches)
+    assert sum(row.action == "create_task" for row in written.values()) == len(reassigned)
+    # every reassignment is an owner change in its CRM, to the rep the audit names
+    sf_owner_changes = Counter((h["LeadId"], h["NewValue"]) for h in crm["salesforce"]["LeadHistory"]
+                               if h["Field"] == "Owner")
+    hs_tasks_by_owner = Counter((r["associations"]["contacts"][0], r["owner"]) for r in crm["hubspot"]["tasks"])
+    for row in reassigned:
+        to_owner = row["details"]["to_owner"]
+        if row["crm"] == "salesforce":
+            assert sf_owner_changes[(row["lead_id"], to_owner)] >= 1, row
+        else:
+            assert hs_tasks_by_owner[(row["lead_id"], to_owner)] == 1, row
+
+
+def test_same_seed_same_audit(demo_out: Path, tmp_path: Path) -> None:
+    wiring.run_demo(crm="both", seed=1, scenario=None, policy=None, speed=None, duration=SPAN, out=tmp_path,
+                    port=0)
+    def timeline(out: Path) -> list[tuple[str, str, str, str]]:
+        return [(r["at"], r["kind"], r["lead_id"], r["rule_id"]) for r in audit_rows(out)]
+    assert timeline(tmp_path) == timeline(demo_out)
