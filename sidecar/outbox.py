@@ -21,6 +21,8 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from sidecar import audit
+from sidecar.noise import shape
+from sidecar.policy.model import NoiseControl
 from sidecar.ports import (
     ConflictError,
     CrmWriter,
@@ -52,6 +54,7 @@ _ACTION_OF = {kind: action for action, (_port, kind) in ACTIONS.items()}
 class Ports:
     notifier: Notifier | None
     writers: Mapping[str, CrmWriter]  # by CRM name
+    noise: NoiseControl = field(default_factory=NoiseControl)
 
 
 @dataclass
@@ -70,16 +73,18 @@ class RetryPolicy:
 
 
 def enqueue(session: Session, *, key: str, request: Request, now: datetime, audit_id: int | None = None,
-            depends_on: OutboxRow | None = None) -> OutboxRow:
-    """Add one effect; the same key again returns the existing row (decisions may be re-run)."""
+            depends_on: OutboxRow | None = None, not_before: datetime | None = None) -> OutboxRow:
+    """Add one effect; the same key again returns the existing row (decisions may be re-run).
+    `not_before` holds it back (quiet hours)."""
     existing = session.scalars(select(OutboxRow).where(OutboxRow.idempotency_key == key)).first()
     if existing is not None:
         return existing
     action = _ACTION_OF[type(request)]
     row = OutboxRow(idempotency_key=key, port=ACTIONS[action][0], action=action,
                     payload=_ADAPTERS[action].dump_python(request, mode="json"), status="pending",
-                    attempts=0, next_attempt_at=now, created_at=now, audit_id=audit_id,
-                    depends_on=depends_on.id if depends_on is not None else None)
+                    attempts=0, next_attempt_at=max(now, not_before or now), created_at=now, audit_id=audit_id,
+                    depends_on=depends_on.id if depends_on is not None else None,
+                    recipient=request.recipient if isinstance(request, Notification) else None)
     session.add(row)
     session.flush()
     return row
@@ -154,30 +159,52 @@ def dispatch(sessions: sessionmaker[Session], ports: Ports, now: datetime, *, ba
     for _ in range(max_batches):
         with transaction(sessions) as session:
             claims = _claim(session, now, batch, lease)
+            shaped = shape(session, claims, now, ports.noise)
+            for claim, release in shaped.held:
+                _hold(session, claim, release)
+        outcomes["held"] += len(shaped.held)
         if not claims:
             break
-        _perform_all(sessions, ports, claims, now, retry, outcomes)
-    return outcomes
+        for group in shaped.sends:
+            _perform_all(sessions, ports, group, now, retry, outcomes)
+    return +outcomes
 
 
-def _perform_all(sessions: sessionmaker[Session], ports: Ports, claims: list[_Claim], now: datetime,
+def _hold(session: Session, claim: _Claim, release: datetime) -> None:
+    """Back to pending until the recipient's window frees up; holding is not a failed attempt."""
+    row = session.get(OutboxRow, claim.id)
+    assert row is not None
+    row.status, row.claimed_until, row.attempts = "pending", None, row.attempts - 1
+    row.next_attempt_at, row.last_error = release, f"held: warning limit reached for {row.recipient}"
+
+
+def _perform_all(sessions: sessionmaker[Session], ports: Ports, group: list[_Claim], now: datetime,
                  retry: RetryPolicy, outcomes: Counter[str]) -> None:
-    for claim in claims:
-        settled: tuple[str, str, float | None]
-        try:
-            result = _perform(ports, claim)
-            settled = ("done", result, None)
-        except TransientError as exc:
-            settled = ("retry", str(exc), exc.retry_after)
-        except ConflictError as exc:
-            settled = ("skipped", f"conflict: {exc}", None)
-        except PermanentError as exc:
-            settled = ("dead", str(exc), None)
-        except Exception as exc:  # an unexpected failure is retried, then dead-lettered: never dropped
-            log.exception("effect %s failed unexpectedly", claim.key)
-            settled = ("retry", f"{type(exc).__name__}: {exc}", None)
-        with transaction(sessions) as session:
+    """Perform one message: a single effect, or several warnings as one digest (settled alike)."""
+    settled: tuple[str, str, float | None]
+    try:
+        result = _perform(ports, group[0]) if len(group) == 1 else _digest(ports, group)
+        settled = ("done", result, None)
+    except TransientError as exc:
+        settled = ("retry", str(exc), exc.retry_after)
+    except ConflictError as exc:
+        settled = ("skipped", f"conflict: {exc}", None)
+    except PermanentError as exc:
+        settled = ("dead", str(exc), None)
+    except Exception as exc:  # an unexpected failure is retried, then dead-lettered: never dropped
+        log.exception("effect %s failed unexpectedly", group[0].key)
+        settled = ("retry", f"{type(exc).__name__}: {exc}", None)
+    with transaction(sessions) as session:
+        for claim in group:
             outcomes[_settle(session, claim, settled, now, retry)] += 1
+
+
+def _digest(ports: Ports, group: list[_Claim]) -> str:
+    if ports.notifier is None:
+        raise PermanentError("no notifier configured: set SIDECAR_SLACK_BOT_TOKEN")
+    notifications = [claim.request for claim in group if isinstance(claim.request, Notification)]
+    # The first key names the digest: a retry of the same group is recognisably the same message.
+    return "digest:" + ports.notifier.send_digest(notifications, f"digest:{group[0].key}")
 
 
 def _settle(session: Session, claim: _Claim, settled: tuple[str, str, float | None], now: datetime,

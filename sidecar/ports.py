@@ -65,6 +65,12 @@ class Notification:
     recipient_name: str | None = None
     channel: str | None = None  # team or configured channel
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. new owner, reassignment reason
+    urgent: bool = True  # breaches and reassignments; warnings may be held for quiet hours or digested
+
+    @property
+    def recipient(self) -> str:
+        """Who reads it: a person's e-mail for DMs, else the channel (noise control counts per recipient)."""
+        return (self.recipient_email or "") if self.via == "slack_dm" else (self.channel or "")
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,10 @@ class OwnerChange:
 class Notifier(Protocol):
     def send(self, notification: Notification, idempotency_key: str) -> str:
         """Deliver and return a message reference. Raises TransientError / PermanentError."""
+        ...
+
+    def send_digest(self, notifications: Sequence[Notification], idempotency_key: str) -> str:
+        """One message listing several warnings for the same recipient."""
         ...
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -83,6 +84,7 @@ def ingest(sessions: sessionmaker[Session], ctx: EngineContext, snap: LeadSnapsh
 @dataclass
 class FakeNotifier:
     sent: dict[str, Notification] = field(default_factory=dict)
+    digests: dict[str, list[Notification]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     fail_with: list[Exception] = field(default_factory=list)
 
@@ -92,6 +94,13 @@ class FakeNotifier:
             raise self.fail_with.pop(0)
         self.sent.setdefault(idempotency_key, notification)
         return f"C1:{len(self.sent)}"
+
+    def send_digest(self, notifications: Sequence[Notification], idempotency_key: str) -> str:
+        self.calls.append(idempotency_key)
+        if self.fail_with:
+            raise self.fail_with.pop(0)
+        self.digests.setdefault(idempotency_key, list(notifications))
+        return f"C1:digest{len(self.digests)}"
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from string import Formatter
@@ -237,3 +237,33 @@ def build_message(notification: Notification, idempotency_key: str,
         link = ""
     text = clip(summary, TEXT_LIMIT - len(link)) + link
     return SlackMessage(text=text, blocks=blocks[:MAX_BLOCKS])
+
+
+def build_digest(notifications: Sequence[Notification], fallback_note: str | None = None) -> SlackMessage:
+    """Several warnings for one recipient in one message: a line per lead, each with its link."""
+    first = notifications[0]
+    count = len(notifications)
+    header = f":warning: {count} leads need you before their SLA runs out"
+    blocks: list[dict[str, Any]] = [{"type": "header", "text": _text(clip(header, HEADER_LIMIT, escaped=False),
+                                                                      "plain_text")}]
+    if fallback_note:
+        blocks.append({"type": "section", "text": _text(clip(fallback_note, SECTION_LIMIT))})
+    lines = []
+    # Room for the header, the note and the context block; the rest are counted, not listed.
+    shown = notifications[: MAX_BLOCKS - 4]
+    for n in shown:
+        values = {key: escape(value) for key, value in template_fields(n).items()}
+        link = f"<{n.lead.record_url}|{values['name']} ({values['company']})>" \
+            if len(n.lead.record_url) <= URL_LIMIT else f"{values['name']} ({values['company']})"
+        line = (f"*{link}* · {values['market']} · {values['source']} · {values['state']} · waited "
+                f"{values['elapsed']} · {values['remaining']} (due {values['due']})")
+        lines.append(line)
+        blocks.append({"type": "section", "text": _text(clip(line, SECTION_LIMIT))})
+    if count > len(shown):
+        blocks.append({"type": "section", "text": _text(f"…and {count - len(shown)} more")})
+    rules = sorted({f"`{escape(n.rule_id)}`" for n in notifications})
+    blocks.append({"type": "context", "elements": [_text(clip(
+        f"Digest of {count} warnings · rules {', '.join(rules)} · policy `{escape(first.policy_version)}`",
+        FIELD_LIMIT))]})
+    text = "\n".join([header, *([fallback_note] if fallback_note else []), *lines])
+    return SlackMessage(text=clip(text, TEXT_LIMIT), blocks=blocks[:MAX_BLOCKS])

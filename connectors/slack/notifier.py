@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from http.client import HTTPException
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfoNotFoundError
@@ -16,11 +16,12 @@ from zoneinfo import ZoneInfoNotFoundError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from connectors.slack.messages import SlackMessage, build_message, escape, template_problems
+from connectors.slack.messages import SlackMessage, build_digest, build_message, escape, template_problems
 from sidecar.ports import Notification, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Render = Callable[[str | None], SlackMessage]  # fallback note -> the message to post
 
 METADATA_EVENT = "sidecar_notification"
 TOKEN_ENV, FALLBACK_ENV = "SIDECAR_SLACK_BOT_TOKEN", "SIDECAR_SLACK_FALLBACK_CHANNEL"
@@ -103,39 +104,52 @@ class SlackNotifier:
         self._users: dict[str, tuple[str | None, float]] = {}
 
     def send(self, notification: Notification, idempotency_key: str) -> str:
+        return self._deliver(notification, idempotency_key,
+                             lambda note: self._message(notification, idempotency_key, note))
+
+    def send_digest(self, notifications: Sequence[Notification], idempotency_key: str) -> str:
+        """Several warnings for one recipient as one message (the first names where it goes)."""
+        def render(note: str | None) -> SlackMessage:
+            try:
+                return build_digest(notifications, note)
+            except (ZoneInfoNotFoundError, ValueError) as err:
+                raise PermanentError(f"cannot render a digest of {len(notifications)} warnings: {err}") from err
+        return self._deliver(notifications[0], idempotency_key, render)
+
+    def _deliver(self, notification: Notification, idempotency_key: str, render: Render) -> str:
         if notification.via == "slack_dm":
-            return self._send_dm(notification, idempotency_key, allow_refresh=True)
+            return self._send_dm(notification, idempotency_key, render, allow_refresh=True)
         if not notification.channel:
             team = notification.extra.get("team")
             raise PermanentError(
                 f"no Slack channel for persona {notification.persona}" + (f" of team {team}" if team else "")
                 + f" ({notification.kind}, lead {notification.lead.crm_id}): set the team's Slack channel "
                 "in the directory config or the persona's channel in the policy's notification routing")
-        message = self._message(notification, idempotency_key)
+        message = render(None)
         who = str(notification.persona)
         channel, ts = self._post(notification.channel, message, idempotency_key, who=who)
         return f"{channel}:{ts}"
 
     # ---- DMs ----
-    def _send_dm(self, n: Notification, key: str, *, allow_refresh: bool) -> str:
+    def _send_dm(self, n: Notification, key: str, render: Render, *, allow_refresh: bool) -> str:
         email = (n.recipient_email or "").strip()
         who = self._who(n)
         if not email:
-            return self._send_fallback(n, key, f"no email is on record for {who}")
+            return self._send_fallback(n, key, render, f"no email is on record for {who}")
         user_id, cached = self._lookup(email, who)
         if user_id is None:
-            return self._send_fallback(n, key, f"no active Slack user has the email {email}")
+            return self._send_fallback(n, key, render, f"no active Slack user has the email {email}")
         try:
             dm = self._call(lambda: self._client.conversations_open(users=user_id),
                             channel="their DM", who=who)
-            message = self._message(n, key)
+            message = render(None)
             channel, ts = self._post(str(dm["channel"]["id"]), message, key, who=who)
         except SlackPermanentError as err:
             # A cached id can outlive the account; a fresh lookup then reports users_not_found and the
             # message reaches the fallback channel instead of dead-lettering.
             if cached and allow_refresh and err.code in ("user_disabled", "is_archived", "user_not_found"):
                 self._users.pop(email.lower(), None)
-                return self._send_dm(n, key, allow_refresh=False)
+                return self._send_dm(n, key, render, allow_refresh=False)
             raise
         return f"{channel}:{ts}"
 
@@ -158,7 +172,7 @@ class SlackNotifier:
         self._users[cache_key] = (user_id, now + (self._hit_ttl if user_id else self._miss_ttl))
         return user_id, False
 
-    def _send_fallback(self, n: Notification, key: str, reason: str) -> str:
+    def _send_fallback(self, n: Notification, key: str, render: Render, reason: str) -> str:
         who = self._who(n)
         if self._fallback is None:
             target = n.recipient_email or who
@@ -167,7 +181,7 @@ class SlackNotifier:
         # No <@U…> mention is possible for someone Slack doesn't know: name and email are the mention.
         note = (f":information_source: For *{escape(who)}*: posted here because {escape(reason)}. "
                 "Add them to Slack (or fix their email in the directory) to get DMs.")
-        message = self._message(n, key, note)
+        message = render(note)
         channel, ts = self._post(self._fallback, message, key, who=f"the fallback channel ({FALLBACK_ENV})")
         log.warning("slack DM fell back to channel", extra={"lead": n.lead.crm_id, "kind": n.kind,
                                                             "channel": channel, "reason": reason})

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sidecar import audit, outbox
@@ -59,6 +60,7 @@ def fire_step(session: Session, ctx: EngineContext, clock: Clock, lead: Lead, no
                        policy_version=clock.policy_version,
                        elapsed_business_s=clocks.used_seconds(clock, ctx.book, session, now),
                        window_s=clock.window_s, step_key=prefix, details=details)
+    _record_ignored_warnings(session, clock, policy, step, lead, row, now)
     context = lead_context(session, ctx, lead)
     change = None
     if choice is not None and choice.rep is not None:
@@ -106,6 +108,22 @@ def _to_queue(session: Session, ctx: EngineContext, policy: Policy, step: Ladder
     return change
 
 
+def _record_ignored_warnings(session: Session, clock: Clock, policy: Policy, step: LadderStep, lead: Lead,
+                             row: AuditRow, now: datetime) -> None:
+    """At the breach, every earlier warning of this clock went unanswered (progress would have reset
+    the clock): audit each as ignored, linked to the warning, for quarterly calibration."""
+    if step.at < 1.0:
+        return
+    for index, earlier in enumerate(policy.ladder[: clock.steps_fired]):
+        if earlier.at >= 1.0 or not earlier.notify:
+            continue
+        warning = session.scalars(select(AuditRow).where(AuditRow.step_key == f"clock:{clock.id}:step:{index}")).first()
+        audit.record(session, at=now, kind="notification_ignored", lead=lead, rule_id=earlier.id,
+                     policy_version=clock.policy_version, step_key=f"clock:{clock.id}:step:{index}:ignored",
+                     details={"warning_audit_id": warning.id if warning else None, "breach_audit_id": row.id,
+                              "clock_id": clock.id, "notified": [p.value for p in earlier.notify]})
+
+
 def _breach_at(session: Session, ctx: EngineContext, clock: Clock, policy: Policy) -> datetime:
     calendar = ctx.book.calendar(clock.policy_version, policy, clock.market)
     start = clock.running_since or clock.started_at
@@ -128,19 +146,27 @@ def _notify(session: Session, ctx: EngineContext, policy: Policy, step: LadderSt
     elif persona is Persona.MANAGER and route.via == "slack_dm" and team and team.manager_id:
         recipient = session.get(Rep, team.manager_id)
     channel = route.channel if route.via == "channel" else (team.slack_channel if team else None)
-    tz = ctx.book.market(policy, team.market if team else lead.market)[1].tz
-    payload = dict(extra)
+    market_code = team.market if team else lead.market
+    tz = ctx.book.market(policy, market_code)[1].tz
+    urgent = step.at >= 1.0 or step.reassign is not None
+    payload: dict[str, object] = {**extra, "state_since": lead.state_entered_at.isoformat()}
+    if not urgent and persona is Persona.OWNER:
+        payload["snooze_allowed"] = True  # a warning, to its owner: "give me 15 minutes" is fair
     if new_owner is not None:
         payload.update(new_owner_name=new_owner.name, from_owner_name=context.owner_name or "")
+    not_before = None
+    if route.quiet_hours and not urgent:
+        # Quiet hours: a warning waits for the recipient's next business hour; breaches never wait.
+        not_before = ctx.book.calendar(clock.policy_version, policy, market_code).next_open(now)
     outbox.enqueue(session, key=f"clock:{clock.id}:step:{clock.steps_fired}:notify:{persona.value}",
                    now=now, audit_id=row.id, depends_on=depends_on if recipient is not None else None,
-                   request=Notification(
+                   not_before=not_before, request=Notification(
                        kind=step.kind, persona=persona, via=route.via, lead=context, rule_id=step.id,
                        policy_version=clock.policy_version, at=now, due_at=breach_at,
                        elapsed_business_s=row.elapsed_business_s or 0.0, window_s=clock.window_s, tz=tz,
                        recipient_email=recipient.email if recipient else None,
                        recipient_name=recipient.name if recipient else context.owner_name,
-                       channel=channel, extra=payload))
+                       channel=channel, extra=payload, urgent=urgent))
 
 
 def _task_for_new_owner(context: LeadContext, rep: Rep, lead: Lead, step: LadderStep,

@@ -187,6 +187,15 @@ class Route(Strict):
     quiet_hours: bool = False  # hold non-urgent messages outside the recipient's business hours
 
 
+class NoiseControl(Strict):
+    """Warnings (not breaches) to one recipient: at most `max_per_recipient` messages per window;
+    the rest wait and go out together as one digest (seed 001: noisy alerts get ignored)."""
+
+    max_per_recipient: Annotated[int, Field(ge=1)] = 4
+    window_minutes: Annotated[int, Field(ge=1)] = 15
+    digest: bool = True
+
+
 class Reassignment(Strict):
     strategy: Literal["round_robin", "least_loaded"] = "round_robin"
     high_value_strategy: Literal["round_robin", "least_loaded", "seniority"] = "seniority"
@@ -213,6 +222,7 @@ class Policy(Strict):
     churn: FlagRule | None = None
     notifications: dict[Persona, Route]
     reassignment: Reassignment = Reassignment()
+    noise: NoiseControl = NoiseControl()
 
     @model_validator(mode="after")
     def _ladder_in_order(self) -> Policy:

@@ -163,6 +163,7 @@ class OutboxRow(Base):
     claimed_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[str | None] = mapped_column(String(200))  # message ref, task id, "conflict"...
+    recipient: Mapped[str | None] = mapped_column(String(320), index=True)  # notifications: who reads it
     created_at: Mapped[datetime]
     done_at: Mapped[datetime | None]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,9 @@ class FilePort:
     crm: Any = "salesforce"
 
     def send(self, notification: Notification, idempotency_key: str) -> str:
+        return self._apply(idempotency_key)
+
+    def send_digest(self, notifications: Sequence[Notification], idempotency_key: str) -> str:
         return self._apply(idempotency_key)
 
     def create_task(self, task: TaskRequest, idempotency_key: str) -> str:

@@ -42,7 +42,7 @@ def test_jsonl_export_has_the_documented_keys_and_filters(sessions: sessionmaker
         rows = [json.loads(line) for line in audit.export(session, "jsonl")]
         only_b = list(audit.export(session, "jsonl", lead_crm_id="00QB"))
         later = list(audit.export(session, "jsonl", since=ny(24, 9, 1).astimezone(UTC)))
-    assert [row["kind"] for row in rows] == ["sla_breach_imminent", "sla_breach"]
+    assert [row["kind"] for row in rows] == ["sla_breach_imminent", "sla_breach", "notification_ignored"]
     first = rows[0]
     assert {"at", "lead_id", "crm", "kind", "rule_id", "policy_version", "owner_id", "elapsed_business_s",
             "window_s", "details"} <= first.keys()
@@ -58,7 +58,7 @@ def test_csv_export_round_trips(sessions: sessionmaker[Session]) -> None:
     with transaction(sessions) as session:
         text = "".join(audit.export(session, "csv"))
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert [row["kind"] for row in rows] == ["sla_breach_imminent", "sla_breach"]
+    assert [row["kind"] for row in rows] == ["sla_breach_imminent", "sla_breach", "notification_ignored"]
     assert json.loads(rows[1]["details"])["fraction"] == 1.0
 
 

@@ -46,9 +46,14 @@ def test_ladder_fires_at_80_100_150_percent_exactly_once(sessions: sessionmaker[
         ("sla_breach", ny(24, 9, 0)),
         ("sla_breach_auto_reassign", ny(24, 9, 30)),
     ]
-    rows = audit_rows(sessions)
-    assert all(row.rule_id and row.policy_version for row in rows)
+    every = audit_rows(sessions)
+    assert all(row.rule_id and row.policy_version for row in every)
+    rows = [row for row in every if row.kind.startswith("sla_")]
     assert [row.elapsed_business_s for row in rows[-3:]] == [2880, 3600, 5400]
+    # the 80 % warning went unanswered: recorded as ignored at the breach, linked to both rows
+    ignored = [row for row in every if row.kind == "notification_ignored"]
+    assert [(r.rule_id, r.at, r.details["warning_audit_id"], r.details["breach_audit_id"]) for r in ignored] == [
+        ("sla.imminent", ny(24, 9, 0), rows[-3].id, rows[-2].id)]
     assert all(row.details["late"] is False for row in rows[-3:])
     keys = outbox_keys(sessions)
     imminent = [k for k, r in keys.items() if r.audit_id == rows[-3].id]

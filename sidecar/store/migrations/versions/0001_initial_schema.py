@@ -190,6 +190,7 @@ def upgrade() -> None:
     sa.Column('claimed_until', sidecar.store.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('result', sa.String(length=200), nullable=True),
+    sa.Column('recipient', sa.String(length=320), nullable=True),
     sa.Column('created_at', sidecar.store.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('done_at', sidecar.store.types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['audit_id'], ['audit.id'], ),
@@ -199,6 +200,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.create_index('ix_outbox_due', ['status', 'next_attempt_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_outbox_recipient'), ['recipient'], unique=False)
 
     op.create_table('rep_pto',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -219,6 +221,7 @@ def downgrade() -> None:
 
     op.drop_table('rep_pto')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_outbox_recipient'))
         batch_op.drop_index('ix_outbox_due')
 
     op.drop_table('outbox')
