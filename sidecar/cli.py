@@ -49,10 +49,20 @@ def _load_or_exit(path: Path) -> Policy:
 
 
 @app.command()
-def init() -> None:
+def init(
+    hubspot: Annotated[bool, typer.Option("--hubspot", help="Also create the sidecar's HubSpot properties.")] = False,
+) -> None:
     """Create the database (run migrations) and copy the example config if missing."""
     settings = Settings()
-    for name, target in (("policy", settings.policy_file), ("directory", settings.directory_file)):
+    if hubspot:
+        from sidecar import wiring
+
+        created = wiring.ensure_hubspot_properties(settings)
+        console.print(f"HubSpot properties: {', '.join(created) or 'already there'}")
+    targets = [("policy", settings.policy_file), ("directory", settings.directory_file),
+               ("salesforce.fields", Path("config/salesforce.fields.yaml")),
+               ("hubspot.fields", Path("config/hubspot.fields.yaml"))]
+    for name, target in targets:
         example = EXAMPLES / f"{name}.example.yaml"
         if not target.exists() and example.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -68,12 +78,25 @@ def init() -> None:
 
 
 @app.command()
-def check(policy: PolicyOption = None) -> None:
-    """Validate the policy and report every problem at once (exit 1 when invalid)."""
-    path = policy or Settings().policy_file
+def check(
+    policy: PolicyOption = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Only the policy; do not call CRMs or Slack.")] = False,
+) -> None:
+    """Validate the policy, then the configured CRM and Slack credentials, scopes and fields (exit 1 on any problem)."""
+    settings = Settings()
+    path = policy or settings.policy_file
     loaded = _load_or_exit(path)
     console.print(f"[green]policy OK[/green]: {path} version {version_of(loaded)} "
                   f"{loaded.label!r}, {len(rule_lines(loaded))} rules")
+    if offline:
+        return
+    from sidecar import wiring
+
+    results = wiring.check_connections(settings)
+    for system, ok, message in results:
+        (console if ok else errors).print(f"{system}: {message}", markup=False, highlight=False)
+    if any(not ok for _system, ok, _message in results):
+        raise typer.Exit(1)
 
 
 @policy_app.command("show")

@@ -32,11 +32,13 @@ class Settings(BaseSettings):
     hubspot_access_token: SecretStr | None = None
     hubspot_app_secret: SecretStr | None = None
     hubspot_portal_id: str | None = None
+    hubspot_api_base: str | None = None  # default https://api.hubapi.com; a proxy or test server otherwise
 
     # Slack
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_fallback_channel: str | None = None
+    slack_api_base: str | None = None  # default https://slack.com/api/; a proxy or test server otherwise
 
     # Admin API bearer token
     admin_token: SecretStr | None = None

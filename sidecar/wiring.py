@@ -32,40 +32,109 @@ def _secret(value: Any) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
+def _sf_credentials(settings: Settings) -> Any:
+    from connectors.salesforce.auth import SalesforceCredentials
+
+    return SalesforceCredentials(
+        username=settings.sf_username, password=_secret(settings.sf_password),
+        security_token=_secret(settings.sf_security_token), client_id=settings.sf_client_id,
+        client_secret=_secret(settings.sf_client_secret), session_id=_secret(settings.sf_session_id),
+        instance_url=settings.sf_instance_url, domain=settings.sf_domain)
+
+
+def _sf_fields() -> Any:
+    from connectors.salesforce.fields import FieldMap, load_field_map
+
+    path = CONFIG / "salesforce.fields.yaml"
+    return load_field_map(path) if path.exists() else FieldMap()
+
+
+def _hubspot_api(settings: Settings) -> Any:
+    from connectors.hubspot.api import HubSpotApi
+    from connectors.hubspot.auth import Credentials, HubSpotAuth
+    from connectors.hubspot.limits import LimitSettings, RateLimiter
+
+    return HubSpotApi(HubSpotAuth(Credentials(_secret(settings.hubspot_access_token) or "",
+                                              host=settings.hubspot_api_base)),
+                      RateLimiter(LimitSettings(), time.monotonic, time.sleep))
+
+
+def _hubspot_fields() -> Any:
+    from connectors.hubspot.fields import FieldMap, load_field_map
+
+    path = CONFIG / "hubspot.fields.yaml"
+    return load_field_map(path) if path.exists() else FieldMap()
+
+
+def has_salesforce(settings: Settings) -> bool:
+    return bool(settings.sf_username or settings.sf_client_id or settings.sf_session_id)
+
+
+def check_connections(settings: Settings) -> list[tuple[str, bool, str]]:
+    """(system, ok, message) for each configured CRM and Slack: credentials, scopes, fields."""
+    results: list[tuple[str, bool, str]] = []
+    if has_salesforce(settings):
+        from connectors.salesforce.auth import check_credentials, connect
+        from connectors.salesforce.fields import missing_fields
+
+        message = check_credentials(_sf_credentials(settings))
+        results.append(("salesforce", message.startswith("ok"), message))
+        if message.startswith("ok"):
+            missing = missing_fields(connect(_sf_credentials(settings)), _sf_fields())
+            results += [("salesforce", False, problem) for problem in missing]
+    if settings.hubspot_access_token:
+        from connectors.hubspot.auth import check_access
+        from connectors.hubspot.fields import missing_properties
+
+        api = _hubspot_api(settings)
+        problems = check_access(api)
+        results += [("hubspot", False, problem) for problem in problems]
+        if not problems:
+            missing_props = missing_properties(api, _hubspot_fields())
+            results += [("hubspot", False, problem) for problem in missing_props]
+            results.append(("hubspot", True, "ok: token can read contacts and owners"))
+    if settings.slack_bot_token:
+        from slack_sdk.errors import SlackApiError
+
+        from connectors.slack.notifier import make_client
+
+        try:
+            info = make_client(_secret(settings.slack_bot_token) or "", settings.slack_api_base).auth_test()
+            results.append(("slack", True, f"ok: bot {info.get('user')} in workspace {info.get('team')}"))
+        except SlackApiError as exc:
+            results.append(("slack", False, f"SIDECAR_SLACK_BOT_TOKEN refused: {exc.response.get('error')} "
+                                            "(reinstall the Slack app and copy its Bot User OAuth Token)"))
+    return results
+
+
+def ensure_hubspot_properties(settings: Settings) -> list[str]:
+    """Create the sidecar's idempotency-key property on HubSpot tasks and notes (harmless twice)."""
+    from connectors.hubspot.writer import HubSpotWriter
+
+    created: list[str] = HubSpotWriter(_hubspot_api(settings), _hubspot_fields()).ensure_properties()
+    return created
+
+
 def build_runtime(settings: Settings, sessions: sessionmaker[Session]) -> Runtime:
     """Ports for every CRM and Slack workspace the settings configure."""
     readers: dict[str, CrmReader] = {}
     writers: dict[str, CrmWriter] = {}
     links = RecordLinks()
-    if settings.sf_username or settings.sf_client_id or settings.sf_session_id:
-        from connectors.salesforce.auth import SalesforceCredentials, connect
-        from connectors.salesforce.fields import FieldMap, load_field_map
+    if has_salesforce(settings):
+        from connectors.salesforce.auth import connect
         from connectors.salesforce.reader import SalesforceReader
         from connectors.salesforce.writer import SalesforceWriter
 
-        client = connect(SalesforceCredentials(
-            username=settings.sf_username, password=_secret(settings.sf_password),
-            security_token=_secret(settings.sf_security_token), client_id=settings.sf_client_id,
-            client_secret=_secret(settings.sf_client_secret), session_id=_secret(settings.sf_session_id),
-            instance_url=settings.sf_instance_url, domain=settings.sf_domain))
-        path = CONFIG / "salesforce.fields.yaml"
-        fields = load_field_map(path) if path.exists() else FieldMap()
+        client = connect(_sf_credentials(settings))
+        fields = _sf_fields()
         readers["salesforce"] = SalesforceReader(client, fields, clock=lambda: datetime.now(UTC))
         writers["salesforce"] = SalesforceWriter(client, fields)
         links = RecordLinks(client.instance_url, links.hubspot_portal_id)
     if settings.hubspot_access_token:
-        from connectors.hubspot.api import HubSpotApi
-        from connectors.hubspot.auth import Credentials, HubSpotAuth
-        from connectors.hubspot.fields import FieldMap as HubSpotFields
-        from connectors.hubspot.fields import load_field_map as load_hubspot_fields
-        from connectors.hubspot.limits import LimitSettings, RateLimiter
         from connectors.hubspot.reader import HubSpotReader
         from connectors.hubspot.writer import HubSpotWriter
 
-        api = HubSpotApi(HubSpotAuth(Credentials(_secret(settings.hubspot_access_token) or "")),
-                         RateLimiter(LimitSettings(), time.monotonic, time.sleep))
-        path = CONFIG / "hubspot.fields.yaml"
-        hs_fields = load_hubspot_fields(path) if path.exists() else HubSpotFields()
+        api, hs_fields = _hubspot_api(settings), _hubspot_fields()
         readers["hubspot"] = HubSpotReader(api, hs_fields)
         writers["hubspot"] = HubSpotWriter(api, hs_fields)
         links = RecordLinks(links.salesforce_base, settings.hubspot_portal_id or hs_fields.portal_id,
@@ -74,7 +143,8 @@ def build_runtime(settings: Settings, sessions: sessionmaker[Session]) -> Runtim
     if settings.slack_bot_token:
         from connectors.slack.notifier import SlackNotifier, make_client
 
-        notifier = SlackNotifier(make_client(_secret(settings.slack_bot_token) or ""), settings.slack_fallback_channel)
+        notifier = SlackNotifier(make_client(_secret(settings.slack_bot_token) or "", settings.slack_api_base),
+                                 settings.slack_fallback_channel)
     return Runtime(sessions, EngineContext(PolicyBook(), links), readers, Ports(notifier, writers),
                    RetryPolicy(rng=random.Random()))  # noqa: S311 - retry jitter, not security
 

@@ -120,7 +120,10 @@ _SPECIFIC: dict[str, list[tuple[str, str, str]]] = {
                  ("company", "string", "text"), ("createdate", "datetime", "date"),
                  ("lastmodifieddate", "datetime", "date"), ("hs_lead_status", "enumeration", "radio"),
                  ("lifecyclestage", "enumeration", "radio"),
-                 ("hubspot_owner_assigneddate", "datetime", "date"), ("num_notes", "number", "number")],
+                 ("hubspot_owner_assigneddate", "datetime", "date"), ("num_notes", "number", "number"),
+                 # Default properties every portal has that field maps commonly name.
+                 ("country", "string", "text"), ("hubspotscore", "number", "number"),
+                 ("hs_analytics_source", "enumeration", "select"), ("jobtitle", "string", "text")],
     "leads": [("hs_lead_name", "string", "text"), ("hs_pipeline", "enumeration", "select"),
               ("hs_pipeline_stage", "enumeration", "select"), ("hs_lead_type", "enumeration", "select"),
               ("hs_lead_label", "enumeration", "select")],

@@ -85,3 +85,15 @@ def resume(clock: Clock, book: PolicyBook, session: Session, at: datetime) -> No
 def close(clock: Clock, at: datetime, reason: str) -> None:
     clock.status, clock.closed_at, clock.close_reason = "closed", at, reason
     clock.running_since, clock.next_due_at = None, None
+
+
+def snooze(clock: Clock, delay: timedelta) -> datetime:
+    """Push the pending step's `next_due_at` by `delay` of wall time; returns the new instant.
+
+    Only the step that is pending now moves: the next `plan` (after that step fires, or on a pause
+    and resume) computes from business time again, so a snooze never shifts the rest of the ladder.
+    """
+    if clock.status != "open" or clock.next_due_at is None:
+        raise ValueError(f"clock {clock.id} has no pending step to snooze")
+    clock.next_due_at = clock.next_due_at + delay
+    return clock.next_due_at

@@ -118,10 +118,14 @@ def _record_ignored_warnings(session: Session, clock: Clock, policy: Policy, ste
         if earlier.at >= 1.0 or not earlier.notify:
             continue
         warning = session.scalars(select(AuditRow).where(AuditRow.step_key == f"clock:{clock.id}:step:{index}")).first()
+        # An "I'm on it" click without progress is still an unanswered warning; calibration can tell them apart.
+        acked = session.scalars(select(AuditRow.id).where(
+            AuditRow.step_key.startswith(f"ack:clock:{clock.id}:step:{index}:"))).first() is not None
         audit.record(session, at=now, kind="notification_ignored", lead=lead, rule_id=earlier.id,
                      policy_version=clock.policy_version, step_key=f"clock:{clock.id}:step:{index}:ignored",
                      details={"warning_audit_id": warning.id if warning else None, "breach_audit_id": row.id,
-                              "clock_id": clock.id, "notified": [p.value for p in earlier.notify]})
+                              "clock_id": clock.id, "notified": [p.value for p in earlier.notify],
+                              "acknowledged": acked})
 
 
 def _breach_at(session: Session, ctx: EngineContext, clock: Clock, policy: Policy) -> datetime:

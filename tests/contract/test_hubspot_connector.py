@@ -6,6 +6,7 @@ sleeps by advancing it, so rate limits are real but nothing waits.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -331,9 +332,11 @@ def test_check_access_and_missing_properties(emulator: HubSpotEmulator, api: Hub
                      RateLimiter(LimitSettings(), clock.seconds, clock.advance))
     problems = check_access(bad)
     assert len(problems) == 2 and "crm.objects.contacts.read" in problems[0]
-    missing = missing_properties(api, load_field_map(ROOT / "config" / "hubspot.fields.example.yaml"))
-    assert "contacts.hubspotscore: no such property" in missing[0]
-    assert not any(".hs_lead_status:" in m for m in missing)
+    # every property the example map names is a default property of a portal
+    example = load_field_map(ROOT / "config" / "hubspot.fields.example.yaml")
+    assert missing_properties(api, example) == []
+    missing = missing_properties(api, dataclasses.replace(example, tier="account_tier_typo"))
+    assert len(missing) == 1 and "contacts.account_tier_typo: no such property" in missing[0]
 
 
 # -- end to end: poll into the store ----------------------------------------------------------------

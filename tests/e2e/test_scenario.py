@@ -24,7 +24,7 @@ def test_scripted_morning(tmp_path: Path) -> None:
     leads = json.loads((tmp_path / "crm.json").read_text())["leads"]
     audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     aisha = [(r["kind"], datetime.fromisoformat(r["at"]).astimezone(NY).strftime("%H:%M"), r["details"])
-             for r in audit if r["lead_id"] == leads["aisha"]["crm_id"]]
+             for r in audit if r["lead_id"] == leads["aisha"]["crm_id"] and r["kind"].startswith("sla_")]
     assert [(kind, at) for kind, at, _ in aisha[:3]] == [
         ("sla_breach_imminent", "08:48"), ("sla_breach", "09:00"), ("sla_breach_auto_reassign", "09:30")]
     reassign = aisha[2][2]

@@ -53,10 +53,10 @@ def test_every_effect_delivered_once_and_redispatch_does_nothing(sessions: sessi
     now = ny(24, 9, 46).astimezone(UTC)
     first = dispatch(sessions, ports, now)
     again = dispatch(sessions, ports, now + timedelta(minutes=10))
-    assert first["done"] == 7 and sum(again.values()) == 0
-    # owner warning, manager, owner + new owner on reassignment; note, owner change, task
+    assert first["done"] == 8 and sum(again.values()) == 0
+    # owner warning, manager at the breach, owner + new owner + manager on reassignment; note, owner change, task
     personas = sorted(n.persona.value for n in notifier.sent.values())
-    assert personas == ["manager", "new_owner", "owner", "owner"]
+    assert personas == ["manager", "manager", "new_owner", "owner", "owner"]
     assert sorted(type(e).__name__ for e in writer.effects.values()) == [
         "NoteRequest", "OwnerChange", "TaskRequest"]
     assert len(notifier.calls) == len(set(notifier.calls)) and len(writer.calls) == len(set(writer.calls))
@@ -104,9 +104,9 @@ def test_transient_failures_give_up_after_max_attempts(sessions: sessionmaker[Se
     result = statuses(sessions)
     notify = {key: value for key, value in result.items() if ":notify:" in key}
     assert set(notify.values()) == {("dead", "gave up after 3 attempts: 503")}
-    assert len(notify) == 4 and len(notifier.calls) == 12
+    assert len(notify) == 5 and len(notifier.calls) == 15
     assert {status for key, (status, _e) in result.items() if key not in notify} == {"done"}
-    assert kinds(sessions).count("effect_failed") == 4
+    assert kinds(sessions).count("effect_failed") == 5
 
 
 def test_owner_change_conflict_skips_dependents_and_audits(sessions: sessionmaker[Session]) -> None:
@@ -128,10 +128,10 @@ def test_a_crash_after_claiming_is_recovered_after_the_lease(sessions: sessionma
     now = ny(24, 9, 46).astimezone(UTC)
     with transaction(sessions) as session:  # a dispatcher claims rows, then dies before settling
         claimed = outbox._claim(session, now, 50, timedelta(minutes=5))
-    assert len(claimed) == 4  # the rows with no prerequisite
+    assert len(claimed) == 5  # the rows with no prerequisite
     notifier, writer = FakeNotifier(), FakeWriter()
     ports = Ports(notifier, {"salesforce": writer})
     assert sum(dispatch(sessions, ports, now + timedelta(minutes=4)).values()) == 0  # lease still held
     dispatch(sessions, ports, now + timedelta(minutes=6))
     assert {status for status, _ in statuses(sessions).values()} == {"done"}
-    assert len(notifier.sent) + len(writer.effects) == 7
+    assert len(notifier.sent) + len(writer.effects) == 8
