@@ -288,7 +288,8 @@ def run() -> None:
     if not runtime.readers:
         errors.print("no CRM configured: set Salesforce or HubSpot credentials in .env (see .env.example)")
         raise typer.Exit(1)
-    web = BackgroundServer(create_app(sessions, wiring.web_routers(settings, sessions)), settings.web_port)
+    web = BackgroundServer(create_app(sessions, wiring.web_routers(settings, sessions, runtime.ctx)),
+                           settings.web_port)
     console.print(f"webhooks on {web.start()}; CRMs: {', '.join(runtime.readers)}")
     try:
         scheduler.run_forever(runtime)

@@ -6,6 +6,7 @@ into routers, and runs the demo against the emulators.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from sidecar.settings import Settings
 from sidecar.web.app import intake_callback
 
 CONFIG = Path("config")
+log = logging.getLogger(__name__)
 
 
 def _secret(value: Any) -> str | None:
@@ -149,8 +151,8 @@ def build_runtime(settings: Settings, sessions: sessionmaker[Session]) -> Runtim
                    RetryPolicy(rng=random.Random()))  # noqa: S311 - retry jitter, not security
 
 
-def web_routers(settings: Settings, sessions: sessionmaker[Session]) -> list[APIRouter]:
-    """The webhook receivers for whatever is configured; each stores ids before acknowledging."""
+def web_routers(settings: Settings, sessions: sessionmaker[Session], ctx: EngineContext) -> list[APIRouter]:
+    """The webhook receivers, Slack buttons and admin API for whatever is configured."""
     now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731 - the web layer's wall clock
     routers: list[APIRouter] = []
     if settings.sf_organization_id:
@@ -163,7 +165,51 @@ def web_routers(settings: Settings, sessions: sessionmaker[Session]) -> list[API
 
         routers.append(hubspot_webhook_router(_secret(settings.hubspot_app_secret) or "",
                                               intake_callback(sessions, "hubspot", now)))
+    if settings.slack_signing_secret:
+        from connectors.slack.actions import slack_actions_router
+
+        routers.append(slack_actions_router(_secret(settings.slack_signing_secret) or "",
+                                            slack_action_handler(sessions, ctx, settings, now)))
+    if settings.admin_token:
+        from sidecar.web.admin import admin_router
+
+        routers.append(admin_router(sessions, ctx, _secret(settings.admin_token) or "", now))
     return routers
+
+
+def slack_action_handler(sessions: sessionmaker[Session], ctx: EngineContext, settings: Settings,
+                         clock: Callable[[], datetime]) -> Callable[[Any], Any]:
+    """Slack button click -> the core's decision -> a reply only the clicker sees (or the channel)."""
+    import requests
+    from slack_sdk.errors import SlackApiError
+
+    from connectors.slack.actions import ActionReply, SlackAction
+    from connectors.slack.notifier import make_client
+    from sidecar.actions import handle_action
+
+    token = _secret(settings.slack_bot_token)
+    client = make_client(token, settings.slack_api_base) if token else None
+
+    def on_action(action: SlackAction) -> ActionReply:
+        email = None
+        if client is not None:  # who clicked, by e-mail, for reps whose Slack id is not stored yet
+            try:
+                email = client.users_info(user=action.user_id)["user"]["profile"].get("email")
+            except SlackApiError as exc:
+                log.warning("users.info failed for a button click: %s", exc.response.get("error"))
+        outcome = handle_action(sessions, ctx, action_id=action.action_id, crm=action.crm, crm_id=action.crm_id,
+                                idempotency_key=action.idempotency_key, slack_user_id=action.user_id,
+                                slack_user_email=email, now=clock())
+        if action.response_url:  # Slack shows a click's reply only when posted to its response_url
+            try:
+                requests.post(action.response_url, timeout=5, json={
+                    "response_type": "ephemeral" if outcome.ephemeral else "in_channel",
+                    "replace_original": False, "text": outcome.text})
+            except requests.RequestException as exc:
+                log.warning("could not post the reply to Slack's response_url: %s", type(exc).__name__)
+        return ActionReply(outcome.text, outcome.ephemeral)
+
+    return on_action
 
 
 def parse_duration(text: str) -> timedelta:

@@ -1,0 +1,94 @@
+"""A signed "I'm on it" click goes through the real router, the wiring's handler and the core: the
+clicker is identified by e-mail via Slack, the click is audited once, and the reply is posted to
+Slack's response_url (Slack ignores a click's response body)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import warnings
+from collections.abc import Iterator
+from datetime import UTC
+from urllib.parse import urlencode
+
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from connectors.emulators.http import Emulator, Response
+from connectors.emulators.slack import SlackEmulator
+from connectors.slack.actions import slack_actions_router
+from sidecar import wiring
+from sidecar.engine.evaluator import tick
+from sidecar.settings import Settings
+from sidecar.store.db import transaction
+from sidecar.store.models import AuditRow, OutboxRow, Rep
+from tests.support import add_team, apply_policy, context, ingest, ny, policy_raw, snapshot
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient
+
+SECRET = "signing-secret-for-tests"
+NOW = ny(24, 8, 50).astimezone(UTC)
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackEmulator]:
+    emulator = SlackEmulator(clock=lambda: NOW)
+    emulator.start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def replies() -> Iterator[Emulator]:
+    receiver = Emulator()
+    receiver.router.add("POST", r"/actions/reply", lambda request: Response(200, {"ok": True}))
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
+def click(user: str, key: str, response_url: str) -> tuple[bytes, dict[str, str]]:
+    value = json.dumps({"crm": "salesforce", "crm_id": "00Q1", "key": key})
+    body = urlencode({"payload": json.dumps({
+        "type": "block_actions", "user": {"id": user, "username": "r1", "name": "r1"},
+        "channel": {"id": "D1"}, "container": {"message_ts": "1.2", "channel_id": "D1"},
+        "response_url": response_url,
+        "actions": [{"type": "button", "action_id": "ack", "value": value, "block_id": "sidecar_actions"}]})}).encode()
+    stamp = int(NOW.timestamp())
+    digest = hmac.new(SECRET.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256).hexdigest()
+    return body, {"X-Slack-Request-Timestamp": str(stamp), "X-Slack-Signature": f"v0={digest}",
+                  "Content-Type": "application/x-www-form-urlencoded"}
+
+
+def test_ack_click_is_identified_audited_once_and_answered(
+        sessions: sessionmaker[Session], slack: SlackEmulator, replies: Emulator) -> None:
+    ctx = context()
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions)
+    ingest(sessions, ctx, snapshot(at=ny(24, 8)))
+    tick(sessions, ctx, NOW)
+    with transaction(sessions) as session:
+        key = session.scalars(select(OutboxRow.idempotency_key).where(OutboxRow.action == "notify")).one()
+    slack_user = slack.add_user("r1@example.com", "r1", "Rep r1")
+    settings = Settings(slack_bot_token=SecretStr("xoxb-emulator"), slack_api_base=f"{slack.url}/api/")
+    handler = wiring.slack_action_handler(sessions, ctx, settings, lambda: NOW)
+    app = FastAPI()
+    app.include_router(slack_actions_router(SECRET, handler, clock=lambda: NOW.timestamp()))
+    client = TestClient(app)
+    for _ in range(2):
+        body, headers = click(slack_user, key, f"{replies.url}/actions/reply")
+        assert client.post("/slack/actions", content=body, headers=headers).status_code == 200
+    with transaction(sessions) as session:
+        acks = session.scalars(select(AuditRow).where(AuditRow.kind == "notification_acknowledged")).all()
+        rep = session.get(Rep, "r1")
+        assert rep is not None and rep.slack_user_id == slack_user  # remembered for next time
+    assert [(row.actor, row.at) for row in acks] == [("r1", NOW)]
+    posted = [entry["body"] for entry in replies.log.entries]
+    assert len(posted) == 2 and posted[0]["response_type"] == "ephemeral" and posted[0]["replace_original"] is False
+    assert posted[0]["text"] != posted[1]["text"]  # the second click is told it was already noted
