@@ -275,14 +275,11 @@ def demo(
 @app.command()
 def run() -> None:
     """Run the sidecar: poll, take webhooks, evaluate and dispatch on real time (Ctrl-C/SIGTERM stops)."""
-    import logging
-
-    from sidecar import scheduler, wiring
+    from sidecar import logs, scheduler, wiring
     from sidecar.web.app import BackgroundServer, create_app
 
     settings = Settings()
-    logging.basicConfig(level=settings.log_level, format='{"at": "%(asctime)s", "level": "%(levelname)s", '
-                        '"logger": "%(name)s", "message": "%(message)s"}')
+    logs.configure(settings.log_level)
     sessions = _sessions()
     runtime = wiring.build_runtime(settings, sessions)
     if not runtime.readers:
