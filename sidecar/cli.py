@@ -150,16 +150,30 @@ def policy_diff(old: str, new: str) -> None:
 
 
 @policy_app.command("apply")
-def policy_apply(policy: PolicyOption = None) -> None:
-    """Record the policy file as the active version (unchanged content keeps its version)."""
+def policy_apply(
+    policy: PolicyOption = None,
+    recompute: Annotated[bool, typer.Option("--recompute", help="Also move running clocks onto this version.")] = False,
+) -> None:
+    """Record the policy file as the active version (unchanged content keeps its version).
+
+    Running clocks keep the version they started under unless --recompute moves them (audited)."""
+    from sidecar.engine.clocks import recompute as recompute_clocks
+    from sidecar.engine.policies import PolicyBook
+
     settings = Settings()
     path = policy or settings.policy_file
     loaded = _load_or_exit(path)
     engine = make_engine(settings.database_url)
     migrate(engine)
+    now = _now()
     with transaction(session_factory(engine)) as session:
-        row = record_version(session, loaded, str(path), _now())
-    console.print(f"active policy {row.version} {row.label!r}")
+        row = record_version(session, loaded, str(path), now)
+        moved = recompute_clocks(session, PolicyBook(), now) if recompute else 0
+        if recompute:
+            audit.record(session, at=now, kind="policy_recomputed", policy_version=row.version, actor="admin",
+                         details={"clocks_moved": moved})
+    console.print(f"active policy {row.version} {row.label!r}" + (f"; {moved} running clocks moved" if recompute
+                                                                   else ""))
 
 
 def _sessions() -> sessionmaker[Session]:

@@ -97,3 +97,30 @@ def snooze(clock: Clock, delay: timedelta) -> datetime:
         raise ValueError(f"clock {clock.id} has no pending step to snooze")
     clock.next_due_at = clock.next_due_at + delay
     return clock.next_due_at
+
+
+def recompute(session: Session, book: PolicyBook, now: datetime) -> int:
+    """Move running and paused clocks onto the active policy, on purpose (`policy apply --recompute`).
+
+    Business time already used is kept and steps already fired stay fired; the window, the rule and
+    the version change, and the next step is planned again. Returns how many clocks moved.
+    """
+    version, policy = book.active(session)
+    moved = 0
+    for clock in session.scalars(select(Clock).where(Clock.status != "closed", Clock.policy_version != version)):
+        lead = session.get(Lead, clock.lead_id)
+        assert lead is not None
+        intent = Intent(lead.intent) if lead.intent else None
+        rule = policy.window_for(lead.market, lead.source, LeadState(clock.state), intent)
+        if rule is None:
+            close(clock, now, "no window in the new policy")
+            continue
+        if clock.status == "open":
+            clock.consumed_s, clock.running_since = used_seconds(clock, book, session, now), now
+        clock.policy_version, clock.rule_id = version, rule.id
+        clock.window_s = duration_seconds(rule.window, book.business_day(policy, lead.market))
+        clock.market = book.market(policy, lead.market)[0]
+        clock.steps_fired = min(clock.steps_fired, len(policy.ladder))
+        plan(clock, book, session)
+        moved += 1
+    return moved

@@ -177,3 +177,23 @@ def test_same_snapshot_twice_and_older_snapshots_change_nothing(sessions: sessio
         assert [e.kind for e in events] == ["created", "progress", "state_changed"]
         clock = session.scalars(select(Clock).where(Clock.status == "open")).one()
         assert clock.state == "CONTACTED"
+
+
+def test_recompute_moves_running_clocks_and_keeps_used_time(sessions: sessionmaker[Session]) -> None:
+    from sidecar.engine.clocks import recompute
+
+    ctx = context()
+    v1 = apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions)
+    ingest(sessions, ctx, snapshot(at=ny(24, 8)))
+    raw = policy_raw()
+    raw["windows"][-1]["window"] = "2h"
+    v2 = apply_policy(sessions, raw, ny(24, 8, 10))
+    with transaction(sessions) as session:
+        assert recompute(session, ctx.book, ny(24, 8, 10).astimezone(UTC)) == 1
+        clock = session.scalars(select(Clock)).one()
+        assert (clock.policy_version, clock.window_s, clock.consumed_s) == (v2, 7200, 600.0)
+    run_minutes(sessions, ctx, ny(24, 8, 10), ny(24, 9, 40))
+    # 10 minutes used under v1, then 80 % of 2 h: 96 minutes after 08:00
+    assert [(kind, at) for kind, at in ladder_kinds(sessions)] == [("sla_breach_imminent", ny(24, 9, 36))]
+    assert audit_rows(sessions)[0].policy_version == v2 != v1
