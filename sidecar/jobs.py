@@ -18,6 +18,7 @@ from sidecar.engine.evaluator import tick
 from sidecar.engine.ladder import EngineContext
 from sidecar.outbox import Ports
 from sidecar.ports import CrmReader
+from sidecar.store.locks import leader_lock
 
 
 @dataclass
@@ -30,7 +31,13 @@ class Runtime:
 
 
 def poll_all(rt: Runtime, now: datetime) -> dict[str, sync.PollStats]:
-    return {name: sync.poll(rt.sessions, rt.ctx.book, reader, now) for name, reader in rt.readers.items()}
+    """Poll each CRM; with several sidecars on PostgreSQL, whoever holds a CRM's lock polls it."""
+    stats = {}
+    for name, reader in rt.readers.items():
+        with leader_lock(rt.sessions, f"poll:{name}") as leader:
+            if leader:
+                stats[name] = sync.poll(rt.sessions, rt.ctx.book, reader, now)
+    return stats
 
 
 def drain_webhooks(rt: Runtime, now: datetime) -> int:
