@@ -2,13 +2,16 @@
 
 Serve it over TLS (see tls.py): simple-salesforce only builds https:// URLs. It covers what the
 sidecar uses: logins, SOQL query/queryMore/queryAll, sObject CRUD with If-Unmodified-Since,
-describe, limits, composite sobjects, LeadHistory, the `Sforce-Limit-Info` header and the daily
-request limit, and Workflow Outbound Messages. Everything else answers 404 NOT_FOUND, like an
+describe, limits, composite sobjects, `/composite` (subrequests), Bulk API 2.0 query jobs,
+LeadHistory, the `Sforce-Limit-Info` header and the daily request limit, and Workflow Outbound
+Messages. Everything else answers 404 NOT_FOUND, like an
 endpoint the org does not have.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import random
 import ssl
 import threading
@@ -17,11 +20,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
 from connectors.emulators.http import Emulator, Request, Response
-from connectors.emulators.salesforce_composite import COMPOSITE_MAX, run_composite
+from connectors.emulators.salesforce_bulk import BulkError, BulkQueryJobs
+from connectors.emulators.salesforce_composite import (
+    COMPOSITE_MAX,
+    CompositeError,
+    parse_composite,
+    run_composite,
+    run_composite_request,
+)
 from connectors.emulators.salesforce_login import Credentials, LoginDirectory
 from connectors.emulators.salesforce_outbound import OutboundQueue, Trigger
 from connectors.emulators.salesforce_store import OrgStore, RecordError, object_summary
@@ -72,6 +83,7 @@ class SalesforceEmulator(Emulator):
         self.logins = LoginDirectory(self.org_id, self.clock, self._is_active, rng=random.Random(seed))
         self.outbound = OutboundQueue(self.clock, api_version=api_version, session_id=self._outbound_session)
         self.store.listeners.append(self.outbound.on_change)
+        self.bulk = BulkQueryJobs(self.store)
         self._cursors: dict[str, _Cursor] = {}
         self._cursor_numbers = iter(range(1, 10**9))
         self._actor = ""
@@ -111,6 +123,10 @@ class SalesforceEmulator(Emulator):
             add(method, row, handler)
         add("POST", _V + r"/composite/sobjects", lambda r: self._composite(r, creating=True))
         add("PATCH", _V + r"/composite/sobjects", lambda r: self._composite(r, creating=False))
+        add("POST", _V + r"/composite", self._composite_request)
+        add("POST", _V + r"/jobs/query", lambda r: self.bulk.create(r, self._actor, self._body(r)))
+        add("GET", _V + r"/jobs/query/(?P<job>750\w+)", self.bulk.status)
+        add("GET", _V + r"/jobs/query/(?P<job>750\w+)/results", self.bulk.results)
 
     def handle(self, request: Request) -> Response:
         with self.lock:
@@ -122,24 +138,29 @@ class SalesforceEmulator(Emulator):
             if self.api_calls_used >= self.daily_limit:
                 response = _error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
             else:
-                self.api_calls_used += 1
+                self.api_calls_used += 1  # one per HTTP request: a whole /composite call counts once
                 self._actor = user
-                try:
-                    response = super().handle(request)
-                except ApiError as exc:
-                    response = _error(exc.status, exc.code, exc.message)
-                except SoqlError as exc:
-                    response = _error(400, exc.code, exc.message)
-                except RecordError as exc:
-                    response = Response(400, [exc.as_dict()])
-                # The shared router's own misses (dict bodies): render them as Salesforce does.
-                if response.status == 404 and isinstance(response.body, dict):
-                    response = _error(404, "NOT_FOUND", "The requested resource does not exist")
-                elif response.status == 405 and isinstance(response.body, dict):
-                    message = f"HTTP Method '{request.method}' not allowed"
-                    response = _error(405, "METHOD_NOT_ALLOWED", message)
+                response = self._dispatch(request)
             response.headers["Sforce-Limit-Info"] = self._limit_info()
             return response
+
+    def _dispatch(self, request: Request) -> Response:
+        """Route one authenticated request (a top-level call or a composite subrequest)."""
+        try:
+            response = self.router.dispatch(request)
+        except (ApiError, BulkError) as exc:
+            response = _error(exc.status, exc.code, exc.message)
+        except SoqlError as exc:
+            response = _error(400, exc.code, exc.message)
+        except RecordError as exc:
+            response = Response(400, [exc.as_dict()])
+        # The shared router's own misses (dict bodies): render them as Salesforce does.
+        if response.status == 404 and isinstance(response.body, dict):
+            response = _error(404, "NOT_FOUND", "The requested resource does not exist")
+        elif response.status == 405 and isinstance(response.body, dict):
+            message = f"HTTP Method '{request.method}' not allowed"
+            response = _error(405, "METHOD_NOT_ALLOWED", message)
+        return response
 
     def fault_response(self, kind: str, request: Request) -> Response:
         data = request.path.startswith("/services/data")
@@ -288,6 +309,35 @@ class SalesforceEmulator(Emulator):
         all_or_none = bool(body.get("allOrNone"))
         return Response(200, run_composite(self.store, records, all_or_none=all_or_none, creating=creating,
                                            actor=self._actor))
+
+    def _composite_request(self, request: Request) -> Response:
+        try:
+            subrequests, all_or_none = parse_composite(self._body(request))
+        except CompositeError as exc:
+            raise ApiError(400, exc.code, exc.message) from exc
+        # Rolling back means restoring the records; only worth copying when something may write.
+        writes = all_or_none and any(s.method != "GET" for s in subrequests)
+        saved = copy.deepcopy(self.store.tables) if writes else None
+
+        def rollback() -> None:
+            if saved is not None:
+                self.store.tables = saved
+
+        return Response(200, {"compositeResponse": run_composite_request(
+            subrequests, all_or_none=all_or_none, call=self._subrequest, rollback=rollback)})
+
+    def _subrequest(self, method: str, url: str, headers: dict[str, str], body: Any) -> Response:
+        parts = urlsplit(url)
+        encoded = b"" if body is None else json.dumps(body).encode()
+        sub = Request(method.upper(), parts.path, parse_qs(parts.query, keep_blank_values=True),
+                      {**headers, "content-type": "application/json"}, encoded)
+        # Faults injected for a subrequest's own path fail that subrequest alone, as a real one can.
+        fault = self.faults.draw(parts.path)
+        if fault is not None and fault.kind not in ("latency", "timeout", "drop"):
+            response = self.fault_response(fault.kind, sub)
+            response.headers.pop("Sforce-Limit-Info", None)
+            return response
+        return self._dispatch(sub)
 
     # --- metadata ---------------------------------------------------------------------------------
 

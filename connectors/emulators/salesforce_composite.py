@@ -1,13 +1,24 @@
-"""`/composite/sobjects`: up to 200 creates or updates in one call, optionally all-or-none.
+"""`/composite/sobjects` (up to 200 creates or updates, optionally all-or-none) and `/composite`
+(up to 25 subrequests of other REST resources, one API call, per-subrequest status and body).
 
-Every record is validated before anything is written, so an allOrNone batch with one bad record
-leaves the org untouched and reports the others as rolled back, as Salesforce does.
+`/composite/sobjects`: every record is validated before anything is written, so an allOrNone batch
+with one bad record leaves the org untouched and reports the others as rolled back, as Salesforce does.
+
+`/composite`: subrequests run in order through the emulator's own routes, so a query subrequest
+answers exactly like GET /query (its `nextRecordsUrl` is then followed with ordinary queryMore
+calls). The error codes for a malformed envelope (too many subrequests, duplicate referenceIds) are
+our approximation; Salesforce documents the limits, not the codes. Outbound messages triggered by a
+subrequest that allOrNone later rolls back are not retracted.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from connectors.emulators.http import Response
 from connectors.emulators.salesforce_store import OrgStore, RecordError
 
 COMPOSITE_MAX = 200
@@ -66,4 +77,119 @@ def run_composite(store: OrgStore, records: list[Any], *, all_or_none: bool, cre
             else:
                 store.apply_update(sobject, record_id, clean, actor)
             results.append({"id": record_id, "success": True, "errors": []})
+    return results
+
+
+# --- /composite: up to 25 subrequests of other REST resources in one call -----------------------------
+
+COMPOSITE_REQUEST_MAX = 25
+COMPOSITE_QUERY_MAX = 5  # query/queryAll subrequests (and sObject Collections) per composite call
+_QUERY_RESOURCE = re.compile(r"^/services/data/v\d+\.\d+/(query|queryAll)/?$")
+_SUPPORTED = re.compile(r"^/services/data/v\d+\.\d+/(sobjects|query|queryAll)(/|$)")
+_REFERENCE = re.compile(r"@\{(\w+)((?:\.\w+|\[\d+\])*)\}")
+_HALTED = [{"errorCode": "PROCESSING_HALTED",
+            "message": "The transaction was rolled back since another operation in the same transaction failed."}]
+_FORBIDDEN_HEADERS = frozenset({"accept", "authorization", "content-type"})
+
+Subcall = Callable[[str, str, dict[str, str], Any], Response]  # method, url, headers, body -> response
+
+
+class CompositeError(Exception):
+    """The composite envelope itself is malformed: the whole call fails with 400, nothing runs."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass(frozen=True)
+class Subrequest:
+    method: str
+    url: str
+    reference_id: str
+    headers: dict[str, str]
+    body: Any
+
+
+def parse_composite(body: Any) -> tuple[list[Subrequest], bool]:
+    """Subrequests and allOrNone; CompositeError when the envelope breaks the documented rules."""
+    items = body.get("compositeRequest") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not items:
+        raise CompositeError("JSON_PARSER_ERROR", "compositeRequest is required and must not be empty")
+    if len(items) > COMPOSITE_REQUEST_MAX:
+        raise CompositeError("LIMIT_EXCEEDED", f"Composite requests may hold at most {COMPOSITE_REQUEST_MAX} "
+                             f"subrequests, got {len(items)}")
+    parsed: list[Subrequest] = []
+    for item in items:
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in
+                                                 ("method", "url", "referenceId")):
+            raise CompositeError("JSON_PARSER_ERROR", "each subrequest needs method, url and referenceId")
+        headers = {str(k).lower(): str(v) for k, v in dict(item.get("httpHeaders") or {}).items()}
+        if _FORBIDDEN_HEADERS & set(headers):  # inherited from the top-level request, never overridden
+            raise CompositeError("INVALID_INPUT", "subrequests may not set Accept, Authorization or Content-Type")
+        parsed.append(Subrequest(item["method"], item["url"], item["referenceId"], headers, item.get("body")))
+    if len({s.reference_id for s in parsed}) != len(parsed):
+        raise CompositeError("DUPLICATE_REFERENCE_ID", "referenceId values must be unique")
+    queries = sum(1 for s in parsed if _QUERY_RESOURCE.match(s.url.split("?", 1)[0]))
+    if queries > COMPOSITE_QUERY_MAX:
+        raise CompositeError("LIMIT_EXCEEDED", f"at most {COMPOSITE_QUERY_MAX} query operations per "
+                             "composite request")
+    return parsed, bool(body.get("allOrNone"))
+
+
+def _lookup(value: Any, path: str) -> Any:
+    for name, index in re.findall(r"\.(\w+)|\[(\d+)\]", path):
+        value = value[int(index)] if index else value[name]
+    return value
+
+
+def _resolve(value: Any, results: dict[str, Any]) -> Any:
+    """Substitute `@{referenceId.field[0].x}` with values from earlier subrequests' bodies."""
+    if isinstance(value, str):
+        return _REFERENCE.sub(lambda m: str(_lookup(results[m.group(1)], m.group(2))), value)
+    if isinstance(value, dict):
+        return {k: _resolve(v, results) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, results) for v in value]
+    return value
+
+
+def _result(response: Response, reference_id: str) -> dict[str, Any]:
+    return {"body": response.body, "httpHeaders": dict(response.headers),
+            "httpStatusCode": response.status, "referenceId": reference_id}
+
+
+def run_composite_request(subrequests: list[Subrequest], *, all_or_none: bool, call: Subcall,
+                          rollback: Callable[[], None]) -> list[dict[str, Any]]:
+    """Run the subrequests in order (as with collateSubrequests=false). A failure halts the rest and
+    rolls back when allOrNone; otherwise only subrequests that reference a failed one are skipped."""
+    bodies: dict[str, Any] = {}
+    failed: set[str] = set()
+    results: list[dict[str, Any]] = []
+    for sub in subrequests:
+        referenced = {m.group(1) for m in _REFERENCE.finditer(f"{sub.url} {sub.body!r}")}
+        if (all_or_none and failed) or referenced & failed:
+            results.append(_result(Response(400, _HALTED), sub.reference_id))
+            failed.add(sub.reference_id)
+            continue
+        if not _SUPPORTED.match(sub.url.split("?", 1)[0]):
+            response = Response(400, [{"errorCode": "INVALID_API_INPUT",
+                                       "message": f"Composite does not support the resource {sub.url}"}])
+        else:
+            try:
+                url, body = _resolve(sub.url, bodies), _resolve(sub.body, bodies)
+            except (KeyError, IndexError, TypeError):
+                response = Response(400, [{"errorCode": "INVALID_REFERENCE",
+                                           "message": f"Invalid reference specified in {sub.reference_id}"}])
+            else:
+                response = call(sub.method, url, sub.headers, body)
+        results.append(_result(response, sub.reference_id))
+        if response.status >= 400:
+            failed.add(sub.reference_id)
+        else:
+            bodies[sub.reference_id] = response.body
+    if all_or_none and failed:
+        rollback()
+        results = [r if r["httpStatusCode"] >= 400 else {**r, "body": _HALTED, "httpStatusCode": 400}
+                   for r in results]
     return results

@@ -9,13 +9,15 @@ how to fix the credentials.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import requests
 from simple_salesforce.api import Salesforce
-from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession
+from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession, SalesforceGeneralError
 
 from connectors.salesforce.errors import translate
 
@@ -32,6 +34,18 @@ def build_sf(session_id: str, instance: str, http: requests.Session | None, vers
 
 def _more(url: str, timeout: float, sf: Salesforce) -> Any:
     return sf.query_more(url, identifier_is_url=True, timeout=timeout)
+
+
+Pages = Iterator[list[dict[str, Any]]]
+COMPOSITE_QUERY_MAX = 5  # Salesforce allows at most 5 query subrequests in one /composite call
+
+
+@dataclass(frozen=True)
+class Soql:
+    """One query of a composite batch; `include_deleted` sends it to queryAll."""
+
+    soql: str
+    include_deleted: bool = False
 
 
 class SalesforceClient:
@@ -74,14 +88,52 @@ class SalesforceClient:
         """`path` is relative to /services/data/vXX.X/, e.g. "sobjects/Task"."""
         return self.call(lambda sf: sf.restful(path, method=method, timeout=self.timeout, **kwargs))
 
-    def query_pages(self, soql: str, *, include_deleted: bool = False) -> Iterator[list[dict[str, Any]]]:
+    def query_pages(self, soql: str, *, include_deleted: bool = False) -> Pages:
         """Pages of records as the server batches them (query, then queryMore via nextRecordsUrl)."""
         page = self.call(lambda sf: sf.query(soql, include_deleted=include_deleted, timeout=self.timeout))
+        yield from self.follow(page)
+
+    def follow(self, page: dict[str, Any]) -> Pages:
+        """This page's records, then the next pages fetched lazily with queryMore."""
         while True:
             yield list(page["records"])
             if page.get("done", True) or not page.get("nextRecordsUrl"):
                 return
             page = self.call(partial(_more, str(page["nextRecordsUrl"]), self.timeout))
+
+    def query_batch(self, batch: Sequence[Soql]) -> list[Pages]:
+        """Up to five queries in ONE API call (the Composite resource), run in the order given.
+
+        Each result pages on like `query_pages`: its first page came with the composite call, the
+        rest are fetched lazily with queryMore. A failed subrequest raises (here, for the whole batch)
+        the same Transient- or PermanentError as the query would have raised on its own.
+        """
+        if not 1 <= len(batch) <= COMPOSITE_QUERY_MAX:
+            raise ValueError(f"a composite batch holds 1 to {COMPOSITE_QUERY_MAX} queries, got {len(batch)}")
+        base = f"/services/data/v{self.version}"
+        body = {
+            "allOrNone": False,  # queries change nothing: there is nothing to roll back
+            "collateSubrequests": False,  # keep the order; the reader relies on it (see reader.py)
+            "compositeRequest": [
+                {"method": "GET", "referenceId": f"q{index}",
+                 "url": f"{base}/{'queryAll' if q.include_deleted else 'query'}?{urlencode({'q': q.soql})}"}
+                for index, q in enumerate(batch)],
+        }
+        answer = self.rest("POST", "composite", json=body)
+        results = {str(r.get("referenceId")): r for r in (answer or {}).get("compositeResponse", [])}
+        return [self._subresult(results.get(f"q{index}"), f"{base}/composite#q{index}")
+                for index in range(len(batch))]
+
+    def _subresult(self, result: dict[str, Any] | None, url: str) -> Pages:
+        if result is None:
+            raise translate(SalesforceGeneralError(url, 500, "composite", b"subrequest result missing"))
+        status = int(result.get("httpStatusCode") or 0)
+        if status >= 300:
+            # The subrequest's body is the usual error list: translate it as if the query had
+            # failed on its own, so callers see one error mapping whichever way they read.
+            error_body: Any = result.get("body")  # the JSON error list, where simple-salesforce puts bytes
+            raise translate(SalesforceGeneralError(url, status, "composite", error_body))
+        return self.follow(result["body"])
 
     def query_all(self, soql: str, *, include_deleted: bool = False) -> list[dict[str, Any]]:
         return [row for page in self.query_pages(soql, include_deleted=include_deleted) for row in page]

@@ -58,6 +58,22 @@ def lead_changes(fields: FieldMap, since: datetime | None) -> str:
                        columns, since)
 
 
+def lead_count(since: datetime | None) -> str:
+    """Sizes a backfill (REST only: Bulk API 2.0 refuses aggregate functions)."""
+    if since is None:
+        return "SELECT COUNT() FROM Lead"
+    return format_soql("SELECT COUNT() FROM Lead WHERE SystemModstamp >= {}", since)
+
+
+def lead_bulk(fields: FieldMap, since: datetime | None) -> str:
+    """lead_changes without ORDER BY: Bulk API 2.0 returns rows in no particular order anyway, and
+    ORDER BY turns off its PK chunking (slower, prone to query timeouts); the caller sorts."""
+    columns = select_list(fields.lead_fields())
+    if since is None:
+        return format_soql("SELECT {:literal} FROM Lead", columns)
+    return format_soql("SELECT {:literal} FROM Lead WHERE SystemModstamp >= {}", columns, since)
+
+
 def leads_by_id(fields: FieldMap, ids: Sequence[str]) -> Iterator[str]:
     columns = select_list(fields.lead_fields())
     return chunked("SELECT {:literal} FROM Lead WHERE Id IN {ids}", ids, columns)

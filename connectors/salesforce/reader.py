@@ -13,12 +13,16 @@ every incremental poll first queries progress Tasks changed since the cursor, th
 Task query runs first so that, once the Lead query has run, every Lead stamped up to the newest
 Task stamp has been read, which is what lets `at` advance to that Task stamp. Leads announced only
 by Tasks come in a first page that keeps the old `at` (their Tasks go into `seen_ids`), so a crash
-after it loses nothing. Steady state with nothing changed: 2 API calls (Task query + Lead query);
-SOQL has no UNION and refuses semi-joins under OR, so the two cannot be one query.
+after it loses nothing. SOQL has no UNION and refuses semi-joins under OR, so the two stay two
+queries, but they travel in ONE API call: a Composite request with both as subrequests, run in
+order (collateSubrequests false). Steady state with nothing changed: 1 API call. When a stream has
+more rows, its `nextRecordsUrl` is followed with ordinary queryMore calls; reading the Task stream's
+later pages after the Lead query ran changes nothing, since a query's result set is fixed when it runs.
 
-Backfill (`at is None`): the Lead query first, then LeadHistory, Tasks and Events are each read
-once for the whole org (paged) instead of per page of leads: 100k leads cost 50 Lead pages plus
-a few pages of related rows, not 50 x 3 x chunks of IN queries.
+Backfill (`at is None`): the first Lead page and the first pages of LeadHistory, Tasks and Events
+come in one Composite call (Lead query first, as before); the related objects are read once for the
+whole org (paged) instead of per page of leads: 100k leads cost 50 Lead pages plus a few pages of
+related rows, not 50 x 3 x chunks of IN queries. For very large orgs see backfill.py (Bulk API 2.0).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from itertools import chain
 from typing import Any
 
 from connectors.salesforce import queries
-from connectors.salesforce.client import SalesforceClient
+from connectors.salesforce.client import Pages, SalesforceClient, Soql
 from connectors.salesforce.fields import FieldMap
 from connectors.salesforce.mapping import LEAD_PREFIX, Related, parse_time, stamp_of, to_snapshot
 from sidecar.domain import Crm, LeadSnapshot
@@ -67,12 +71,21 @@ class SalesforceReader:
             return self._backfill()
         return self._incremental(cursor.at, set(cursor.seen_ids))
 
+    def read_since(self, since: datetime) -> Iterator[ChangePage]:
+        """What a poll from a cursor at `since` delivers, without lookback or seen rows: Leads stamped
+        at or after `since`, plus leads whose progress Tasks were (backfill of a recent window)."""
+        return self._incremental(since, set(), since)
+
     def _backfill(self) -> Iterator[ChangePage]:
-        pages = self.client.query_pages(queries.lead_changes(self.fields, None))
+        batch = [Soql(queries.lead_changes(self.fields, None)), Soql(queries.history_all()),
+                 Soql(queries.tasks_all(self.fields))]
+        if self.fields.meetings:
+            batch.append(Soql(queries.events_all(self.clock())))
+        pages, *related_pages = self.client.query_batch(batch)  # the Lead query runs first
         first = next(pages)
         if not first:
-            return  # an empty org: nothing to read related rows for, the cursor stays unset
-        related, task_rows = self._related_everywhere()
+            return  # an empty org: the cursor stays unset; the related pages are left unread
+        related, task_rows = self.related_everywhere(related_pages)
         at: datetime | None = None
         seen: set[str] = set()
         for rows in chain([first], pages):
@@ -84,13 +97,15 @@ class SalesforceReader:
             seen.update(seen_key(r) for r in task_rows)
             yield ChangePage([], Cursor(at, _prune(seen, at - self.lookback)))
 
-    def _incremental(self, at: datetime, seen: set[str]) -> Iterator[ChangePage]:
-        since = at - self.lookback
-        tasks = [r for r in self.client.query_all(queries.task_stream(self.fields, since))
-                 if seen_key(r) not in seen]
+    def _incremental(self, at: datetime, seen: set[str], since: datetime | None = None) -> Iterator[ChangePage]:
+        since = at - self.lookback if since is None else since
+        # One API call; the Lead query must run after the Task query (see module docstring).
+        task_pages, pages = self.client.query_batch([
+            Soql(queries.task_stream(self.fields, since)),
+            Soql(queries.lead_changes(self.fields, since), include_deleted=True)])
+        tasks = [r for page in task_pages for r in page if seen_key(r) not in seen]
         task_max = max((stamp_of(r) for r in tasks), default=at)
-        pages = self.client.query_pages(queries.lead_changes(self.fields, since), include_deleted=True)
-        first = next(pages)  # the Lead query must run after the Task query (see module docstring)
+        first = next(pages)
         whos = (str(r["WhoId"]) for r in tasks)
         announced = list(dict.fromkeys(who for who in whos if who.startswith(LEAD_PREFIX)))
         if tasks:
@@ -141,13 +156,14 @@ class SalesforceReader:
                 related.add_events(self.client.query_all(soql))
         return related
 
-    def _related_everywhere(self) -> tuple[Related, list[dict[str, Any]]]:
+    def related_everywhere(self, pages: Sequence[Pages]) -> tuple[Related, list[dict[str, Any]]]:
+        """Related rows of the whole org from the pages of history_all, tasks_all (, events_all)."""
         related = Related()
-        related.add_history(self.client.query_all(queries.history_all()))
-        task_rows = self.client.query_all(queries.tasks_all(self.fields))
+        related.add_history(row for page in pages[0] for row in page)
+        task_rows = [row for page in pages[1] for row in page]
         related.add_tasks(task_rows, self.fields)
-        if self.fields.meetings:
-            related.add_events(self.client.query_all(queries.events_all(self.clock())))
+        if len(pages) > 2:
+            related.add_events(row for page in pages[2] for row in page)
         return related, task_rows
 
     # --- directory and links ------------------------------------------------------------------------

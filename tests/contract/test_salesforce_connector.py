@@ -220,10 +220,10 @@ def test_completed_call_task_is_progress_without_any_lead_change(
     assert [(a.crm_id, a.kind, a.at) for a in snap.activities] == [
         (task_id, ProgressKind.CALL_LOGGED, done_at)
     ]
-    # The Task is now behind the cursor: the next poll is quiet and costs two calls (Tasks, Leads).
+    # The Task is now behind the cursor: the next poll is quiet and costs one (composite) call.
     used = emu.api_usage[0]
     assert drain(reader, pages[-1].cursor)[0] == []
-    assert emu.api_usage[0] - used == 2
+    assert emu.api_usage[0] - used == 1
 
 
 def test_events_count_as_meetings_once_they_have_ended(
@@ -256,17 +256,76 @@ def test_converted_and_deleted_leads_close(
     assert statuses == {converted: "Closed - Converted", deleted: "Closed - Not Converted"}
 
 
-def test_steady_state_poll_costs_two_calls_and_backfill_reads_related_once(
+def test_steady_state_poll_costs_one_call_and_backfill_reads_related_once(
     emu: SalesforceEmulator, reader: SalesforceReader
 ) -> None:
     for i in range(30):
         new_lead(emu, f"L{i}")
     emu.reset_api_usage()
+    emu.log.clear()
     ids, cursor = drain(reader, Cursor())
-    assert len(ids) == 30 and emu.api_usage[0] == 4  # Leads + LeadHistory + Tasks + Events
+    # Leads + LeadHistory + Tasks + Events as four subrequests of one composite call, Leads first.
+    assert len(ids) == 30 and emu.api_usage[0] == 1
+    [backfill] = emu.log.entries
+    assert [s["url"].split("FROM+")[1].split("+")[0] for s in backfill["body"]["compositeRequest"]] == [
+        "Lead", "LeadHistory", "Task", "Event"]
     emu.reset_api_usage()
+    emu.log.clear()
     assert drain(reader, cursor) == ([], cursor)
-    assert emu.api_usage[0] == 2
+    assert emu.api_usage[0] == 1
+    [poll] = emu.log.entries
+    assert (poll["method"], poll["path"], poll["status"]) == ("POST", "/services/data/v59.0/composite", 200)
+    subrequests = poll["body"]["compositeRequest"]
+    assert poll["body"]["collateSubrequests"] is False  # the Task query must run before the Lead query
+    assert [s["url"].split("?")[0].rsplit("/", 1)[1] for s in subrequests] == ["query", "queryAll"]
+    assert "FROM+Task" in subrequests[0]["url"] and "FROM+Lead" in subrequests[1]["url"]
+
+
+def test_a_composite_stream_with_more_rows_follows_next_records_url(
+    emu: SalesforceEmulator, reader: SalesforceReader, clock: Clock
+) -> None:
+    clock.advance(minutes=1)
+    ids = {new_lead(emu, f"L{i}") for i in range(5)}
+    emu.query_batch_size = 2
+    emu.reset_api_usage()
+    emu.log.clear()
+    delivered, _ = drain(reader, Cursor(START))
+    assert set(delivered) == ids
+    # One composite call (first page of each stream), then queryMore twice for the Lead stream
+    # (3 pages of 2, 2, 1); each page's related rows are the usual IN queries (3 per page).
+    paths = [e["path"] for e in emu.log.entries]
+    assert paths[0] == "/services/data/v59.0/composite" and paths.count(paths[0]) == 1
+    assert sum(p.startswith("/services/data/v59.0/queryAll/01g") for p in paths) == 2
+    assert emu.api_usage[0] == len(paths) == 1 + 2 + 3 * 3
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "message"),
+    [
+        ("server_error", TransientError, "SERVER_UNAVAILABLE"),
+        ("rate_limit", TransientError, "REQUEST_LIMIT_EXCEEDED"),
+    ],
+)
+def test_a_failed_composite_subrequest_maps_like_a_failed_query(
+    emu: SalesforceEmulator, reader: SalesforceReader, fault: str, error: type[Exception], message: str
+) -> None:
+    # The fault hits only the Lead subrequest (queryAll); the composite call itself answers 200.
+    emu.faults.add(fault, next_n=1, path_prefix="/services/data/v59.0/queryAll")
+    emu.log.clear()
+    with pytest.raises(error, match=message):
+        list(reader.read_changes(Cursor(START)))
+    [call] = emu.log.entries
+    assert call["path"].endswith("/composite") and call["status"] == 200
+
+
+def test_a_refused_composite_subrequest_is_permanent(
+    emu: SalesforceEmulator, client: SalesforceClient, clock: Clock
+) -> None:
+    bogus = SalesforceReader(client, FieldMap(score="Lead_Score__c"), clock=clock)
+    with pytest.raises(PermanentError, match="INVALID_FIELD"):
+        list(bogus.read_changes(Cursor(START)))
+    with pytest.raises(PermanentError, match="INVALID_FIELD"):
+        list(bogus.read_changes(Cursor()))
 
 
 def test_read_users_includes_inactive_with_managers(

@@ -1,0 +1,230 @@
+"""Contract tests of the emulator's `/composite` resource and Bulk API 2.0 query jobs, over TLS with
+the real simple-salesforce client (and plain requests for the CSV results)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import requests
+from simple_salesforce.api import Salesforce
+from simple_salesforce.exceptions import SalesforceMalformedRequest
+
+from connectors.emulators.salesforce import SalesforceEmulator
+from connectors.emulators.tls import LoopbackTLS, make_loopback_tls
+
+START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+V = "/services/data/v59.0"
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> LoopbackTLS:
+    return make_loopback_tls(Path(tmp_path_factory.mktemp("ca")))
+
+
+@pytest.fixture
+def emu(tls: LoopbackTLS) -> Iterator[SalesforceEmulator]:
+    emulator = SalesforceEmulator(clock=lambda: START)
+    emulator.add_field("Lead", "Lead_Score__c", "double")
+    emulator.start(ssl_context=tls.server_context)
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def http(tls: LoopbackTLS) -> Iterator[requests.Session]:
+    session = tls.client_session()
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def sf(emu: SalesforceEmulator, http: requests.Session) -> Salesforce:
+    return Salesforce(instance_url=emu.url, session_id=emu.access_token, session=http, version="59.0")
+
+
+def query(soql: str, ref: str, endpoint: str = "query") -> dict[str, str]:
+    return {"method": "GET", "url": f"{V}/{endpoint}?{urlencode({'q': soql})}", "referenceId": ref}
+
+
+def composite(sf: Salesforce, items: list[dict[str, Any]], all_or_none: bool = False) -> list[dict[str, Any]]:
+    answer = sf.restful("composite", method="POST", json={"allOrNone": all_or_none, "compositeRequest": items})
+    assert answer is not None
+    return list(answer["compositeResponse"])
+
+
+# --- /composite --------------------------------------------------------------------------------------
+
+
+def test_composite_is_one_api_call_with_a_result_per_subrequest(sf: Salesforce, emu: SalesforceEmulator) -> None:
+    lead = emu.insert("Lead", {"LastName": "A", "Company": "C"})
+    emu.reset_api_usage()
+    results = composite(sf, [query("SELECT Id FROM Lead", "leads"), query("SELECT Id FROM Nope", "bad"),
+                             query("SELECT Id FROM Lead", "deleted", "queryAll")])
+    assert emu.api_usage[0] == 1
+    assert [(r["referenceId"], r["httpStatusCode"]) for r in results] == [
+        ("leads", 200), ("bad", 400), ("deleted", 200)]
+    assert [row["Id"] for row in results[0]["body"]["records"]] == [lead]
+    assert results[1]["body"][0]["errorCode"] == "INVALID_TYPE"  # the error list of a plain query
+
+
+def test_query_subrequest_pages_on_with_query_more(sf: Salesforce, emu: SalesforceEmulator) -> None:
+    ids = [emu.insert("Lead", {"LastName": f"L{i}", "Company": "C"}) for i in range(5)]
+    emu.query_batch_size = 2
+    [result] = composite(sf, [query("SELECT Id FROM Lead ORDER BY Id", "leads")])
+    page = result["body"]
+    seen = [r["Id"] for r in page["records"]]
+    while not page["done"]:
+        page = sf.query_more(page["nextRecordsUrl"], identifier_is_url=True)
+        seen += [r["Id"] for r in page["records"]]
+    assert seen == ids and page["totalSize"] == 5
+
+
+def test_references_feed_later_subrequests(sf: Salesforce, emu: SalesforceEmulator) -> None:
+    lead = emu.insert("Lead", {"LastName": "A", "Company": "C"})
+    results = composite(sf, [
+        query("SELECT Id FROM Lead", "found"),
+        {"method": "PATCH", "url": f"{V}/sobjects/Lead/@{{found.records[0].Id}}", "referenceId": "edit",
+         "body": {"Title": "CTO"}},
+    ])
+    assert [r["httpStatusCode"] for r in results] == [200, 204]
+    assert emu.get("Lead", lead)["Title"] == "CTO"  # type: ignore[index]
+
+
+def test_all_or_none_rolls_back_and_halts(sf: Salesforce, emu: SalesforceEmulator) -> None:
+    results = composite(sf, [
+        {"method": "POST", "url": f"{V}/sobjects/Lead", "referenceId": "ok", "body": {"LastName": "A", "Company": "C"}},
+        {"method": "POST", "url": f"{V}/sobjects/Lead", "referenceId": "bad", "body": {"LastName": "B"}},
+        query("SELECT Id FROM Lead", "after"),
+    ], all_or_none=True)
+    assert [r["httpStatusCode"] for r in results] == [400, 400, 400]
+    assert results[0]["body"][0]["errorCode"] == "PROCESSING_HALTED"
+    assert results[1]["body"][0]["errorCode"] == "REQUIRED_FIELD_MISSING"
+    assert emu.records("Lead") == []
+
+
+def test_without_all_or_none_only_dependents_are_skipped(sf: Salesforce, emu: SalesforceEmulator) -> None:
+    results = composite(sf, [
+        {"method": "POST", "url": f"{V}/sobjects/Lead", "referenceId": "bad", "body": {"LastName": "B"}},
+        {"method": "GET", "url": f"{V}/sobjects/Lead/@{{bad.id}}", "referenceId": "dependent"},
+        {"method": "POST", "url": f"{V}/sobjects/Lead", "referenceId": "ok", "body": {"LastName": "A", "Company": "C"}},
+    ])
+    assert [r["httpStatusCode"] for r in results] == [400, 400, 201]
+    assert results[1]["body"][0]["errorCode"] == "PROCESSING_HALTED"
+    assert [r["LastName"] for r in emu.records("Lead")] == ["A"]
+
+
+def test_composite_limits(sf: Salesforce, emu: SalesforceEmulator) -> None:
+    with pytest.raises(SalesforceMalformedRequest, match="LIMIT_EXCEEDED"):
+        composite(sf, [query("SELECT Id FROM Lead", f"q{i}") for i in range(6)])  # at most 5 queries
+    many = [{"method": "GET", "url": f"{V}/sobjects/Lead/describe", "referenceId": f"d{i}"} for i in range(26)]
+    with pytest.raises(SalesforceMalformedRequest, match="LIMIT_EXCEEDED"):
+        composite(sf, many)
+    [result] = composite(sf, [{"method": "GET", "url": f"{V}/jobs/query", "referenceId": "bulk"}])
+    assert result["httpStatusCode"] == 400  # Bulk API resources are not composite subrequests
+
+
+def test_a_fault_on_a_subrequest_path_fails_that_subrequest_only(sf: Salesforce, emu: SalesforceEmulator) -> None:
+    emu.faults.add("server_error", next_n=1, path_prefix=f"{V}/queryAll")
+    results = composite(sf, [query("SELECT Id FROM Lead", "a"), query("SELECT Id FROM Lead", "b", "queryAll")])
+    assert [r["httpStatusCode"] for r in results] == [200, 503]
+    assert results[1]["body"][0]["errorCode"] == "SERVER_UNAVAILABLE"
+
+
+# --- Bulk API 2.0 query jobs ---------------------------------------------------------------------------
+
+
+def results(http: requests.Session, emu: SalesforceEmulator, job: str, version: str = "59.0",
+            **params: str) -> requests.Response:
+    return http.get(f"{emu.url}/services/data/v{version}/jobs/query/{job}/results", params=params,
+                    headers={"Authorization": f"Bearer {emu.access_token}", "Accept": "text/csv"})
+
+
+def create(sf: Salesforce, soql: str, operation: str = "query") -> dict[str, Any]:
+    job = sf.restful("jobs/query", method="POST", json={"operation": operation, "query": soql})
+    assert job is not None
+    return dict(job)
+
+
+def test_a_job_completes_only_after_status_polls(
+    sf: Salesforce, emu: SalesforceEmulator, http: requests.Session
+) -> None:
+    emu.insert("Lead", {"LastName": "Early", "Company": "C"})
+    emu.reset_api_usage()
+    job = create(sf, "SELECT Id, LastName FROM Lead")
+    assert (job["state"], job["id"][:3], job["contentType"]) == ("UploadComplete", "750", "CSV")
+    too_soon = results(http, emu, job["id"])
+    assert too_soon.status_code == 412 and too_soon.json()[0]["errorCode"] == "JOB_NOT_COMPLETE"
+    assert sf.restful(f"jobs/query/{job['id']}")["state"] == "InProgress"  # type: ignore[index]
+    emu.insert("Lead", {"LastName": "Late", "Company": "C"})  # after processing started: not in the job
+    assert sf.restful(f"jobs/query/{job['id']}")["state"] == "JobComplete"  # type: ignore[index]
+    done = results(http, emu, job["id"])
+    assert done.status_code == 200 and done.headers["Content-Type"] == "text/csv"
+    assert [row[1] for row in csv.reader(io.StringIO(done.text))] == ["LastName", "Early"]
+    assert done.headers["Sforce-Locator"] == "null" and done.headers["Sforce-NumberOfRecords"] == "1"
+    assert emu.api_usage[0] == 5  # create, too-soon results, two polls, results: one call each
+
+
+def test_results_csv_renders_values_as_bulk_does(
+    sf: Salesforce, emu: SalesforceEmulator, http: requests.Session
+) -> None:
+    lead = emu.insert("Lead", {"LastName": 'Say "hi", ok', "Company": "C", "Lead_Score__c": 23})
+    job = create(sf, "SELECT Id, LastName, Email, IsConverted, Lead_Score__c, CreatedDate FROM Lead")
+    for _ in range(2):
+        sf.restful(f"jobs/query/{job['id']}")
+    text = results(http, emu, job["id"]).text
+    assert text.splitlines() == [
+        '"Id","LastName","Email","IsConverted","Lead_Score__c","CreatedDate"',
+        f'"{lead}","Say ""hi"", ok","","false","23.0","2026-11-25T08:00:00.000Z"',
+    ]
+
+
+def test_locator_paging_with_max_records(sf: Salesforce, emu: SalesforceEmulator, http: requests.Session) -> None:
+    ids = [emu.insert("Lead", {"LastName": f"L{i}", "Company": "C"}) for i in range(5)]
+    job = create(sf, "SELECT Id FROM Lead")
+    for _ in range(2):
+        sf.restful(f"jobs/query/{job['id']}")
+    seen: list[str] = []
+    locator, sets = "", []
+    while locator != "null":
+        answer = results(http, emu, job["id"], maxRecords="2", **({"locator": locator} if locator else {}))
+        rows = list(csv.reader(io.StringIO(answer.text)))
+        assert rows[0] == ["Id"]  # every set carries the header
+        seen += [r[0] for r in rows[1:]]
+        sets.append(answer.headers["Sforce-NumberOfRecords"])
+        locator = answer.headers["Sforce-Locator"]
+    assert seen == ids and sets == ["2", "2", "1"]
+    assert results(http, emu, job["id"], locator="!!").status_code == 400
+    assert results(http, emu, job["id"], version="58.0").status_code == 409
+
+
+def test_bulk_refuses_what_bulk_api_2_refuses(sf: Salesforce, emu: SalesforceEmulator) -> None:
+    with pytest.raises(SalesforceMalformedRequest, match="aggregate"):
+        create(sf, "SELECT COUNT() FROM Lead")
+    with pytest.raises(SalesforceMalformedRequest, match="INVALID_FIELD"):
+        create(sf, "SELECT Nope__c FROM Lead")
+    with pytest.raises(SalesforceMalformedRequest, match="operation"):
+        create(sf, "SELECT Id FROM Lead", operation="upsert")
+
+
+def test_query_all_jobs_include_deleted_rows(sf: Salesforce, emu: SalesforceEmulator, http: requests.Session) -> None:
+    gone = emu.insert("Lead", {"LastName": "Gone", "Company": "C"})
+    sf.restful(f"sobjects/Lead/{gone}", method="DELETE")
+    rows: dict[str, list[list[str]]] = {}
+    for operation in ("query", "queryAll"):
+        job = create(sf, "SELECT Id, IsDeleted FROM Lead", operation)
+        for _ in range(2):
+            sf.restful(f"jobs/query/{job['id']}")
+        rows[operation] = list(csv.reader(io.StringIO(results(http, emu, job["id"]).text)))[1:]
+    assert rows == {"query": [], "queryAll": [[gone, "true"]]}
+
+
+def test_job_clock_is_the_emulator_clock(sf: Salesforce, emu: SalesforceEmulator) -> None:
+    job = create(sf, "SELECT Id FROM Lead")
+    assert job["createdDate"] == "2026-11-25T08:00:00.000+0000"
