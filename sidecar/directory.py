@@ -2,23 +2,32 @@
 
 CRM user lists say who exists; what a CRM does not know (team boundaries as the sidecar must
 respect them, capacity, seniority, Slack channels, PTO) comes from `config/directory.yaml`.
-Applying a directory upserts teams and reps and replaces the PTO ranges it names.
+Applying a directory upserts teams and reps and replaces the PTO ranges it names. Like the policy,
+a directory has a content-hash version so that an audit row can say which directory was in force.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from sidecar.policy.model import Policy
+from sidecar.engine.assignment import configured
+from sidecar.engine.policies import PolicyBook
+from sidecar.engine.routing import availability, on_pto, open_leads
+from sidecar.policy.model import Market, Policy
 from sidecar.store.models import Rep, RepPto, Team
+
+EXAMPLE = "config/directory.example.yaml"
 
 
 class _Strict(BaseModel):
@@ -47,8 +56,11 @@ class RepEntry(_Strict):
     team: str | None = None
     role: Literal["rep", "manager", "vp"] = "rep"
     seniority: int = 1
+    # Checked in `directory_problems`, not by a Field bound, so a bad capacity is reported together
+    # with the cross-reference mistakes instead of hiding them.
     capacity: int = 50
     active: bool = True
+    hours: dict[str, list[str]] | None = None  # own shift, like a market's hours; needs migration 0002
     pto: list[Pto] = Field(default_factory=list)
 
 
@@ -57,11 +69,108 @@ class Directory(_Strict):
     reps: list[RepEntry] = Field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class DirectoryProblem:
+    key: str  # e.g. reps[3].capacity
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" + (f"\n    fix: {self.fix}" if self.fix else "")
+
+
+class DirectoryError(ValueError):
+    """Every problem of a directory at once; a ValueError so older callers keep catching it."""
+
+    def __init__(self, problems: list[DirectoryProblem], file: str = "directory") -> None:
+        self.problems, self.file = problems, file
+        super().__init__("\n".join(f"{file}: {problem}" for problem in problems))
+
+
+def _key(loc: tuple[str | int, ...]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+
+
+def parse_directory(raw: Any, file: str = "directory") -> Directory:
+    try:
+        return Directory.model_validate(raw or {})
+    except ValidationError as exc:
+        problems = [DirectoryProblem(_key(tuple(e["loc"])), str(e["msg"]),
+                                     f"see {EXAMPLE} for the expected keys and values")
+                    for e in exc.errors(include_url=False)]
+        raise DirectoryError(problems, file) from exc
+
+
 def load_directory(path: Path) -> Directory:
     try:
-        return Directory.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise DirectoryError([DirectoryProblem("(file)", f"cannot read: {exc}")], str(path)) from exc
+    return parse_directory(raw, str(path))
+
+
+def directory_problems(directory: Directory, policy: Policy) -> list[DirectoryProblem]:
+    """Cross-reference and range checks; every problem with its key path and a fix."""
+    out: list[DirectoryProblem] = []
+    teams = {team.id for team in directory.teams}
+    team_of = {rep.id: rep.team for rep in directory.reps}
+    seen: dict[str, int] = {}
+    has_hours_column = "hours" in Rep.__table__.columns
+    for i, team in enumerate(directory.teams):
+        if team.market not in policy.markets:
+            out.append(DirectoryProblem(f"teams[{i}].market", f"team {team.id}: market {team.market!r} is not "
+                                        "in the policy", f"use one of {sorted(policy.markets)} or add the market"))
+        if team.manager is not None and team_of.get(team.manager) != team.id:
+            where = "is not listed under reps" if team.manager not in team_of else \
+                f"is a rep of team {team_of[team.manager]!r}"
+            out.append(DirectoryProblem(f"teams[{i}].manager", f"team {team.id}: manager {team.manager} {where}",
+                                        f"list the manager under reps with `team: {team.id}`"))
+    for i, rep in enumerate(directory.reps):
+        if rep.id in seen:
+            out.append(DirectoryProblem(f"reps[{i}].id", f"rep id {rep.id} is listed twice (first at "
+                                        f"reps[{seen[rep.id]}])", "keep one entry per CRM user id"))
+        seen.setdefault(rep.id, i)
+        if rep.team is not None and rep.team not in teams:
+            out.append(DirectoryProblem(f"reps[{i}].team", f"rep {rep.id}: unknown team {rep.team!r}",
+                                        f"use one of {sorted(teams)} or add the team under teams"))
+        if rep.capacity < 0:
+            out.append(DirectoryProblem(f"reps[{i}].capacity", f"rep {rep.id}: capacity {rep.capacity} is negative",
+                                        "use 0 (takes no new leads) or more"))
+        for j, pto in enumerate(rep.pto):
+            if pto.start > pto.end:
+                out.append(DirectoryProblem(f"reps[{i}].pto[{j}]", f"rep {rep.id}: PTO from {pto.start} is after "
+                                            f"to {pto.end}", "swap the dates (both days are inclusive)"))
+        if rep.hours is not None:
+            out += _hours_problems(f"reps[{i}].hours", rep, has_hours_column)
+    # A team that initial assignment routes to must exist, or its leads would wait unowned.
+    for rule in configured(policy).rules:
+        if rule.team not in teams:
+            out.append(DirectoryProblem("teams", f"policy assignment rule {rule.id} routes to team {rule.team!r}, "
+                                        "which this directory does not define",
+                                        "add the team here or change the rule in the policy"))
+    return out
+
+
+def _hours_problems(key: str, rep: RepEntry, has_column: bool) -> list[DirectoryProblem]:
+    if not has_column:
+        return [DirectoryProblem(key, f"rep {rep.id}: per-rep hours need the `reps.hours` column",
+                                 "upgrade the database (migration 0002) or remove `hours`")]
+    try:
+        Market(tz="UTC", hours=rep.hours or {}).calendar()
+    except ValueError as exc:
+        return [DirectoryProblem(key, f"rep {rep.id}: {exc}", 'write hours like {mon-fri: ["09:00-17:00"]}')]
+    return []
+
+
+def directory_version(directory: Directory) -> str:
+    """Short hash of the canonical content: order of entries and YAML formatting do not count."""
+    content = directory.model_dump(mode="json", by_alias=True)
+    content["teams"] = sorted(content["teams"], key=lambda team: team["id"])
+    for rep in content["reps"]:
+        rep["pto"] = sorted(rep["pto"], key=lambda pto: (pto["from"], pto["to"]))
+    content["reps"] = sorted(content["reps"], key=lambda rep: (rep["id"], rep["crm"]))
+    blob = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def pto_range(day_from: date, day_to: date, tz: str) -> tuple[datetime, datetime]:
@@ -72,21 +181,23 @@ def pto_range(day_from: date, day_to: date, tz: str) -> tuple[datetime, datetime
     return start, end
 
 
-def apply_directory(session: Session, directory: Directory, policy: Policy) -> None:
-    teams = {team.id: team for team in directory.teams}
-    problems = [f"rep {rep.id}: unknown team {rep.team!r}" for rep in directory.reps
-                if rep.team and rep.team not in teams]
-    problems += [f"team {team.id}: market {team.market!r} is not in the policy" for team in directory.teams
-                 if team.market not in policy.markets]
+def apply_directory(session: Session, directory: Directory, policy: Policy) -> str:
+    """Upsert teams and reps, replace the PTO of the reps named; return the directory version."""
+    problems = directory_problems(directory, policy)
     if problems:
-        raise ValueError("; ".join(problems))
+        raise DirectoryError(problems)
+    teams = {team.id: team for team in directory.teams}
     for team in directory.teams:
         session.merge(Team(id=team.id, name=team.name, market=team.market, manager_id=team.manager,
                            slack_channel=team.slack_channel, ops_queue_id=team.ops_queue))
     session.flush()
     for rep in directory.reps:
-        session.merge(Rep(id=rep.id, crm=rep.crm, name=rep.name, email=rep.email, team_id=rep.team,
-                          role=rep.role, seniority=rep.seniority, capacity=rep.capacity, active=rep.active))
+        columns: dict[str, Any] = dict(
+            id=rep.id, crm=rep.crm, name=rep.name, email=rep.email, team_id=rep.team, role=rep.role,
+            seniority=rep.seniority, capacity=rep.capacity, active=rep.active)
+        if "hours" in Rep.__table__.columns:  # the per-rep shift column arrives with migration 0002
+            columns["hours"] = rep.hours
+        session.merge(Rep(**columns))
     session.flush()
     for rep in directory.reps:
         session.execute(delete(RepPto).where(RepPto.rep_id == rep.id))
@@ -94,3 +205,42 @@ def apply_directory(session: Session, directory: Directory, policy: Policy) -> N
         for pto in rep.pto:
             start, end = pto_range(pto.start, pto.end, tz)
             session.add(RepPto(rep_id=rep.id, starts_at=start, ends_at=end))
+    return directory_version(directory)
+
+
+def add_pto(session: Session, rep_id: str, start: date, end: date, tz: str) -> RepPto:
+    """Record an absence outside the file (e.g. a sick day); the same range twice is one row."""
+    if session.get(Rep, rep_id) is None:
+        raise ValueError(f"unknown rep {rep_id}; sync users or apply the directory first")
+    if start > end:
+        raise ValueError(f"PTO from {start} is after to {end}; both days are inclusive")
+    starts_at, ends_at = pto_range(start, end, tz)
+    existing = session.scalars(select(RepPto).where(
+        RepPto.rep_id == rep_id, RepPto.starts_at == starts_at, RepPto.ends_at == ends_at)).first()
+    if existing is not None:
+        return existing
+    row = RepPto(rep_id=rep_id, starts_at=starts_at, ends_at=ends_at)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def show_directory(session: Session, book: PolicyBook, version: str, policy: Policy,
+                   at: datetime) -> list[dict[str, Any]]:
+    """One row per rep for a table; `available` comes from routing's own availability check."""
+    reps = list(session.scalars(select(Rep).order_by(Rep.team_id, Rep.id)))
+    ids = [rep.id for rep in reps]
+    loads, away = open_leads(session, ids), on_pto(session, ids, at)
+    reasons: dict[str, str | None] = {}
+    for team in session.scalars(select(Team)):
+        members = [rep for rep in reps if rep.team_id == team.id]
+        reasons.update(availability(session, book, version, policy, team, members, at))
+    rows = []
+    for rep in reps:
+        # Routing only ever picks role `rep` of a team; say so rather than show a manager as free.
+        why = "no team" if rep.team_id is None else (
+            f"role {rep.role} is not routed" if rep.role != "rep" else reasons.get(rep.id))
+        rows.append({"rep": rep.id, "name": rep.name, "crm": rep.crm, "team": rep.team_id, "role": rep.role,
+                     "capacity": rep.capacity, "open_leads": loads.get(rep.id, 0), "on_pto": rep.id in away,
+                     "available": why is None, "why_not": why or ""})
+    return rows

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar.engine.evaluator import tick
-from sidecar.engine.routing import choose_new_owner
+from sidecar.engine.routing import availability, choose_new_owner, team_reps
 from sidecar.store.db import transaction
 from sidecar.store.models import AuditRow, Lead, OutboxRow, Rep, RepPto, Team
 from tests.support import add_team, apply_policy, context, ingest, ny, policy_raw, snapshot
@@ -24,7 +24,7 @@ def test_india_lead_goes_to_the_india_queue_never_to_a_us_rep(sessions: sessionm
     add_team(sessions, "in", market="IN", reps=("i1", "i2", "i3"), capacity=1)
     add_team(sessions, "us", market="US-East", reps=("u1", "u2"))
     with transaction(sessions) as session:
-        session.get(Team, "in").ops_queue_id = "00GINQUEUE"
+        session.get(Team, "in").ops_queue_id = "00GINQUEUE"  # type: ignore[union-attr]
     arrival = datetime(2026, 11, 26, 10, 0, tzinfo=KOLKATA)  # the 24th is a holiday in India
     # every India rep already holds a lead (capacity 1), the US reps are free
     for rep in ("i2", "i3"):
@@ -54,7 +54,7 @@ def test_pto_capacity_inactive_and_closed_hours_are_never_chosen(sessions: sessi
     at = ny(24, 10).astimezone(UTC)
     with transaction(sessions) as session:
         session.add(RepPto(rep_id="r2", starts_at=ny(24, 0), ends_at=ny(25, 0)))
-        session.get(Rep, "r4").active = False
+        session.get(Rep, "r4").active = False  # type: ignore[union-attr]
     for i in range(2):
         ingest(sessions, ctx, snapshot(f"00QFULL{i}", at=ny(24, 9), owner="r3"))
     ingest(sessions, ctx, snapshot("00QX", at=ny(24, 9), owner="r1"))
@@ -86,3 +86,41 @@ def test_round_robin_spreads_100_reassignments_within_one(sessions: sessionmaker
             counts[choice.rep.id] += 1
     assert set(counts) == {"r1", "r2", "r3", "r4"}
     assert max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_availability_is_what_choose_new_owner_excludes(sessions: sessionmaker[Session]) -> None:
+    ctx = context()
+    version = apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions, reps=("r1", "r2", "r3"), capacity=1)
+    ingest(sessions, ctx, snapshot("00QBUSY", at=ny(24, 9), owner="r3"))
+    ingest(sessions, ctx, snapshot("00QX", at=ny(24, 9), owner="us-mgr"))
+    at = ny(24, 10).astimezone(UTC)
+    with transaction(sessions) as session:
+        session.add(RepPto(rep_id="r1", starts_at=ny(24, 0), ends_at=ny(25, 0)))
+        policy = ctx.book.get(session, version)
+        team = session.get(Team, "us")
+        assert team is not None
+        reps = team_reps(session, "us", "salesforce")
+        reasons = availability(session, ctx.book, version, policy, team, reps, at)
+        lead = session.scalars(select(Lead).where(Lead.crm_id == "00QX")).one()
+        choice = choose_new_owner(session, ctx.book, version, policy, lead, at)
+    assert reasons == {"r1": "on PTO", "r2": None, "r3": "at capacity"}
+    assert choice.excluded == {k: v for k, v in reasons.items() if v is not None}
+    assert choice.rep is not None and choice.rep.id == "r2"
+
+
+def test_a_per_rep_shift_replaces_the_team_hours(sessions: sessionmaker[Session]) -> None:
+    ctx = context()
+    version = apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions, reps=("r1", "r2"))
+    with transaction(sessions) as session:
+        policy = ctx.book.get(session, version)
+        team = session.get(Team, "us")
+        assert team is not None
+        reps = team_reps(session, "us", "salesforce")
+        # The `reps.hours` column arrives with the proposed migration 0002; routing already honours it.
+        setattr(reps[0], "hours", {"mon-fri": ["06:00-14:00"]})  # noqa: B010
+        early = availability(session, ctx.book, version, policy, team, reps, ny(24, 7).astimezone(UTC))
+        late = availability(session, ctx.book, version, policy, team, reps, ny(24, 15).astimezone(UTC))
+    assert early == {"r1": None, "r2": "outside hours"}
+    assert late == {"r1": "outside hours", "r2": None}
