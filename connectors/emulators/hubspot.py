@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import threading
 import uuid
 from collections import Counter
@@ -25,9 +26,11 @@ from connectors.emulators.http import Emulator, Request, Response
 from connectors.emulators.hubspot_helpers import DEFAULT_TOKEN, HubSpotHelpers
 from connectors.emulators.hubspot_limits import Denial, RateLimits
 from connectors.emulators.hubspot_search import (
+    MAX_SEARCH_RESULTS,
     SearchError,
     matches,
     matches_query,
+    scrambled_id,
     sort_records,
     validate_search,
 )
@@ -65,15 +68,23 @@ class HubSpotEmulator(HubSpotHelpers, Emulator):
         search_per_second: int = 5,
         daily_limit: int = 250_000,
         retry_after_header: bool = False,
+        ties_by_id: bool = True,
+        search_result_cap: int = MAX_SEARCH_RESULTS,
     ) -> None:
         super().__init__(seed, clock)
         self.portal_id = portal_id
         self.tokens = {access_token}
         self.expired_tokens: set[str] = set()
+        # Tokens limited to some scopes (`add_token(..., scopes=...)`); any other token has them all.
+        self.token_scopes: dict[str, frozenset[str]] = {}
         self.limits = RateLimits(per_ten_seconds, search_per_second, daily_limit)
         # HubSpot does not document Retry-After on 429s; off by default, on to exercise clients
         # (e.g. urllib3's respect_retry_after_header) that rely on it.
         self.retry_after_header = retry_after_header
+        # Search results sharing the sorted value: ascending id (what clients tend to observe), or
+        # a fixed order unrelated to the id (allowed too: HubSpot documents none).
+        self.ties_by_id = ties_by_id
+        self.search_result_cap = search_result_cap  # HubSpot's is 10,000; lower it in tests
         self.store = Store()
         self.request_counts: Counter[str] = Counter()
         self.webhooks: WebhookOutbox | None = None
@@ -129,6 +140,16 @@ class HubSpotEmulator(HubSpotHelpers, Emulator):
             return self._error(504, "GATEWAY_TIMEOUT", "The request timed out.")
         return self._error(502, "BAD_GATEWAY", "HubSpot is temporarily unavailable.")
 
+    def _missing_scope(self, scope: str) -> Response:
+        return self._error(
+            403, "MISSING_SCOPES",
+            "This app hasn't been granted all required scopes to make this call. Read more about required "
+            "scopes here: https://developers.hubspot.com/scopes.",
+            errors=[{"message": "One or more of the following scopes are required.",
+                     "context": {"requiredGranularScopes": [scope]}}],
+            links={"scopes": "https://developers.hubspot.com/scopes"},
+        )
+
     def _unauthenticated(self) -> Response:
         return self._error(
             401, "INVALID_AUTHENTICATION",
@@ -152,6 +173,10 @@ class HubSpotEmulator(HubSpotHelpers, Emulator):
             denial = self.limits.admit(now, is_search=kind == "search")
             if denial is not None:
                 return self._rate_limited(denial)
+            granted = self.token_scopes.get(token)
+            needed = required_scope(request.method, request.path)
+            if granted is not None and needed is not None and needed not in granted:
+                return self._missing_scope(needed)
             try:
                 response = self.router.dispatch(request)
             except ApiError as exc:
@@ -286,7 +311,7 @@ class HubSpotEmulator(HubSpotHelpers, Emulator):
 
     def _search(self, request: Request) -> Response:
         object_type = resolve_type(request.params["type"])
-        search = validate_search(request.json())
+        search = validate_search(request.json(), self.search_result_cap)
         defs = self.store.property_defs[object_type.name]
 
         def type_of(name: str) -> str:
@@ -296,9 +321,9 @@ class HubSpotEmulator(HubSpotHelpers, Emulator):
         rows: list[tuple[int, Mapping[str, str]]] = [(r.id, r.values()) for r in self.store.live(object_type)]
         hits = [row for row in rows
                 if matches(row[1], search.filter_groups, type_of) and matches_query(row[1], search.query)]
-        ordered = sort_records(hits, search.sorts, type_of)
+        ordered = sort_records(hits, search.sorts, type_of, int if self.ties_by_id else scrambled_id)
         # Never serve past the 10,000th result, even when after + limit straddles it.
-        end = min(search.offset + search.limit, 10_000)
+        end = min(search.offset + search.limit, self.search_result_cap)
         page = ordered[search.offset:end]
         table = self.store.records[object_type.name]
         body: dict[str, Any] = {
@@ -432,6 +457,29 @@ class HubSpotEmulator(HubSpotHelpers, Emulator):
         )
         defs[definition.name] = definition
         return Response(201, definition.to_json())
+
+_OBJECT_PATH = re.compile(r"/crm/v[34]/(?P<kind>objects|properties)/(?P<type>[^/]+)")
+
+
+def required_scope(method: str, path: str) -> str | None:
+    """The granular scope a private app needs for a request, as HubSpot names it. Engagements
+    (tasks, notes, calls...) are covered by the contacts scopes; property definitions by
+    crm.schemas.<object>.read/write."""
+    if path.startswith("/crm/v3/owners"):
+        return "crm.objects.owners.read"
+    match = _OBJECT_PATH.match(path)
+    if match is None:
+        return None
+    try:
+        object_type = resolve_type(match["type"]).name
+    except ApiError:
+        return None
+    access = "read" if method == "GET" or path.endswith(("/search", "/batch/read")) else "write"
+    if match["kind"] == "properties":
+        return f"crm.schemas.{object_type}.{access}"
+    scoped = object_type if object_type in ("contacts", "leads") else "contacts"
+    return f"crm.objects.{scoped}.{access}"
+
 
 _KNOWN_TYPES = {alias for t in OBJECT_TYPES.values() for alias in (t.name, t.type_id, t.singular)}
 # sourceType recorded in property history -> changeSource announced in webhooks

@@ -26,6 +26,7 @@ class HubSpotHelpers:
     store: Store
     tokens: set[str]
     expired_tokens: set[str]
+    token_scopes: dict[str, frozenset[str]]
     webhooks: WebhookOutbox | None
     _lock: threading.RLock
 
@@ -60,8 +61,14 @@ class HubSpotHelpers:
 
     # -- test and demo helpers (no HTTP, no rate limits) -----------------------------------------
 
-    def add_token(self, token: str) -> None:
-        self.tokens.add(token)
+    def add_token(self, token: str, scopes: Iterable[str] | None = None) -> None:
+        """A valid token; with `scopes`, a private app granted only those (others get 403)."""
+        with self._lock:
+            self.tokens.add(token)
+            if scopes is not None:
+                self.token_scopes[token] = frozenset(scopes)
+            else:
+                self.token_scopes.pop(token, None)
 
     def expire_token(self, token: str = DEFAULT_TOKEN) -> None:
         with self._lock:

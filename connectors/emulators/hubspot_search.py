@@ -177,12 +177,21 @@ def parse_sorts(raw: Sequence[Any] | None) -> list[Sort]:
     return sorts
 
 
+def scrambled_id(record_id: int) -> int:
+    """A fixed pseudo-random rank per id (Knuth's multiplicative hash): a tie order that is stable
+    from one request to the next, as paging needs, but has nothing to do with the id."""
+    return (record_id * 2_654_435_761) % 2**32
+
+
 def sort_records(
-    rows: list[tuple[int, Mapping[str, str]]], sorts: Sequence[Sort], type_of: TypeOf
+    rows: list[tuple[int, Mapping[str, str]]], sorts: Sequence[Sort], type_of: TypeOf,
+    tie_key: Callable[[int], int] = int,
 ) -> list[tuple[int, Mapping[str, str]]]:
-    """Sort (id, values) rows. Ties (and the unsorted case) fall back to ascending id so paging
-    is stable; rows without the sort property go last in either direction."""
-    ordered = sorted(rows, key=lambda row: row[0])
+    """Sort (id, values) rows. Ties (and the unsorted case) fall back to `tie_key(id)`, ascending
+    id by default, so paging is stable; rows without the sort property go last in either direction.
+    HubSpot documents no tie order, so clients must not depend on it: `scrambled_id` lets tests
+    check that they don't."""
+    ordered = sorted(rows, key=lambda row: tie_key(row[0]))
     for sort in reversed(sorts):  # stable sorts compose from the least significant key
         prop_type = type_of(sort.property_name)
         with_value = [r for r in ordered if r[1].get(sort.property_name)]
@@ -206,8 +215,9 @@ class SearchRequest:
     query: str | None
 
 
-def validate_search(body: Any) -> SearchRequest:
-    """Turn a search body into a SearchRequest or raise SearchError with HubSpot's reason."""
+def validate_search(body: Any, max_results: int = MAX_SEARCH_RESULTS) -> SearchRequest:
+    """Turn a search body into a SearchRequest or raise SearchError with HubSpot's reason.
+    `max_results` is HubSpot's 10,000 cap; tests lower it to reach it with fewer records."""
     if body is None:
         body = {}
     if not isinstance(body, dict):
@@ -222,9 +232,9 @@ def validate_search(body: Any) -> SearchRequest:
         offset = int(after) if after not in (None, "") else 0
     except (TypeError, ValueError):
         raise SearchError(f"Invalid after value {after!r}") from None
-    if offset >= MAX_SEARCH_RESULTS:
+    if offset >= max_results:
         # HubSpot refuses to page past the 10,000th result of one query.
-        raise SearchError(f"Cannot page beyond {MAX_SEARCH_RESULTS} results; refine the query")
+        raise SearchError(f"Cannot page beyond {max_results} results; refine the query")
     groups = body.get("filterGroups") or []
     if len(groups) > MAX_FILTER_GROUPS:
         raise SearchError(f"Too many filter groups (max {MAX_FILTER_GROUPS})")

@@ -4,6 +4,12 @@
 client (cached, so urllib3 keeps its connection pool) and asks for the raw response, which is
 parsed with `json.loads`: the generated models' deserialisation (dateutil on every timestamp)
 costs far more than the HTTP round trip on large pages.
+
+Every send goes through the rate gate, resends included: urllib3 itself only retries failed
+connects (see `auth.TRANSPORT_RETRY`); a network error after that is resent here, at most
+`network_retries` times. Resending is safe for every call the connector makes: searches and reads
+are reads, creates carry a unique idempotency key (a duplicate is refused with 409 and read back),
+and the owner PATCH sets an absolute value.
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ _NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError, TimeoutError)
 
 
 class HubSpotApi:
-    def __init__(self, auth: HubSpotAuth, limiter: RateLimiter) -> None:
+    def __init__(self, auth: HubSpotAuth, limiter: RateLimiter, network_retries: int = 1) -> None:
         self.auth = auth
         self.limiter = limiter
+        self.network_retries = network_retries
         self.calls: Counter[str] = Counter()  # by "endpoint.method", for benchmarks and reports
         self._endpoints: dict[str, Any] = {}
 
@@ -47,6 +54,7 @@ class HubSpotApi:
         what = f"{path.rsplit('.', 1)[-1]}.{method}"
         refreshed = False
         throttled = 0
+        dropped = 0
         while True:
             self.limiter.before(kind == "search")
             self.calls[what] += 1
@@ -54,9 +62,14 @@ class HubSpotApi:
                 raw = getattr(self.endpoint(path), method)(*args, _preload_content=False, **kwargs)
             except Exception as exc:
                 if not is_api_exception(exc):
-                    if isinstance(exc, _NETWORK_ERRORS):
-                        raise TransientError(f"HubSpot {what}: network error: {type(exc).__name__}") from exc
-                    raise
+                    if not isinstance(exc, _NETWORK_ERRORS):
+                        raise
+                    if dropped < self.network_retries:
+                        dropped += 1
+                        log.info("hubspot network error, resending", extra={"call": what,
+                                                                            "error": type(exc).__name__})
+                        continue  # through the gate again: HubSpot may have counted the first one
+                    raise TransientError(f"HubSpot {what}: network error: {type(exc).__name__}") from exc
                 status = int(getattr(exc, "status", 0) or 0)
                 if status == 429 and throttled < self.limiter.settings.max_429_retries:
                     throttled += 1

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from sidecar.ports import PermanentError
+
 if TYPE_CHECKING:
     from connectors.hubspot.api import HubSpotApi
 
@@ -105,8 +107,12 @@ def load_field_map(path: Path) -> FieldMap:
 
 def missing_properties(api: HubSpotApi, field_map: FieldMap) -> list[str]:
     """Properties the map names that the portal does not define, as messages for `sidecar check`."""
-    body = api.call("general", "crm.properties.core_api", "get_all", field_map.object,
-                    scope=f"crm.schemas.{field_map.object}.read")
+    scope = f"crm.schemas.{field_map.object}.read"
+    try:
+        body = api.call("general", "crm.properties.core_api", "get_all", field_map.object, scope=scope)
+    except PermanentError as exc:
+        # A message, not an exception: `sidecar check` lists every problem it finds in one run.
+        return [f"{field_map.object} properties could not be listed ({scope}): {exc}"]
     defined = {p["name"] for p in (body or {}).get("results") or []}
     # createdate/hs_createdate: only one of them exists per object; either is fine.
     wanted = [p for p in field_map.properties() if p not in ("createdate", "hs_createdate")]

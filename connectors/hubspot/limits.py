@@ -6,6 +6,13 @@ bucket can let through more than N requests inside one rolling window (a full bu
 refill), which HubSpot answers with 429; so each gate keeps the send times of its last N requests
 and waits until the oldest leaves the window: the same rule the server applies.
 
+A search passes both gates, and it must pass them at one instant: the server stamps the request
+once, when it arrives. Taking the search gate first and then waiting at the general gate would
+record the search in our window up to a second earlier than HubSpot records it, and a later
+search would be let through into a window the server still sees as full (the SECONDLY 429 the
+50k backfill bench hit). So `RateLimiter.before` waits until every gate it needs has room *now*
+and records that same instant in all of them.
+
 Clock and sleep are injected so tests and benchmarks run on virtual time without real waiting.
 """
 
@@ -35,16 +42,27 @@ class RollingGate:
         self._lock = threading.Lock()
         self.waited = 0.0  # total seconds spent waiting, for benchmarks and logs
 
+    def wait_s(self, now: float) -> float:
+        """Seconds until one more request may be sent (0 = now). The caller serialises access: the
+        gate's own lock in `acquire`, the limiter's lock in `RateLimiter.before`."""
+        while self._sent and now - self._sent[0] >= self.interval:
+            self._sent.popleft()
+        if len(self._sent) < self.limit:
+            return 0.0
+        return self._sent[0] + self.interval - now + _EPSILON
+
+    def record(self, now: float) -> None:
+        """Count one request sent at `now` (the caller saw `wait_s(now) == 0` under the same lock)."""
+        self._sent.append(now)
+
     def acquire(self) -> None:
         with self._lock:
             while True:
                 now = self._clock()
-                while self._sent and now - self._sent[0] >= self.interval:
-                    self._sent.popleft()
-                if len(self._sent) < self.limit:
-                    self._sent.append(now)
+                pause = self.wait_s(now)
+                if pause <= 0:
+                    self.record(now)
                     return
-                pause = self._sent[0] + self.interval - now + _EPSILON
                 self.waited += pause
                 self._sleep(pause)
 
@@ -71,14 +89,28 @@ class RateLimiter:
         search = max(1, int(settings.search_per_second * settings.headroom))
         self.general = RollingGate(general, 10.0, clock, sleep)
         self.search = RollingGate(search, 1.0, clock, sleep)
+        self._clock = clock
+        self._lock = threading.Lock()  # one lock over both gates: see the module docstring
         self.throttled = 0  # 429 answers seen (each one retried or surfaced)
         self.policies: Counter[str] = Counter()  # ... by HubSpot policy name
         self.backoff_s = 0.0
 
     def before(self, is_search: bool) -> None:
-        if is_search:  # a search counts against both budgets on HubSpot's side too
-            self.search.acquire()
-        self.general.acquire()
+        """Block until the request may be sent, then count it in every gate at the same instant."""
+        # A search counts against both budgets on HubSpot's side too.
+        gates = (self.search, self.general) if is_search else (self.general,)
+        with self._lock:
+            while True:
+                now = self._clock()
+                waits = [gate.wait_s(now) for gate in gates]
+                pause = max(waits)
+                if pause <= 0:
+                    for gate in gates:
+                        gate.record(now)
+                    return
+                # Charged to the gate that held us up longest, for the benchmark's accounting.
+                gates[waits.index(pause)].waited += pause
+                self.sleep(pause)
 
     def backoff(self, headers: Mapping[str, str], body: Mapping[str, object]) -> float:
         """Seconds to wait after a 429 before sending the same request again."""

@@ -1,0 +1,79 @@
+"""Contract tests: every request HubSpot receives went through the connector's rate gate, resends
+after a dropped connection included (urllib3 must not resend behind the gate's back)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from connectors.emulators.hubspot import DEFAULT_TOKEN, HubSpotEmulator
+from connectors.hubspot.api import HubSpotApi
+from connectors.hubspot.auth import Credentials, HubSpotAuth
+from connectors.hubspot.fields import FieldMap
+from connectors.hubspot.limits import LimitSettings, RateLimiter
+from connectors.hubspot.reader import HubSpotReader
+from sidecar.ports import Cursor, TransientError
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def seconds(self) -> float:
+        return self.now.timestamp()
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def emulator(clock: FakeClock) -> Iterator[HubSpotEmulator]:
+    with HubSpotEmulator(clock=clock) as emu:
+        yield emu
+
+
+@pytest.fixture
+def api(emulator: HubSpotEmulator, clock: FakeClock) -> HubSpotApi:
+    return HubSpotApi(HubSpotAuth(Credentials(DEFAULT_TOKEN, host=emulator.url)),
+                      RateLimiter(LimitSettings(), clock.seconds, clock.advance))
+
+
+def gated(api: HubSpotApi) -> int:
+    return len(api.limiter.general._sent)  # every request counts in the general gate
+
+
+@pytest.mark.parametrize("path", ["/crm/v3/owners", "/crm/v3/objects/contacts/search"])
+def test_a_dropped_connection_is_resent_once_through_the_gate(
+    emulator: HubSpotEmulator, api: HubSpotApi, clock: FakeClock, path: str
+) -> None:
+    # GET (owners) is what urllib3 would have resent by itself; POST (search) it would not.
+    emulator.insert("contacts", {"email": "d@example.com"})
+    emulator.add_owner("rep@example.com", "Rep", "One")
+    emulator.faults.add("drop", next_n=1, path_prefix=path)
+    reader = HubSpotReader(api, FieldMap(), clock=clock, with_engagements=False)
+    if path.endswith("search"):
+        assert len([s for page in reader.read_changes(Cursor()) for s in page.snapshots]) == 1
+    else:
+        assert len(reader.read_users()) == 1
+    statuses = [entry["status"] for entry in emulator.log.entries]
+    assert statuses.count(0) == 1  # the drop
+    assert gated(api) == len(statuses)  # sent by the client == received by the emulator
+
+
+def test_a_connection_dropped_twice_is_a_transient_error(emulator: HubSpotEmulator, api: HubSpotApi,
+                                                         clock: FakeClock) -> None:
+    emulator.faults.add("drop", next_n=2, path_prefix="/crm/v3/owners")
+    with pytest.raises(TransientError, match="network error"):
+        HubSpotReader(api, FieldMap(), clock=clock).read_users()
+    assert [entry["status"] for entry in emulator.log.entries] == [0, 0]
+    assert gated(api) == 2
