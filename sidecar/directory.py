@@ -60,7 +60,7 @@ class RepEntry(_Strict):
     # with the cross-reference mistakes instead of hiding them.
     capacity: int = 50
     active: bool = True
-    hours: dict[str, list[str]] | None = None  # own shift, like a market's hours; needs migration 0002
+    hours: dict[str, list[str]] | None = None  # own shift, like a market's hours (else the team market's)
     pto: list[Pto] = Field(default_factory=list)
 
 
@@ -115,7 +115,6 @@ def directory_problems(directory: Directory, policy: Policy) -> list[DirectoryPr
     teams = {team.id for team in directory.teams}
     team_of = {rep.id: rep.team for rep in directory.reps}
     seen: dict[str, int] = {}
-    has_hours_column = "hours" in Rep.__table__.columns
     for i, team in enumerate(directory.teams):
         if team.market not in policy.markets:
             out.append(DirectoryProblem(f"teams[{i}].market", f"team {team.id}: market {team.market!r} is not "
@@ -141,9 +140,10 @@ def directory_problems(directory: Directory, policy: Policy) -> list[DirectoryPr
                 out.append(DirectoryProblem(f"reps[{i}].pto[{j}]", f"rep {rep.id}: PTO from {pto.start} is after "
                                             f"to {pto.end}", "swap the dates (both days are inclusive)"))
         if rep.hours is not None:
-            out += _hours_problems(f"reps[{i}].hours", rep, has_hours_column)
+            out += _hours_problems(f"reps[{i}].hours", rep)
     # A team that initial assignment routes to must exist, or its leads would wait unowned.
-    for rule in configured(policy).rules:
+    assignment = configured(policy)
+    for rule in assignment.rules if assignment.enabled else []:
         if rule.team not in teams:
             out.append(DirectoryProblem("teams", f"policy assignment rule {rule.id} routes to team {rule.team!r}, "
                                         "which this directory does not define",
@@ -151,10 +151,7 @@ def directory_problems(directory: Directory, policy: Policy) -> list[DirectoryPr
     return out
 
 
-def _hours_problems(key: str, rep: RepEntry, has_column: bool) -> list[DirectoryProblem]:
-    if not has_column:
-        return [DirectoryProblem(key, f"rep {rep.id}: per-rep hours need the `reps.hours` column",
-                                 "upgrade the database (migration 0002) or remove `hours`")]
+def _hours_problems(key: str, rep: RepEntry) -> list[DirectoryProblem]:
     try:
         Market(tz="UTC", hours=rep.hours or {}).calendar()
     except ValueError as exc:
@@ -192,12 +189,8 @@ def apply_directory(session: Session, directory: Directory, policy: Policy) -> s
                            slack_channel=team.slack_channel, ops_queue_id=team.ops_queue))
     session.flush()
     for rep in directory.reps:
-        columns: dict[str, Any] = dict(
-            id=rep.id, crm=rep.crm, name=rep.name, email=rep.email, team_id=rep.team, role=rep.role,
-            seniority=rep.seniority, capacity=rep.capacity, active=rep.active)
-        if "hours" in Rep.__table__.columns:  # the per-rep shift column arrives with migration 0002
-            columns["hours"] = rep.hours
-        session.merge(Rep(**columns))
+        session.merge(Rep(id=rep.id, crm=rep.crm, name=rep.name, email=rep.email, team_id=rep.team, role=rep.role,
+                          seniority=rep.seniority, capacity=rep.capacity, active=rep.active, hours=rep.hours))
     session.flush()
     for rep in directory.reps:
         session.execute(delete(RepPto).where(RepPto.rep_id == rep.id))

@@ -14,10 +14,12 @@ from datetime import datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar import outbox, sync
+from sidecar.engine.assignment import assign_pending
 from sidecar.engine.evaluator import tick
 from sidecar.engine.ladder import EngineContext
 from sidecar.outbox import Ports
 from sidecar.ports import CrmReader
+from sidecar.store.db import transaction
 from sidecar.store.locks import leader_lock
 
 
@@ -45,7 +47,15 @@ def drain_webhooks(rt: Runtime, now: datetime) -> int:
 
 
 def evaluate(rt: Runtime, now: datetime) -> Counter[str]:
-    return tick(rt.sessions, rt.ctx, now)
+    """Give unowned leads an owner first (when the policy assigns), then fire due ladder steps."""
+    assigned = 0
+    with leader_lock(rt.sessions, "assign") as leader, transaction(rt.sessions) as session:
+        if leader and rt.ctx.book.active(session)[1].assignment.enabled:
+            assigned = len(assign_pending(session, rt.ctx, now))
+    fired = tick(rt.sessions, rt.ctx, now)
+    if assigned:
+        fired["lead_assigned"] += assigned
+    return fired
 
 
 def dispatch(rt: Runtime, now: datetime) -> Counter[str]:

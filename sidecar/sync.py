@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar.engine.policies import PolicyBook
 from sidecar.ingest import apply_snapshot
-from sidecar.ports import CrmReader, Cursor
+from sidecar.ports import ChangePage, CrmReader, Cursor
 from sidecar.store.db import transaction
 from sidecar.store.models import IntakeItem, SyncCursor
 
@@ -43,16 +43,23 @@ def poll(sessions: sessionmaker[Session], book: PolicyBook, reader: CrmReader, n
         cursor = Cursor(row.cursor_at, tuple(row.cursor_ids))
     stats = PollStats()
     for page in reader.read_changes(cursor):
-        with transaction(sessions) as session:
-            for snapshot in page.snapshots:
-                stats.events += len(apply_snapshot(session, book, snapshot).events)
-            row = _cursor_row(session, crm, "leads")
-            row.cursor_at, row.cursor_ids = page.cursor.at, list(page.cursor.seen_ids)
-        stats.pages += 1
-        stats.snapshots += len(page.snapshots)
+        apply_page(sessions, book, crm, page, stats)
     with transaction(sessions) as session:
         _cursor_row(session, crm, "leads").last_poll_at = now
     return stats
+
+
+def apply_page(sessions: sessionmaker[Session], book: PolicyBook, crm: str, page: ChangePage,
+               stats: PollStats) -> None:
+    """One page of changes and the cursor that covers it, in one transaction (polling and backfill)."""
+    with transaction(sessions) as session:
+        for snapshot in page.snapshots:
+            stats.events += len(apply_snapshot(session, book, snapshot).events)
+        row = _cursor_row(session, crm, "leads")
+        if page.cursor.at is not None and (row.cursor_at is None or page.cursor.at >= row.cursor_at):
+            row.cursor_at, row.cursor_ids = page.cursor.at, list(page.cursor.seen_ids)
+    stats.pages += 1
+    stats.snapshots += len(page.snapshots)
 
 
 def enqueue_intake(session: Session, crm: str, items: Iterable[tuple[str, str]], now: datetime) -> int:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
@@ -23,58 +22,16 @@ from sidecar.engine import clocks
 from sidecar.engine.ladder import EngineContext, lead_context
 from sidecar.engine.policies import PolicyBook
 from sidecar.engine.routing import availability, next_in_turn, summarize, team_reps
-from sidecar.policy.model import RULE_ID, Policy
+from sidecar.policy.model import AssignmentPolicy, AssignmentRule, Policy
 from sidecar.ports import OwnerChange, TaskRequest
 from sidecar.store.models import AuditRow, Lead, OutboxRow, Rep, Team
 
 SALESFORCE_QUEUE_PREFIX = "00G"  # Salesforce owner ids: users start 005, queues 00G
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RuleMatch(_Strict):
-    """Each key given must match (a value or a list of values); an empty `when` matches every lead."""
-
-    intent: list[Intent] | None = None
-    source: list[str] | None = None
-    market: list[str] | None = None
-
-    @field_validator("intent", "source", "market", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-    def matches(self, lead: Lead) -> bool:
-        return all(wanted is None or value in wanted for wanted, value in (
-            (self.intent, lead.intent), (self.source, lead.source), (self.market, lead.market)))
-
-
-class AssignmentRule(_Strict):
-    id: Annotated[str, Field(pattern=RULE_ID)]
-    when: RuleMatch = RuleMatch()
-    team: str
-    purpose: str = ""
-
-
-class AssignmentPolicy(_Strict):
-    enabled: bool = False
-    rules: list[AssignmentRule] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _unique_ids(self) -> AssignmentPolicy:
-        ids = [rule.id for rule in self.rules]
-        duplicates = sorted({rule_id for rule_id in ids if ids.count(rule_id) > 1})
-        if duplicates:
-            raise ValueError(f"assignment rule ids must be unique: {', '.join(duplicates)} repeated")
-        return self
-
-
 def configured(policy: Policy) -> AssignmentPolicy:
-    """The policy's `assignment` section; disabled while the Policy model has none."""
-    section = getattr(policy, "assignment", None)
-    return AssignmentPolicy() if section is None else AssignmentPolicy.model_validate(section, from_attributes=True)
+    """The policy's `assignment` section (disabled unless the admin turns it on)."""
+    return policy.assignment
 
 
 @dataclass
@@ -103,7 +60,7 @@ def assign_new_lead(session: Session, book: PolicyBook, version: str, policy: Po
     """None when the lead is not ours to assign (a person owns it, or it is closed)."""
     if lead.state in {state.value for state in TERMINAL_STATES} or not needs_owner(lead, queue_ids(session)):
         return None
-    rule = next((rule for rule in rules if rule.when.matches(lead)), None)
+    rule = next((rule for rule in rules if rule.when.matches(lead.intent, lead.source, lead.market)), None)
     if rule is None:
         return Assignment(None, None, None, f"no assignment rule matches intent={lead.intent}, "
                                             f"source={lead.source}, market={lead.market}")

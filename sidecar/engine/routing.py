@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -80,9 +79,9 @@ def _availability(session: Session, book: PolicyBook, version: str, policy: Poli
 
 
 def _in_hours(book: PolicyBook, policy: Policy, team: Team, rep: Rep, at: datetime, team_open: bool) -> bool:
-    # A per-rep shift (the proposed `reps.hours` column) replaces the team's hours for that rep; it
-    # keeps the market's time zone and holidays. getattr: the column exists only after migration 0002.
-    hours: Any = getattr(rep, "hours", None)
+    # A per-rep shift (`reps.hours`) replaces the team's hours for that rep; it keeps the market's
+    # time zone and holidays. Built per call: shifts are rare and routing is not a hot path.
+    hours = rep.hours
     if not hours:
         return team_open
     market = book.market(policy, team.market)[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 from datetime import date, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import holidays as holidays_pkg
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -201,6 +201,45 @@ class Reassignment(Strict):
     high_value_strategy: Literal["round_robin", "least_loaded", "seniority"] = "seniority"
 
 
+class RuleMatch(Strict):
+    """Each key given must match (a value or a list of values); an empty `when` matches every lead."""
+
+    intent: list[Intent] | None = None
+    source: list[str] | None = None
+    market: list[str] | None = None
+
+    @field_validator("intent", "source", "market", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def matches(self, intent: str | None, source: str | None, market: str | None) -> bool:
+        return all(wanted is None or value in wanted
+                   for wanted, value in ((self.intent, intent), (self.source, source), (self.market, market)))
+
+
+class AssignmentRule(Strict):
+    id: Annotated[str, Field(pattern=RULE_ID)]
+    when: RuleMatch = RuleMatch()
+    team: str  # a team id of the directory
+    purpose: str = ""
+
+
+class AssignmentPolicy(Strict):
+    """Initial assignment (seed 002): the first matching rule picks the team, round robin the rep."""
+
+    enabled: bool = False
+    rules: list[AssignmentRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> AssignmentPolicy:
+        ids = [rule.id for rule in self.rules]
+        duplicates = sorted({rule_id for rule_id in ids if ids.count(rule_id) > 1})
+        if duplicates:
+            raise ValueError(f"assignment rule ids must be unique: {', '.join(duplicates)} repeated")
+        return self
+
+
 class StateMap(Strict):
     field: str
     map: dict[str, LeadState]
@@ -223,6 +262,7 @@ class Policy(Strict):
     notifications: dict[Persona, Route]
     reassignment: Reassignment = Reassignment()
     noise: NoiseControl = NoiseControl()
+    assignment: AssignmentPolicy = AssignmentPolicy()
 
     @model_validator(mode="after")
     def _ladder_in_order(self) -> Policy:

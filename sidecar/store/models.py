@@ -39,6 +39,8 @@ class Rep(Base):
     capacity: Mapped[int] = mapped_column(Integer, default=50)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     slack_user_id: Mapped[str | None] = mapped_column(String(32))
+    # Own shift, written like a market's hours ({mon-fri: ["07:00-15:00"]}); None = the team market's hours.
+    hours: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class RepPto(Base):
