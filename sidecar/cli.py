@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -330,3 +331,103 @@ def revert(
     except RevertError as exc:
         errors.print(str(exc))
         raise typer.Exit(1) from exc
+
+
+directory_app = typer.Typer(help="The sales directory: teams, reps, capacity, PTO.", no_args_is_help=True)
+app.add_typer(directory_app, name="directory")
+
+
+@directory_app.command("apply")
+def directory_apply(
+    file: Annotated[Path | None, typer.Option("--file", help="Directory YAML (default: settings).")] = None,
+) -> None:
+    """Load config/directory.yaml into the store (every problem reported at once; versioned, audited)."""
+    from sidecar.directory import DirectoryError, apply_directory, load_directory
+    from sidecar.engine.policies import PolicyBook
+
+    path = file or Settings().directory_file
+    try:
+        directory = load_directory(path)
+        with transaction(_sessions()) as session:
+            _version, policy = PolicyBook().active(session)
+            version = apply_directory(session, directory, policy)
+            audit.record(session, at=_now(), kind="directory_applied", actor="cli",
+                         details={"version": version, "file": str(path)})
+    except (DirectoryError, LookupError) as exc:
+        errors.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(1) from exc
+    console.print(f"directory {version} applied: {len(directory.teams)} teams, {len(directory.reps)} reps "
+                  "(the next CRM user sync re-applies deactivations)")
+
+
+@directory_app.command("show")
+def directory_show(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per rep, for scripts.")] = False,
+) -> None:
+    """Every rep with team, role, capacity, open leads and whether routing could pick them now."""
+    from sidecar.directory import show_directory
+    from sidecar.engine.policies import PolicyBook
+
+    with transaction(_sessions()) as session:
+        book = PolicyBook()
+        version, policy = book.active(session)
+        rows = show_directory(session, book, version, policy, _now())
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row, sort_keys=True))
+        return
+    table = Table(title="directory")
+    for column in ("rep", "name", "crm", "team", "role", "capacity", "open leads", "available now"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["rep"], row["name"], row["crm"], row["team"] or "-", row["role"], str(row["capacity"]),
+                      str(row["open_leads"]), "yes" if row["available"] else f"no: {row['why_not']}")
+    console.print(table)
+
+
+@directory_app.command("pto")
+def directory_pto(
+    rep: Annotated[str, typer.Argument(help="The rep's CRM user id.")],
+    start: Annotated[datetime, typer.Argument(help="First day away (YYYY-MM-DD).", formats=["%Y-%m-%d"])],
+    end: Annotated[datetime, typer.Argument(help="Last day away, inclusive.", formats=["%Y-%m-%d"])],
+) -> None:
+    """Record PTO: routing never picks the rep on those days (in their team's time zone)."""
+    from sidecar.directory import add_pto
+    from sidecar.engine.policies import PolicyBook
+    from sidecar.store.models import Rep, Team
+
+    with transaction(_sessions()) as session:
+        row = session.get(Rep, rep)
+        if row is None:
+            errors.print(f"no rep {rep}: run `sidecar directory show` for the ids")
+            raise typer.Exit(1)
+        team = session.get(Team, row.team_id) if row.team_id else None
+        _version, policy = PolicyBook().active(session)
+        tz = policy.markets[team.market].tz if team and team.market in policy.markets else "UTC"
+        add_pto(session, rep, start.date(), end.date(), tz)
+        audit.record(session, at=_now(), kind="pto_recorded", actor="cli",
+                     details={"rep": rep, "from": start.date().isoformat(), "to": end.date().isoformat(), "tz": tz})
+    console.print(f"{row.name} is away {start.date()}..{end.date()} ({tz})")
+
+
+@app.command()
+def backfill(
+    crm: Annotated[str, typer.Argument(help="salesforce")],
+    since: Annotated[datetime | None, typer.Option(help="Only leads changed since (YYYY-MM-DD).",
+                                                   formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S%z"])] = None,
+) -> None:
+    """Read existing leads (Bulk API 2.0 from 10,000 leads, REST below) with a progress bar."""
+    from rich.progress import Progress
+
+    from sidecar import wiring
+
+    if crm != "salesforce":
+        errors.print("backfill supports salesforce; HubSpot's first poll reads everything with the search API")
+        raise typer.Exit(2)
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    with Progress(console=console) as bar:
+        task = bar.add_task("leads", total=None)
+        stats = wiring.backfill_salesforce(Settings(), _sessions(), since,
+                                           lambda done, total: bar.update(task, completed=done, total=total))
+    console.print(f"{stats.snapshots} leads read via {stats.via} in {stats.api_calls} API calls")

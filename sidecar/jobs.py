@@ -6,14 +6,18 @@ virtual-time loop. Same functions, so an accelerated run behaves exactly like a 
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar import outbox, sync
+from sidecar.directory import load_directory
+from sidecar.directory_sync import SyncResult, sync_users
 from sidecar.engine.assignment import assign_pending
 from sidecar.engine.evaluator import tick
 from sidecar.engine.ladder import EngineContext
@@ -21,6 +25,8 @@ from sidecar.outbox import Ports
 from sidecar.ports import CrmReader
 from sidecar.store.db import transaction
 from sidecar.store.locks import leader_lock
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,6 +36,7 @@ class Runtime:
     readers: Mapping[str, CrmReader]
     ports: Ports
     retry: outbox.RetryPolicy = field(default_factory=outbox.RetryPolicy)
+    directory_file: Path | None = None  # what the CRMs do not know: teams, capacity, seniority
 
 
 def poll_all(rt: Runtime, now: datetime) -> dict[str, sync.PollStats]:
@@ -40,6 +47,22 @@ def poll_all(rt: Runtime, now: datetime) -> dict[str, sync.PollStats]:
             if leader:
                 stats[name] = sync.poll(rt.sessions, rt.ctx.book, reader, now)
     return stats
+
+
+def sync_directory(rt: Runtime, now: datetime) -> list[SyncResult]:
+    """CRM users -> reps (active flag, names, e-mails); the directory file keeps teams and capacity."""
+    directory = load_directory(rt.directory_file) if rt.directory_file and rt.directory_file.exists() else None
+    results = []
+    for name, reader in rt.readers.items():
+        users = reader.read_users()
+        with leader_lock(rt.sessions, f"directory:{name}") as leader, transaction(rt.sessions) as session:
+            if leader:
+                results.append(sync_users(session, name, users, directory))
+    for result in results:
+        if result.unplaced:
+            log.warning("CRM users without a team in the directory file: %s", ", ".join(result.unplaced),
+                        extra={"crm": result.crm})
+    return results
 
 
 def drain_webhooks(rt: Runtime, now: datetime) -> int:

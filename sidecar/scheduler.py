@@ -20,7 +20,7 @@ from sidecar.jobs import Runtime
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INTERVALS = {"poll": 60, "webhooks": 5, "evaluate": 15, "dispatch": 5}  # seconds
+DEFAULT_INTERVALS = {"poll": 60, "webhooks": 5, "evaluate": 15, "dispatch": 5, "directory": 900}  # seconds
 
 
 def _job(name: str, rt: Runtime, work: Callable[[Runtime, datetime], Any],
@@ -39,7 +39,7 @@ def build(rt: Runtime, intervals: dict[str, int] | None = None,
     intervals = {**DEFAULT_INTERVALS, **(intervals or {})}
     scheduler = BlockingScheduler(timezone=UTC, job_defaults={"max_instances": 1, "coalesce": True})
     work = {"poll": jobs.poll_all, "webhooks": jobs.drain_webhooks, "evaluate": jobs.evaluate,
-            "dispatch": jobs.dispatch}
+            "dispatch": jobs.dispatch, "directory": jobs.sync_directory}
     for name, seconds in intervals.items():
         scheduler.add_job(_job(name, rt, work[name], clock), "interval", seconds=seconds, id=name,
                           next_run_time=clock())

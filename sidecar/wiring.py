@@ -148,7 +148,8 @@ def build_runtime(settings: Settings, sessions: sessionmaker[Session]) -> Runtim
         notifier = SlackNotifier(make_client(_secret(settings.slack_bot_token) or "", settings.slack_api_base),
                                  settings.slack_fallback_channel)
     return Runtime(sessions, EngineContext(PolicyBook(), links), readers, Ports(notifier, writers),
-                   RetryPolicy(rng=random.Random()))  # noqa: S311 - retry jitter, not security
+                   RetryPolicy(rng=random.Random()),  # noqa: S311 - retry jitter, not security
+                   directory_file=settings.directory_file)
 
 
 def web_routers(settings: Settings, sessions: sessionmaker[Session], ctx: EngineContext) -> list[APIRouter]:
@@ -210,6 +211,21 @@ def slack_action_handler(sessions: sessionmaker[Session], ctx: EngineContext, se
         return ActionReply(outcome.text, outcome.ephemeral)
 
     return on_action
+
+
+def backfill_salesforce(settings: Settings, sessions: sessionmaker[Session], since: datetime | None,
+                        progress: Callable[[int, int], None]) -> Any:
+    """Backfill Salesforce leads page by page; each page commits with its cursor, like a poll."""
+    from connectors.salesforce.auth import connect
+    from connectors.salesforce.backfill import backfill
+    from sidecar.sync import PollStats, apply_page
+
+    if not has_salesforce(settings):
+        raise ValueError("no Salesforce credentials configured (see .env.example)")
+    book, stats = PolicyBook(), PollStats()
+    return backfill(connect(_sf_credentials(settings)), _sf_fields(), since,
+                    lambda page: apply_page(sessions, book, "salesforce", page, stats), progress,
+                    clock=lambda: datetime.now(UTC))
 
 
 def parse_duration(text: str) -> timedelta:

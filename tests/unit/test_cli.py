@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,28 @@ def test_policy_show_and_diff(workdir: Path) -> None:
     diff = runner.invoke(app, ["policy", "diff", str(EXAMPLE_POLICY), str(changed)])
     assert diff.exit_code == 0, diff.output
     assert "new.cold_list" in diff.output and "changed" in diff.output
+
+
+def test_directory_apply_show_and_pto(workdir: Path) -> None:
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    applied = runner.invoke(app, ["directory", "apply"])
+    assert applied.exit_code == 0, applied.output
+    assert "2 teams, 6 reps" in applied.output
+    shown = runner.invoke(app, ["directory", "show", "--json"])
+    assert shown.exit_code == 0, shown.output
+    rows = {row["rep"]: row for row in map(json.loads, shown.output.splitlines())}
+    assert len(rows) == 6 and rows["0055e000001MgrAAA"]["why_not"] == "role manager is not routed"
+    assert rows["0055e000001RepAAA"]["team"] == "us-east-inbound"
+    pto = runner.invoke(app, ["directory", "pto", "0055e000001RepAAA", "2026-12-01", "2026-12-03"])
+    assert pto.exit_code == 0 and "2026-12-01..2026-12-03 (America/New_York)" in pto.output
+    unknown = runner.invoke(app, ["directory", "pto", "005nobody", "2026-12-01", "2026-12-03"])
+    assert unknown.exit_code == 1
+
+
+def test_a_broken_directory_is_refused_with_every_problem(workdir: Path) -> None:
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    (workdir / "bad.yaml").write_text("teams:\n  - {id: t1, name: T, market: Atlantis}\n"
+                                      "reps:\n  - {id: r1, crm: salesforce, name: A, email: a@x, team: t2}\n")
+    result = runner.invoke(app, ["directory", "apply", "--file", str(workdir / "bad.yaml")])
+    assert result.exit_code == 1
+    assert "Atlantis" in result.output and "unknown team 't2'" in result.output
