@@ -6,7 +6,7 @@ plain frozen dataclasses so that they can sit in the outbox as JSON (see `outbox
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -120,6 +120,15 @@ class CrmWriter(Protocol):
 
     def change_owner(self, change: OwnerChange, idempotency_key: str) -> None:
         """Conditional owner change; raises ConflictError when the record changed meanwhile."""
+        ...
+
+
+class BatchTaskWriter(Protocol):
+    """Optional on a CrmWriter: many tasks in few API calls (the dispatcher uses it when present)."""
+
+    def create_tasks(self, items: Sequence[tuple[TaskRequest, str]]) -> Mapping[str, str | Exception]:
+        """(request, idempotency key) pairs -> per key: the task id (created or found), or the
+        TransientError / PermanentError for that item alone."""
         ...
 
 
