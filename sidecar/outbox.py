@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pydantic import TypeAdapter
 from sqlalchemy import and_, or_, select, update
@@ -24,6 +24,7 @@ from sidecar import audit
 from sidecar.noise import shape
 from sidecar.policy.model import NoiseControl
 from sidecar.ports import (
+    BatchTaskWriter,
     ConflictError,
     CrmWriter,
     NoteRequest,
@@ -165,9 +166,58 @@ def dispatch(sessions: sessionmaker[Session], ports: Ports, now: datetime, *, ba
         outcomes["held"] += len(shaped.held)
         if not claims:
             break
-        for group in shaped.sends:
+        sends, task_batches = _batch_tasks(ports, shaped.sends)
+        for crm, group in task_batches.items():
+            _perform_tasks(sessions, ports, crm, group, now, retry, outcomes)
+        for group in sends:
             _perform_all(sessions, ports, group, now, retry, outcomes)
     return +outcomes
+
+
+def _batch_tasks(ports: Ports, sends: list[list[_Claim]]) -> tuple[list[list[_Claim]], dict[str, list[_Claim]]]:
+    """Tasks for a CRM whose writer can batch go out together (1,000 tasks in a handful of calls)."""
+    rest: list[list[_Claim]] = []
+    batches: dict[str, list[_Claim]] = {}
+    for group in sends:
+        request = group[0].request
+        if len(group) == 1 and isinstance(request, TaskRequest):
+            writer = ports.writers.get(request.lead.crm.value)
+            if writer is not None and hasattr(writer, "create_tasks"):
+                batches.setdefault(request.lead.crm.value, []).append(group[0])
+                continue
+        rest.append(group)
+    for crm, group in list(batches.items()):
+        if len(group) == 1:  # a batch of one is just a create_task
+            rest.append(batches.pop(crm))
+    return rest, batches
+
+
+def _perform_tasks(sessions: sessionmaker[Session], ports: Ports, crm: str, group: list[_Claim], now: datetime,
+                   retry: RetryPolicy, outcomes: Counter[str]) -> None:
+    """One batch call; each task settles on its own result (one bad task fails alone)."""
+    writer = cast(BatchTaskWriter, ports.writers[crm])
+    items = [(cast(TaskRequest, claim.request), claim.key) for claim in group]
+    try:
+        results: Mapping[str, str | Exception] = writer.create_tasks(items)
+    except Exception as exc:  # the whole call failed: every task gets the same outcome
+        results = dict.fromkeys((claim.key for claim in group), exc)
+    with transaction(sessions) as session:
+        for claim in group:
+            result = results.get(claim.key, TransientError("the batch answer had no result for this task"))
+            outcomes[_settle(session, claim, _outcome(result, claim.key), now, retry)] += 1
+
+
+def _outcome(result: str | Exception, key: str) -> tuple[str, str, float | None]:
+    if isinstance(result, str):
+        return "done", result, None
+    if isinstance(result, TransientError):
+        return "retry", str(result), result.retry_after
+    if isinstance(result, ConflictError):
+        return "skipped", f"conflict: {result}", None
+    if isinstance(result, PermanentError):
+        return "dead", str(result), None
+    log.error("effect %s failed unexpectedly: %s", key, result)  # retried, then dead-lettered: never dropped
+    return "retry", f"{type(result).__name__}: {result}", None
 
 
 def _hold(session: Session, claim: _Claim, release: datetime) -> None:
@@ -181,19 +231,10 @@ def _hold(session: Session, claim: _Claim, release: datetime) -> None:
 def _perform_all(sessions: sessionmaker[Session], ports: Ports, group: list[_Claim], now: datetime,
                  retry: RetryPolicy, outcomes: Counter[str]) -> None:
     """Perform one message: a single effect, or several warnings as one digest (settled alike)."""
-    settled: tuple[str, str, float | None]
     try:
-        result = _perform(ports, group[0]) if len(group) == 1 else _digest(ports, group)
-        settled = ("done", result, None)
-    except TransientError as exc:
-        settled = ("retry", str(exc), exc.retry_after)
-    except ConflictError as exc:
-        settled = ("skipped", f"conflict: {exc}", None)
-    except PermanentError as exc:
-        settled = ("dead", str(exc), None)
-    except Exception as exc:  # an unexpected failure is retried, then dead-lettered: never dropped
-        log.exception("effect %s failed unexpectedly", group[0].key)
-        settled = ("retry", f"{type(exc).__name__}: {exc}", None)
+        settled = _outcome(_perform(ports, group[0]) if len(group) == 1 else _digest(ports, group), group[0].key)
+    except Exception as exc:  # mapped below: transient, conflict, permanent, or unexpected
+        settled = _outcome(exc, group[0].key)
     with transaction(sessions) as session:
         for claim in group:
             outcomes[_settle(session, claim, settled, now, retry)] += 1

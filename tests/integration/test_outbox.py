@@ -135,3 +135,32 @@ def test_a_crash_after_claiming_is_recovered_after_the_lease(sessions: sessionma
     dispatch(sessions, ports, now + timedelta(minutes=6))
     assert {status for status, _ in statuses(sessions).values()} == {"done"}
     assert len(notifier.sent) + len(writer.effects) == 8
+
+
+class BatchWriter(FakeWriter):
+    """A writer that can batch tasks; one lead's task is refused by the CRM."""
+
+    def __init__(self, refuse: str) -> None:
+        super().__init__()
+        self.refuse, self.batches = refuse, []  # type: ignore[var-annotated]
+
+    def create_tasks(self, items):  # type: ignore[no-untyped-def]
+        self.batches.append([key for _task, key in items])
+        return {key: PermanentError("INVALID_CROSS_REFERENCE_KEY: WhoId") if task.lead.crm_id == self.refuse
+                else f"00T{i}" for i, (task, key) in enumerate(items)}
+
+
+def test_tasks_for_one_crm_go_out_in_one_batch_and_fail_alone(sessions: sessionmaker[Session]) -> None:
+    ctx = context()
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions, reps=("r1", "r2", "r3", "r4"))
+    for i in range(3):
+        ingest(sessions, ctx, snapshot(f"00Q{i}", at=ny(24, 8), owner="r1"))
+    tick(sessions, ctx, ny(24, 9, 30).astimezone(UTC))
+    writer = BatchWriter(refuse="00Q1")
+    outcome = dispatch(sessions, Ports(FakeNotifier(), {"salesforce": writer}), ny(24, 9, 30).astimezone(UTC))
+    assert len(writer.batches) == 1 and len(writer.batches[0]) == 3  # three new owners' tasks, one call
+    assert not any(":task:" in key for key in writer.calls)  # no single create_task calls
+    tasks = {key: status for key, (status, _error) in statuses(sessions).items() if ":task:" in key}
+    assert sorted(tasks.values()) == ["dead", "done", "done"]
+    assert outcome["dead"] == 1
