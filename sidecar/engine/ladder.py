@@ -53,7 +53,9 @@ def fire_step(session: Session, ctx: EngineContext, clock: Clock, lead: Lead, no
     }
     choice = None
     if step.reassign:
-        choice = choose_new_owner(session, ctx.book, clock.policy_version, policy, lead, now)
+        # High-value leads go to the most senior available rep (seed 000 pattern 3).
+        strategy = policy.reassignment.high_value_strategy if is_high_value(policy, lead) else None
+        choice = choose_new_owner(session, ctx.book, clock.policy_version, policy, lead, now, strategy)
         details.update(from_owner=lead.owner_id, to_owner=choice.rep.id if choice.rep else None,
                        strategy=choice.strategy, reason=choice.reason, excluded=choice.excluded)
     row = audit.record(session, at=now, kind=step.kind, lead=lead, rule_id=step.id,
@@ -149,6 +151,8 @@ def _notify(session: Session, ctx: EngineContext, policy: Policy, step: LadderSt
         recipient = session.get(Rep, lead.owner_id) if lead.owner_id else None
     elif persona is Persona.MANAGER and route.via == "slack_dm" and team and team.manager_id:
         recipient = session.get(Rep, team.manager_id)
+    elif persona is Persona.REGIONAL_VP and route.via == "slack_dm":
+        recipient = _regional_vp(session, lead)
     channel = route.channel if route.via == "channel" else (team.slack_channel if team else None)
     market_code = team.market if team else lead.market
     tz = ctx.book.market(policy, market_code)[1].tz
@@ -171,6 +175,21 @@ def _notify(session: Session, ctx: EngineContext, policy: Policy, step: LadderSt
                        recipient_email=recipient.email if recipient else None,
                        recipient_name=recipient.name if recipient else context.owner_name,
                        channel=channel, extra=payload, urgent=urgent))
+
+
+def is_high_value(policy: Policy, lead: Lead) -> bool:
+    rule = policy.high_value
+    if rule is None:
+        return False
+    return ((rule.min_score is not None and lead.score is not None and lead.score >= rule.min_score)
+            or (lead.tier is not None and lead.tier in rule.tiers)
+            or (rule.min_deal_size is not None and lead.deal_size is not None and lead.deal_size >= rule.min_deal_size))
+
+
+def _regional_vp(session: Session, lead: Lead) -> Rep | None:
+    """The VP of the lead's team if the directory names one there, else the org's VP."""
+    vps = list(session.scalars(select(Rep).where(Rep.role == "vp", Rep.active.is_(True)).order_by(Rep.id)))
+    return next((vp for vp in vps if vp.team_id == lead.team_id), vps[0] if vps else None)
 
 
 def _task_for_new_owner(context: LeadContext, rep: Rep, lead: Lead, step: LadderStep,

@@ -197,3 +197,20 @@ def test_recompute_moves_running_clocks_and_keeps_used_time(sessions: sessionmak
     # 10 minutes used under v1, then 80 % of 2 h: 96 minutes after 08:00
     assert [(kind, at) for kind, at in ladder_kinds(sessions)] == [("sla_breach_imminent", ny(24, 9, 36))]
     assert audit_rows(sessions)[0].policy_version == v2 != v1
+
+
+def test_regional_vp_is_found_in_the_directory_for_a_dm(sessions: sessionmaker[Session]) -> None:
+    from sidecar.store.models import Rep
+
+    ctx = context()
+    raw = policy_raw()
+    raw["ladder"][1]["notify"] = ["manager", "regional_vp"]
+    apply_policy(sessions, raw, ny(1, 0))
+    add_team(sessions)
+    with transaction(sessions) as session:
+        session.add(Rep(id="vp1", crm="salesforce", name="Vera VP", email="vera@example.com", role="vp"))
+    ingest(sessions, ctx, snapshot(at=ny(24, 8)))
+    tick(sessions, ctx, ny(24, 9).astimezone(UTC))
+    keys = outbox_keys(sessions)
+    vp = next(row for key, row in keys.items() if key.endswith(":notify:regional_vp"))
+    assert (vp.payload["via"], vp.payload["recipient_email"]) == ("slack_dm", "vera@example.com")

@@ -124,3 +124,20 @@ def test_a_per_rep_shift_replaces_the_team_hours(sessions: sessionmaker[Session]
         late = availability(session, ctx.book, version, policy, team, reps, ny(24, 15).astimezone(UTC))
     assert early == {"r1": None, "r2": "outside hours"}
     assert late == {"r1": "outside hours", "r2": None}
+
+
+def test_high_value_leads_go_to_the_most_senior_available_rep(sessions: sessionmaker[Session]) -> None:
+    ctx = context()
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions, reps=("r1", "r2", "r3", "r4"))
+    with transaction(sessions) as session:
+        for rep, seniority in (("r2", 1), ("r3", 5), ("r4", 3)):
+            session.get(Rep, rep).seniority = seniority
+    ingest(sessions, ctx, snapshot("00QBIG", at=ny(24, 8), deal_size=250_000.0))  # over min_deal_size 100k
+    ingest(sessions, ctx, snapshot("00QSMALL", at=ny(24, 8), deal_size=5_000.0))
+    tick(sessions, ctx, ny(24, 9, 30).astimezone(UTC))
+    with transaction(sessions) as session:
+        rows = {session.get(Lead, row.lead_id).crm_id: row.details for row in session.scalars(
+            select(AuditRow).where(AuditRow.kind == "sla_breach_auto_reassign"))}
+    assert (rows["00QBIG"]["strategy"], rows["00QBIG"]["to_owner"]) == ("seniority", "r3")
+    assert rows["00QSMALL"]["strategy"] == "round_robin"
