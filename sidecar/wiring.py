@@ -117,6 +117,13 @@ def ensure_hubspot_properties(settings: Settings) -> list[str]:
     return created
 
 
+def slack_templates(path: Path = CONFIG / "slack.templates.yaml") -> dict[str, str]:
+    """Message templates an admin overrides per rule or kind (see config/slack.templates.example.yaml)."""
+    import yaml
+
+    return {str(k): str(v) for k, v in (yaml.safe_load(path.read_text()) or {}).items()} if path.exists() else {}
+
+
 def build_runtime(settings: Settings, sessions: sessionmaker[Session]) -> Runtime:
     """Ports for every CRM and Slack workspace the settings configure."""
     readers: dict[str, CrmReader] = {}
@@ -146,7 +153,7 @@ def build_runtime(settings: Settings, sessions: sessionmaker[Session]) -> Runtim
         from connectors.slack.notifier import SlackNotifier, make_client
 
         notifier = SlackNotifier(make_client(_secret(settings.slack_bot_token) or "", settings.slack_api_base),
-                                 settings.slack_fallback_channel)
+                                 settings.slack_fallback_channel, templates=slack_templates())
     return Runtime(sessions, EngineContext(PolicyBook(), links), readers, Ports(notifier, writers),
                    RetryPolicy(rng=random.Random()),  # noqa: S311 - retry jitter, not security
                    directory_file=settings.directory_file)

@@ -33,7 +33,8 @@ REASSIGN_KIND = "sla_breach_auto_reassign"
 OPEN_RECORD_ACTION = "open_record"  # the link button; Slack still posts a click event for it
 ACK_ACTION, SNOOZE_ACTION, REVERT_ACTION = "ack", "snooze_15", "revert_reassignment"
 
-# Keys are "<kind>.header" / "<kind>.intro"; "default.*" serves every other kind. Headers are plain
+# Keys are "<rule id or kind>.header" / ".intro" (a rule's own template wins over its kind's);
+# "default.*" serves every other kind. Headers are plain
 # text; intros are mrkdwn (values are escaped, the admin's own markup is kept). Fields: name, company,
 # market, source, intent, state, owner (the lead's), recipient (who reads it), elapsed (business time
 # waited), remaining ("SLA breach in 12 minutes" / "overdue by 35 minutes"), due (local clock time),
@@ -156,7 +157,9 @@ def template_fields(notification: Notification) -> dict[str, str]:
 def _render(notification: Notification, part: str, templates: Mapping[str, str],
             fields: dict[str, str]) -> str:
     merged = {**DEFAULT_TEMPLATES, **templates}
-    template = merged.get(f"{notification.kind}.{part}") or merged[f"default.{part}"]
+    # Most specific first: the rule that fired (e.g. "sla.imminent.header"), its kind, the default.
+    template = (merged.get(f"{notification.rule_id}.{part}") or merged.get(f"{notification.kind}.{part}")
+                or merged[f"default.{part}"])
     return template.format_map(fields)
 
 
