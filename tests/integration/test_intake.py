@@ -1,0 +1,63 @@
+"""Webhook intake: ids are stored once per delivery id, then read 100 per CRM call through the same
+path as polling; a duplicate delivery applies nothing twice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from sidecar.domain import Crm, LeadSnapshot
+from sidecar.ports import ChangePage, Cursor, DirectoryUser
+from sidecar.store.db import transaction
+from sidecar.store.models import IntakeItem, Lead, LeadEvent
+from sidecar.sync import drain_intake, enqueue_intake
+from tests.support import apply_policy, context, ny, policy_raw, snapshot
+
+
+class Reader:
+    crm = Crm.SALESFORCE
+
+    def __init__(self) -> None:
+        self.reads: list[list[str]] = []
+
+    def read_changes(self, cursor: Cursor) -> Iterator[ChangePage]:
+        return iter(())
+
+    def read_leads(self, crm_ids: Sequence[str]) -> list[LeadSnapshot]:
+        self.reads.append(list(crm_ids))
+        return [snapshot(crm_id, at=ny(24, 8)) for crm_id in crm_ids]
+
+    def read_users(self) -> list[DirectoryUser]:
+        return []
+
+    def record_url(self, crm_id: str) -> str:
+        return crm_id
+
+
+def test_duplicate_deliveries_are_stored_once_and_applied_once(sessions: sessionmaker[Session]) -> None:
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    deliveries = [(f"evt-{i}", f"00Q{i % 250}") for i in range(250)]
+    with transaction(sessions) as session:
+        assert enqueue_intake(session, "salesforce", deliveries, ny(24, 8, 1)) == 250
+    with transaction(sessions) as session:  # the CRM delivers the same batch again
+        assert enqueue_intake(session, "salesforce", deliveries, ny(24, 8, 2)) == 0
+    reader = Reader()
+    assert drain_intake(sessions, context().book, reader, ny(24, 8, 3)) == 250
+    assert [len(ids) for ids in reader.reads] == [100, 100, 50]
+    assert drain_intake(sessions, context().book, reader, ny(24, 8, 4)) == 0
+    with transaction(sessions) as session:
+        assert session.scalar(select(func.count()).select_from(IntakeItem)) == 250
+        assert session.scalar(select(func.count()).select_from(Lead)) == 250
+        created = session.scalar(select(func.count()).select_from(LeadEvent).where(LeadEvent.kind == "created"))
+        assert created == 250
+
+
+def test_two_events_for_one_lead_in_a_batch_read_it_once(sessions: sessionmaker[Session]) -> None:
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    with transaction(sessions) as session:
+        enqueue_intake(session, "salesforce", [("e1", "00QA"), ("e2", "00QA"), ("e3", "00QB")], ny(24, 8))
+    reader = Reader()
+    drain_intake(sessions, context().book, reader, ny(24, 8, 1))
+    assert reader.reads == [["00QA", "00QB"]]
