@@ -68,9 +68,10 @@ def _team_of(session: Session, owner_id: str | None) -> str | None:
 
 def _fields(policy: Policy, snapshot: LeadSnapshot) -> dict[str, Any]:
     return {
-        "name": snapshot.name, "company": snapshot.company, "email": snapshot.email,
-        "market": snapshot.market, "source": snapshot.source,
-        "intent": derive_intent(policy, snapshot).value, "score": snapshot.score, "tier": snapshot.tier,
+        "name": _clip(snapshot.name) or "", "company": _clip(snapshot.company) or "",
+        "email": _clip(snapshot.email, 320) or "", "market": _clip(snapshot.market, 64),
+        "source": _clip(snapshot.source, 100),
+        "intent": derive_intent(policy, snapshot).value, "score": snapshot.score, "tier": _clip(snapshot.tier, 50),
         "deal_size": snapshot.deal_size, "flags": sorted(snapshot.flags),
     }
 
@@ -179,7 +180,21 @@ def _text(value: Any) -> str | None:
 
 def _event(session: Session, lead: Lead, at: datetime, kind: str, old: str | None, new: str | None,
            key: str, detail: dict[str, Any] | None = None) -> LeadEvent:
-    event = LeadEvent(lead_id=lead.id, at=at, kind=kind, old=old, new=new, dedupe_key=key,
-                      detail=detail or {})
+    """Append one event. Two real changes can share a CRM timestamp (score 10 then 20 within one
+    second), so a key already taken gets a sequence suffix instead of failing the whole page."""
+    taken = set(session.scalars(select(LeadEvent.dedupe_key).where(
+        LeadEvent.lead_id == lead.id, LeadEvent.dedupe_key.startswith(key))))
+    unique, n = key, 1
+    while unique in taken:
+        n += 1
+        unique = f"{key}#{n}"
+    event = LeadEvent(lead_id=lead.id, at=at, kind=kind, old=_clip(old), new=_clip(new),
+                      dedupe_key=unique[:200], detail=detail or {})
     session.add(event)
+    session.flush()
     return event
+
+
+def _clip(value: str | None, width: int = 300) -> str | None:
+    # PostgreSQL enforces column widths (SQLite does not): a long CRM value must not fail the page.
+    return value if value is None or len(value) <= width else value[: width - 1] + "…"

@@ -43,9 +43,12 @@ def poll_all(rt: Runtime, now: datetime) -> dict[str, sync.PollStats]:
     """Poll each CRM; with several sidecars on PostgreSQL, whoever holds a CRM's lock polls it."""
     stats = {}
     for name, reader in rt.readers.items():
-        with leader_lock(rt.sessions, f"poll:{name}") as leader:
-            if leader:
-                stats[name] = sync.poll(rt.sessions, rt.ctx.book, reader, now)
+        try:  # one CRM's outage must not stop the others' polling
+            with leader_lock(rt.sessions, f"poll:{name}") as leader:
+                if leader:
+                    stats[name] = sync.poll(rt.sessions, rt.ctx.book, reader, now)
+        except Exception:  # reported; the cursor did not move, the next poll tries again
+            log.exception("polling %s failed", name)
     return stats
 
 
@@ -66,7 +69,13 @@ def sync_directory(rt: Runtime, now: datetime) -> list[SyncResult]:
 
 
 def drain_webhooks(rt: Runtime, now: datetime) -> int:
-    return sum(sync.drain_intake(rt.sessions, rt.ctx.book, reader, now) for reader in rt.readers.values())
+    applied = 0
+    for name, reader in rt.readers.items():
+        try:  # one CRM's outage must not stop the other's webhook intake
+            applied += sync.drain_intake(rt.sessions, rt.ctx.book, reader, now)
+        except Exception:  # reported; the ids stay queued for the next run
+            log.exception("reading %s leads announced by webhooks failed", name)
+    return applied
 
 
 def evaluate(rt: Runtime, now: datetime) -> Counter[str]:

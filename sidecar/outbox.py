@@ -8,6 +8,7 @@ later, or dead with a reason the admin can act on. Nothing is dropped silently.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections import Counter
@@ -102,9 +103,11 @@ class _Claim:
     action: str
     key: str
     request: Request
+    attempt: int  # the row's attempt count when claimed: the token that proves the claim is still ours
 
 
-def _claim(session: Session, now: datetime, batch: int, lease: timedelta) -> list[_Claim]:
+def _claim(session: Session, now: datetime, batch: int, lease: timedelta) -> tuple[list[_Claim], int]:
+    """Claim due rows (and skip those whose prerequisite failed); returns (claims, skipped count)."""
     parent = aliased(OutboxRow)
     # Effects whose prerequisite failed or was skipped are skipped too (no "new owner" DM after a
     # refused owner change).
@@ -126,8 +129,8 @@ def _claim(session: Session, now: datetime, batch: int, lease: timedelta) -> lis
     claims = []
     for row in session.scalars(due):
         row.status, row.claimed_until, row.attempts = "in_flight", now + lease, row.attempts + 1
-        claims.append(_Claim(row.id, row.action, row.idempotency_key, decode(row)))
-    return claims
+        claims.append(_Claim(row.id, row.action, row.idempotency_key, decode(row), row.attempts))
+    return claims, len(blocked_ids)
 
 
 def _perform(ports: Ports, claim: _Claim) -> str:
@@ -159,11 +162,12 @@ def dispatch(sessions: sessionmaker[Session], ports: Ports, now: datetime, *, ba
     outcomes: Counter[str] = Counter()
     for _ in range(max_batches):
         with transaction(sessions) as session:
-            claims = _claim(session, now, batch, lease)
+            claims, skipped = _claim(session, now, batch, lease)
             shaped = shape(session, claims, now, ports.noise)
             for claim, release in shaped.held:
                 _hold(session, claim, release)
         outcomes["held"] += len(shaped.held)
+        outcomes["skipped"] += skipped
         if not claims:
             break
         sends, task_batches = _batch_tasks(ports, shaped.sends)
@@ -220,10 +224,21 @@ def _outcome(result: str | Exception, key: str) -> tuple[str, str, float | None]
     return "retry", f"{type(result).__name__}: {result}", None
 
 
+def _still_ours(session: Session, claim: _Claim) -> OutboxRow | None:
+    """The row, if this dispatcher's claim still holds: a lease that ran out may have been taken
+    over (and settled) by another dispatcher, whose result must not be overwritten."""
+    row = session.get(OutboxRow, claim.id, with_for_update=session.get_bind().dialect.name == "postgresql")
+    if row is None or row.status != "in_flight" or row.attempts != claim.attempt:
+        log.warning("effect %s: claim lost (lease expired and taken over); result not recorded", claim.key)
+        return None
+    return row
+
+
 def _hold(session: Session, claim: _Claim, release: datetime) -> None:
     """Back to pending until the recipient's window frees up; holding is not a failed attempt."""
-    row = session.get(OutboxRow, claim.id)
-    assert row is not None
+    row = _still_ours(session, claim)
+    if row is None:
+        return
     row.status, row.claimed_until, row.attempts = "pending", None, row.attempts - 1
     row.next_attempt_at, row.last_error = release, f"held: warning limit reached for {row.recipient}"
 
@@ -244,15 +259,17 @@ def _digest(ports: Ports, group: list[_Claim]) -> str:
     if ports.notifier is None:
         raise PermanentError("no notifier configured: set SIDECAR_SLACK_BOT_TOKEN")
     notifications = [claim.request for claim in group if isinstance(claim.request, Notification)]
-    # The first key names the digest: a retry of the same group is recognisably the same message.
-    return "digest:" + ports.notifier.send_digest(notifications, f"digest:{group[0].key}")
+    # The members name the digest: a retry of the same group is recognisably the same message.
+    members = hashlib.sha256("\n".join(sorted(claim.key for claim in group)).encode()).hexdigest()[:16]
+    return "digest:" + ports.notifier.send_digest(notifications, f"digest:{members}")
 
 
 def _settle(session: Session, claim: _Claim, settled: tuple[str, str, float | None], now: datetime,
             retry: RetryPolicy) -> str:
     status, text, retry_after = settled
-    row = session.get(OutboxRow, claim.id)
-    assert row is not None
+    row = _still_ours(session, claim)
+    if row is None:
+        return "lost"
     if status == "retry" and row.attempts >= retry.max_attempts:
         status, text = "dead", f"gave up after {row.attempts} attempts: {text}"
     if status == "retry":

@@ -5,6 +5,7 @@ Both paths end in `ingest.apply_snapshot`; a webhook only tells us *which* leads
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,11 +14,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from sidecar import audit
+from sidecar.domain import LeadSnapshot
 from sidecar.engine.policies import PolicyBook
 from sidecar.ingest import apply_snapshot
 from sidecar.ports import ChangePage, CrmReader, Cursor
 from sidecar.store.db import transaction
 from sidecar.store.models import IntakeItem, SyncCursor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,12 +54,26 @@ def poll(sessions: sessionmaker[Session], book: PolicyBook, reader: CrmReader, n
     return stats
 
 
+def _apply_one(session: Session, book: PolicyBook, snapshot: LeadSnapshot) -> int:
+    """Apply one snapshot in a savepoint; a snapshot that fails is audited and the rest go on,
+    instead of one bad record blocking its page (and the cursor) forever."""
+    try:
+        with session.begin_nested():
+            return len(apply_snapshot(session, book, snapshot).events)
+    except Exception as exc:  # reported in the audit and the log, never dropped silently
+        log.exception("could not apply %s lead %s", snapshot.crm.value, snapshot.crm_id)
+        audit.record(session, at=snapshot.crm_modified_at, kind="ingest_failed",
+                     details={"crm": snapshot.crm.value, "crm_id": snapshot.crm_id,
+                              "error": f"{type(exc).__name__}: {exc}"[:500]})
+        return 0
+
+
 def apply_page(sessions: sessionmaker[Session], book: PolicyBook, crm: str, page: ChangePage,
                stats: PollStats) -> None:
     """One page of changes and the cursor that covers it, in one transaction (polling and backfill)."""
     with transaction(sessions) as session:
         for snapshot in page.snapshots:
-            stats.events += len(apply_snapshot(session, book, snapshot).events)
+            stats.events += _apply_one(session, book, snapshot)
         row = _cursor_row(session, crm, "leads")
         if page.cursor.at is not None and (row.cursor_at is None or page.cursor.at >= row.cursor_at):
             row.cursor_at, row.cursor_ids = page.cursor.at, list(page.cursor.seen_ids)
@@ -91,7 +110,7 @@ def drain_intake(sessions: sessionmaker[Session], book: PolicyBook, reader: CrmR
                 return applied
             ids = list(dict.fromkeys(item.crm_id for item in items))
             for snapshot in reader.read_leads(ids):
-                apply_snapshot(session, book, snapshot)
+                _apply_one(session, book, snapshot)
                 applied += 1
             for item in items:
                 item.processed_at = now

@@ -40,7 +40,7 @@ def test_warnings_due_together_go_out_as_one_digest(sessions: sessionmaker[Sessi
     run(sessions, Ports(notifier, {"salesforce": FakeWriter()}), ny(24, 8, 48), ny(24, 8, 48))
     assert notifier.sent == {}
     [(key, digest)] = notifier.digests.items()
-    assert key.startswith("digest:clock:") and sorted(n.lead.crm_id for n in digest) == ["00Q0", "00Q1", "00Q2"]
+    assert key.startswith("digest:") and sorted(n.lead.crm_id for n in digest) == ["00Q0", "00Q1", "00Q2"]
     with transaction(sessions) as session:
         rows = session.scalars(select(OutboxRow).where(OutboxRow.action == "notify")).all()
     assert {(r.status, r.result) for r in rows} == {("done", "digest:C1:digest1")}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,7 +12,7 @@ from sidecar.engine.evaluator import tick
 from sidecar.outbox import Ports, RetryPolicy, dispatch
 from sidecar.ports import PermanentError, TransientError
 from sidecar.store.db import transaction
-from sidecar.store.models import AuditRow, OutboxRow
+from sidecar.store.models import AuditRow, Lead, LeadEvent, OutboxRow
 from tests.support import (
     FakeNotifier,
     FakeWriter,
@@ -127,7 +127,7 @@ def test_a_crash_after_claiming_is_recovered_after_the_lease(sessions: sessionma
     breached_lead(sessions)
     now = ny(24, 9, 46).astimezone(UTC)
     with transaction(sessions) as session:  # a dispatcher claims rows, then dies before settling
-        claimed = outbox._claim(session, now, 50, timedelta(minutes=5))
+        claimed, _skipped = outbox._claim(session, now, 50, timedelta(minutes=5))
     assert len(claimed) == 5  # the rows with no prerequisite
     notifier, writer = FakeNotifier(), FakeWriter()
     ports = Ports(notifier, {"salesforce": writer})
@@ -164,3 +164,46 @@ def test_tasks_for_one_crm_go_out_in_one_batch_and_fail_alone(sessions: sessionm
     tasks = {key: status for key, (status, _error) in statuses(sessions).items() if ":task:" in key}
     assert sorted(tasks.values()) == ["dead", "done", "done"]
     assert outcome["dead"] == 1
+
+
+def test_a_dispatcher_whose_lease_was_taken_over_cannot_overwrite_the_result(
+        sessions: sessionmaker[Session]) -> None:
+    breached_lead(sessions)
+    now = ny(24, 9, 46).astimezone(UTC)
+    with transaction(sessions) as session:  # A claims, then stalls past its lease
+        slow, _ = outbox._claim(session, now, 1, timedelta(minutes=5))
+    notifier = FakeNotifier()
+    dispatch(sessions, Ports(notifier, {"salesforce": FakeWriter()}), now + timedelta(minutes=6))  # B takes over
+    with transaction(sessions) as session:  # A finally hears back with a timeout
+        assert outbox._settle(session, slow[0], ("retry", "timeout", None), now + timedelta(minutes=7),
+                              RetryPolicy()) == "lost"
+    with transaction(sessions) as session:
+        row = session.get(OutboxRow, slow[0].id)
+        assert (row.status, row.last_error) == ("done", None)
+
+
+def test_one_bad_snapshot_is_audited_and_the_rest_of_the_page_applies(sessions: sessionmaker[Session]) -> None:
+    from sidecar.ports import ChangePage, Cursor
+    from sidecar.sync import PollStats, apply_page
+
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    ctx = context()
+    good = snapshot("00QGOOD", at=ny(24, 8))
+    bad = snapshot("00QBAD", at=ny(24, 8), created_at=datetime(2026, 11, 24, 8))  # naive: the store refuses it
+    apply_page(sessions, ctx.book, "salesforce", ChangePage([bad, good], Cursor(ny(24, 8), ())), PollStats())
+    with transaction(sessions) as session:
+        failed = session.scalars(select(AuditRow).where(AuditRow.kind == "ingest_failed")).one()
+        leads = session.scalars(select(Lead.crm_id)).all()
+    assert failed.details["crm_id"] == "00QBAD" and leads == ["00QGOOD"]
+
+
+def test_same_timestamp_two_changes_both_recorded(sessions: sessionmaker[Session]) -> None:
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    ctx = context()
+    ingest(sessions, ctx, snapshot(at=ny(24, 8)))
+    ingest(sessions, ctx, snapshot(at=ny(24, 8, 5), score=10.0))
+    ingest(sessions, ctx, snapshot(at=ny(24, 8, 5), score=20.0))  # same CRM second, another change
+    with transaction(sessions) as session:
+        values = [e.new for e in session.scalars(select(LeadEvent).where(LeadEvent.kind == "field_changed")
+                                                 .order_by(LeadEvent.id))]
+    assert values == ["10.0", "20.0"]
