@@ -108,8 +108,10 @@ def write_tasks(count: int) -> dict[str, Any]:
         wall = time.perf_counter() - started
         calls = dict(api.calls)
         again = writer.create_tasks(items[:100])  # a replay: one lookup, no create
-        return {"tasks": count, "created": len(set(ids)), "in_crm": len(emulator.records("tasks")),
-                "replay_same_ids": again == ids[:100], "calls": calls,
+        written = {key: value for key, value in ids.items() if isinstance(value, str)}
+        return {"tasks": count, "created": len(set(written.values())), "failed": len(ids) - len(written),
+                "in_crm": len(emulator.records("tasks")),
+                "replay_same_ids": again == {key: ids[key] for _task, key in items[:100]}, "calls": calls,
                 "http_429": [e["status"] for e in emulator.log.entries].count(429), "wall_s": round(wall, 2)}
 
 

@@ -39,9 +39,9 @@ class SalesforceReps:
               "Lead": (("Market__c", "string"), ("Lead_Score__c", "double"), ("Account_Tier__c", "string"),
                        ("Estimated_Deal_Size__c", "currency"), ("Sanctions_Match__c", "boolean"),
                        ("Usage_Drop__c", "boolean")),
-              # Standard Task fields this small emulated schema leaves out, plus our key field.
+              # Standard Task fields this small emulated schema leaves out.
               "Task": (("CompletedDateTime", "datetime"), ("ReminderDateTime", "datetime"),
-                       ("IsReminderSet", "boolean"), ("Sidecar_Key__c", "string"))}
+                       ("IsReminderSet", "boolean"))}
     FLAGS: ClassVar[dict[str, str]] = {"sanctions_match": "Sanctions_Match__c", "usage_drop": "Usage_Drop__c"}
 
     def __init__(self, emulator: SalesforceEmulator, http: requests.Session) -> None:
@@ -51,6 +51,8 @@ class SalesforceReps:
         for sobject, fields in self.CUSTOM.items():
             for name, ftype in fields:
                 emulator.add_field(sobject, name, ftype)
+        # The sidecar's idempotency key, set up as the install guide says: External ID + Unique.
+        emulator.add_field("Task", "Sidecar_Key__c", "string", external_id=True, unique=True)
 
     def _call(self, method: str, path: str, user: str, body: dict[str, Any]) -> Any:
         token = self._tokens.get(user) or self._tokens.setdefault(user, self.emulator.issue_token(user))

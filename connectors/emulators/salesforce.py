@@ -2,9 +2,9 @@
 
 Serve it over TLS (see tls.py): simple-salesforce only builds https:// URLs. It covers what the
 sidecar uses: logins, SOQL query/queryMore/queryAll, sObject CRUD with If-Unmodified-Since,
-describe, limits, composite sobjects, `/composite` (subrequests), Bulk API 2.0 query jobs,
-LeadHistory, the `Sforce-Limit-Info` header and the daily request limit, and Workflow Outbound
-Messages. Everything else answers 404 NOT_FOUND, like an
+describe, limits, composite sobjects (create, update, upsert by External ID), `/composite`
+(subrequests), Bulk API 2.0 query jobs, LeadHistory, the `Sforce-Limit-Info` header and the daily
+request limit, and Workflow Outbound Messages. Everything else answers 404 NOT_FOUND, like an
 endpoint the org does not have.
 """
 
@@ -28,10 +28,12 @@ from connectors.emulators.http import Emulator, Request, Response
 from connectors.emulators.salesforce_bulk import BulkError, BulkQueryJobs
 from connectors.emulators.salesforce_composite import (
     COMPOSITE_MAX,
+    UPSERT_MIN_VERSION,
     CompositeError,
     parse_composite,
     run_composite,
     run_composite_request,
+    run_upsert,
 )
 from connectors.emulators.salesforce_login import Credentials, LoginDirectory
 from connectors.emulators.salesforce_outbound import OutboundQueue, Trigger
@@ -123,6 +125,7 @@ class SalesforceEmulator(Emulator):
             add(method, row, handler)
         add("POST", _V + r"/composite/sobjects", lambda r: self._composite(r, creating=True))
         add("PATCH", _V + r"/composite/sobjects", lambda r: self._composite(r, creating=False))
+        add("PATCH", _V + r"/composite/sobjects/(?P<sobject>\w+)/(?P<field>\w+)", self._upsert)
         add("POST", _V + r"/composite", self._composite_request)
         add("POST", _V + r"/jobs/query", lambda r: self.bulk.create(r, self._actor, self._body(r)))
         add("GET", _V + r"/jobs/query/(?P<job>750\w+)", self.bulk.status)
@@ -288,7 +291,7 @@ class SalesforceEmulator(Emulator):
     def _update(self, request: Request) -> Response:
         sobject, record = self._record(request)
         self._check_unmodified(request, record)
-        clean = self.store.validate(sobject, self._body(request), creating=False)
+        clean = self.store.validate(sobject, self._body(request), creating=False, record_id=record["Id"])
         self.store.apply_update(sobject, record["Id"], clean, self._actor)
         return Response(204, None)
 
@@ -298,7 +301,7 @@ class SalesforceEmulator(Emulator):
         self.store.apply_delete(sobject, record["Id"], self._actor)
         return Response(204, None)
 
-    def _composite(self, request: Request, *, creating: bool) -> Response:
+    def _composite_records(self, request: Request) -> tuple[list[Any], bool]:
         body = self._body(request)
         records = body.get("records") if isinstance(body, dict) else None
         if not isinstance(records, list):
@@ -306,9 +309,29 @@ class SalesforceEmulator(Emulator):
         if len(records) > COMPOSITE_MAX:
             raise ApiError(400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit more than "
                            f"{COMPOSITE_MAX} records into this call")
-        all_or_none = bool(body.get("allOrNone"))
+        return records, bool(body.get("allOrNone"))
+
+    def _composite(self, request: Request, *, creating: bool) -> Response:
+        records, all_or_none = self._composite_records(request)
         return Response(200, run_composite(self.store, records, all_or_none=all_or_none, creating=creating,
                                            actor=self._actor))
+
+    def _upsert(self, request: Request) -> Response:
+        major, minor = (int(part) for part in request.params["version"].split("."))
+        if (major, minor) < UPSERT_MIN_VERSION:  # the resource does not exist before 46.0
+            raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
+        sobject = self._sobject(request.params["sobject"])
+        wanted = request.params["field"]
+        field = {n.lower(): n for n in self.store.schemas[sobject]}.get(wanted.lower())
+        if field is None:  # a real org's answer for an unknown (or hidden) key field
+            raise ApiError(404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: "
+                           f"{wanted}")
+        if not self.store.schemas[sobject][field].external_id:  # our approximation of the code
+            raise ApiError(400, "INVALID_FIELD", f"Field name provided, {field} is not an External ID or indexed "
+                           f"field for {sobject}")
+        records, all_or_none = self._composite_records(request)
+        return Response(200, run_upsert(self.store, sobject, field, records, all_or_none=all_or_none,
+                                        actor=self._actor))
 
     def _composite_request(self, request: Request) -> Response:
         try:
@@ -391,9 +414,11 @@ class SalesforceEmulator(Emulator):
         with self.lock:
             self.logins.apps[client_id] = client_secret
 
-    def add_field(self, sobject: str, name: str, ftype: str) -> None:
+    def add_field(self, sobject: str, name: str, ftype: str, *, external_id: bool = False,
+                  unique: bool = False) -> None:
+        """A custom field, optionally an External ID (can key an upsert) and/or Unique."""
         with self.lock:
-            self.store.add_field(sobject, name, ftype)
+            self.store.add_field(sobject, name, ftype, external_id=external_id, unique=unique)
 
     def issue_token(self, user_id: str | None = None) -> str:
         with self.lock:
@@ -413,13 +438,13 @@ class SalesforceEmulator(Emulator):
                        user_id: str | None = None) -> None:
         """An edit by a person in the UI: LastModifiedDate, SystemModstamp and history all move."""
         with self.lock:
-            clean = self.store.validate(sobject, fields, creating=False)
+            clean = self.store.validate(sobject, fields, creating=False, record_id=record_id)
             self.store.apply_update(sobject, record_id, clean, user_id or self.integration_user_id)
 
     def system_update(self, sobject: str, record_id: str, fields: dict[str, Any] | None = None) -> None:
         """A change by automation: only SystemModstamp moves."""
         with self.lock:
-            clean = self.store.validate(sobject, fields or {}, creating=False, system=True)
+            clean = self.store.validate(sobject, fields or {}, creating=False, system=True, record_id=record_id)
             self.store.apply_update(sobject, record_id, clean, self.integration_user_id, user_change=False)
 
     def get(self, sobject: str, record_id: str) -> dict[str, Any] | None:

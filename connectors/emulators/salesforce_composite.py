@@ -9,6 +9,14 @@ answers exactly like GET /query (its `nextRecordsUrl` is then followed with ordi
 calls). The error codes for a malformed envelope (too many subrequests, duplicate referenceIds) are
 our approximation; Salesforce documents the limits, not the codes. Outbound messages triggered by a
 subrequest that allOrNone later rolls back are not retracted.
+
+`PATCH /composite/sobjects/{sObject}/{ExternalIdField}` (API 46.0+): upsert up to 200 records of
+that one type keyed by an External ID field. Each record is matched on its key value: no match
+creates it (`created: true`), exactly one match updates that record with the fields sent
+(`created: false`). Per-record results come back in request order. A key given twice in one
+request fails every record carrying it (DUPLICATE_VALUE, "Duplicate external id specified"), a key
+matching several records (a non-unique External ID) fails with DUPLICATE_EXTERNAL_ID. The codes for
+a record of the wrong type, one carrying an Id or one without a key are our approximation.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ _ROLLED_BACK = ("ALL_OR_NONE_OPERATION_ROLLED_BACK", "Record rolled back because
                 "valid and the request was using AllOrNone header")
 
 _Plan = tuple[str, str, dict[str, Any]]  # sObject, id ("" on create), validated fields
+UPSERT_MIN_VERSION = (46, 0)
 
 
 def _resolve_type(store: OrgStore, item: dict[str, Any]) -> str:
@@ -50,7 +59,25 @@ def _plan(store: OrgStore, item: Any, creating: bool) -> _Plan:
             raise RecordError("ENTITY_IS_DELETED", "entity is deleted")
     elif record_id:
         raise RecordError("INVALID_FIELD", "cannot specify Id in an insert call", ["Id"])
-    return sobject, record_id, store.validate(sobject, fields, creating=creating)
+    return sobject, record_id, store.validate(sobject, fields, creating=creating, record_id=record_id or None)
+
+
+def _refuse_repeats(store: OrgStore, plans: list[_Plan | RecordError]) -> None:
+    """Two records of one request with the same Unique value: the first is written, the later ones
+    fail, as they would one after the other in a real org (validation alone sees neither)."""
+    seen: dict[tuple[str, str, Any], str] = {}
+    for index, plan in enumerate(plans):
+        if isinstance(plan, RecordError):
+            continue
+        sobject, _record_id, clean = plan
+        for name, value in clean.items():
+            if value in (None, "") or not store.schemas[sobject][name].unique:
+                continue
+            if (sobject, name, value) in seen:
+                plans[index] = RecordError("DUPLICATE_VALUE", f"duplicate value found: {name} duplicates value "
+                                           f"on a record in this request ({seen[sobject, name, value]})", [])
+                break
+            seen[sobject, name, value] = f"record {index}"
 
 
 def run_composite(store: OrgStore, records: list[Any], *, all_or_none: bool, creating: bool,
@@ -62,6 +89,7 @@ def run_composite(store: OrgStore, records: list[Any], *, all_or_none: bool, cre
             plans.append(_plan(store, item, creating))
         except RecordError as exc:
             plans.append(exc)
+    _refuse_repeats(store, plans)
     failed = any(isinstance(p, RecordError) for p in plans)
     results: list[dict[str, Any]] = []
     for plan in plans:
@@ -78,6 +106,64 @@ def run_composite(store: OrgStore, records: list[Any], *, all_or_none: bool, cre
                 store.apply_update(sobject, record_id, clean, actor)
             results.append({"id": record_id, "success": True, "errors": []})
     return results
+
+
+def run_upsert(store: OrgStore, sobject: str, key_field: str, records: list[Any], *, all_or_none: bool,
+               actor: str) -> list[dict[str, Any]]:
+    """Per-record UpsertResults `{"id", "success", "errors", "created"}`, in request order.
+    `key_field` is the canonical name of an External ID field of `sobject` (the caller checks)."""
+    values = [item.get(key_field) if isinstance(item, dict) else None for item in records]
+    # Keys are compared as sent (strings); a value given more than once fails every record with it.
+    counts: dict[Any, int] = {}
+    for value in values:
+        if isinstance(value, str) and value:
+            counts[value] = counts.get(value, 0) + 1
+    plans: list[_Plan | RecordError] = []
+    for item, value in zip(records, values, strict=True):
+        try:
+            plans.append(_plan_upsert(store, sobject, key_field, item, value, counts))
+        except RecordError as exc:
+            plans.append(exc)
+    failed = any(isinstance(p, RecordError) for p in plans)
+    results: list[dict[str, Any]] = []
+    for plan in plans:
+        if isinstance(plan, RecordError):
+            results.append({"id": None, "success": False, "errors": [plan.as_dict("statusCode")],
+                            "created": False})
+        elif failed and all_or_none:
+            error = RecordError(*_ROLLED_BACK).as_dict("statusCode")
+            results.append({"id": plan[1] or None, "success": False, "errors": [error], "created": False})
+        else:
+            _sobject, record_id, clean = plan
+            created = not record_id
+            if created:
+                record_id = store.apply_create(sobject, clean, actor)
+            else:
+                store.apply_update(sobject, record_id, clean, actor)
+            results.append({"id": record_id, "success": True, "errors": [], "created": created})
+    return results
+
+
+def _plan_upsert(store: OrgStore, sobject: str, key_field: str, item: Any, value: Any,
+                 counts: dict[Any, int]) -> _Plan:
+    if not isinstance(item, dict):
+        raise RecordError("JSON_PARSER_ERROR", "each record must be an object")
+    if _resolve_type(store, item) != sobject:
+        raise RecordError("INVALID_TYPE", f"this request upserts {sobject} records only")
+    if any(k.lower() == "id" for k in item):
+        raise RecordError("INVALID_FIELD", "cannot specify Id in an upsert by external id", ["Id"])
+    if value in (None, ""):
+        raise RecordError("MISSING_ARGUMENT", f"{key_field} not specified", [key_field])
+    if counts.get(value, 0) > 1:
+        raise RecordError("DUPLICATE_VALUE", f"Duplicate external id specified: {value}", [key_field])
+    matches = store.matching(sobject, key_field, value)
+    if len(matches) > 1:
+        raise RecordError("DUPLICATE_EXTERNAL_ID", f"{key_field}: more than one record found for external id "
+                          f"field: {matches}", [key_field])
+    fields = {k: v for k, v in item.items() if k != "attributes"}
+    if matches:
+        return sobject, matches[0], store.validate(sobject, fields, creating=False, record_id=matches[0])
+    return sobject, "", store.validate(sobject, fields, creating=True)
 
 
 # --- /composite: up to 25 subrequests of other REST resources in one call -----------------------------

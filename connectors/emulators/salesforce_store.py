@@ -26,6 +26,11 @@ class FieldSpec:
     writable: bool = True  # createable and updateable through the API
     required: bool = False  # on create
     custom: bool = False
+    # Custom-field attributes an admin ticks in Setup. Only an External ID field can key an upsert;
+    # Unique makes the org refuse a second record with the same value (case-sensitive here, the
+    # default unless "treat ABC and abc as duplicates" is chosen).
+    external_id: bool = False
+    unique: bool = False
 
 
 _SYSTEM = ("Id:id! IsDeleted:boolean! CreatedDate:datetime! CreatedById:reference! "
@@ -120,12 +125,14 @@ class OrgStore:
     def describe(self, sobject: str, version: str) -> dict[str, Any]:
         fields = [{"name": name, "label": name, "type": spec.type, "custom": spec.custom,
                    "createable": spec.writable, "updateable": spec.writable, "nillable": not spec.required,
+                   "externalId": spec.external_id, "unique": spec.unique, "caseSensitive": spec.unique,
                    "referenceTo": list(_REFERENCE_TARGETS.get(name, ()))}
                   for name, spec in self.schemas[sobject].items()]
         return {**object_summary(sobject, version), "fields": fields}
 
-    def add_field(self, sobject: str, name: str, ftype: str, *, custom: bool = True) -> None:
-        self.schemas[sobject][name] = FieldSpec(ftype, custom=custom)
+    def add_field(self, sobject: str, name: str, ftype: str, *, custom: bool = True, external_id: bool = False,
+                  unique: bool = False) -> None:
+        self.schemas[sobject][name] = FieldSpec(ftype, custom=custom, external_id=external_id, unique=unique)
         for record in self.tables[sobject].values():
             record.setdefault(name, None)
 
@@ -155,8 +162,9 @@ class OrgStore:
     # --- validation -------------------------------------------------------------------------------
 
     def validate(self, sobject: str, values: dict[str, Any], *, creating: bool,
-                 system: bool = False) -> dict[str, Any]:
-        """Canonical field names and values, or RecordError; `system` allows read-only fields."""
+                 system: bool = False, record_id: str | None = None) -> dict[str, Any]:
+        """Canonical field names and values, or RecordError; `system` allows read-only fields.
+        `record_id` is the record being updated (its own value of a Unique field is no clash)."""
         schema = self.schemas[sobject]
         by_lower = {name.lower(): name for name in schema}
         clean: dict[str, Any] = {}
@@ -181,7 +189,23 @@ class OrgStore:
         for name, targets in _REFERENCE_TARGETS.items():
             if clean.get(name) is not None and name in schema:
                 self._check_reference(sobject, name, str(clean[name]), targets)
+        self._check_unique(sobject, clean, to_18(record_id) if record_id else None)
         return clean
+
+    def matching(self, sobject: str, name: str, value: Any) -> list[str]:
+        """Ids of the live records whose field `name` equals `value` (exact, case-sensitive)."""
+        return [rid for rid, row in self.tables[sobject].items() if not row["IsDeleted"] and row.get(name) == value]
+
+    def _check_unique(self, sobject: str, clean: dict[str, Any], record_id: str | None) -> None:
+        schema = self.schemas[sobject]
+        for name, value in clean.items():
+            if value in (None, "") or not schema[name].unique:
+                continue
+            clash = next((rid for rid in self.matching(sobject, name, value) if rid != record_id), None)
+            if clash is not None:
+                # The wording of a unique-index violation in a real org.
+                raise RecordError("DUPLICATE_VALUE", f"duplicate value found: {name} duplicates value on "
+                                  f"record with id: {clash}", [])
 
     def _coerce(self, name: str, ftype: str, value: Any) -> Any:
         if value is None:

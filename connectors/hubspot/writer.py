@@ -5,6 +5,9 @@ property declared with `hasUniqueValue` (`ensure_properties`). Before creating, 
 up with a batch read by `idProperty` (consistent, unlike search, whose index lags writes by
 seconds, so a retry right after a timeout could miss the first attempt). If a create still races
 an earlier attempt, HubSpot refuses the duplicate with 409 and the record is read back by key.
+
+Batches answer per key (`create_tasks`): one invalid task (say, its contact was deleted) fails
+alone while the rest of its batch is written.
 """
 
 from __future__ import annotations
@@ -18,14 +21,18 @@ from connectors.hubspot.errors import Rejected
 from connectors.hubspot.fields import FieldMap
 from connectors.hubspot.mapping import epoch_ms, parse_time
 from sidecar.domain import Crm
-from sidecar.ports import ConflictError, NoteRequest, OwnerChange, TaskRequest
+from sidecar.ports import ConflictError, NoteRequest, OwnerChange, PermanentError, TaskRequest, TransientError
 
 KEY_PROPERTY = "sidecar_idempotency_key"
 BATCH = 100
+# Refused sub-batches allowed while isolating invalid inputs of one batch of 100: enough to single
+# out two bad inputs (2 x log2(100) halvings), and a bound when every input is refused alike.
+SPLIT_BUDGET = 16
 # HUBSPOT_DEFINED association type ids (engagement -> lead object); see API-NOTES.md.
 ASSOCIATION_TYPES: Mapping[tuple[str, str], int] = {("tasks", "contacts"): 204, ("notes", "contacts"): 202}
 PRIORITY = {"high": "HIGH", "normal": "MEDIUM", "low": "LOW"}
 WRITE_SCOPE = "crm.objects.contacts.write"
+Results = dict[str, str | Exception]  # idempotency key -> record id, or that item's own error
 
 
 class HubSpotWriter:
@@ -62,17 +69,20 @@ class HubSpotWriter:
     # -- tasks and notes ---------------------------------------------------------------------------
 
     def create_task(self, task: TaskRequest, idempotency_key: str) -> str:
-        return self.create_tasks([(task, idempotency_key)])[0]
+        return _one(self.create_tasks([(task, idempotency_key)]), idempotency_key)
 
-    def create_tasks(self, items: Sequence[tuple[TaskRequest, str]]) -> list[str]:
-        """Ids of the tasks for each (request, key), creating only those whose key is new."""
+    def create_tasks(self, items: Sequence[tuple[TaskRequest, str]]) -> Mapping[str, str | Exception]:
+        """`BatchTaskWriter`: per key the id of its task (created now or found), or the error of that
+        item alone. Per 100 keys: one batch read (lookup), one batch create, one read-back, so
+        1,000 tasks take 10 creates. Raises only when nothing could be done (the first lookup or
+        create failed as a whole: 5xx, 429 after retries, token or scope problems)."""
         return self._create_all("tasks", [(self._task_props(task), task.lead.crm_id, key)
                                           for task, key in items])
 
     def add_note(self, note: NoteRequest, idempotency_key: str) -> str:
         props = {"hs_note_body": _with_link(note.body, note.lead.record_url),
                  "hs_timestamp": str(epoch_ms(note.at))}
-        return self._create_all("notes", [(props, note.lead.crm_id, idempotency_key)])[0]
+        return _one(self._create_all("notes", [(props, note.lead.crm_id, idempotency_key)]), idempotency_key)
 
     def _task_props(self, task: TaskRequest) -> dict[str, str]:
         return {"hs_timestamp": str(epoch_ms(task.due_at)), "hs_task_subject": task.subject,
@@ -80,20 +90,35 @@ class HubSpotWriter:
                 "hs_task_status": "NOT_STARTED", "hs_task_priority": PRIORITY[task.priority],
                 "hs_task_type": self.task_type, "hubspot_owner_id": task.owner_id}
 
-    def _create_all(self, object_type: str, items: Sequence[tuple[dict[str, str], str, str]]) -> list[str]:
-        ids: dict[str, str] = {}
-        for start in range(0, len(items), BATCH):
-            chunk = items[start:start + BATCH]
-            ids.update(self._create_chunk(object_type, chunk))
-        return [ids[key] for _props, _lead, key in items]
+    def _create_all(self, object_type: str, items: Sequence[tuple[dict[str, str], str, str]]) -> Results:
+        todo: dict[str, tuple[dict[str, str], str]] = {}
+        for props, lead, key in items:
+            todo.setdefault(key, (props, lead))  # one key, one record: the first request for it counts
+        keyed = list(todo.items())
+        results: Results = {}
+        for start in range(0, len(keyed), BATCH):
+            try:
+                results.update(self._create_chunk(object_type, dict(keyed[start:start + BATCH])))
+            except (TransientError, PermanentError) as exc:
+                if not results:
+                    raise  # nothing done: the whole call failed
+                # Earlier chunks are written: report them, and this failure for every key not written.
+                results.update(dict.fromkeys((key for key, _value in keyed[start:]), exc))
+                break
+        return results
 
-    def _create_chunk(self, object_type: str, chunk: Sequence[tuple[dict[str, str], str, str]],
-                      retry_each: bool = True) -> dict[str, str]:
-        keys = list(dict.fromkeys(key for _props, _lead, key in chunk))
-        found = self.lookup(object_type, keys)
-        todo = {key: (props, lead) for props, lead, key in chunk if key not in found}
-        if not todo:
-            return found
+    def _create_chunk(self, object_type: str, todo: Mapping[str, tuple[dict[str, str], str]]) -> Results:
+        found: Results = dict(self.lookup(object_type, list(todo)))
+        new = {key: value for key, value in todo.items() if key not in found}
+        return {**found, **self._create_new(object_type, new, budget=[SPLIT_BUDGET])} if new else found
+
+    def _create_new(self, object_type: str, todo: Mapping[str, tuple[dict[str, str], str]],
+                    retry_each: bool = True, budget: list[int] | None = None) -> Results:
+        """Batch-create records whose keys were not found. One invalid input makes HubSpot refuse
+        the whole batch (400, nothing written), so a refused batch is split in halves until the bad
+        input stands alone and fails alone: ~2 calls per halving, only when something is invalid.
+        `budget` (shared by the halves) bounds that; inputs left unisolated are retried later."""
+        budget = budget if budget is not None else [SPLIT_BUDGET]
         type_id = self.association_types[(object_type, self.fields.object)]
         inputs: list[dict[str, Any]] = [{"properties": {**props, self.key_property: key},
                    "associations": [{"to": {"id": lead}, "types": [
@@ -103,27 +128,39 @@ class HubSpotWriter:
             body = self.api.call("general", "crm.objects.batch_api", "create", object_type,
                                  {"inputs": inputs}, scope=WRITE_SCOPE)
         except Rejected as exc:
-            if exc.status != 409 or not retry_each:
+            if exc.status == 409 and retry_each:
+                # An earlier attempt got some of these in first (the batch may be partly written):
+                # read back what exists and create the rest one by one.
+                return self._create_each(object_type, todo)
+            if exc.status != 400:
                 raise
-            # An earlier attempt got some of these in first (the batch may be partly written):
-            # read back what exists and create the rest one by one.
-            return {**found, **self._create_each(object_type, todo)}
+            if len(todo) == 1:
+                return dict.fromkeys(todo, exc)  # this item is invalid; the others are unaffected
+            budget[0] -= 1
+            if budget[0] <= 0:  # maybe all invalid alike (e.g. a missing property): stop splitting
+                return dict.fromkeys(todo, TransientError(f"not written, the batch holding it was refused: {exc}"))
+            keys = list(todo)
+            half = len(keys) // 2
+            return {**self._create_new(object_type, {k: todo[k] for k in keys[:half]}, retry_each, budget),
+                    **self._create_new(object_type, {k: todo[k] for k in keys[half:]}, retry_each, budget)}
+        created: Results = {}
         for record in (body or {}).get("results") or []:
             key = (record.get("properties") or {}).get(self.key_property)
             if key:
-                found[str(key)] = str(record["id"])
+                created[str(key)] = str(record["id"])
         # Batch results come in no promised order and need not echo our property: read back the
         # keys the response did not name (one more batch read per 100).
-        unnamed = [key for key in todo if key not in found]
-        return {**found, **self.lookup(object_type, unnamed)} if unnamed else found
+        unnamed = [key for key in todo if key not in created]
+        if unnamed:
+            created.update(self.lookup(object_type, unnamed))
+        return created
 
-    def _create_each(self, object_type: str, todo: Mapping[str, tuple[dict[str, str], str]]
-                     ) -> dict[str, str]:
-        done = self.lookup(object_type, list(todo))
-        for key, (props, lead) in todo.items():
+    def _create_each(self, object_type: str, todo: Mapping[str, tuple[dict[str, str], str]]) -> Results:
+        done: Results = dict(self.lookup(object_type, list(todo)))
+        for key, value in todo.items():
             if key not in done:
                 try:
-                    done.update(self._create_chunk(object_type, [(props, lead, key)], retry_each=False))
+                    done.update(self._create_new(object_type, {key: value}, retry_each=False))
                 except Rejected as exc:
                     if exc.status != 409:
                         raise
@@ -167,6 +204,16 @@ class HubSpotWriter:
                                 f"{current or 'nobody'} stays")
         self.api.call("general", "crm.objects.basic_api", "update", self.fields.object, change.lead.crm_id,
                       {"properties": {owner_prop: change.to_owner_id}}, scope=WRITE_SCOPE)
+
+
+def _one(results: Mapping[str, str | Exception], key: str) -> str:
+    """The single-item form of a batch answer: the id, or its error raised."""
+    result = results.get(key)
+    if result is None:
+        raise TransientError(f"HubSpot answered without a record for key {key}")
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def _with_link(body: str, url: str) -> str:

@@ -1,11 +1,28 @@
 """SalesforceWriter: tasks, breach notes and conditional owner changes, each exactly once.
 
 Idempotency: every Task we create carries its outbox key, in the custom field `key_field`
-(default Sidecar_Key__c; make it a unique External ID so a racing duplicate is refused) and as a
-`[sidecar:<key>]` line at the end of Description. Before creating we look the key up. Orgs without
-the field fall back to finding the marker with `Description LIKE`: that works anywhere but is a
-non-indexed scan and a user could edit the line away, so the field is recommended. The fallback
-switches on by itself the first time Salesforce says the field does not exist.
+(default Sidecar_Key__c; make it a Unique External ID) and as a `[sidecar:<key>]` line at the end
+of Description.
+
+Tasks are written with the sObject Collections upsert keyed by that field
+(`PATCH composite/sobjects/Task/<key_field>`, API 46.0+, up to 200 records a call, per-record
+results with `created`): a key the org has not seen creates the task, a key it has (a retry after a
+crash between the write and marking the outbox row done) matches the existing task instead of
+making a second one, so the lookup before the create disappears: 1,000 tasks = 5 calls, one task = 1.
+
+An upsert that matches updates the task with the fields sent, so a replay must not send anything
+that would undo a rep's work since: we leave out Status (Salesforce defaults it on create, so a task
+the rep has completed stays completed) and TaskSubtype (create-only on Task). The other fields are
+re-sent with the very values of the first attempt; a rep's edit to those (owner, due date, priority,
+reminder, text) between a crash and its retry would be reverted. That window is the outbox's
+retry delay, and the price of avoiding it is a lookup per 200 keys on every batch.
+
+Fallbacks, switched on by themselves the first time Salesforce refuses:
+- the field exists but is not an External ID (or the API version predates 46.0): look the keys up
+  (one SOQL IN query per chunk of keys), then create the rest with composite/sobjects (POST, 200 a
+  call): 1,000 new tasks = 5 creates + the lookups (2 with the default chunking);
+- the field does not exist: find each key's Description marker with `LIKE` (non-indexed, and a user
+  could edit the line away): one query PER KEY, so 1,000 tasks = 1,000 queries + 5 creates.
 
 Owner changes are conditional (If-Unmodified-Since = the modification time our decision saw): a
 human change in the meantime wins and surfaces as ConflictError.
@@ -14,13 +31,13 @@ human change in the meantime wins and surfaces as ConflictError.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC
 from email.utils import format_datetime
 from functools import partial
 from typing import Any
 
+import requests
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError
 
@@ -29,22 +46,39 @@ from connectors.salesforce.client import SalesforceClient
 from connectors.salesforce.errors import error_code, translate
 from connectors.salesforce.fields import FieldMap
 from sidecar.domain import Crm
-from sidecar.ports import ConflictError, LeadContext, NoteRequest, OwnerChange, PermanentError, TaskRequest
+from sidecar.ports import (
+    ConflictError,
+    LeadContext,
+    NoteRequest,
+    OwnerChange,
+    PermanentError,
+    TaskRequest,
+    TransientError,
+)
 
 log = logging.getLogger(__name__)
 COMPOSITE_MAX = 200
+UPSERT_MIN_VERSION = (46, 0)
 NOTE_SUBJECT = "SLA breach note"
 _PRIORITY = {"high": "High", "normal": "Normal", "low": "Low"}
+# Left out of an upsert, see the module docstring: Status so a replay never reopens a completed task,
+# TaskSubtype because Task lets it be set on create only (an update naming it would be refused).
+_NOT_ON_UPSERT = ("Status", "TaskSubtype")
+# Per-record failures worth retrying (another transaction held the lead's lock, and the like).
+_RETRYABLE_RECORD_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "REQUEST_RUNNING_TOO_LONG"})
+# A concurrent writer got the key in first (or an org already holds it twice): read it back by key.
+_DUPLICATE_CODES = frozenset({"DUPLICATE_VALUE", "DUPLICATE_EXTERNAL_ID"})
 
-
-@dataclass
-class BatchResult:
-    created: dict[str, str] = field(default_factory=dict)  # key -> Task id (new or found)
-    failed: dict[str, Exception] = field(default_factory=dict)  # key -> PermanentError/TransientError
+TaskResults = dict[str, str | Exception]
+RecordFields = Callable[[TaskRequest, str], dict[str, Any]]
 
 
 def _query_all(soql: str, sf: Salesforce) -> Any:
     return sf.query_all(soql)
+
+
+def _restful(path: str, method: str, body: Any, timeout: float, sf: Salesforce) -> Any:
+    return sf.restful(path, method=method, json=body, timeout=timeout)
 
 
 def _same_id(a: str | None, b: str | None) -> bool:
@@ -58,6 +92,25 @@ def _describe(lead: LeadContext, body: str, key: str) -> str:
     return f"{body}\n\nLead: {who}, state {lead.state}\n{link}\n{queries.marker(key)}"
 
 
+def _version_at_least(version: str, wanted: tuple[int, int]) -> bool:
+    try:
+        major, minor = (int(part) for part in version.split(".", 1))
+    except ValueError:
+        return False
+    return (major, minor) >= wanted
+
+
+def _record_failure(answer: Any) -> tuple[set[str], Exception]:
+    """The error codes and the port-level error of one failed per-record result."""
+    errors = answer.get("errors") if isinstance(answer, dict) else None
+    items = [e for e in errors or [] if isinstance(e, dict)]
+    codes = {str(e.get("statusCode") or e.get("errorCode") or "") for e in items}
+    text = "; ".join(f"{e.get('statusCode') or e.get('errorCode')}: {e.get('message')}" for e in items)
+    if codes & _RETRYABLE_RECORD_CODES:
+        return codes, TransientError(f"Salesforce could not write the task now: {text}")
+    return codes, PermanentError(f"Salesforce refused the task: {text or repr(answer)[:200]}")
+
+
 class SalesforceWriter:
     crm = Crm.SALESFORCE
 
@@ -65,6 +118,8 @@ class SalesforceWriter:
         self.client = client
         self.fields = fields or FieldMap()
         self.key_field = self.fields.key_field
+        # Switched off for good when the org refuses the upsert (field not an External ID, old API).
+        self.upsert = _version_at_least(client.version, UPSERT_MIN_VERSION)
 
     def api_usage(self) -> tuple[int, int] | None:
         return self.client.api_usage()
@@ -82,6 +137,14 @@ class SalesforceWriter:
             values.update(ReminderDateTime=task.due_at.astimezone(UTC).isoformat(), IsReminderSet=True)
         return self._keyed(values, key)
 
+    def upsert_fields(self, task: TaskRequest, key: str) -> dict[str, Any]:
+        """What an upsert sends: only values that are the same on every replay of the key and that
+        leave the rep's progress alone (see `_NOT_ON_UPSERT`)."""
+        values = self.task_fields(task, key)
+        for name in _NOT_ON_UPSERT:
+            values.pop(name, None)
+        return values
+
     def note_fields(self, note: NoteRequest, key: str) -> dict[str, Any]:
         values: dict[str, Any] = {
             "WhoId": note.lead.crm_id, "Subject": NOTE_SUBJECT, "Status": "Completed", "TaskSubtype": "Task",
@@ -96,10 +159,18 @@ class SalesforceWriter:
         return {**values, self.key_field: key} if self.key_field else values
 
     def create_task(self, task: TaskRequest, idempotency_key: str) -> str:
+        if self.key_field and self.upsert:
+            upserted = self._upsert_tasks(self.key_field, [(idempotency_key, task)])  # 1 call, no lookup
+            if upserted is not None:
+                result = upserted[idempotency_key]
+                if isinstance(result, Exception):
+                    raise result
+                return result
         return self._create_once(idempotency_key, lambda: self.task_fields(task, idempotency_key))
 
     def add_note(self, note: NoteRequest, idempotency_key: str) -> str:
-        """A breach note is a completed Task (visible in the activity timeline, no extra licence)."""
+        """A breach note is a completed Task (visible in the activity timeline, no extra licence).
+        Notes keep lookup-then-create: they are few, and an upsert would have to send Status."""
         return self._create_once(idempotency_key, lambda: self.note_fields(note, idempotency_key))
 
     def find_task(self, key: str) -> str | None:
@@ -154,26 +225,87 @@ class SalesforceWriter:
             raise PermanentError(f"Salesforce answered a Task create without an id: {created!r:.200}")
         return str(created["id"])
 
-    def create_tasks(self, tasks: Sequence[tuple[TaskRequest, str]]) -> BatchResult:
-        """Bulk path: keys looked up in IN chunks, then composite/sobjects in 200s (allOrNone false,
-        so one bad record fails alone). 1,000 tasks = 5 composite calls + the key lookups."""
-        result = BatchResult()
-        wanted = dict((key, task) for task, key in tasks)
-        result.created.update(self._find_tasks(list(wanted)))
-        todo = [(key, task) for key, task in wanted.items() if key not in result.created]
+    def create_tasks(self, items: Sequence[tuple[TaskRequest, str]]) -> Mapping[str, str | Exception]:
+        """`BatchTaskWriter`: per idempotency key the task id (created or found) or the error of that
+        item alone. Raises only when the whole call failed (nothing was written: e.g. the first
+        request answered 5xx/429, or the session could not be renewed). A failure after some
+        chunks went through is reported as the value of each key not yet written."""
+        wanted: dict[str, TaskRequest] = {}
+        for task, key in items:
+            wanted.setdefault(key, task)  # one key, one task: the first request for it counts
+        if not wanted:
+            return {}
+        if self.key_field and self.upsert:
+            upserted = self._upsert_tasks(self.key_field, list(wanted.items()))
+            if upserted is not None:
+                return upserted
+        return self._create_after_lookup(wanted)
+
+    def _send_chunks(self, path: str, method: str, todo: Sequence[tuple[str, TaskRequest]],
+                     record: RecordFields, results: TaskResults) -> list[tuple[str, Any]] | None:
+        """POST/PATCH `todo` in chunks of 200; (key, per-record answer) pairs in order. Whole-call
+        failures raise when nothing was written yet, else become the value of the unsent keys.
+        None when the first call is refused in a way that means the resource cannot be used."""
+        answered: list[tuple[str, Any]] = []
         for start in range(0, len(todo), COMPOSITE_MAX):
             chunk = todo[start:start + COMPOSITE_MAX]
-            records = [{"attributes": {"type": "Task"}, **self.task_fields(task, key)} for key, task in chunk]
-            body = {"allOrNone": False, "records": records}
-            answers = self.client.rest("POST", "composite/sobjects", json=body)
-            for (key, _task), answer in zip(chunk, answers, strict=True):
-                if answer.get("success"):
-                    result.created[key] = str(answer["id"])
-                else:
-                    errors = answer.get("errors", [])
-                    text = "; ".join(f"{e.get('statusCode')}: {e.get('message')}" for e in errors)
-                    result.failed[key] = PermanentError(f"Salesforce refused the task: {text}")
-        return result
+            body = {"allOrNone": False,
+                    "records": [{"attributes": {"type": "Task"}, **record(task, key)} for key, task in chunk]}
+            try:
+                answers = self.client.raw(partial(_restful, path, method, body, self.client.timeout))
+            except (SalesforceError, requests.RequestException) as exc:
+                if (not answered and method == "PATCH" and isinstance(exc, SalesforceError)
+                        and (exc.status == 404 or error_code(exc) == "INVALID_FIELD")):
+                    return None
+                failure = translate(exc)
+                if not answered and not results:
+                    raise failure from exc
+                results.update(dict.fromkeys((key for key, _task in todo[start:]), failure))
+                return answered
+            if not isinstance(answers, list) or len(answers) != len(chunk):
+                failure = TransientError(f"Salesforce answered {len(answers or [])} results for {len(chunk)} tasks")
+                results.update(dict.fromkeys((key for key, _task in chunk), failure))
+                continue
+            answered.extend((key, answer) for (key, _task), answer in zip(chunk, answers, strict=True))
+        return answered
+
+    def _settle(self, answered: Sequence[tuple[str, Any]], results: TaskResults) -> TaskResults:
+        """Per-record answers into results; keys another writer got in first are read back by key."""
+        racing: dict[str, Exception] = {}
+        for key, answer in answered:
+            if isinstance(answer, dict) and answer.get("success") and answer.get("id"):
+                results[key] = str(answer["id"])
+                continue
+            codes, failure = _record_failure(answer)
+            results[key] = failure
+            if codes & _DUPLICATE_CODES:
+                racing[key] = failure
+        if racing:  # rare (a concurrent dispatcher, or duplicates left by an earlier fallback)
+            try:
+                results.update(self._find_tasks(list(racing)))
+            except (TransientError, PermanentError) as exc:
+                # The writes are done; only these keys are unresolved: let them retry the read.
+                results.update(dict.fromkeys(racing, TransientError(f"could not read the task back: {exc}")))
+        return results
+
+    def _upsert_tasks(self, key_field: str, todo: Sequence[tuple[str, TaskRequest]]) -> TaskResults | None:
+        """Upsert by the key field, 200 a call. None (and upsert off) when the org refuses it."""
+        results: TaskResults = {}
+        path = f"composite/sobjects/Task/{key_field}"
+        answered = self._send_chunks(path, "PATCH", todo, self.upsert_fields, results)
+        if answered is None:
+            log.warning("Salesforce refused the upsert on Task.%s (not an External ID, or API < 46.0); "
+                        "looking keys up before creating instead", key_field)
+            self.upsert = False
+            return None
+        return self._settle(answered, results)
+
+    def _create_after_lookup(self, wanted: dict[str, TaskRequest]) -> TaskResults:
+        """Fallback: keys looked up (IN chunks, or per key by marker), then creates in 200s."""
+        results: TaskResults = dict(self._find_tasks(list(wanted)))
+        todo = [(key, task) for key, task in wanted.items() if key not in results]
+        answered = self._send_chunks("composite/sobjects", "POST", todo, self.task_fields, results)
+        return self._settle(answered or [], results)
 
     # --- owner ------------------------------------------------------------------------------------------
 

@@ -27,7 +27,15 @@ from sidecar.domain import Crm, ProgressKind
 from sidecar.engine.policies import PolicyBook
 from sidecar.policy import load_policy
 from sidecar.policy.version import record_version
-from sidecar.ports import ConflictError, Cursor, LeadContext, OwnerChange, TaskRequest, TransientError
+from sidecar.ports import (
+    ConflictError,
+    Cursor,
+    LeadContext,
+    OwnerChange,
+    PermanentError,
+    TaskRequest,
+    TransientError,
+)
 from sidecar.store.db import transaction
 from sidecar.store.models import Lead, LeadEvent
 from sidecar.sync import poll
@@ -251,11 +259,40 @@ def test_batch_of_150_tasks_with_repeats_uses_few_calls(
     items = [(TaskRequest(lead_context(contact), "70000001", f"task {i}", "b", START), f"key-{i}")
              for i in range(150)]
     ids = writer.create_tasks(items)
-    assert ids[7] == already and len(set(ids)) == 150
+    assert ids["key-7"] == already and len(set(ids.values())) == 150 and set(ids) == {k for _t, k in items}
     assert len(emulator.records("tasks")) == 150
     # Per 100 keys: one lookup, one create, one read-back (batch create results need not name
     # the key property, and their order is not promised).
     assert api.calls == {"batch_api.read": 4, "batch_api.create": 2}
+
+
+def test_an_invalid_task_fails_alone_and_a_replay_creates_nothing(
+    emulator: HubSpotEmulator, api: HubSpotApi, writer: HubSpotWriter
+) -> None:
+    contact = emulator.insert("contacts", {"email": "per-item@example.com"})
+    items = [(TaskRequest(lead_context(contact), "70000001", f"task {i}", "b", START), f"item-{i}")
+             for i in range(10)]
+    items.insert(3, (TaskRequest(lead_context("999999"), "70000001", "ghost", "b", START), "ghost"))
+    results = writer.create_tasks(items)
+    ghost = results["ghost"]
+    assert isinstance(ghost, PermanentError) and "999999" in str(ghost)
+    good = {k: v for k, v in results.items() if k != "ghost"}
+    assert len(good) == 10 and all(isinstance(v, str) for v in good.values())
+    assert len(emulator.records("tasks")) == 10
+    api.calls.clear()
+    again = writer.create_tasks([item for item in items if item[1] != "ghost"])
+    assert again == good and len(emulator.records("tasks")) == 10
+    assert api.calls == {"batch_api.read": 1}  # all found by key: no create
+
+
+def test_a_failed_batch_call_raises_for_the_whole_batch(
+    emulator: HubSpotEmulator, writer: HubSpotWriter
+) -> None:
+    contact = emulator.insert("contacts", {"email": "down@example.com"})
+    emulator.faults.add("server_error", next_n=5)  # more than the client's own resends
+    with pytest.raises(TransientError):
+        writer.create_tasks([(TaskRequest(lead_context(contact), "70000001", "s", "b", START), "down")])
+    assert emulator.records("tasks") == []
 
 
 def test_note_is_created_once_with_its_association(emulator: HubSpotEmulator, writer: HubSpotWriter) -> None:

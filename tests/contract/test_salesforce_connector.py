@@ -60,13 +60,14 @@ def clock() -> Clock:
     return Clock(START)
 
 
-def add_standard_task_fields(emu: SalesforceEmulator, key_field: bool = True) -> None:
-    """Fields a real org's Task has that the emulator's minimal schema leaves out, plus our key."""
+def add_standard_task_fields(emu: SalesforceEmulator, key_field: bool = True, external_id: bool = True) -> None:
+    """Fields a real org's Task has that the emulator's minimal schema leaves out, plus our key
+    (set up as the README says: a Unique External ID, unless `external_id` is False)."""
     emu.add_field("Task", "CompletedDateTime", "datetime")
     emu.add_field("Task", "ReminderDateTime", "datetime")
     emu.add_field("Task", "IsReminderSet", "boolean")
     if key_field:
-        emu.add_field("Task", "Sidecar_Key__c", "string")
+        emu.add_field("Task", "Sidecar_Key__c", "string", external_id=external_id, unique=external_id)
 
 
 @pytest.fixture
@@ -444,30 +445,94 @@ def test_owner_change_retried_after_our_own_write_succeeds(
     assert emu.get("Lead", lead_id)["OwnerId"] == ours  # type: ignore[index]
 
 
-def test_composite_batch_of_450_tasks_is_three_create_calls(
-    emu: SalesforceEmulator, writer: SalesforceWriter
+UPSERT_PATH = "/composite/sobjects/Task/Sidecar_Key__c"
+
+
+def test_create_task_is_one_upsert_call(emu: SalesforceEmulator, writer: SalesforceWriter) -> None:
+    lead_id = new_lead(emu)
+    emu.log.clear()
+    emu.reset_api_usage()
+    task_id = writer.create_task(task_request(lead_id, emu.integration_user_id), "single")
+    assert emu.api_usage[0] == 1 and [e["method"] for e in emu.log.entries] == ["PATCH"]
+    assert emu.log.entries[0]["path"].endswith(UPSERT_PATH)
+    assert emu.get("Task", task_id)["Sidecar_Key__c"] == "single"  # type: ignore[index]
+
+
+def test_450_tasks_cost_3_calls_and_a_replay_creates_nothing_nor_reopens_a_completed_task(
+    emu: SalesforceEmulator, writer: SalesforceWriter, clock: Clock
 ) -> None:
+    rep = emu.add_user("Grace", "Hopper")
+    lead_id = new_lead(emu)
+    batch = [(task_request(lead_id, rep, f"T{i}"), f"batch:{i:04d}") for i in range(450)]
+    emu.log.clear()
+    emu.reset_api_usage()
+    first = writer.create_tasks(batch)
+    assert emu.api_usage[0] == 3  # the emulator's daily-limit counter: 200 + 200 + 50, no lookups
+    assert all(e["path"].endswith(UPSERT_PATH) for e in emu.log.entries)
+    assert len(first) == 450 and all(isinstance(v, str) for v in first.values())
+    assert len(emu.records("Task")) == 450 and {t["Status"] for t in emu.records("Task")} == {"Not Started"}
+    # Between the first attempt and the replay, the rep completes one task.
+    done_id = str(first["batch:0007"])
+    clock.advance(minutes=5)
+    emu.update_as_user("Task", done_id, {"Status": "Completed"}, rep)
+    emu.reset_api_usage()
+    again = writer.create_tasks(batch)  # the dispatcher crashed before marking the rows done
+    assert emu.api_usage[0] == 3 and again == first and len(emu.records("Task")) == 450
+    done = emu.get("Task", done_id)
+    assert done is not None and (done["Status"], done["IsClosed"]) == ("Completed", True)
+
+
+def test_an_invalid_task_fails_alone_as_a_permanent_error(emu: SalesforceEmulator, writer: SalesforceWriter) -> None:
     lead_id = new_lead(emu)
     owner = emu.integration_user_id
-    batch = [(task_request(lead_id, owner, f"T{i}"), f"batch:{i:04d}") for i in range(450)]
-    emu.log.clear()
-    result = writer.create_tasks(batch)
-    composite = [e for e in emu.log.entries if e["path"].endswith("/composite/sobjects")]
-    lookups = [e for e in emu.log.entries if "/query" in e["path"]]
-    assert len(composite) == 3 and len(result.created) == 450 and not result.failed
-    assert 1 <= len(lookups) <= 3
-    assert len(emu.records("Task")) == 450
-    again = writer.create_tasks(batch)  # all found by key: nothing created twice
-    assert again.created == result.created and len(emu.records("Task")) == 450
-
-
-def test_composite_reports_per_record_failures(emu: SalesforceEmulator, writer: SalesforceWriter) -> None:
-    lead_id = new_lead(emu)
     gone = emu.add_user("Old", "Rep", is_active=False)
-    result = writer.create_tasks(
-        [(task_request(lead_id, emu.integration_user_id), "ok"), (task_request(lead_id, gone), "bad")]
-    )
-    assert list(result.created) == ["ok"] and "INACTIVE_OWNER_OR_USER" in str(result.failed["bad"])
+    batch = [(task_request(lead_id, owner, f"T{i}"), f"k{i}") for i in range(5)]
+    batch.insert(2, (task_request("00QHp0000000zzzMAA", owner), "no-such-lead"))  # a WhoId the org lacks
+    batch.append((task_request(lead_id, gone), "inactive-owner"))
+    results = writer.create_tasks(batch)
+    bad, inactive = results["no-such-lead"], results["inactive-owner"]
+    assert isinstance(bad, PermanentError) and "INVALID_CROSS_REFERENCE_KEY" in str(bad)
+    assert isinstance(inactive, PermanentError) and "INACTIVE_OWNER_OR_USER" in str(inactive)
+    assert all(isinstance(results[f"k{i}"], str) for i in range(5)) and len(emu.records("Task")) == 5
+
+
+def test_a_batch_naming_one_key_twice_writes_one_task(emu: SalesforceEmulator, writer: SalesforceWriter) -> None:
+    lead_id = new_lead(emu)
+    request = task_request(lead_id, emu.integration_user_id)
+    results = writer.create_tasks([(request, "same"), (request, "same"), (request, "other")])
+    assert set(results) == {"same", "other"} and all(isinstance(v, str) for v in results.values())
+    assert len(emu.records("Task")) == 2
+
+
+def test_a_failed_call_raises_for_the_whole_batch(emu: SalesforceEmulator, writer: SalesforceWriter) -> None:
+    lead_id = new_lead(emu)
+    emu.faults.add("server_error", next_n=1)
+    with pytest.raises(TransientError):
+        writer.create_tasks([(task_request(lead_id, emu.integration_user_id), "k")])
+    assert emu.records("Task") == []
+
+
+def test_a_key_field_that_is_not_an_external_id_falls_back_to_lookups(
+    tls: LoopbackTLS, clock: Clock, http: requests.Session
+) -> None:
+    plain = SalesforceEmulator(clock=clock)
+    add_standard_task_fields(plain, external_id=False)
+    plain.start(ssl_context=tls.server_context)
+    try:
+        writer = SalesforceWriter(
+            connect(SalesforceCredentials(session_id=plain.access_token, instance_url=plain.url), http)
+        )
+        lead_id = new_lead(plain)
+        batch = [(task_request(lead_id, plain.integration_user_id, f"T{i}"), f"p{i}") for i in range(250)]
+        first = writer.create_tasks(batch)
+        assert writer.upsert is False and writer.key_field == "Sidecar_Key__c"
+        plain.log.clear()
+        assert writer.create_tasks(batch) == first  # found by key: lookups only, nothing created
+        calls = {(e["method"], e["path"].rstrip("/").rsplit("/", 1)[-1]) for e in plain.log.entries}
+        assert calls == {("GET", "query")}
+        assert len(plain.records("Task")) == 250
+    finally:
+        plain.stop()
 
 
 # --- sessions, errors, credentials --------------------------------------------------------------------

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import pytest
 import requests
 from simple_salesforce.api import Salesforce
-from simple_salesforce.exceptions import SalesforceMalformedRequest
+from simple_salesforce.exceptions import SalesforceError, SalesforceMalformedRequest, SalesforceResourceNotFound
 
 from connectors.emulators.salesforce import SalesforceEmulator
 from connectors.emulators.tls import LoopbackTLS, make_loopback_tls
@@ -228,3 +228,109 @@ def test_query_all_jobs_include_deleted_rows(sf: Salesforce, emu: SalesforceEmul
 def test_job_clock_is_the_emulator_clock(sf: Salesforce, emu: SalesforceEmulator) -> None:
     job = create(sf, "SELECT Id FROM Lead")
     assert job["createdDate"] == "2026-11-25T08:00:00.000+0000"
+
+
+# --- sObject Collections upsert by External ID ------------------------------------------------------------
+
+UPSERT = "composite/sobjects/Task/Ext_Key__c"
+
+
+def task(key: str | None, lead: str, **fields: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {"attributes": {"type": "Task"}, "WhoId": lead, "Subject": "Call", **fields}
+    if key is not None:
+        record["Ext_Key__c"] = key
+    return record
+
+
+def upsert(sf: Salesforce, records: list[dict[str, Any]], path: str = UPSERT,
+           all_or_none: bool = False) -> list[dict[str, Any]]:
+    answer = sf.restful(path, method="PATCH", json={"allOrNone": all_or_none, "records": records})
+    assert isinstance(answer, list)
+    return answer
+
+
+def error_list(exc: SalesforceError) -> list[dict[str, Any]]:
+    content: Any = exc.content  # simple-salesforce keeps the parsed JSON error list here
+    return list(content)
+
+
+@pytest.fixture
+def keyed(emu: SalesforceEmulator) -> str:
+    """A lead, with Task.Ext_Key__c as a Unique External ID."""
+    emu.add_field("Task", "Ext_Key__c", "string", external_id=True, unique=True)
+    return emu.insert("Lead", {"LastName": "A", "Company": "C"})
+
+
+def test_upsert_creates_new_keys_and_updates_known_ones_in_one_call(
+    sf: Salesforce, emu: SalesforceEmulator, keyed: str
+) -> None:
+    emu.reset_api_usage()
+    first = upsert(sf, [task("a", keyed), task("b", keyed)])
+    assert [(r["success"], r["created"], r["errors"]) for r in first] == [(True, True, []), (True, True, [])]
+    emu.update_as_user("Task", first[0]["id"], {"Status": "Completed"})
+    again = upsert(sf, [task("a", keyed, Subject="Call again"), task("c", keyed)])
+    assert emu.api_usage[0] == 2
+    assert [(r["id"], r["created"]) for r in again] == [(first[0]["id"], False), (again[1]["id"], True)]
+    row = emu.get("Task", first[0]["id"])
+    assert row is not None and (row["Subject"], row["Status"]) == ("Call again", "Completed")  # Status not sent
+    assert sorted(t["Ext_Key__c"] for t in emu.records("Task")) == ["a", "b", "c"]
+
+
+def test_upsert_fails_records_alone_without_all_or_none(sf: Salesforce, emu: SalesforceEmulator, keyed: str) -> None:
+    results = upsert(sf, [task("dup", keyed), task("ok", keyed), task("dup", keyed, Subject="2"),
+                          task(None, keyed), task("bad", "00QHp0000000zzzMAA"),
+                          {"attributes": {"type": "Lead"}, "Ext_Key__c": "lead", "LastName": "x", "Company": "y"}])
+    codes = [r["errors"][0]["statusCode"] if r["errors"] else None for r in results]
+    assert codes == ["DUPLICATE_VALUE", None, "DUPLICATE_VALUE", "MISSING_ARGUMENT",
+                     "INVALID_CROSS_REFERENCE_KEY", "INVALID_TYPE"]
+    assert "Duplicate external id specified: dup" in results[0]["errors"][0]["message"]
+    assert [t["Ext_Key__c"] for t in emu.records("Task")] == ["ok"]
+
+
+def test_upsert_all_or_none_rolls_everything_back(sf: Salesforce, emu: SalesforceEmulator, keyed: str) -> None:
+    results = upsert(sf, [task("x", keyed), task("y", "00QHp0000000zzzMAA")], all_or_none=True)
+    assert [r["success"] for r in results] == [False, False]
+    assert results[0]["errors"][0]["statusCode"] == "ALL_OR_NONE_OPERATION_ROLLED_BACK"
+    assert emu.records("Task") == []
+
+
+def test_a_key_held_by_two_records_is_refused(sf: Salesforce, emu: SalesforceEmulator) -> None:
+    emu.add_field("Task", "Ext_Key__c", "string", external_id=True)  # External ID, not Unique
+    lead = emu.insert("Lead", {"LastName": "A", "Company": "C"})
+    emu.insert("Task", {"WhoId": lead, "Ext_Key__c": "twice"})
+    emu.insert("Task", {"WhoId": lead, "Ext_Key__c": "twice"})
+    [result] = upsert(sf, [task("twice", lead)])
+    assert (result["success"], result["errors"][0]["statusCode"]) == (False, "DUPLICATE_EXTERNAL_ID")
+    assert len(emu.records("Task")) == 2
+
+
+def test_upsert_needs_an_external_id_field_and_api_46(
+    sf: Salesforce, emu: SalesforceEmulator, http: requests.Session
+) -> None:
+    emu.add_field("Task", "Plain__c", "string")
+    lead = emu.insert("Lead", {"LastName": "A", "Company": "C"})
+    with pytest.raises(SalesforceMalformedRequest) as plain:
+        upsert(sf, [task("k", lead)], path="composite/sobjects/Task/Plain__c")
+    assert error_list(plain.value)[0]["errorCode"] == "INVALID_FIELD"
+    with pytest.raises(SalesforceResourceNotFound) as missing:
+        upsert(sf, [task("k", lead)], path="composite/sobjects/Task/Nope__c")
+    assert "does not exist or is not accessible: Nope__c" in error_list(missing.value)[0]["message"]
+    old = Salesforce(instance_url=emu.url, session_id=emu.access_token, session=http, version="45.0")
+    emu.add_field("Task", "Ext_Key__c", "string", external_id=True, unique=True)
+    with pytest.raises(SalesforceResourceNotFound):
+        upsert(old, [task("k", lead)])
+    assert emu.records("Task") == []
+    describe = sf.restful("sobjects/Task/describe")
+    assert describe is not None
+    described = {f["name"]: f for f in describe["fields"]}
+    assert (described["Ext_Key__c"]["externalId"], described["Plain__c"]["externalId"]) == (True, False)
+
+
+def test_a_unique_field_refuses_a_second_record_on_create(sf: Salesforce, emu: SalesforceEmulator, keyed: str) -> None:
+    emu.insert("Task", {"WhoId": keyed, "Ext_Key__c": "taken"})
+    results = sf.restful("composite/sobjects", method="POST", json={"allOrNone": False, "records": [
+        task("taken", keyed), task("fresh", keyed), task("fresh", keyed)]})
+    assert isinstance(results, list)
+    assert [r["success"] for r in results] == [False, True, False]
+    assert {r["errors"][0]["statusCode"] for r in results if not r["success"]} == {"DUPLICATE_VALUE"}
+    assert sorted(t["Ext_Key__c"] for t in emu.records("Task")) == ["fresh", "taken"]
