@@ -181,6 +181,4 @@ def _deadline(session: Session, book: PolicyBook, lead: Lead) -> datetime | None
     clock = clocks.open_clock_of(session, lead.id)
     if clock is None or clock.running_since is None:
         return None
-    policy = book.get(session, clock.policy_version)
-    calendar = book.calendar(clock.policy_version, policy, clock.market)
-    return calendar.add(clock.running_since, timedelta(seconds=max(0.0, clock.window_s - clock.consumed_s)))
+    return clocks.breach_at(clock, book, session)

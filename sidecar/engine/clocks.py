@@ -64,6 +64,14 @@ def due_at(clock: Clock, book: PolicyBook, session: Session, step_index: int) ->
     return calendar.add(clock.running_since, timedelta(seconds=remaining))
 
 
+def breach_at(clock: Clock, book: PolicyBook, session: Session) -> datetime:
+    """The instant the window runs out (100 %), if the clock keeps running from now on."""
+    policy = book.get(session, clock.policy_version)
+    calendar = book.calendar(clock.policy_version, policy, clock.market)
+    start = clock.running_since or clock.started_at
+    return calendar.add(start, timedelta(seconds=max(0.0, clock.window_s - clock.consumed_s)))
+
+
 def plan(clock: Clock, book: PolicyBook, session: Session) -> None:
     clock.next_due_at = due_at(clock, book, session, clock.steps_fired) if clock.status == "open" else None
 

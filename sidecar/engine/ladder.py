@@ -45,7 +45,8 @@ def fire_step(session: Session, ctx: EngineContext, clock: Clock, lead: Lead, no
     index, due = clock.steps_fired, clock.next_due_at
     assert due is not None
     step = policy.ladder[index]
-    breach_at = _breach_at(session, ctx, clock, policy)
+    refresh_team(session, lead)
+    breach_at = clocks.breach_at(clock, ctx.book, session)
     prefix = f"clock:{clock.id}:step:{index}"
     details: dict[str, object] = {
         "clock_id": clock.id, "window_rule_id": clock.rule_id, "state": clock.state, "fraction": step.at,
@@ -53,8 +54,9 @@ def fire_step(session: Session, ctx: EngineContext, clock: Clock, lead: Lead, no
     }
     choice = None
     if step.reassign:
-        # High-value leads go to the most senior available rep (seed 000 pattern 3).
-        strategy = policy.reassignment.high_value_strategy if is_high_value(policy, lead) else None
+        # High-value leads go to the most senior available rep (seed 000 pattern 3) when the policy says so.
+        senior = is_high_value(policy, lead) and policy.high_value is not None and policy.high_value.reassign_to_senior
+        strategy = policy.reassignment.high_value_strategy if senior else None
         choice = choose_new_owner(session, ctx.book, clock.policy_version, policy, lead, now, strategy)
         details.update(from_owner=lead.owner_id, to_owner=choice.rep.id if choice.rep else None,
                        strategy=choice.strategy, reason=choice.reason, excluded=choice.excluded)
@@ -64,50 +66,59 @@ def fire_step(session: Session, ctx: EngineContext, clock: Clock, lead: Lead, no
                        window_s=clock.window_s, step_key=prefix, details=details)
     _record_ignored_warnings(session, clock, policy, step, lead, row, now)
     context = lead_context(session, ctx, lead)
-    change = None
+    change = queued = None
+    personas = list(step.notify)
+    extra: dict[str, str] = {"reason": choice.reason} if choice and choice.reason else {}
     if choice is not None and choice.rep is not None:
         change = outbox.enqueue(session, key=f"{prefix}:owner", now=now, audit_id=row.id, request=OwnerChange(
             lead=context, from_owner_id=lead.owner_id, to_owner_id=choice.rep.id,
             seen_modified_at=lead.crm_modified_at))
         outbox.enqueue(session, key=f"{prefix}:task:{choice.rep.id}", now=now, audit_id=row.id,
                        depends_on=change, request=_task_for_new_owner(context, choice.rep, lead, step, now))
-    for persona in step.notify:
+    elif choice is not None:
+        # Nobody in the team can take it: park it in the team's queue, and the manager hears why.
+        queued = _to_queue(session, lead, context, prefix, row, now)
+        extra["queued"] = "yes" if queued is not None else "no"
+        if Persona.MANAGER not in personas and Persona.MANAGER in policy.notifications:
+            personas.append(Persona.MANAGER)
+    for persona in personas:
+        # Messages about a reassignment go out only once the CRM has taken the owner change.
         _notify(session, ctx, policy, step, persona, lead, context, clock, row, breach_at, now,
-                new_owner=choice.rep if choice else None, depends_on=change,
-                extra={"reason": choice.reason} if choice and choice.reason else {})
-    if choice is not None and choice.rep is None:
-        change = _to_queue(session, ctx, policy, step, lead, context, clock, row, breach_at, now, choice.reason)
+                new_owner=choice.rep if choice else None, depends_on=change, extra=extra)
     if step.crm_note:
         outbox.enqueue(session, key=f"{prefix}:note", now=now, audit_id=row.id, request=NoteRequest(
             lead=context, at=now, body=_breach_note(lead, clock, step, row, breach_at)))
     clock.steps_fired += 1
     if choice is not None and choice.rep is not None:
-        # The new owner gets a fresh window of their own; the old clock ends here.
+        # The new owner gets a fresh window of their own; the old clock ends here. The shadow row takes
+        # the new owner at once so that routing counts this lead toward their capacity; if the CRM
+        # refuses the change, the next poll brings the true owner back.
         clocks.close(clock, now, "reassigned")
+        lead.owner_id = choice.rep.id
         clocks.start_clock(session, ctx.book, lead, now)
-    elif change is not None:
+    elif queued is not None:
         clocks.close(clock, now, "queued")  # a queue is not a person: ops review takes it from here
+        lead.owner_id = queued.payload["to_owner_id"]
     else:
         clocks.plan(clock, ctx.book, session)
     return row
 
 
-def _to_queue(session: Session, ctx: EngineContext, policy: Policy, step: LadderStep, lead: Lead,
-              context: LeadContext, clock: Clock, row: AuditRow, breach_at: datetime, now: datetime,
-              reason: str) -> OutboxRow | None:
-    """Nobody in the team can take the lead: park it in the team's queue and tell the manager why."""
+def refresh_team(session: Session, lead: Lead) -> None:
+    """The lead's team is its owner's team now (the directory may have been applied or changed since)."""
+    owner = session.get(Rep, lead.owner_id) if lead.owner_id else None
+    if owner is not None and owner.team_id != lead.team_id:
+        lead.team_id = owner.team_id
+
+
+def _to_queue(session: Session, lead: Lead, context: LeadContext, prefix: str, row: AuditRow,
+              now: datetime) -> OutboxRow | None:
     team = session.get(Team, lead.team_id) if lead.team_id else None
-    change = None
-    if team is not None and team.ops_queue_id:
-        change = outbox.enqueue(session, key=f"clock:{clock.id}:step:{clock.steps_fired}:queue", now=now,
-                                audit_id=row.id, request=OwnerChange(
-                                    lead=context, from_owner_id=lead.owner_id, to_owner_id=team.ops_queue_id,
-                                    seen_modified_at=lead.crm_modified_at))
-    if Persona.MANAGER in policy.notifications:
-        _notify(session, ctx, policy, step, Persona.MANAGER, lead, context, clock, row, breach_at, now,
-                new_owner=None, depends_on=None,
-                extra={"reason": reason, "queued": "yes" if change is not None else "no"})
-    return change
+    if team is None or not team.ops_queue_id:
+        return None
+    return outbox.enqueue(session, key=f"{prefix}:queue", now=now, audit_id=row.id, request=OwnerChange(
+        lead=context, from_owner_id=lead.owner_id, to_owner_id=team.ops_queue_id,
+        seen_modified_at=lead.crm_modified_at))
 
 
 def _record_ignored_warnings(session: Session, clock: Clock, policy: Policy, step: LadderStep, lead: Lead,
@@ -128,12 +139,6 @@ def _record_ignored_warnings(session: Session, clock: Clock, policy: Policy, ste
                      details={"warning_audit_id": warning.id if warning else None, "breach_audit_id": row.id,
                               "clock_id": clock.id, "notified": [p.value for p in earlier.notify],
                               "acknowledged": acked})
-
-
-def _breach_at(session: Session, ctx: EngineContext, clock: Clock, policy: Policy) -> datetime:
-    calendar = ctx.book.calendar(clock.policy_version, policy, clock.market)
-    start = clock.running_since or clock.started_at
-    return calendar.add(start, timedelta(seconds=max(0.0, clock.window_s - clock.consumed_s)))
 
 
 def _notify(session: Session, ctx: EngineContext, policy: Policy, step: LadderStep, persona: Persona,
@@ -167,7 +172,7 @@ def _notify(session: Session, ctx: EngineContext, policy: Policy, step: LadderSt
         # Quiet hours: a warning waits for the recipient's next business hour; breaches never wait.
         not_before = ctx.book.calendar(clock.policy_version, policy, market_code).next_open(now)
     outbox.enqueue(session, key=f"clock:{clock.id}:step:{clock.steps_fired}:notify:{persona.value}",
-                   now=now, audit_id=row.id, depends_on=depends_on if recipient is not None else None,
+                   now=now, audit_id=row.id, depends_on=depends_on,
                    not_before=not_before, request=Notification(
                        kind=step.kind, persona=persona, via=route.via, lead=context, rule_id=step.id,
                        policy_version=clock.policy_version, at=now, due_at=breach_at,
