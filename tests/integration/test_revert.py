@@ -10,7 +10,7 @@ from sidecar.engine.evaluator import tick
 from sidecar.engine.revert import RevertError, revert_reassignment
 from sidecar.outbox import Ports, dispatch
 from sidecar.store.db import transaction
-from sidecar.store.models import AuditRow, Clock
+from sidecar.store.models import AuditRow, Clock, Lead
 from tests.support import (
     FakeNotifier,
     FakeWriter,
@@ -64,3 +64,41 @@ def test_revert_without_a_reassignment_is_refused(sessions: sessionmaker[Session
     ingest(sessions, ctx, snapshot(at=ny(24, 8)))
     with pytest.raises(RevertError, match="never reassigned"), transaction(sessions) as session:
         revert_reassignment(session, ctx, "salesforce", "00Q1", "us-mgr", "", ny(24, 9).astimezone(UTC))
+
+
+def breached(sessions: sessionmaker[Session]):  # type: ignore[no-untyped-def]
+    ctx = context()
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions)
+    ingest(sessions, ctx, snapshot(at=ny(24, 8)))
+    tick(sessions, ctx, ny(24, 9, 30).astimezone(UTC))
+    return ctx
+
+
+def test_a_reassignment_the_crm_refused_cannot_be_reverted(sessions: sessionmaker[Session]) -> None:
+    ctx = breached(sessions)
+    dispatch(sessions, Ports(FakeNotifier(), {"salesforce": FakeWriter(conflict_owner_changes=True)}),
+             ny(24, 9, 30).astimezone(UTC))
+    with pytest.raises(RevertError, match="never happened"), transaction(sessions) as session:
+        revert_reassignment(session, ctx, "salesforce", "00Q1", "us-mgr", "", ny(24, 9, 40).astimezone(UTC))
+
+
+def test_reverting_before_the_owner_change_was_written_cancels_it(sessions: sessionmaker[Session]) -> None:
+    ctx = breached(sessions)
+    with transaction(sessions) as session:
+        revert_reassignment(session, ctx, "salesforce", "00Q1", "us-mgr", "too fast", ny(24, 9, 31).astimezone(UTC))
+    writer, notifier = FakeWriter(), FakeNotifier()
+    dispatch(sessions, Ports(notifier, {"salesforce": writer}), ny(24, 9, 32).astimezone(UTC))
+    assert not [key for key in writer.calls if key.endswith(":owner") or ":task:" in key]  # nothing moved
+    assert "new_owner" not in {n.persona.value for n in notifier.sent.values()}
+    with transaction(sessions) as session:
+        lead = session.scalars(select(Lead)).one()
+        assert lead.owner_id == "r1"
+
+
+def test_revert_after_a_human_moved_the_lead_again_is_refused(sessions: sessionmaker[Session]) -> None:
+    ctx = breached(sessions)
+    dispatch(sessions, Ports(FakeNotifier(), {"salesforce": FakeWriter()}), ny(24, 9, 30).astimezone(UTC))
+    ingest(sessions, ctx, snapshot(at=ny(24, 9, 35), owner="r3"))  # a person gave it to r3 meanwhile
+    with pytest.raises(RevertError, match="now owned by r3"), transaction(sessions) as session:
+        revert_reassignment(session, ctx, "salesforce", "00Q1", "us-mgr", "", ny(24, 9, 40).astimezone(UTC))
