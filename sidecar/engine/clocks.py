@@ -34,6 +34,11 @@ def start_clock(session: Session, book: PolicyBook, lead: Lead, started_at: date
     if rule is None:
         return None
     window_s = duration_seconds(rule.window, book.business_day(policy, lead.market))
+    # Leads already waiting when the sidecar went live get a full window from then, not an instant
+    # escalation for time nobody was watching (a first backfill would otherwise breach them all at once).
+    go_live = book.go_live(session)
+    if go_live is not None and started_at < go_live:
+        started_at = go_live
     clock = Clock(
         lead_id=lead.id, kind="sla", state=lead.state, rule_id=rule.id, policy_version=version,
         market=book.market(policy, lead.market)[0], window_s=window_s, started_at=started_at,
@@ -125,10 +130,14 @@ def recompute(session: Session, book: PolicyBook, now: datetime) -> int:
             continue
         if clock.status == "open":
             clock.consumed_s, clock.running_since = used_seconds(clock, book, session, now), now
+        old_version = clock.policy_version
         clock.policy_version, clock.rule_id = version, rule.id
         clock.window_s = duration_seconds(rule.window, book.business_day(policy, lead.market))
         clock.market = book.market(policy, lead.market)[0]
-        clock.steps_fired = min(clock.steps_fired, len(policy.ladder))
+        # Keep what was already said: the new ladder's steps up to the highest fraction already fired.
+        old_ladder = book.get(session, old_version).ladder
+        fired = old_ladder[clock.steps_fired - 1].at if clock.steps_fired else 0.0
+        clock.steps_fired = sum(1 for step in policy.ladder if step.at <= fired)
         plan(clock, book, session)
         moved += 1
     return moved

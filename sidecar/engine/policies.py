@@ -6,8 +6,9 @@ immutable (content hash), which makes caching them forever safe.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sidecar.calendar import BusinessCalendar
@@ -20,6 +21,13 @@ class PolicyBook:
     def __init__(self) -> None:
         self._policies: dict[str, Policy] = {}
         self._calendars: dict[tuple[str, str], BusinessCalendar] = {}
+        self._go_live: datetime | None = None
+
+    def go_live(self, session: Session) -> datetime | None:
+        """When the sidecar started watching: the first policy version's activation."""
+        if self._go_live is None:
+            self._go_live = session.scalar(select(func.min(PolicyVersion.activated_at)))
+        return self._go_live
 
     def get(self, session: Session, version: str) -> Policy:
         policy = self._policies.get(version)

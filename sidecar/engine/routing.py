@@ -124,7 +124,8 @@ def next_in_turn(session: Session, team_id: str, candidates: list[Rep]) -> Rep:
     One pointer per team, shared by initial assignment and reassignment, so a rep who just got a
     new lead is not first in line for the next breach of the same team.
     """
-    pointer = session.get(RoutingPointer, team_id)
+    # Locked on PostgreSQL: two sidecars deciding for one team at once must not both take the same turn.
+    pointer = session.get(RoutingPointer, team_id, with_for_update=session.get_bind().dialect.name == "postgresql")
     if pointer is None:
         pointer = RoutingPointer(team_id=team_id, last_rep_id=None)
         session.add(pointer)

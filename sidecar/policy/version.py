@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -29,11 +29,16 @@ def record_version(session: Session, policy: Policy, source_file: str, now: date
     """Make this policy the active one. A known version is re-activated, never duplicated."""
     version = version_of(policy)
     row = session.get(PolicyVersion, version)
+    current = active_version(session)
+    if current is not None and current.version != version and now <= current.activated_at:
+        # Activation order decides which version is active: never tie with, or fall behind, the
+        # current one (a CLI host whose clock runs late, or two applies in one virtual instant).
+        now = current.activated_at + timedelta(microseconds=1)
     if row is None:
         row = PolicyVersion(version=version, label=policy.label, content=canonical_content(policy),
                             source_file=source_file, activated_at=now)
         session.add(row)
-    elif row != active_version(session):
+    elif row != current:
         row.activated_at = now
     session.flush()
     return row

@@ -214,3 +214,27 @@ def test_regional_vp_is_found_in_the_directory_for_a_dm(sessions: sessionmaker[S
     keys = outbox_keys(sessions)
     vp = next(row for key, row in keys.items() if key.endswith(":notify:regional_vp"))
     assert (vp.payload["via"], vp.payload["recipient_email"]) == ("slack_dm", "vera@example.com")
+
+
+def test_leads_waiting_before_go_live_get_a_full_window_from_then(sessions: sessionmaker[Session]) -> None:
+    ctx = context()
+    apply_policy(sessions, policy_raw(), ny(24, 9))  # the sidecar is installed Tuesday 09:00
+    add_team(sessions)
+    ingest(sessions, ctx, snapshot(at=ny(20, 8)))  # a lead that has waited since last Friday
+    run_minutes(sessions, ctx, ny(24, 9), ny(24, 10))
+    assert ladder_kinds(sessions) == [("sla_breach_imminent", ny(24, 9, 48)), ("sla_breach", ny(24, 10))]
+
+
+def test_the_last_applied_policy_is_active_even_within_one_instant(sessions: sessionmaker[Session]) -> None:
+    from sidecar.policy import validate_policy
+    from sidecar.policy.version import active_version, record_version
+
+    first, second = policy_raw(), policy_raw()
+    second["windows"][0]["window"] = "3h"
+    at = ny(24, 9).astimezone(UTC)
+    with transaction(sessions) as session:
+        v1 = record_version(session, validate_policy(first), "a", at).version
+        v2 = record_version(session, validate_policy(second), "b", at).version
+        assert active_version(session).version == v2
+        record_version(session, validate_policy(first), "a", at - timedelta(minutes=5))  # a late CLI clock
+        assert active_version(session).version == v1
