@@ -304,7 +304,7 @@ def run() -> None:
                            settings.web_port)
     console.print(f"webhooks on {web.start()}; CRMs: {', '.join(runtime.readers)}")
     try:
-        scheduler.run_forever(runtime)
+        scheduler.run_forever(runtime, _now)
     finally:
         web.stop()
 

@@ -91,6 +91,8 @@ def evaluate(rt: Runtime, now: datetime) -> Counter[str]:
 
 
 def dispatch(rt: Runtime, now: datetime) -> Counter[str]:
+    with transaction(rt.sessions) as session:  # the admin's noise settings, as the active policy says
+        rt.ports.noise = rt.ctx.book.active(session)[1].noise
     return outbox.dispatch(rt.sessions, rt.ports, now, retry=rt.retry)
 
 

@@ -55,6 +55,8 @@ def shape(session: Session, claims: Sequence[C], now: datetime, noise: NoiseCont
             held.extend((claim, oldest + window) for claim in group)
         elif noise.digest or len(group) == 1:
             sends.append(group)
-        else:
-            sends.extend([claim] for claim in group)
+        else:  # no digests: send up to the limit one by one, the rest wait for the window to free up
+            room = noise.max_per_recipient - sent
+            sends.extend([claim] for claim in group[:room])
+            held.extend((claim, (oldest or now) + window) for claim in group[room:])
     return Shaped(sends, held)

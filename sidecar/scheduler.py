@@ -34,8 +34,7 @@ def _job(name: str, rt: Runtime, work: Callable[[Runtime, datetime], Any],
     return run
 
 
-def build(rt: Runtime, intervals: dict[str, int] | None = None,
-          clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> BlockingScheduler:
+def build(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] | None = None) -> BlockingScheduler:
     intervals = {**DEFAULT_INTERVALS, **(intervals or {})}
     scheduler = BlockingScheduler(timezone=UTC, job_defaults={"max_instances": 1, "coalesce": True})
     work = {"poll": jobs.poll_all, "webhooks": jobs.drain_webhooks, "evaluate": jobs.evaluate,
@@ -46,8 +45,8 @@ def build(rt: Runtime, intervals: dict[str, int] | None = None,
     return scheduler
 
 
-def run_forever(rt: Runtime, intervals: dict[str, int] | None = None) -> None:
-    scheduler = build(rt, intervals)
+def run_forever(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] | None = None) -> None:
+    scheduler = build(rt, clock, intervals)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: finishing running jobs, then stopping", signum)

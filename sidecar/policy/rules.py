@@ -7,6 +7,8 @@ from typing import Any
 
 from sidecar.policy.model import FlagRule, HighValueRule, LadderStep, Policy, StuckStep, WindowRule
 
+NOT_YET = " (not enforced yet)"
+
 
 @dataclass(frozen=True)
 class RuleLine:
@@ -75,15 +77,17 @@ def rule_lines(policy: Policy) -> list[RuleLine]:
         add(window.id, "windows", window.purpose or _window_purpose(window), window)
     for step in policy.ladder:
         add(step.id, "ladder", step.purpose or _ladder_purpose(step), step)
+    # Sections the engine validates and versions but does not act on yet say so, so that `policy
+    # show` never claims behaviour the sidecar does not have.
     for stuck in policy.stuck:
-        add(stuck.id, "stuck", stuck.purpose or _stuck_purpose(stuck), stuck)
+        add(stuck.id, "stuck", (stuck.purpose or _stuck_purpose(stuck)) + NOT_YET, stuck)
     if policy.high_value:
-        add(policy.high_value.id, "high_value", policy.high_value.purpose
-            or _high_value_purpose(policy.high_value), policy.high_value)
+        add(policy.high_value.id, "high_value", (policy.high_value.purpose or _high_value_purpose(policy.high_value))
+            + "; reassignment by seniority is enforced, the rest" + NOT_YET, policy.high_value)
     for section, what in (("compliance", "compliance hold"), ("churn", "churn risk")):
         flag_rule: FlagRule | None = getattr(policy, section)
         if flag_rule:
-            add(flag_rule.id, section, flag_rule.purpose or _flag_purpose(flag_rule, what), flag_rule)
+            add(flag_rule.id, section, (flag_rule.purpose or _flag_purpose(flag_rule, what)) + NOT_YET, flag_rule)
     for persona, route in policy.notifications.items():
         add(f"notify.{persona.value}", "notifications",
             f"{persona.value} via {route.via}" + (f" {route.channel}" if route.channel else ""), route)

@@ -80,3 +80,26 @@ def test_quiet_hours_hold_a_warning_until_the_recipients_business_hours(sessions
         warning = session.scalars(select(OutboxRow).where(OutboxRow.action == "notify")).one()
     # 08:48 in New York is 19:18 in Kolkata: the DM waits for 09:30 IST the next morning
     assert warning.next_attempt_at == datetime(2026, 11, 25, 9, 30, tzinfo=ZoneInfo("Asia/Kolkata"))
+
+
+def test_without_digests_the_limit_still_holds(sessions: sessionmaker[Session]) -> None:
+    setup(sessions, [0, 0, 0, 0])
+    notifier = FakeNotifier()
+    ports = Ports(notifier, {"salesforce": FakeWriter()}, NoiseControl(max_per_recipient=2, digest=False))
+    run(sessions, ports, ny(24, 8, 48), ny(24, 8, 48))
+    assert len(notifier.sent) == 2 and notifier.digests == {}
+    with transaction(sessions) as session:
+        held = session.scalars(select(OutboxRow).where(OutboxRow.status == "pending")).all()
+    assert len(held) == 2 and {r.next_attempt_at for r in held} == {ny(24, 9, 3)}
+
+
+def test_the_dispatch_job_uses_the_policys_noise_settings(sessions: sessionmaker[Session]) -> None:
+    from sidecar import jobs
+    from sidecar.jobs import Runtime
+
+    setup(sessions, [0, 0, 0], noise={"max_per_recipient": 1, "window_minutes": 30, "digest": False})
+    notifier = FakeNotifier()
+    rt = Runtime(sessions, context(), {}, Ports(notifier, {"salesforce": FakeWriter()}))
+    jobs.evaluate(rt, ny(24, 8, 48).astimezone(UTC))
+    jobs.dispatch(rt, ny(24, 8, 48).astimezone(UTC))
+    assert len(notifier.sent) == 1 and rt.ports.noise.window_minutes == 30
