@@ -1,0 +1,91 @@
+"""`sidecar directory`: teams, reps, capacity and PTO."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sidecar import audit
+from sidecar.cli_common import console, errors, now, sessions
+from sidecar.settings import Settings
+from sidecar.store.db import transaction
+
+directory_app = typer.Typer(help="The sales directory: teams, reps, capacity, PTO.", no_args_is_help=True)
+
+
+@directory_app.command("apply")
+def directory_apply(
+    file: Annotated[Path | None, typer.Option("--file", help="Directory YAML (default: settings).")] = None,
+) -> None:
+    """Load config/directory.yaml into the store (every problem reported at once; versioned, audited)."""
+    from sidecar.directory import DirectoryError, apply_directory, load_directory
+    from sidecar.engine.policies import PolicyBook
+
+    path = file or Settings().directory_file
+    try:
+        directory = load_directory(path)
+        with transaction(sessions()) as session:
+            _version, policy = PolicyBook().active(session)
+            version = apply_directory(session, directory, policy)
+            audit.record(session, at=now(), kind="directory_applied", actor="cli",
+                         details={"version": version, "file": str(path)})
+    except (DirectoryError, LookupError) as exc:
+        errors.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(1) from exc
+    console.print(f"directory {version} applied: {len(directory.teams)} teams, {len(directory.reps)} reps "
+                  "(the next CRM user sync re-applies deactivations)")
+
+
+@directory_app.command("show")
+def directory_show(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per rep, for scripts.")] = False,
+) -> None:
+    """Every rep with team, role, capacity, open leads and whether routing could pick them now."""
+    from sidecar.directory import show_directory
+    from sidecar.engine.policies import PolicyBook
+
+    with transaction(sessions()) as session:
+        book = PolicyBook()
+        version, policy = book.active(session)
+        rows = show_directory(session, book, version, policy, now())
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row, sort_keys=True))
+        return
+    table = Table(title="directory")
+    for column in ("rep", "name", "crm", "team", "role", "capacity", "open leads", "available now"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["rep"], row["name"], row["crm"], row["team"] or "-", row["role"], str(row["capacity"]),
+                      str(row["open_leads"]), "yes" if row["available"] else f"no: {row['why_not']}")
+    console.print(table)
+
+
+@directory_app.command("pto")
+def directory_pto(
+    rep: Annotated[str, typer.Argument(help="The rep's CRM user id.")],
+    start: Annotated[datetime, typer.Argument(help="First day away (YYYY-MM-DD).", formats=["%Y-%m-%d"])],
+    end: Annotated[datetime, typer.Argument(help="Last day away, inclusive.", formats=["%Y-%m-%d"])],
+) -> None:
+    """Record PTO: routing never picks the rep on those days (in their team's time zone)."""
+    from sidecar.directory import add_pto
+    from sidecar.engine.policies import PolicyBook
+    from sidecar.store.models import Rep, Team
+
+    with transaction(sessions()) as session:
+        row = session.get(Rep, rep)
+        if row is None:
+            errors.print(f"no rep {rep}: run `sidecar directory show` for the ids")
+            raise typer.Exit(1)
+        team = session.get(Team, row.team_id) if row.team_id else None
+        _version, policy = PolicyBook().active(session)
+        tz = policy.markets[team.market].tz if team and team.market in policy.markets else "UTC"
+        add_pto(session, rep, start.date(), end.date(), tz)
+        audit.record(session, at=now(), kind="pto_recorded", actor="cli",
+                     details={"rep": rep, "from": start.date().isoformat(), "to": end.date().isoformat(), "tz": tz})
+    console.print(f"{row.name} is away {start.date()}..{end.date()} ({tz})")
