@@ -24,8 +24,9 @@ from sidecar.engine.policies import PolicyBook
 from sidecar.engine.routing import availability, next_in_turn, summarize, team_reps
 from sidecar.policy.model import AssignmentPolicy, AssignmentRule, Policy
 from sidecar.ports import OwnerChange, TaskRequest
-from sidecar.store.models import AuditRow, Lead, OutboxRow, Rep, Team
+from sidecar.store.models import AuditRow, Lead, OutboxRow, Rep, RoutingPointer, Team
 
+ASSIGN_CURSOR = "__assignment__"  # the RoutingPointer row that remembers where the last round stopped
 SALESFORCE_QUEUE_PREFIX = "00G"  # Salesforce owner ids: users start 005, queues 00G
 
 
@@ -136,6 +137,9 @@ def record_assignment(session: Session, plan: AssignmentPlan, lead: Lead, versio
     row = audit.record(session, at=at, kind=plan.kind, lead=lead, rule_id=plan.assignment.rule_id,
                        policy_version=version, step_key=plan.step_key, details=plan.details)
     if plan.owner_change is not None:
+        # The shadow row takes the new owner at once (capacity counts, no second decision); if the
+        # CRM refuses the change, the next poll brings the true owner back.
+        lead.owner_id, lead.team_id = plan.owner_change.to_owner_id, plan.assignment.team_id
         change = outbox.enqueue(session, key=f"{plan.step_key}:owner", now=at, audit_id=row.id,
                                 request=plan.owner_change)
         if plan.task is not None:
@@ -159,8 +163,17 @@ def assign_pending(session: Session, ctx: EngineContext, at: datetime, limit: in
     queues = queue_ids(session)
     owner_is_queue = or_(Lead.owner_id.is_(None), Lead.owner_id.in_(queues),
                          (Lead.crm == "salesforce") & Lead.owner_id.startswith(SALESFORCE_QUEUE_PREFIX))
-    leads = session.scalars(select(Lead).where(Lead.state.not_in(terminal), owner_is_queue)
-                            .order_by(Lead.created_at, Lead.id).limit(limit))
+    waiting = select(Lead).where(Lead.state.not_in(terminal), owner_is_queue).order_by(Lead.id)
+    # Visit the waiting leads in turns from a persisted position, so that leads nobody can take
+    # (no rule matches, nobody on shift) never crowd newer ones out of the window.
+    pointer = session.get(RoutingPointer, ASSIGN_CURSOR) or RoutingPointer(team_id=ASSIGN_CURSOR, last_rep_id="0")
+    session.add(pointer)
+    leads = list(session.scalars(waiting.where(Lead.id > int(pointer.last_rep_id or 0)).limit(limit)))
+    if len(leads) < limit:
+        seen = {lead.id for lead in leads}
+        leads += [lead for lead in session.scalars(waiting.limit(limit - len(leads))) if lead.id not in seen]
+    if leads:
+        pointer.last_rep_id = str(leads[-1].id) if len(leads) == limit else "0"
     rows = [assign_on_arrival(session, ctx, lead, at, rules) for lead in leads]
     return [row for row in rows if row is not None and row.kind == "lead_assigned"]
 

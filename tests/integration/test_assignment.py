@@ -81,7 +81,10 @@ def test_high_intent_paid_social_us_lead_goes_to_the_rules_team_in_turn(sessions
     # the first-response task waits for the owner change and is due at the 1h paid-social deadline
     assert effects["create_task"].depends_on == effects["change_owner"].id
     assert effects["create_task"].payload["due_at"].startswith("2026-11-24T16:00")
-    assert decide(sessions, ctx, version, "00QPAID")[0] == "005A2"  # type: ignore[index]  # next in turn
+    # the shadow owner moved at once: the lead is not decided again, and the next lead is next in turn
+    assert decide(sessions, ctx, version, "00QPAID") is None
+    arrive(sessions, ctx, "00QPAID2")
+    assert decide(sessions, ctx, version, "00QPAID2")[0] == "005A2"  # type: ignore[index]
 
 
 def test_rules_are_evaluated_in_order_first_match_wins(sessions: sessionmaker[Session]) -> None:
@@ -203,3 +206,16 @@ def test_rules_come_from_the_policy_section_once_the_policy_has_one(sessions: se
             {**base, "assignment": {"enabled": True, "rules": [r.model_dump() for r in RULES]}})
         plan = plan_assignment(session, ctx, version, enabled, lead, MORNING)
     assert plan is not None and plan.assignment.rule_id == "assign.us.default"
+
+
+def test_leads_nobody_can_take_do_not_crowd_out_newer_ones(sessions: sessionmaker[Session]) -> None:
+    ctx, _version = setup(sessions)
+    for i in range(5):  # no rule matches these (no market): they stay waiting
+        ingest(sessions, ctx, snapshot(f"00QLOST{i}", at=MORNING, owner=None, market=None))
+    arrive(sessions, ctx, "00QNEW")
+    assigned: list[str] = []
+    for _ in range(3):  # each round looks at 3 waiting leads, continuing where the last one stopped
+        with transaction(sessions) as session:
+            rows = assign_pending(session, ctx, MORNING, limit=3, rules=RULES)
+            assigned += [session.get(Lead, row.lead_id).crm_id for row in rows]
+    assert assigned == ["00QNEW"]
