@@ -206,7 +206,9 @@ class Demo:
             first, _, last = str(args["name"]).partition(" ")
             owner = self.org.people[str(args["owner"])] if args.get("owner") else None
             team = owner.rep.team if owner else ""
-            crm = self.crms[0]
+            crm = str(args.get("crm") or self.crms[0])
+            if crm not in self.drivers:
+                raise ValueError(f"scenario lead {args['id']}: crm {crm!r} is not running in this demo")
             fields = {"first_name": first, "last_name": last or first, **{
                 k: args.get(k) for k in ("company", "email", "market", "source", "status", "score", "tier",
                                          "deal_size", "flags")}}
@@ -216,9 +218,8 @@ class Demo:
             self._create(str(args["id"]), crm, team, fields, owner)
             return
         if action == "set_pto":
-            self.org.people[str(args["rep"])].add_pto(args["from"], args["to"])
             with transaction(self.sessions) as session:
-                self.org.write_pto(session, str(args["rep"]))
+                self.org.add_pto(session, str(args["rep"]), args["from"], args["to"])
             return
         lead = self.tracked[str(args["lead"])]
         driver = self.drivers[lead.crm]

@@ -37,7 +37,7 @@ from connectors.salesforce.reader import SalesforceReader
 from connectors.salesforce.writer import SalesforceWriter
 from connectors.slack.notifier import SlackNotifier, make_client
 from sidecar.calendar import BusinessCalendar
-from sidecar.directory import Directory, Pto, RepEntry, TeamEntry, apply_directory, pto_range
+from sidecar.directory import Directory, Pto, RepEntry, TeamEntry, add_pto, apply_directory
 from sidecar.engine.ladder import EngineContext
 from sidecar.engine.policies import PolicyBook
 from sidecar.jobs import Runtime
@@ -45,7 +45,6 @@ from sidecar.links import RecordLinks
 from sidecar.outbox import Ports, RetryPolicy
 from sidecar.policy import Policy
 from sidecar.ports import CrmReader, CrmWriter
-from sidecar.store.models import RepPto
 from sidecar.web.app import create_app, intake_callback
 
 SALESFORCE_FIELDS = parse_field_map({"lead": {
@@ -130,12 +129,12 @@ class DemoOrg:
                 for person in self.people.values() for crm, user in person.ids.items()]
         apply_directory(session, Directory(teams=teams, reps=reps), policy)
 
-    def write_pto(self, session: Session, key: str) -> None:
+    def add_pto(self, session: Session, key: str, start: date, end: date) -> None:
+        """A scripted day off: the person stops acting, and routing stops picking them, in every CRM."""
         person = self.people[key]
+        person.add_pto(start, end)
         for user in person.ids.values():
-            for start, end in person.pto:
-                starts, ends = pto_range(start, end, person.tz)
-                session.add(RepPto(rep_id=user, starts_at=starts, ends_at=ends))
+            add_pto(session, user, start, end, person.tz)
 
     def runtime(self, sessions: sessionmaker[Session], clock: VirtualClockLike,
                 salesforce: SalesforceEmulator | None, sf_http: requests.Session | None,

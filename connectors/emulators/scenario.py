@@ -10,7 +10,8 @@
       - {at: 40m, log_call: {lead: L1, by: us-east-rep3}}
       - {at: 2d,  set_status: {lead: L1, status: "Working - Contacted"}}
 
-Each event has an offset `at` ("90m", "4h", "2d") from `start` and exactly one action:
+Each event has an offset `at` ("90m", "4h", "2d") from `start` and exactly one action (a
+`create_lead` may name its `crm` when the scenario runs both; default: the first):
 create_lead, log_call, send_email, set_status, set_owner, set_field, set_pto. Leads and reps are
 named by scenario keys (`id`, `owner`, `by`, `rep`); the demo maps them to CRM ids.
 """
@@ -27,7 +28,7 @@ import yaml
 
 ACTIONS = {
     "create_lead": {"id", "name", "company", "email", "market", "source", "status", "owner", "score", "tier",
-                    "deal_size", "flags"},
+                    "deal_size", "flags", "crm"},
     "log_call": {"lead", "by"},
     "send_email": {"lead", "by"},
     "set_status": {"lead", "status", "by"},
