@@ -172,7 +172,8 @@ def web_routers(settings: Settings, sessions: sessionmaker[Session], ctx: Engine
         from connectors.hubspot.webhooks import hubspot_webhook_router
 
         routers.append(hubspot_webhook_router(_secret(settings.hubspot_app_secret) or "",
-                                              intake_callback(sessions, "hubspot", now)))
+                                              intake_callback(sessions, "hubspot", now),
+                                              object_type_id=_hubspot_fields().type_id))
     if settings.slack_signing_secret:
         from connectors.slack.actions import slack_actions_router
 

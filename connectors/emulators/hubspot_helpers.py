@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
@@ -28,6 +28,7 @@ class HubSpotHelpers:
     expired_tokens: set[str]
     token_scopes: dict[str, frozenset[str]]
     webhooks: WebhookOutbox | None
+    search_visible_at: dict[tuple[str, int], datetime]
     _lock: threading.RLock
 
     def _write_update(
@@ -37,6 +38,9 @@ class HubSpotHelpers:
 
     def _emit(self, object_type: ObjectType, event: str, object_id: int, now: datetime, source: str,
               prop: str | None = None, value: str | None = None) -> None:
+        raise NotImplementedError
+
+    def _write_archive(self, record: Record) -> None:
         raise NotImplementedError
 
     # -- webhooks --------------------------------------------------------------------------------
@@ -100,6 +104,18 @@ class HubSpotHelpers:
             record = self.store.create(kind, values, self.clock(), "IMPORT")
             self._emit(kind, "creation", record.id, record.created_at, "IMPORT")
             return str(record.id)
+
+    def archive(self, object_type: str, record_id: str) -> None:
+        """A user deleting the record (HubSpot archives it: readable with archived=true)."""
+        with self._lock:
+            self._write_archive(self.store.get(resolve_type(object_type), str(record_id)))
+
+    def delay_search(self, object_type: str, record_id: str, seconds: float) -> None:
+        """Keep the record out of search results for `seconds` from now (index lag), whatever its
+        modification stamp says: a poll can move past that stamp before search shows it."""
+        with self._lock:
+            kind = resolve_type(object_type)
+            self.search_visible_at[(kind.name, int(record_id))] = self.clock() + timedelta(seconds=seconds)
 
     def insert_many(self, object_type: str, rows: Iterable[Mapping[str, Any]]) -> list[str]:
         return [self.insert(object_type, row) for row in rows]

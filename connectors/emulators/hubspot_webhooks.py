@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,16 @@ def sign_v3(secret: str, method: str, uri: str, body: bytes | str, timestamp_ms:
     message = f"{method}{uri}{raw}{timestamp_ms}".encode()
     digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
     return base64.b64encode(digest).decode()
+
+
+# HubSpot decodes these in the request URI before signing (its "validating requests" guide).
+_DECODED_BEFORE_SIGNING = {"%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$",
+                           "%27": "'", "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";"}
+
+
+def uri_as_signed(uri: str) -> str:
+    return re.sub("|".join(_DECODED_BEFORE_SIGNING), lambda m: _DECODED_BEFORE_SIGNING[m.group(0).upper()],
+                  uri, flags=re.IGNORECASE)
 
 
 def sign_v1(secret: str, body: bytes | str) -> str:
@@ -149,7 +160,8 @@ class WebhookOutbox:
         timestamp = int(self.clock().timestamp() * 1000)
         headers = {
             "Content-Type": "application/json",
-            "X-HubSpot-Signature-v3": sign_v3(self.client_secret, "POST", self.url, body, timestamp),
+            "X-HubSpot-Signature-v3": sign_v3(self.client_secret, "POST", uri_as_signed(self.url), body,
+                                              timestamp),
             "X-HubSpot-Request-Timestamp": str(timestamp),
             "X-HubSpot-Signature": sign_v1(self.client_secret, body),
             "X-HubSpot-Signature-Version": "v1",

@@ -89,6 +89,7 @@ class SalesforceEmulator(Emulator):
         self._cursors: dict[str, _Cursor] = {}
         self._cursor_numbers = iter(range(1, 10**9))
         self._actor = ""
+        self.uncommitted: list[tuple[str, dict[str, Any]]] = []  # see insert_uncommitted
         self.integration_user_id = ""
         self.integration_user_id = self.add_user("Integration", "User", username="integration@example.com",
                                                  password="password", security_token="TOKEN")
@@ -433,6 +434,38 @@ class SalesforceEmulator(Emulator):
         with self.lock:
             clean = self.store.validate(sobject, fields, creating=True, system=True)
             return self.store.apply_create(sobject, clean, actor or self.integration_user_id)
+
+    def insert_uncommitted(self, sobject: str, fields: dict[str, Any], *, actor: str | None = None) -> str:
+        """Fault: a row written inside a long transaction. It is stamped now (SystemModstamp is set
+        at write time) but no query, read or Bulk job sees it until `commit_pending()`, which may
+        come after polls have moved their cursors past its stamp."""
+        with self.lock:
+            listeners, self.store.listeners = self.store.listeners, []  # notified on commit
+            try:
+                record_id = self.insert(sobject, fields, actor=actor)
+            finally:
+                self.store.listeners = listeners
+            self.uncommitted.append((sobject, self.store.tables[sobject].pop(record_id)))
+            return record_id
+
+    def commit_pending(self) -> list[str]:
+        """Make the rows of `insert_uncommitted` visible, with the stamps they were written with."""
+        with self.lock:
+            done = []
+            for sobject, record in self.uncommitted:
+                self.store.tables[sobject][record["Id"]] = record
+                self.store.notify(sobject, None, record)
+                done.append(str(record["Id"]))
+            self.uncommitted.clear()
+            return done
+
+    def add_task_status(self, status: str, *, closed: bool) -> None:
+        """A Task Status picklist value; `closed` ones set IsClosed like Completed does."""
+        with self.lock:
+            if closed:
+                self.store.closed_task_statuses.add(status)
+            else:
+                self.store.closed_task_statuses.discard(status)
 
     def update_as_user(self, sobject: str, record_id: str, fields: dict[str, Any],
                        user_id: str | None = None) -> None:

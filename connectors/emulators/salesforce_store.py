@@ -42,10 +42,10 @@ _SCHEMA_SOURCE = {
             "Country:string State:string IsConverted:boolean! IsUnreadByOwner:boolean "
             "LastActivityDate:date! OwnerId:reference",
     "Task": "WhoId:reference WhatId:reference Subject:combobox Status:picklist Priority:picklist "
-            "ActivityDate:date Description:textarea Type:picklist TaskSubtype:picklist IsClosed:boolean! "
+            "ActivityDate:date Description:textarea_long Type:picklist TaskSubtype:picklist IsClosed:boolean! "
             "OwnerId:reference",
     "Event": "WhoId:reference WhatId:reference Subject:combobox StartDateTime:datetime EndDateTime:datetime "
-             "ActivityDateTime:datetime DurationInMinutes:int Type:picklist Description:textarea "
+             "ActivityDateTime:datetime DurationInMinutes:int Type:picklist Description:textarea_long "
              "OwnerId:reference",
     "User": "Username:string* FirstName:string LastName:string* Name:string! Email:email* Alias:string "
             "IsActive:boolean TimeZoneSidKey:picklist ManagerId:reference",
@@ -118,6 +118,9 @@ class OrgStore:
         self.tables: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in self.schemas}
         self.listeners: list[ChangeListener] = []
         self._counter = itertools.count(1)
+        # Task statuses that close a task (Setup > Task Status picklist, "Closed" ticked); IsClosed
+        # follows them. Orgs add their own ("Done", "Left voicemail"...).
+        self.closed_task_statuses: set[str] = {"Completed"}
 
     def field_types(self) -> dict[str, dict[str, str]]:
         return {name: {f: spec.type for f, spec in fields.items()} for name, fields in self.schemas.items()}
@@ -289,7 +292,7 @@ class OrgStore:
         if sobject in ("Lead", "User"):
             record["Name"] = " ".join(p for p in (record.get("FirstName"), record.get("LastName")) if p)
         if sobject == "Task":
-            record["IsClosed"] = record.get("Status") == "Completed"
+            record["IsClosed"] = record.get("Status") in self.closed_task_statuses
 
     def _history(self, lead_id: str, field: str, old: Any, new: Any, actor: str, now: str) -> None:
         # An owner change writes two rows in a real org: one with the owners' names, one with their
@@ -307,6 +310,9 @@ class OrgStore:
     def _name_of(self, record_id: Any) -> Any:
         found = self.find(str(record_id)) if record_id else None
         return found[1].get("Name") if found else record_id
+
+    def notify(self, sobject: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        self._notify(sobject, old, new)
 
     def _notify(self, sobject: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
         for listener in self.listeners:

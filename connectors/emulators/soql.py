@@ -30,7 +30,9 @@ __all__ = ["BoundQuery", "Literal", "Query", "SoqlError", "bind", "parse", "pars
            "to_18", "tokenize"]
 
 # Field types, as `describe` names them, grouped by how values compare.
-TEXT_TYPES = frozenset({"string", "picklist", "email", "phone", "textarea", "url", "combobox"})
+TEXT_TYPES = frozenset({"string", "picklist", "email", "phone", "textarea", "url", "combobox", "textarea_long"})
+# Long Text Area (e.g. Task.Description): selectable, but SOQL refuses it in WHERE and ORDER BY.
+UNFILTERABLE_TYPES = frozenset({"textarea_long"})
 ID_TYPES = frozenset({"id", "reference"})  # case-sensitive: 00Qa... and 00QA... are different rows
 NUMBER_TYPES = frozenset({"double", "int", "currency", "percent"})
 _MAX_OFFSET = 2000
@@ -359,7 +361,10 @@ def bind(soql: str, schemas: Mapping[str, Mapping[str, str]]) -> BoundQuery:
             raise SoqlError("MALFORMED_QUERY", f"duplicate field selected: {name}")
         seen.add(name)
     for item in query.order_by:
-        resolve(item.field)
+        name = resolve(item.field)
+        if types[name] in UNFILTERABLE_TYPES:
+            raise SoqlError("INVALID_FIELD", f"{location(soql, item.field.pos)}field '{name}' can not be "
+                            "sorted in a query call")
 
     def check(condition: Condition | None) -> None:
         if isinstance(condition, BoolOp):
@@ -368,6 +373,9 @@ def bind(soql: str, schemas: Mapping[str, Mapping[str, str]]) -> BoundQuery:
         elif isinstance(condition, Compare):
             name = resolve(condition.field)
             ftype = types[name]
+            if ftype in UNFILTERABLE_TYPES:
+                raise SoqlError("INVALID_FIELD", f"{location(soql, condition.field.pos)}field '{name}' can not "
+                                "be filtered in query call")
             values = condition.value if isinstance(condition.value, tuple) else (condition.value,)
             if condition.op == "like" and ftype not in TEXT_TYPES | ID_TYPES:
                 raise SoqlError("INVALID_FIELD", f"invalid operator on field '{name}': LIKE")

@@ -29,6 +29,10 @@ from sidecar.ports import TransientError
 log = logging.getLogger(__name__)
 
 Kind = Literal["search", "general"]
+# Waits up to this long are slept here and the same request sent again; longer ones (the DAILY
+# limit above all, hours away) are handed to the dispatcher's scheduled retry at once, so that no
+# thread sits blocked while other work could go on.
+MAX_INLINE_WAIT_S = 10.0
 _NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError, TimeoutError)
 
 
@@ -71,16 +75,20 @@ class HubSpotApi:
                         continue  # through the gate again: HubSpot may have counted the first one
                     raise TransientError(f"HubSpot {what}: network error: {type(exc).__name__}") from exc
                 status = int(getattr(exc, "status", 0) or 0)
-                if status == 429 and throttled < self.limiter.settings.max_429_retries:
+                if status == 429:
+                    body = body_of(exc)
+                    wait = self.limiter.backoff(headers_of(exc), body)
+                    policy = str(body.get("policyName") or "")
+                    if policy == "DAILY" or wait > MAX_INLINE_WAIT_S:
+                        raise TransientError(f"HubSpot {what}: rate limited ({policy or 'unknown policy'}) "
+                                             f"for {wait:.0f} s; retried later", retry_after=wait) from exc
+                    if throttled >= self.limiter.settings.max_429_retries:
+                        raise TransientError(f"HubSpot {what}: still rate limited after {throttled} retries",
+                                             retry_after=wait) from exc
                     throttled += 1
-                    wait = self.limiter.backoff(headers_of(exc), body_of(exc))
                     log.info("hubspot rate limited, retrying", extra={"call": what, "wait_s": wait})
                     self.limiter.sleep(wait)
                     continue  # the very same request again: no page is skipped
-                if status == 429:
-                    wait = self.limiter.backoff(headers_of(exc), body_of(exc))
-                    raise TransientError(f"HubSpot {what}: still rate limited after {throttled} retries",
-                                         retry_after=wait) from exc
                 if status == 401 and self.auth.can_refresh and not refreshed:
                     refreshed = True
                     self.auth.refresh()

@@ -6,6 +6,12 @@ associated (the emulator does not). So each poll also sweeps the three engagemen
 their own `hs_lastmodifieddate` and re-reads the leads they point at. Activity ids make the
 core's ingest idempotent, so seeing an engagement twice is harmless.
 
+Meetings: a booked meeting (outcome SCHEDULED, or an end time still ahead) is not progress; only
+outcome COMPLETED, or no outcome and an end time at or before the injected clock, counts, at its
+end time. No activity is ever reported later than now (an engagement dated in the future waits).
+Known limit: a meeting left without an outcome is seen by this stream only when it is modified; if
+it ends unmodified, the lead's next read (webhook, change, or the targeted read) picks it up.
+
 Engagement -> lead links come from the v4 batch association read (100 ids a call); where that
 endpoint is missing (the emulator answers 404) from one v4 read per engagement, counted in
 `association_reads` so the cost is visible. Links are cached: they hardly ever change.
@@ -14,8 +20,9 @@ endpoint is missing (the emulator answers 404) from one v4 read per engagement, 
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from connectors.hubspot.api import HubSpotApi
@@ -34,6 +41,11 @@ class EngagementKind:
     status_property: str
     # Outcomes that mean the work did not happen (a cancelled meeting is not progress).
     not_progress: frozenset[str]
+    end_property: str | None = None  # meetings: when it ends; an empty outcome counts only after it
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 KINDS = (
@@ -42,21 +54,27 @@ KINDS = (
     EngagementKind("emails", ProgressKind.EMAIL_SENT, "hs_email_direction",
                    frozenset({"INCOMING_EMAIL"})),  # the lead writing to us is not our progress
     EngagementKind("meetings", ProgressKind.MEETING_HELD, "hs_meeting_outcome",
-                   frozenset({"CANCELED", "NO_SHOW", "RESCHEDULED"})),
+                   frozenset({"CANCELED", "NO_SHOW", "RESCHEDULED", "SCHEDULED"}), "hs_meeting_end_time"),
 )
 
 
+def _properties(kind: EngagementKind) -> list[str]:
+    names = ["hs_timestamp", "hubspot_owner_id", kind.status_property]
+    return [*names, kind.end_property] if kind.end_property else names
+
+
 class EngagementReader:
-    def __init__(self, api: HubSpotApi, lead_object: str, cache_size: int = 50_000) -> None:
+    def __init__(self, api: HubSpotApi, lead_object: str, cache_size: int = 50_000,
+                 clock: Callable[[], datetime] = _utc_now) -> None:
         self.api = api
+        self.clock = clock
         self.lead_object = lead_object
         self.association_reads = 0  # per-object fallback reads
         self.batch_association_reads = 0
         self._batch_supported: bool | None = None
         self._links: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
         self._cache_size = cache_size
-        self.sweeps = {k.object_type: Sweep(api, k.object_type, "hs_lastmodifieddate",
-                                            ["hs_timestamp", "hubspot_owner_id", k.status_property])
+        self.sweeps = {k.object_type: Sweep(api, k.object_type, "hs_lastmodifieddate", _properties(k))
                        for k in KINDS}
 
     @property
@@ -66,14 +84,24 @@ class EngagementReader:
     def changed_since(self, since_ms: int | None) -> dict[str, list[ProgressActivity]]:
         """Progress per lead id, for every engagement modified at or after `since_ms`."""
         by_lead: dict[str, list[ProgressActivity]] = defaultdict(list)
+        for page in self.changed_pages(since_ms):
+            for lead_id, activities in page.items():
+                by_lead[lead_id] += activities
+        return dict(by_lead)
+
+    def changed_pages(self, since_ms: int | None) -> Iterator[dict[str, list[ProgressActivity]]]:
+        """`changed_since` one search page (at most 200 engagements) at a time."""
+        now = self.clock()
         for kind in KINDS:
             for page in self.sweeps[kind.object_type].pages(since_ms):
-                activities = {str(r["id"]): a for r in page.records if (a := _activity(r, kind))}
+                activities = {str(r["id"]): a for r in page.records if (a := _activity(r, kind, now))}
                 links = self.links(kind.object_type, list(activities))
+                by_lead: dict[str, list[ProgressActivity]] = defaultdict(list)
                 for engagement_id, activity in activities.items():
                     for lead_id in links.get(engagement_id, ()):
                         by_lead[lead_id].append(activity)
-        return dict(by_lead)
+                if by_lead:
+                    yield dict(by_lead)
 
     def links(self, object_type: str, ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
         """Lead ids associated with each engagement id (cached: engagements rarely move)."""
@@ -85,6 +113,7 @@ class EngagementReader:
     def on_leads(self, lead_ids: Sequence[str]) -> list[tuple[str, ProgressActivity]]:
         """(lead id, activity) for every engagement on the given leads (webhook-driven reads)."""
         out: list[tuple[str, ProgressActivity]] = []
+        now = self.clock()
         for kind in KINDS:
             by_engagement: dict[str, list[str]] = defaultdict(list)
             for lead_id, engagement_ids in self._associations(self.lead_object, kind.object_type,
@@ -92,7 +121,7 @@ class EngagementReader:
                 for engagement_id in engagement_ids:
                     by_engagement[engagement_id].append(lead_id)
             for record in self._batch_read(kind, list(by_engagement)):
-                activity = _activity(record, kind)
+                activity = _activity(record, kind, now)
                 if activity is not None:
                     out += [(lead_id, activity) for lead_id in by_engagement[str(record["id"])]]
         return out
@@ -102,7 +131,7 @@ class EngagementReader:
         for start in range(0, len(ids), BATCH):
             body = self.api.call("general", "crm.objects.batch_api", "read", kind.object_type,
                                  {"inputs": [{"id": i} for i in ids[start:start + BATCH]],
-                                  "properties": ["hs_timestamp", "hubspot_owner_id", kind.status_property],
+                                  "properties": _properties(kind),
                                   "propertiesWithHistory": []})
             records += (body or {}).get("results") or []
         return records
@@ -147,21 +176,31 @@ class EngagementReader:
         ids: list[str] = []
         after: str | None = None
         while True:
-            body = self.api.call("general", "crm.associations.v4.basic_api", "get_page", from_type,
-                                 object_id, to_type, after=after, limit=500)
+            try:
+                body = self.api.call("general", "crm.associations.v4.basic_api", "get_page", from_type,
+                                     object_id, to_type, after=after, limit=500)
+            except Rejected as exc:
+                if exc.status != 404:
+                    raise
+                return tuple(ids)  # deleted or merged away (a deletion webhook reads it): no links
             ids += [str(r["toObjectId"]) for r in (body or {}).get("results") or []]
             after = (((body or {}).get("paging") or {}).get("next") or {}).get("after")
             if not after:
                 return tuple(ids)
 
 
-def _activity(record: dict[str, Any], kind: EngagementKind) -> ProgressActivity | None:
+def _activity(record: dict[str, Any], kind: EngagementKind, now: datetime) -> ProgressActivity | None:
     props = record.get("properties") or {}
-    if (props.get(kind.status_property) or "").upper() in kind.not_progress:
+    status = (props.get(kind.status_property) or "").upper()
+    if status in kind.not_progress:
         return None
     at = parse_time(props.get("hs_timestamp")) or parse_time(props.get("hs_createdate"))
-    if at is None:
-        return None
+    if kind.end_property:
+        at = parse_time(props.get(kind.end_property)) or at  # a meeting is held when it ends
+        if status != "COMPLETED" and status != "":
+            return None  # an outcome we do not know: not evidence that it was held
+    if at is None or at > now:
+        return None  # never progress from the future (a booked meeting, a mis-dated call)
     return ProgressActivity(crm_id=str(record["id"]), kind=kind.progress, at=at,
                             by=props.get("hubspot_owner_id") or None)
 

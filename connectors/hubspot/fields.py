@@ -59,6 +59,14 @@ class FieldMap:
     market: ValueMap = field(default_factory=lambda: ValueMap("country"))
     source: ValueMap = field(default_factory=lambda: ValueMap("hs_analytics_source"))
     flags: Mapping[str, str] = field(default_factory=lambda: _frozen({}))  # property -> flag name
+    # Reported as the status of a lead deleted (archived) or merged away in HubSpot; map it to
+    # CLOSED in the policy's states.hubspot so its clocks end.
+    deleted_status: str = "DELETED"
+    # How far behind its cursor a poll looks for leads that reached the search index late.
+    lookback_seconds: float = 600.0
+    # First poll only: engagements modified within this many days give backfilled leads their
+    # progress (older ones are irrelevant to clocks measured in hours and days).
+    backfill_activity_days: float = 30.0
 
     def __post_init__(self) -> None:
         if self.object not in OBJECTS:
@@ -85,7 +93,8 @@ class FieldMap:
         return list(dict.fromkeys(n for n in names if n))
 
 
-_SCALARS = {f.name for f in fields(FieldMap)} - {"market", "source", "flags", "object", "portal_id"}
+_SCALARS = {f.name for f in fields(FieldMap)} - {"market", "source", "flags", "object", "portal_id",
+                                                 "deleted_status", "lookback_seconds", "backfill_activity_days"}
 
 
 def load_field_map(path: Path) -> FieldMap:
@@ -100,9 +109,19 @@ def load_field_map(path: Path) -> FieldMap:
         section = raw.get(key) or {}
         return ValueMap(str(section.get("property", default) or ""), _frozen(section.get("values")))
 
+    polling = raw.get("polling") or {}
+    numbers = {}
+    for key, default in (("lookback_seconds", 600.0), ("backfill_activity_days", 30.0)):
+        value = polling.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"{path}: polling.{key}: a number >= 0 (default {default:g})")
+        numbers[key] = float(value)
     return FieldMap(object=str(raw.get("object", "contacts")), portal_id=str(raw.get("portal_id", "0")),
                     market=value_map("market", "country"), source=value_map("source", "hs_analytics_source"),
-                    flags=_frozen(raw.get("flags")), **{k: str(v or "") for k, v in props.items()})
+                    flags=_frozen(raw.get("flags")), deleted_status=str(raw.get("deleted_status", "DELETED")),
+                    lookback_seconds=numbers["lookback_seconds"],
+                    backfill_activity_days=numbers["backfill_activity_days"],
+                    **{k: str(v or "") for k, v in props.items()})
 
 
 def missing_properties(api: HubSpotApi, field_map: FieldMap) -> list[str]:

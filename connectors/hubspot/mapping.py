@@ -49,7 +49,9 @@ def entered_current_value(history: Sequence[Mapping[str, Any]] | None) -> dateti
 
 
 def to_snapshot(record: Mapping[str, Any], fields: FieldMap,
-                activities: Iterable[ProgressActivity] = ()) -> LeadSnapshot:
+                activities: Iterable[ProgressActivity] = (), *, deleted: bool = False) -> LeadSnapshot:
+    """`deleted`: the record was read as archived (deleted or merged away): its status is
+    `fields.deleted_status` and its stamp the archive time, so the core closes its clocks."""
     props: Mapping[str, str | None] = record.get("properties") or {}
     history: Mapping[str, Any] = record.get("propertiesWithHistory") or {}
 
@@ -58,6 +60,9 @@ def to_snapshot(record: Mapping[str, Any], fields: FieldMap,
         return value if value not in ("", None) else None
 
     modified = parse_time(get(fields.modified_property)) or parse_time(record.get("updatedAt"))
+    archived_at = parse_time(record.get("archivedAt")) if deleted else None
+    if modified is not None and archived_at is not None:
+        modified = max(modified, archived_at)
     if modified is None:
         raise ValueError(f"HubSpot record {record.get('id')} has no {fields.modified_property}")
     name = " ".join(p for p in (get(fields.first_name), get(fields.last_name)) if p)
@@ -67,7 +72,7 @@ def to_snapshot(record: Mapping[str, Any], fields: FieldMap,
     return LeadSnapshot(
         crm=Crm.HUBSPOT,
         crm_id=str(record["id"]),
-        crm_status=get(fields.status) or "",
+        crm_status=fields.deleted_status if deleted else get(fields.status) or "",
         crm_modified_at=modified,
         name=name,
         company=get(fields.company) or "",

@@ -2,10 +2,17 @@
 
 One poll (`read_changes`) is:
 1. engagements (calls, emails, meetings) modified since the cursor minus `engagement_lookback`
-   -> the leads they are on, batch-read and yielded first with the cursor unchanged;
-2. leads modified at or after the cursor, 200 per search page (see `search.Sweep`), each page
-   batch-read again with `propertiesWithHistory` for exact status/owner transition times, and
-   yielded with the cursor advanced to (highest stamp, ids at it).
+   -> the leads they are on, batch-read and yielded first with the cursor unchanged, one page per
+   search page. The first poll (no cursor) reads only engagements modified within
+   `backfill_activity_days` (FieldMap), paged the same way, instead of the whole portal's;
+2. leads modified at or after the cursor minus `lookback` (FieldMap `lookback_seconds`, default
+   10 minutes: HubSpot's search index lags writes, so a lead can appear in search after the
+   cursor passed its stamp), 200 per search page (see `search.Sweep`), each page batch-read again
+   with `propertiesWithHistory` for exact status/owner transition times, and yielded with the
+   cursor advanced to the highest stamp. `seen_ids` holds "id@stamp" of every lead delivered
+   within the lookback of the cursor, so the re-read part of the window is dropped, not re-sent.
+Ids a batch read does not return (deleted or merged away) are read again with `archived=true`
+and reported with `deleted_status`, which the policy maps to CLOSED.
 Why the lookback: the engagement sweep runs before the lead sweep, so an engagement logged while
 the lead sweep runs could carry a stamp below the cursor that is finally committed. A poll stops
 yielding lead pages after `max_poll_s` (half the lookback); the next poll resumes from its cursor,
@@ -14,6 +21,7 @@ so every such engagement is still inside the next poll's lookback.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +30,7 @@ from connectors.hubspot.api import HubSpotApi
 from connectors.hubspot.engagements import EngagementReader
 from connectors.hubspot.fields import FieldMap
 from connectors.hubspot.mapping import epoch_ms, to_snapshot
-from connectors.hubspot.search import Sweep
+from connectors.hubspot.search import Sweep, stamp_ms
 from sidecar.domain import Crm, LeadSnapshot, ProgressActivity
 from sidecar.ports import ChangePage, Cursor, DirectoryUser
 
@@ -39,14 +47,15 @@ class HubSpotReader:
 
     def __init__(self, api: HubSpotApi, fields: FieldMap, *, clock: Callable[[], datetime] = _utc_now,
                  engagement_lookback: timedelta = timedelta(minutes=10),
-                 with_engagements: bool = True) -> None:
+                 with_engagements: bool = True, lookback: timedelta | None = None) -> None:
         self.api = api
         self.fields = fields
         self.clock = clock
         self.lookback = engagement_lookback
+        self.lead_lookback = timedelta(seconds=fields.lookback_seconds) if lookback is None else lookback
         self.max_poll = engagement_lookback / 2
         self.with_engagements = with_engagements
-        self.engagements = EngagementReader(api, fields.object)
+        self.engagements = EngagementReader(api, fields.object, clock=clock)
         # Lead pages are swept with ids and stamps only; the batch read brings the rest.
         self.sweep = Sweep(api, fields.object, fields.modified_property, [])
         self.batch_reads = 0
@@ -57,14 +66,21 @@ class HubSpotReader:
         started = self.clock()
         since_ms = epoch_ms(cursor.at) if cursor.at is not None else None
         if self.with_engagements:
-            eng_since = epoch_ms(cursor.at - self.lookback) if cursor.at is not None else None
-            touched = self.engagements.changed_since(eng_since)
-            if touched:
+            if cursor.at is not None:
+                eng_since = epoch_ms(cursor.at - self.lookback)
+            else:  # first poll: recent engagements only, never the whole portal's history
+                eng_since = epoch_ms(started - timedelta(days=self.fields.backfill_activity_days))
+            for touched in self.engagements.changed_pages(eng_since):
                 yield ChangePage(self._read(list(touched), touched), cursor)
-        for page in self.sweep.pages(since_ms, cursor.seen_ids):
+        window = _Window(cursor)
+        lookback_ms = int(self.lead_lookback.total_seconds() * 1000)
+        ids_at = window.ids_at(since_ms) if since_ms is not None else []
+        for page in self.sweep.pages(since_ms, ids_at, lookback_ms=lookback_ms, seen_keys=window.keys):
             ids = [str(r["id"]) for r in page.records]
+            window.add(page.records, self.fields.modified_property)
+            window.prune(page.at_ms - lookback_ms)
             at = datetime.fromtimestamp(page.at_ms / 1000, UTC)
-            yield ChangePage(self._read(ids, {}), Cursor(at, page.ids_at))
+            yield ChangePage(self._read(ids, {}), Cursor(at, window.sorted()))
             if self.clock() - started > self.max_poll:
                 return  # the next poll continues from the committed cursor
 
@@ -93,26 +109,71 @@ class HubSpotReader:
 
     def _read(self, ids: Sequence[str], activities: Mapping[str, Sequence[ProgressActivity]]
               ) -> list[LeadSnapshot]:
-        """Batch read 100 ids a call with property history; unknown/deleted ids are skipped."""
+        """Batch read 100 ids a call with property history. Ids not returned are read again as
+        archived (deleted or merged away) and reported with `deleted_status`; ids unknown even
+        then (never existed, or purged) are skipped."""
         snapshots = []
         for start in range(0, len(ids), BATCH):
             chunk = ids[start:start + BATCH]
-            self.batch_reads += 1
-            body = self.api.call("general", "crm.objects.batch_api", "read", self.fields.object,
-                                 {"inputs": [{"id": i} for i in chunk],
-                                  "properties": self.fields.properties(),
-                                  "propertiesWithHistory": self.fields.history_properties},
-                                 scope=f"crm.objects.{self.fields.object}.read")
-            by_id = {str(r["id"]): r for r in (body or {}).get("results") or []}
-            snapshots += [to_snapshot(by_id[i], self.fields, activities.get(i, ()))
-                          for i in chunk if i in by_id]
+            by_id = self._batch(chunk, archived=False)
+            gone = [i for i in chunk if i not in by_id]
+            archived = self._batch(gone, archived=True) if gone else {}
+            for i in chunk:
+                if i in by_id:
+                    snapshots.append(to_snapshot(by_id[i], self.fields, activities.get(i, ())))
+                elif i in archived:
+                    snapshots.append(to_snapshot(archived[i], self.fields, deleted=True))
         return snapshots
+
+    def _batch(self, ids: Sequence[str], *, archived: bool) -> dict[str, dict[str, Any]]:
+        self.batch_reads += 1
+        body = self.api.call("general", "crm.objects.batch_api", "read", self.fields.object,
+                             {"inputs": [{"id": i} for i in ids], "properties": self.fields.properties(),
+                              "propertiesWithHistory": self.fields.history_properties},
+                             archived=archived, scope=f"crm.objects.{self.fields.object}.read")
+        return {str(r["id"]): r for r in (body or {}).get("results") or []}
 
     def _activities_of(self, lead_ids: Sequence[str]) -> dict[str, list[ProgressActivity]]:
         out: dict[str, list[ProgressActivity]] = {}
         for lead_id, activity in self.engagements.on_leads(lead_ids):
             out.setdefault(lead_id, []).append(activity)
         return out
+
+
+class _Window:
+    """Leads delivered within the lookback of the cursor, as "id@stamp_ms" (a cursor written before
+    the lookback existed holds bare ids: those are the ids at `cursor.at`)."""
+
+    def __init__(self, cursor: Cursor) -> None:
+        at_ms = epoch_ms(cursor.at) if cursor.at is not None else None
+        self.keys: set[str] = set()
+        self._heap: list[tuple[int, str]] = []
+        for key in cursor.seen_ids:
+            rid, _, stamp = key.partition("@")
+            if stamp.isdigit():
+                self._put(rid, int(stamp))
+            elif at_ms is not None:
+                self._put(rid, at_ms)
+
+    def _put(self, rid: str, stamp: int) -> None:
+        key = f"{rid}@{stamp}"
+        if key not in self.keys:
+            self.keys.add(key)
+            heapq.heappush(self._heap, (stamp, key))
+
+    def ids_at(self, at_ms: int) -> list[str]:
+        return [key.partition("@")[0] for key in self.keys if key.endswith(f"@{at_ms}")]
+
+    def add(self, records: Sequence[Mapping[str, Any]], modified: str) -> None:
+        for record in records:
+            self._put(str(record["id"]), stamp_ms(dict(record), modified))
+
+    def prune(self, floor_ms: int) -> None:
+        while self._heap and self._heap[0][0] < floor_ms:
+            self.keys.discard(heapq.heappop(self._heap)[1])
+
+    def sorted(self) -> tuple[str, ...]:
+        return tuple(sorted(self.keys))
 
 
 def _user(owner: Mapping[str, Any], active: bool) -> DirectoryUser:

@@ -22,6 +22,12 @@ ids already read at T and m = max(K), goes:
 Once the server is seen serving ties out of id order, the sweep skips the count from then on.
 A record modified during the sweep gets a newer stamp and is read again later.
 
+Lookback (`pages(..., lookback_ms=L, seen_keys=K)`): HubSpot's search index lags writes, so a
+record can turn up in search after the cursor passed its stamp. The first query of a poll then
+starts at `since - L` (GTE) and drops every record whose "id@stamp" is in K (delivered already);
+older-than-cursor records not in K are delivered without moving the cursor. Should that query hit
+the result cap, it restarts from the last stamp it served, never jumping to the cursor.
+
 Known gap (not a restart matter): inside one query HubSpot pages by offset, so if a record the
 query already served leaves or moves within its results (modified, deleted) before the next page,
 the following records shift down by one and the next page skips one of them.
@@ -29,7 +35,7 @@ the following records shift down by one and the next page skips one of them.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +57,7 @@ class SweepPage:
     ids_at: tuple[str, ...]  # every id seen at that stamp (including the starting cursor's)
 
 
-def _stamp(record: dict[str, Any], prop: str) -> int:
+def stamp_ms(record: dict[str, Any], prop: str) -> int:
     moment = parse_time((record.get("properties") or {}).get(prop)) or parse_time(record.get("updatedAt"))
     if moment is None:
         raise ValueError(f"HubSpot search returned record {record.get('id')} without {prop}")
@@ -74,6 +80,7 @@ class Sweep:
         self.restarts = 0  # queries abandoned at the result cap
         self.counts = 0  # one-row searches that proved an exact (stamp, id) restart safe (or not)
         self.reread = 0  # records served again and dropped as already seen: what restarts cost
+        self.late = 0  # records found behind the cursor (late in the search index)
         # None: no evidence yet; False once the server served two equal stamps out of id order.
         self.ties_by_id: bool | None = None
 
@@ -90,24 +97,43 @@ class Sweep:
                                                self.object_type, body)
         return result
 
-    def pages(self, since_ms: int | None, seen: Sequence[str] = ()) -> Iterator[SweepPage]:
-        """Records with stamp >= since_ms (all when None), oldest first, minus `seen` at since_ms."""
+    def pages(self, since_ms: int | None, seen: Sequence[str] = (), *, lookback_ms: int = 0,
+              seen_keys: Set[str] = frozenset()) -> Iterator[SweepPage]:
+        """Records with stamp >= since_ms (all when None), oldest first, minus `seen` at since_ms;
+        with `lookback_ms`, also records in [since_ms - lookback_ms, since_ms) whose "id@stamp" is
+        not in `seen_keys` (late in the search index; see the module docstring)."""
         at_ms = since_ms if since_ms is not None else -1
         ids_at: set[str] = set(seen) if since_ms is not None else set()
+        behind_ms = since_ms - lookback_ms if since_ms is not None and lookback_ms > 0 else None
+        late_keys: set[str] = set()  # delivered behind the cursor during this sweep
         while True:  # one query ("window") per turn, until one ends without paging.next
-            groups = yield from self._window(at_ms, ids_at)
+            if behind_ms is not None:
+                groups = [[self._filter(self.modified, "GTE", behind_ms)]]
+            else:
+                groups = yield from self._window(at_ms, ids_at)
             after: str | None = None
             previous: tuple[int, int] | None = None  # (stamp, id) last served, to learn the tie order
             while True:
                 body = self._search(groups, self.modified, after)
                 fresh = []
                 for record in body.get("results") or []:
-                    stamp, rid = _stamp(record, self.modified), str(record["id"])
+                    stamp, rid = stamp_ms(record, self.modified), str(record["id"])
                     if previous is not None and previous[0] == stamp and previous[1] > int(rid):
                         self.ties_by_id = False
                     previous = (stamp, int(rid))
-                    if stamp < at_ms or (stamp == at_ms and rid in ids_at):
-                        self.reread += 1  # boundary re-read (or served twice as records moved)
+                    if behind_ms is not None:
+                        behind_ms = max(behind_ms, stamp)  # where a capped lookback query restarts
+                    key = f"{rid}@{stamp}"
+                    if key in seen_keys or key in late_keys or (stamp == at_ms and rid in ids_at):
+                        self.reread += 1  # boundary or lookback re-read (or served twice as records moved)
+                        continue
+                    if stamp < at_ms:
+                        if behind_ms is None:
+                            self.reread += 1
+                            continue
+                        self.late += 1  # behind the cursor, not delivered yet: late in the index
+                        late_keys.add(key)
+                        fresh.append(record)
                         continue
                     if stamp > at_ms:
                         at_ms, ids_at = stamp, set()
@@ -120,6 +146,8 @@ class Sweep:
                     return
                 if int(after) >= self.result_cap:
                     self.restarts += 1
+                    if behind_ms is not None and behind_ms >= at_ms:
+                        behind_ms = None  # the lookback range is behind us: exact restarts from here
                     break
 
     def _window(self, at_ms: int, ids_at: set[str]) -> Generator[SweepPage, None, Groups]:

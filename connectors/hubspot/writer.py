@@ -46,6 +46,15 @@ class HubSpotWriter:
         self.key_property = key_property
         self.task_type = task_type  # TODO or CALL
         self.association_types = dict(association_types or ASSOCIATION_TYPES)
+        lacking = [kind for kind in ("tasks", "notes") if (kind, fields.object) not in self.association_types]
+        if lacking:
+            # Checked here, not at the first write (a KeyError deep in a batch): we know the
+            # HUBSPOT_DEFINED ids for contacts only (204 task->contact, 202 note->contact).
+            raise ValueError(
+                f"hubspot writer: no association type id for {', '.join(lacking)} -> {fields.object}; pass "
+                f"association_types={{('tasks', '{fields.object}'): <id>, ('notes', '{fields.object}'): <id>}} "
+                f"(see GET /crm/v4/associations/tasks/{fields.object}/labels in your portal) or track leads "
+                "as contacts (object: contacts)")
 
     def ensure_properties(self) -> list[str]:
         """Create the idempotency-key property on tasks and notes; returns those created now."""

@@ -62,7 +62,7 @@ def count_leads(client: SalesforceClient, since: datetime | None) -> int:
 
 def backfill(client: SalesforceClient, fields: FieldMap, since: datetime | None,
              on_page: Callable[[ChangePage], None], progress: Callable[[int, int], None] | None = None, *,
-             clock: Callable[[], datetime], sleep: Sleep = time.sleep, lookback: timedelta = timedelta(seconds=2),
+             clock: Callable[[], datetime], sleep: Sleep = time.sleep, lookback: timedelta | None = None,
              bulk_threshold: int = BULK_THRESHOLD, max_records: int = MAX_RECORDS) -> BackfillStats:
     """Read the Leads (changed since `since`) and hand them to `on_page`, at most 2,000 per page, each
     page with the cursor to commit alongside it. `progress(done, total)` after every page. `clock`

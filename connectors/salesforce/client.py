@@ -36,7 +36,30 @@ def _more(url: str, timeout: float, sf: Salesforce) -> Any:
     return sf.query_more(url, identifier_is_url=True, timeout=timeout)
 
 
-Pages = Iterator[list[dict[str, Any]]]
+class Pages:
+    """Pages of records as the server batches them; `total_size` is the query's totalSize (what a
+    `SELECT COUNT()` answers), known once the first page has arrived."""
+
+    def __init__(self, first: dict[str, Any], more: Callable[[str], dict[str, Any]]) -> None:
+        self.total_size = int(first.get("totalSize") or 0)
+        self._page: dict[str, Any] | None = first
+        self._next_url: str | None = None
+        self._more = more
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        return self
+
+    def __next__(self) -> list[dict[str, Any]]:
+        if self._page is None and self._next_url is not None:
+            self._page = self._more(self._next_url)  # lazily: only when the caller wants the page
+        page, self._page = self._page, None
+        if page is None:
+            raise StopIteration
+        following = None if page.get("done", True) else page.get("nextRecordsUrl")
+        self._next_url = str(following) if following else None
+        return list(page["records"])
+
+
 COMPOSITE_QUERY_MAX = 5  # Salesforce allows at most 5 query subrequests in one /composite call
 
 
@@ -91,15 +114,11 @@ class SalesforceClient:
     def query_pages(self, soql: str, *, include_deleted: bool = False) -> Pages:
         """Pages of records as the server batches them (query, then queryMore via nextRecordsUrl)."""
         page = self.call(lambda sf: sf.query(soql, include_deleted=include_deleted, timeout=self.timeout))
-        yield from self.follow(page)
+        return self.follow(page)
 
     def follow(self, page: dict[str, Any]) -> Pages:
         """This page's records, then the next pages fetched lazily with queryMore."""
-        while True:
-            yield list(page["records"])
-            if page.get("done", True) or not page.get("nextRecordsUrl"):
-                return
-            page = self.call(partial(_more, str(page["nextRecordsUrl"]), self.timeout))
+        return Pages(page, lambda url: self.call(partial(_more, url, self.timeout)))
 
     def query_batch(self, batch: Sequence[Soql]) -> list[Pages]:
         """Up to five queries in ONE API call (the Composite resource), run in the order given.

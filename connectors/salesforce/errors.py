@@ -17,6 +17,9 @@ from sidecar.ports import PermanentError, TransientError
 LIMIT_RETRY_AFTER_S = 3600.0
 _TRANSIENT_CODES = frozenset({"SERVER_UNAVAILABLE", "UNABLE_TO_LOCK_ROW", "QUERY_TIMEOUT",
                               "REQUEST_RUNNING_TOO_LONG", "CONCURRENT_REQUESTS_LIMIT_EXCEEDED"})
+# RequestExceptions a retry cannot fix: the URL or a header we build is wrong.
+_CONFIG_ERRORS = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                  requests.exceptions.InvalidSchema, requests.exceptions.InvalidHeader)
 SESSION_FIX = ("Salesforce rejected the session (INVALID_SESSION_ID) and it could not be renewed: "
                "set SIDECAR_SF_USERNAME/SIDECAR_SF_PASSWORD/SIDECAR_SF_SECURITY_TOKEN or "
                "SIDECAR_SF_CLIENT_ID/SIDECAR_SF_CLIENT_SECRET so the sidecar can log in again, "
@@ -46,7 +49,11 @@ def describe_error(exc: SalesforceError) -> str:
 
 def translate(exc: Exception) -> Exception:
     """The port-level exception for a failed Salesforce call (returned, for `raise ... from exc`)."""
-    if isinstance(exc, requests.Timeout | requests.ConnectionError):
+    if isinstance(exc, _CONFIG_ERRORS):
+        return PermanentError(f"Salesforce URL or header is invalid ({type(exc).__name__}): {exc}; check "
+                              "the instance URL (SIDECAR_SF_INSTANCE_URL / login domain)")
+    if isinstance(exc, requests.RequestException):  # timeouts, refused or dropped connections, a
+        # response cut off mid-body (ChunkedEncodingError), a bad TLS handshake...: retry later
         return TransientError(f"Salesforce unreachable: {type(exc).__name__}")
     if isinstance(exc, SalesforceAuthenticationFailed):
         return PermanentError(f"Salesforce login failed ({exc.code}): {exc.auth_message}")

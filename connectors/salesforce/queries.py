@@ -58,6 +58,16 @@ def lead_changes(fields: FieldMap, since: datetime | None) -> str:
                        columns, since)
 
 
+def lead_range(fields: FieldMap, start: datetime, end: datetime) -> str:
+    """Leads stamped in [start, end): the late commits a poll looks for behind its cursor."""
+    return format_soql("SELECT {:literal} FROM Lead WHERE SystemModstamp >= {} AND SystemModstamp < {} "
+                       "ORDER BY SystemModstamp, Id", select_list(fields.lead_fields()), start, end)
+
+
+def lead_range_count(start: datetime, end: datetime) -> str:
+    return format_soql("SELECT COUNT() FROM Lead WHERE SystemModstamp >= {} AND SystemModstamp < {}", start, end)
+
+
 def lead_count(since: datetime | None) -> str:
     """Sizes a backfill (REST only: Bulk API 2.0 refuses aggregate functions)."""
     if since is None:
@@ -80,8 +90,8 @@ def leads_by_id(fields: FieldMap, ids: Sequence[str]) -> Iterator[str]:
 
 
 def _task_filter(fields: FieldMap) -> str:
-    return format_soql("Status = 'Completed' AND TaskSubtype IN {} AND WhoId != null",
-                       sorted(fields.task_kinds))
+    # IsClosed, not Status = 'Completed': which Status values close a task is configured per org.
+    return format_soql("IsClosed = true AND TaskSubtype IN {} AND WhoId != null", sorted(fields.task_kinds))
 
 
 def task_stream(fields: FieldMap, since: datetime) -> str:
@@ -103,6 +113,15 @@ def tasks_for(fields: FieldMap, lead_ids: Sequence[str]) -> Iterator[str]:
 
 
 EVENT_COLUMNS = "Id, WhoId, EndDateTime, OwnerId"
+EVENT_STREAM_COLUMNS = "Id, WhoId, EndDateTime, OwnerId, SystemModstamp"
+
+
+def event_stream(ended_after: datetime, changed_since: datetime, now: datetime) -> str:
+    """Events that ended in (ended_after, now], or were changed since `changed_since` and have ended
+    (a meeting logged after the fact): the meetings a poll announces without a Lead change."""
+    return format_soql("SELECT {:literal} FROM Event WHERE WhoId != null AND EndDateTime <= {} AND "
+                       "(EndDateTime > {} OR SystemModstamp >= {}) ORDER BY SystemModstamp, Id",
+                       EVENT_STREAM_COLUMNS, now, ended_after, changed_since)
 
 
 def events_all(now: datetime) -> str:
@@ -132,20 +151,22 @@ def users_query(fields: FieldMap) -> str:
     return format_soql("SELECT {:literal} FROM User ORDER BY Id", select_list(fields.user_fields()))
 
 
-def task_by_key(key_field: str | None, key: str) -> str:
-    """Our earlier task for this idempotency key: the key field when the org has it, else the
-    `[sidecar:<key>]` marker line in Description (LIKE, with format_soql escaping % and _)."""
-    if key_field:
-        return format_soql("SELECT Id FROM Task WHERE {:literal} = {} LIMIT 1", select_list([key_field]), key)
-    return format_soql("SELECT Id FROM Task WHERE Description LIKE '%{:like}%' LIMIT 1", marker(key))
+def task_by_key(key_field: str, key: str) -> str:
+    """Our earlier task for this idempotency key, by the key field."""
+    return format_soql("SELECT Id FROM Task WHERE {:literal} = {} LIMIT 1", select_list([key_field]), key)
 
 
-def tasks_by_keys(key_field: str | None, keys: Sequence[str]) -> Iterator[str]:
-    if key_field:
-        return chunked("SELECT Id, {:literal} FROM Task WHERE {:literal} IN {ids}", keys,
-                       select_list([key_field]), select_list([key_field]))
-    # Without a key field there is no IN for LIKE: one query per key.
-    return iter([task_by_key(None, key) for key in keys])
+def tasks_by_keys(key_field: str, keys: Sequence[str]) -> Iterator[str]:
+    return chunked("SELECT Id, {:literal} FROM Task WHERE {:literal} IN {ids}", keys,
+                   select_list([key_field]), select_list([key_field]))
+
+
+def tasks_of_leads(lead_ids: Sequence[str]) -> Iterator[str]:
+    """Without a key field: every Task on these leads with its Description, where the caller looks
+    for the `[sidecar:<key>]` marker. Description is a Long Text Area, which SOQL can select but
+    not filter ("can not be filtered in query call"), so the match happens in Python; WhoId is a
+    lookup (indexed), so this stays cheap however large the org's Task table is."""
+    return chunked("SELECT Id, WhoId, Description FROM Task WHERE WhoId IN {ids}", lead_ids)
 
 
 def marker(key: str) -> str:

@@ -21,11 +21,17 @@ Fallbacks, switched on by themselves the first time Salesforce refuses:
 - the field exists but is not an External ID (or the API version predates 46.0): look the keys up
   (one SOQL IN query per chunk of keys), then create the rest with composite/sobjects (POST, 200 a
   call): 1,000 new tasks = 5 creates + the lookups (2 with the default chunking);
-- the field does not exist: find each key's Description marker with `LIKE` (non-indexed, and a user
-  could edit the line away): one query PER KEY, so 1,000 tasks = 1,000 queries + 5 creates.
+- the field does not exist: the key lives only in the Description marker line. Description is a
+  Long Text Area, which SOQL cannot filter ("can not be filtered in query call": no LIKE on it), so
+  the writer reads every Task of the leads concerned (WhoId IN, an indexed lookup; ~400 leads a
+  query) with their Description and matches the marker in Python. Correct whatever the retry delay,
+  but slower (a lead's whole task history is read), and a user who edits the line away defeats it.
+  `sidecar check` says how to create the field. (A marker in Subject, which is filterable, would
+  clutter what reps read and be cut by its 255 characters.)
 
-Owner changes are conditional (If-Unmodified-Since = the modification time our decision saw): a
-human change in the meantime wins and surfaces as ConflictError.
+Owner changes are conditional twice over: the current OwnerId is read and must still be the owner
+our decision saw, then the PATCH carries If-Unmodified-Since (the modification time our decision
+saw; 1-second precision, hence the read). A human change in the meantime wins (ConflictError).
 """
 
 from __future__ import annotations
@@ -166,56 +172,69 @@ class SalesforceWriter:
                 if isinstance(result, Exception):
                     raise result
                 return result
-        return self._create_once(idempotency_key, lambda: self.task_fields(task, idempotency_key))
+        return self._create_once(idempotency_key, task.lead.crm_id,
+                                 lambda: self.task_fields(task, idempotency_key))
 
     def add_note(self, note: NoteRequest, idempotency_key: str) -> str:
         """A breach note is a completed Task (visible in the activity timeline, no extra licence).
         Notes keep lookup-then-create: they are few, and an upsert would have to send Status."""
-        return self._create_once(idempotency_key, lambda: self.note_fields(note, idempotency_key))
+        return self._create_once(idempotency_key, note.lead.crm_id,
+                                 lambda: self.note_fields(note, idempotency_key))
 
-    def find_task(self, key: str) -> str | None:
-        try:
-            rows = self.client.raw(lambda sf: sf.query(queries.task_by_key(self.key_field, key)))["records"]
-        except SalesforceError as exc:
-            if self.key_field and error_code(exc) == "INVALID_FIELD":
-                log.warning("Task.%s does not exist; falling back to Description markers", self.key_field)
-                self.key_field = None
-                return self.find_task(key)
-            raise translate(exc) from exc
-        except Exception as exc:
-            raise translate(exc) from exc
-        return str(rows[0]["Id"]) if rows else None
+    def find_task(self, key: str, lead_id: str) -> str | None:
+        """Our earlier task for this key (on this lead), or None."""
+        return self._find_tasks({key: lead_id}).get(key)
 
-    def _find_tasks(self, keys: Sequence[str]) -> dict[str, str]:
-        """Existing task ids by key: IN chunks on the key field, or one LIKE query per key."""
+    def _find_tasks(self, keys: Mapping[str, str]) -> dict[str, str]:
+        """Existing task ids by key (`keys`: key -> lead id): IN chunks on the key field, or, without
+        one, every Task of those leads with the marker looked for in Description."""
         if not self.key_field:
-            pairs = ((key, self.find_task(key)) for key in keys)
-            return {key: task_id for key, task_id in pairs if task_id is not None}
+            return self._find_by_marker(keys)
         key_field = self.key_field
         found: dict[str, str] = {}
         try:
-            for soql in queries.tasks_by_keys(key_field, keys):
+            for soql in queries.tasks_by_keys(key_field, list(keys)):
                 rows = self.client.raw(partial(_query_all, soql))["records"]
                 found.update({str(r[key_field]): str(r["Id"]) for r in rows})
         except SalesforceError as exc:
             if error_code(exc) != "INVALID_FIELD":
                 raise translate(exc) from exc
-            log.warning("Task.%s does not exist; falling back to Description markers", key_field)
+            log.warning("Task.%s does not exist; falling back to Description markers (slower: create the "
+                        "field as a Unique External ID, see `sidecar check`)", key_field)
             self.key_field = None
             return self._find_tasks(keys)
         except Exception as exc:
             raise translate(exc) from exc
         return found
 
-    def _create_once(self, key: str, values: Any) -> str:
-        existing = self.find_task(key)
+    def _find_by_marker(self, keys: Mapping[str, str]) -> dict[str, str]:
+        """Description is a Long Text Area: SOQL refuses it in WHERE (no LIKE), so the Tasks of the
+        leads concerned are read (WhoId IN, indexed; one query per ~400 leads) and the
+        `[sidecar:<key>]` line is matched here."""
+        by_lead: dict[str, list[str]] = {}
+        for key, lead_id in keys.items():
+            by_lead.setdefault(lead_id[:15], []).append(key)
+        found: dict[str, str] = {}
+        try:
+            for soql in queries.tasks_of_leads(sorted({lead_id for lead_id in keys.values()})):
+                for row in self.client.raw(partial(_query_all, soql))["records"]:
+                    description = str(row.get("Description") or "")
+                    for key in by_lead.get(str(row.get("WhoId") or "")[:15], []):
+                        if key not in found and queries.marker(key) in description:
+                            found[key] = str(row["Id"])
+        except (SalesforceError, requests.RequestException) as exc:
+            raise translate(exc) from exc
+        return found
+
+    def _create_once(self, key: str, lead_id: str, values: Any) -> str:
+        existing = self.find_task(key, lead_id)
         if existing is not None:
             return existing  # a retry after a crash between create and marking the outbox row done
         try:
             created = self.client.raw(lambda sf: sf.restful("sobjects/Task", method="POST", json=values()))
         except SalesforceError as exc:
             if error_code(exc) == "DUPLICATE_VALUE":  # a concurrent dispatcher won the race
-                found = self.find_task(key)
+                found = self.find_task(key, lead_id)
                 if found is not None:
                     return found
             raise translate(exc) from exc
@@ -269,7 +288,8 @@ class SalesforceWriter:
             answered.extend((key, answer) for (key, _task), answer in zip(chunk, answers, strict=True))
         return answered
 
-    def _settle(self, answered: Sequence[tuple[str, Any]], results: TaskResults) -> TaskResults:
+    def _settle(self, answered: Sequence[tuple[str, Any]], results: TaskResults,
+                leads: Mapping[str, str]) -> TaskResults:
         """Per-record answers into results; keys another writer got in first are read back by key."""
         racing: dict[str, Exception] = {}
         for key, answer in answered:
@@ -282,7 +302,7 @@ class SalesforceWriter:
                 racing[key] = failure
         if racing:  # rare (a concurrent dispatcher, or duplicates left by an earlier fallback)
             try:
-                results.update(self._find_tasks(list(racing)))
+                results.update(self._find_tasks({key: leads[key] for key in racing}))
             except (TransientError, PermanentError) as exc:
                 # The writes are done; only these keys are unresolved: let them retry the read.
                 results.update(dict.fromkeys(racing, TransientError(f"could not read the task back: {exc}")))
@@ -298,19 +318,29 @@ class SalesforceWriter:
                         "looking keys up before creating instead", key_field)
             self.upsert = False
             return None
-        return self._settle(answered, results)
+        return self._settle(answered, results, {key: task.lead.crm_id for key, task in todo})
 
     def _create_after_lookup(self, wanted: dict[str, TaskRequest]) -> TaskResults:
         """Fallback: keys looked up (IN chunks, or per key by marker), then creates in 200s."""
-        results: TaskResults = dict(self._find_tasks(list(wanted)))
+        leads = {key: task.lead.crm_id for key, task in wanted.items()}
+        results: TaskResults = dict(self._find_tasks(leads))
         todo = [(key, task) for key, task in wanted.items() if key not in results]
         answered = self._send_chunks("composite/sobjects", "POST", todo, self.task_fields, results)
-        return self._settle(answered or [], results)
+        return self._settle(answered or [], results, leads)
 
     # --- owner ------------------------------------------------------------------------------------------
 
     def change_owner(self, change: OwnerChange, idempotency_key: str) -> None:
+        """Read the owner first and compare it with the owner our decision saw, then PATCH with
+        If-Unmodified-Since. The header alone is not enough: HTTP dates have one-second precision,
+        so a human change within the second of `seen_modified_at` would pass it and be overwritten."""
         lead_id = change.lead.crm_id
+        current = self._owner_of(lead_id)
+        if _same_id(current, change.to_owner_id):
+            return  # our own earlier write, retried (or a human made the same choice)
+        if change.from_owner_id is not None and not _same_id(current, change.from_owner_id):
+            raise ConflictError(f"lead {lead_id} is now owned by {current}, not {change.from_owner_id}: "
+                                "changed in Salesforce after our decision, so the reassignment was not made")
         since = format_datetime(change.seen_modified_at.astimezone(UTC), usegmt=True)
         try:
             self.client.raw(lambda sf: sf.restful(f"sobjects/Lead/{lead_id}", method="PATCH",
@@ -322,9 +352,13 @@ class SalesforceWriter:
                 raise translate(exc) from exc
         except Exception as exc:
             raise translate(exc) from exc
-        current = self.client.rest("GET", f"sobjects/Lead/{lead_id}", params={"fields": "OwnerId"})
-        owner = current.get("OwnerId") if current else None
+        owner = self._owner_of(lead_id)
         if _same_id(owner, change.to_owner_id):
             return  # our own earlier write, retried: the lead already has the owner we wanted
         raise ConflictError(f"lead {lead_id} changed in Salesforce after {since}; it is now owned by "
                             f"{owner}, so the reassignment was not made")
+
+    def _owner_of(self, lead_id: str) -> str | None:
+        current = self.client.rest("GET", f"sobjects/Lead/{lead_id}", params={"fields": "OwnerId"})
+        owner = current.get("OwnerId") if current else None
+        return str(owner) if owner else None

@@ -278,8 +278,10 @@ def test_steady_state_poll_costs_one_call_and_backfill_reads_related_once(
     assert (poll["method"], poll["path"], poll["status"]) == ("POST", "/services/data/v59.0/composite", 200)
     subrequests = poll["body"]["compositeRequest"]
     assert poll["body"]["collateSubrequests"] is False  # the Task query must run before the Lead query
-    assert [s["url"].split("?")[0].rsplit("/", 1)[1] for s in subrequests] == ["query", "queryAll"]
-    assert "FROM+Task" in subrequests[0]["url"] and "FROM+Lead" in subrequests[1]["url"]
+    # Tasks, Events, the Leads behind the cursor (late commits) and the Leads at or after it.
+    assert [s["url"].split("?")[0].rsplit("/", 1)[1] for s in subrequests] == [
+        "query", "query", "queryAll", "queryAll"]
+    assert [s["url"].split("FROM+")[1].split("+")[0] for s in subrequests] == ["Task", "Event", "Lead", "Lead"]
 
 
 def test_a_composite_stream_with_more_rows_follows_next_records_url(

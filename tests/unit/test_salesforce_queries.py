@@ -28,7 +28,11 @@ def test_values_are_quoted_and_escaped() -> None:
         queries.task_by_key("Sidecar_Key__c", "a'b")
         == "SELECT Id FROM Task WHERE Sidecar_Key__c = 'a\\'b' LIMIT 1"
     )
-    assert "LIKE '%[sidecar:50\\%\\_x]%'" in queries.task_by_key(None, "50%_x")
+    # Without a key field nothing filters on Description (a Long Text Area): Tasks are read by WhoId.
+    [by_lead] = list(queries.tasks_of_leads(["00Q'x"]))
+    assert by_lead == "SELECT Id, WhoId, Description FROM Task WHERE WhoId IN ('00Q\\'x')"
+    assert "IsClosed = true" in queries.task_stream(FieldMap(), since) and "Status" not in queries.task_stream(
+        FieldMap(), since)
 
 
 def test_field_names_must_be_api_names() -> None:
