@@ -3,49 +3,23 @@ after a dropped connection included (urllib3 must not resend behind the gate's b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
-from connectors.emulators.hubspot import DEFAULT_TOKEN, HubSpotEmulator
+from connectors.emulators.hubspot import HubSpotEmulator
 from connectors.hubspot.api import HubSpotApi
-from connectors.hubspot.auth import Credentials, HubSpotAuth
 from connectors.hubspot.fields import FieldMap
-from connectors.hubspot.limits import LimitSettings, RateLimiter
 from connectors.hubspot.reader import HubSpotReader
 from sidecar.ports import Cursor, TransientError
+from tests.contract.harness import Clock
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def seconds(self) -> float:
-        return self.now.timestamp()
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+START = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def emulator(clock: FakeClock) -> Iterator[HubSpotEmulator]:
-    with HubSpotEmulator(clock=clock) as emu:
-        yield emu
-
-
-@pytest.fixture
-def api(emulator: HubSpotEmulator, clock: FakeClock) -> HubSpotApi:
-    return HubSpotApi(HubSpotAuth(Credentials(DEFAULT_TOKEN, host=emulator.url)),
-                      RateLimiter(LimitSettings(), clock.seconds, clock.advance))
+def clock() -> Clock:
+    return Clock(START)
 
 
 def gated(api: HubSpotApi) -> int:
@@ -54,7 +28,7 @@ def gated(api: HubSpotApi) -> int:
 
 @pytest.mark.parametrize("path", ["/crm/v3/owners", "/crm/v3/objects/contacts/search"])
 def test_a_dropped_connection_is_resent_once_through_the_gate(
-    emulator: HubSpotEmulator, api: HubSpotApi, clock: FakeClock, path: str
+    emulator: HubSpotEmulator, api: HubSpotApi, clock: Clock, path: str
 ) -> None:
     # GET (owners) is what urllib3 would have resent by itself; POST (search) it would not.
     emulator.insert("contacts", {"email": "d@example.com"})
@@ -71,7 +45,7 @@ def test_a_dropped_connection_is_resent_once_through_the_gate(
 
 
 def test_a_connection_dropped_twice_is_a_transient_error(emulator: HubSpotEmulator, api: HubSpotApi,
-                                                         clock: FakeClock) -> None:
+                                                         clock: Clock) -> None:
     emulator.faults.add("drop", next_n=2, path_prefix="/crm/v3/owners")
     with pytest.raises(TransientError, match="network error"):
         HubSpotReader(api, FieldMap(), clock=clock).read_users()

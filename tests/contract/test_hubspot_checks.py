@@ -4,60 +4,40 @@ including private-app tokens that lack a scope."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
 from connectors.emulators.hubspot import DEFAULT_TOKEN, HubSpotEmulator
 from connectors.hubspot.api import HubSpotApi
-from connectors.hubspot.auth import Credentials, HubSpotAuth, check_access
+from connectors.hubspot.auth import check_access
 from connectors.hubspot.fields import FieldMap, missing_properties
-from connectors.hubspot.limits import LimitSettings, RateLimiter
 from connectors.hubspot.writer import KEY_PROPERTY, HubSpotWriter
 from sidecar.ports import PermanentError
+from tests.contract.harness import Clock, make_api
+
+START = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 
 ALL_SCOPES = ("crm.objects.contacts.read", "crm.objects.contacts.write", "crm.objects.owners.read",
               "crm.schemas.contacts.read", "crm.schemas.tasks.write", "crm.schemas.notes.write")
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def seconds(self) -> float:
-        return self.now.timestamp()
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> Clock:
+    return Clock(START)
 
 
-@pytest.fixture
-def emulator(clock: FakeClock) -> Iterator[HubSpotEmulator]:
-    with HubSpotEmulator(clock=clock) as emu:
-        yield emu
-
-
-def api_for(emulator: HubSpotEmulator, clock: FakeClock, *scopes: str, token: str = DEFAULT_TOKEN) -> HubSpotApi:
+def api_for(emulator: HubSpotEmulator, clock: Clock, *scopes: str, token: str = DEFAULT_TOKEN) -> HubSpotApi:
     if token != DEFAULT_TOKEN:
         emulator.add_token(token, scopes)
-    return HubSpotApi(HubSpotAuth(Credentials(token, host=emulator.url)),
-                      RateLimiter(LimitSettings(), clock.seconds, clock.advance))
+    return make_api(emulator, clock, token=token)
 
 
 def without(scope: str) -> tuple[str, ...]:
     return tuple(s for s in ALL_SCOPES if s != scope)
 
 
-def test_check_access_names_each_missing_read_scope(emulator: HubSpotEmulator, clock: FakeClock) -> None:
+def test_check_access_names_each_missing_read_scope(emulator: HubSpotEmulator, clock: Clock) -> None:
     assert check_access(api_for(emulator, clock, *ALL_SCOPES, token="pat-all")) == []
 
     (problem,) = check_access(api_for(emulator, clock, *without("crm.objects.owners.read"), token="pat-o"))
@@ -69,7 +49,7 @@ def test_check_access_names_each_missing_read_scope(emulator: HubSpotEmulator, c
 
 
 def test_missing_properties_names_each_absent_property_and_a_missing_schema_scope(
-    emulator: HubSpotEmulator, clock: FakeClock
+    emulator: HubSpotEmulator, clock: Clock
 ) -> None:
     api = api_for(emulator, clock)
     assert missing_properties(api, FieldMap()) == []
@@ -83,7 +63,7 @@ def test_missing_properties_names_each_absent_property_and_a_missing_schema_scop
 
 
 def test_ensure_properties_twice_creates_once_and_a_missing_scope_is_named(
-    emulator: HubSpotEmulator, clock: FakeClock
+    emulator: HubSpotEmulator, clock: Clock
 ) -> None:
     writer = HubSpotWriter(api_for(emulator, clock), FieldMap())
     assert writer.ensure_properties() == [f"tasks.{KEY_PROPERTY}", f"notes.{KEY_PROPERTY}"]

@@ -1,6 +1,6 @@
 """Contract tests: the HubSpot connector (reader, writer, limits) against the HubSpot emulator.
 
-Virtual time throughout: the emulator's clock is a FakeClock, and the connector's rate limiter
+Virtual time throughout: the emulator's clock is a harness.Clock, and the connector's rate limiter
 sleeps by advancing it, so rate limits are real but nothing waits.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from connectors.emulators.hubspot import DEFAULT_TOKEN, HubSpotEmulator
+from connectors.emulators.hubspot import HubSpotEmulator
 from connectors.hubspot.api import HubSpotApi
 from connectors.hubspot.auth import Credentials, HubSpotAuth, check_access
 from connectors.hubspot.fields import FieldMap, load_field_map, missing_properties
@@ -39,53 +38,22 @@ from sidecar.ports import (
 from sidecar.store.db import transaction
 from sidecar.store.models import Lead, LeadEvent
 from sidecar.sync import poll
+from tests.contract.harness import Clock, make_api
 
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-    def seconds(self) -> float:
-        return self.now.timestamp()
-
-
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def emulator(clock: FakeClock) -> Iterator[HubSpotEmulator]:
-    emu = HubSpotEmulator(clock=clock)
-    emu.start()
-    yield emu
-    emu.stop()
-
-
-def make_api(emulator: HubSpotEmulator, clock: FakeClock, **limits: int) -> HubSpotApi:
-    auth = HubSpotAuth(Credentials(DEFAULT_TOKEN, host=emulator.url))
-    return HubSpotApi(auth, RateLimiter(LimitSettings(**limits), clock.seconds, clock.advance))
-
-
-@pytest.fixture
-def api(emulator: HubSpotEmulator, clock: FakeClock) -> HubSpotApi:
-    return make_api(emulator, clock)
+def clock() -> Clock:
+    return Clock(START)
 
 
 FIELDS = FieldMap(portal_id=str(24_681_357), flags={"sidecar_vip": "vip"})
 
 
 @pytest.fixture
-def reader(api: HubSpotApi, clock: FakeClock) -> HubSpotReader:
+def reader(api: HubSpotApi, clock: Clock) -> HubSpotReader:
     return HubSpotReader(api, FIELDS, clock=clock)
 
 
@@ -105,7 +73,7 @@ def lead_context(crm_id: str, owner: str | None = None) -> LeadContext:
 
 
 def test_window_over_10000_records_is_synced_without_duplicates(
-    emulator: HubSpotEmulator, reader: HubSpotReader, clock: FakeClock
+    emulator: HubSpotEmulator, reader: HubSpotReader, clock: Clock
 ) -> None:
     total = 10_500
     for start in range(0, total, 100):  # 100 contacts per virtual second: many share a stamp
@@ -129,7 +97,7 @@ def test_window_over_10000_records_is_synced_without_duplicates(
 
 
 def test_429s_are_absorbed_without_losing_a_page(
-    emulator: HubSpotEmulator, api: HubSpotApi, reader: HubSpotReader, clock: FakeClock
+    emulator: HubSpotEmulator, api: HubSpotApi, reader: HubSpotReader, clock: Clock
 ) -> None:
     ids = emulator.insert_many("contacts", ({"email": f"r{i}@example.com"} for i in range(450)))
     emulator.faults.add("rate_limit", next_n=3, path_prefix="/crm/v3/objects/contacts/search")
@@ -141,7 +109,7 @@ def test_429s_are_absorbed_without_losing_a_page(
 
 
 def test_persistent_429_becomes_transient_error_with_retry_after(
-    emulator: HubSpotEmulator, clock: FakeClock
+    emulator: HubSpotEmulator, clock: Clock
 ) -> None:
     api = make_api(emulator, clock, max_429_retries=2)
     emulator.faults.add("rate_limit", next_n=5)
@@ -161,7 +129,7 @@ def test_default_limits_never_hit_429_on_a_busy_sweep(
 
 
 def test_logged_call_is_call_logged_progress_at_its_timestamp(
-    emulator: HubSpotEmulator, reader: HubSpotReader, clock: FakeClock
+    emulator: HubSpotEmulator, reader: HubSpotReader, clock: Clock
 ) -> None:
     contact = emulator.insert("contacts", {"email": "p@example.com", "hs_lead_status": "NEW"})
     first = list(reader.read_changes(Cursor()))
@@ -190,7 +158,7 @@ def test_logged_call_is_call_logged_progress_at_its_timestamp(
 
 
 def test_property_history_gives_exact_status_and_owner_transition_times(
-    emulator: HubSpotEmulator, reader: HubSpotReader, clock: FakeClock
+    emulator: HubSpotEmulator, reader: HubSpotReader, clock: Clock
 ) -> None:
     contact = emulator.insert("contacts", {"email": "h@example.com", "hs_lead_status": "NEW",
                                            "hubspot_owner_id": "70000001", "sidecar_vip": "true"})
@@ -308,7 +276,7 @@ def test_note_is_created_once_with_its_association(emulator: HubSpotEmulator, wr
 
 
 def test_owner_change_after_a_newer_human_change_is_a_conflict(
-    emulator: HubSpotEmulator, writer: HubSpotWriter, clock: FakeClock
+    emulator: HubSpotEmulator, writer: HubSpotWriter, clock: Clock
 ) -> None:
     contact = emulator.insert("contacts", {"email": "o@example.com", "hubspot_owner_id": "70000001"})
     seen = clock()
@@ -326,7 +294,7 @@ def test_owner_change_after_a_newer_human_change_is_a_conflict(
 
 
 def test_owner_change_applies_and_a_retry_is_a_no_op(
-    emulator: HubSpotEmulator, writer: HubSpotWriter, clock: FakeClock
+    emulator: HubSpotEmulator, writer: HubSpotWriter, clock: Clock
 ) -> None:
     contact = emulator.insert("contacts", {"email": "o2@example.com", "hubspot_owner_id": "70000001"})
     clock.advance(60)
@@ -349,7 +317,7 @@ def test_expired_token_is_permanent_with_instructions(
         writer.create_task(TaskRequest(lead_context(contact), "1", "s", "b", START), "k-x")
 
 
-def test_oauth_token_is_refreshed_once_on_401(emulator: HubSpotEmulator, clock: FakeClock) -> None:
+def test_oauth_token_is_refreshed_once_on_401(emulator: HubSpotEmulator, clock: Clock) -> None:
     class FakeRefresh(HubSpotAuth):
         def refresh(self) -> None:  # the emulator has no OAuth token endpoint
             emulator.add_token("fresh-token")
@@ -364,7 +332,7 @@ def test_oauth_token_is_refreshed_once_on_401(emulator: HubSpotEmulator, clock: 
 
 
 def test_check_access_and_missing_properties(emulator: HubSpotEmulator, api: HubSpotApi,
-                                             clock: FakeClock) -> None:
+                                             clock: Clock) -> None:
     assert check_access(api) == []
     bad = HubSpotApi(HubSpotAuth(Credentials("pat-wrong", host=emulator.url)),
                      RateLimiter(LimitSettings(), clock.seconds, clock.advance))
@@ -381,7 +349,7 @@ def test_check_access_and_missing_properties(emulator: HubSpotEmulator, api: Hub
 
 
 def test_poll_lands_leads_and_events_in_the_store(
-    emulator: HubSpotEmulator, api: HubSpotApi, clock: FakeClock, sessions: sessionmaker[Session]
+    emulator: HubSpotEmulator, api: HubSpotApi, clock: Clock, sessions: sessionmaker[Session]
 ) -> None:
     reader = HubSpotReader(api, load_field_map(ROOT / "config" / "hubspot.fields.example.yaml"), clock=clock)
     with transaction(sessions) as session:

@@ -1,6 +1,6 @@
 """Contract tests: the real hubspot-api-client against the HubSpot emulator over loopback HTTP.
 
-Time is virtual: the emulator's clock is a FakeClock the tests advance, so record timestamps,
+Time is virtual: the emulator's clock is a harness.Clock the tests advance, so record timestamps,
 rate-limit windows and webhook timestamps are exact and no test sleeps.
 """
 
@@ -12,7 +12,6 @@ import hmac
 import json
 import re
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -36,6 +35,7 @@ from hubspot.crm.properties import PropertyCreate
 from urllib3.util.retry import Retry
 
 from connectors.emulators.hubspot import DEFAULT_TOKEN, HubSpotEmulator, sign_v3
+from tests.contract.harness import Clock
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 START = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
@@ -44,33 +44,9 @@ API_ERRORS = (ApiException, ContactsApiException, TasksApiException, OwnersApiEx
               PropertiesApiException)
 
 
-class FakeClock:
-    """Virtual time for the emulator: frozen unless a test advances it."""
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-    def millis(self) -> int:
-        return int(self.now.timestamp() * 1000)
-
-
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def emulator(clock: FakeClock) -> Iterator[HubSpotEmulator]:
-    emu = HubSpotEmulator(clock=clock)
-    emu.start()
-    yield emu
-    emu.stop()
+def clock() -> Clock:
+    return Clock(START)
 
 
 @pytest.fixture
@@ -98,7 +74,7 @@ def _task_input(subject: str, contact_id: str, type_id: int = 204) -> SimplePubl
 # -- objects -------------------------------------------------------------------------------------
 
 
-def test_crud_roundtrip_uses_injected_clock(client: Any, emulator: HubSpotEmulator, clock: FakeClock) -> None:
+def test_crud_roundtrip_uses_injected_clock(client: Any, emulator: HubSpotEmulator, clock: Clock) -> None:
     api = client.crm.contacts.basic_api
     props = {"email": "ada@example.com", "firstname": "Ada"}
     created = api.create(SimplePublicObjectInputForCreate(properties=props))
@@ -173,7 +149,7 @@ def test_unknown_property_is_rejected_until_created(client: Any) -> None:
 
 
 def test_properties_with_history_after_two_status_changes(
-    client: Any, emulator: HubSpotEmulator, clock: FakeClock
+    client: Any, emulator: HubSpotEmulator, clock: Clock
 ) -> None:
     api = client.crm.contacts.basic_api
     contact = api.create(SimplePublicObjectInputForCreate(properties={"hs_lead_status": "NEW"}))
@@ -193,7 +169,7 @@ def test_properties_with_history_after_two_status_changes(
 
 
 @pytest.fixture
-def people(emulator: HubSpotEmulator, clock: FakeClock) -> dict[str, str]:
+def people(emulator: HubSpotEmulator, clock: Clock) -> dict[str, str]:
     rows = [
         ("ann@acme.com", "Ann", "NEW", "3", "2024-05-01T10:00:00Z"),
         ("bob@acme.com", "Bob", "OPEN", "7", "2024-05-02T10:00:00Z"),
@@ -260,7 +236,7 @@ def test_search_or_groups_sorts_and_stable_ties(client: Any, people: dict[str, s
     assert [r.properties["firstname"] for r in by_created.results] == ["Dee Ann", "Cy", "Bob", "Ann"]
 
 
-def test_search_pages_through_200_row_pages(client: Any, emulator: HubSpotEmulator, clock: FakeClock) -> None:
+def test_search_pages_through_200_row_pages(client: Any, emulator: HubSpotEmulator, clock: Clock) -> None:
     ids = emulator.insert_many("contacts", ({"email": f"p{i}@example.com"} for i in range(450)))
     seen: list[str] = []
     after: str | None = None
@@ -286,7 +262,7 @@ def test_search_limit_above_200_is_a_validation_error(client: Any) -> None:
 
 
 def test_search_caps_at_10000_and_a_gte_window_restart_gets_the_rest(
-    client: Any, emulator: HubSpotEmulator, clock: FakeClock
+    client: Any, emulator: HubSpotEmulator, clock: Clock
 ) -> None:
     total = 10_500
     for start in range(0, total, 100):  # 100 contacts per virtual second: ties on lastmodifieddate
@@ -332,7 +308,7 @@ def test_search_caps_at_10000_and_a_gte_window_restart_gets_the_rest(
     assert len(ids) == total  # GTE re-reads the tie at the boundary; the union has every record
 
 
-def test_search_secondly_limit(client: Any, clock: FakeClock) -> None:
+def test_search_secondly_limit(client: Any, clock: Clock) -> None:
     for _ in range(5):
         _search(client)
     with pytest.raises(API_ERRORS) as limited:
@@ -446,7 +422,7 @@ def test_owners_paging_and_lookup(client: Any, emulator: HubSpotEmulator) -> Non
 # -- rate limits and auth ------------------------------------------------------------------------
 
 
-def test_ten_second_limit_headers_429_and_recovery(clock: FakeClock) -> None:
+def test_ten_second_limit_headers_429_and_recovery(clock: Clock) -> None:
     with HubSpotEmulator(clock=clock, per_ten_seconds=5, daily_limit=1000) as emu:
         api = hubspot.Client.create(access_token=DEFAULT_TOKEN, host=emu.url).crm.owners.owners_api
         remaining = []
@@ -474,7 +450,7 @@ def test_ten_second_limit_headers_429_and_recovery(clock: FakeClock) -> None:
         assert status == 200 and headers["X-HubSpot-RateLimit-Remaining"] == "0"
 
 
-def test_client_urllib3_retry_recovers_from_429(clock: FakeClock) -> None:
+def test_client_urllib3_retry_recovers_from_429(clock: Clock) -> None:
     class VirtualSleepRetry(Retry):
         """urllib3 Retry that waits on the emulator's virtual clock instead of time.sleep."""
 
@@ -572,7 +548,7 @@ class _Receiver:
 
 
 def test_webhooks_are_signed_batched_and_retried(
-    client: Any, emulator: HubSpotEmulator, clock: FakeClock
+    client: Any, emulator: HubSpotEmulator, clock: Clock
 ) -> None:
     receiver = _Receiver()
     secret = "shh-client-secret"

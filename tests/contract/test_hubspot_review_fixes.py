@@ -1,7 +1,8 @@
 """HubSpot connector fixes against the emulator: search lookback, DAILY limit, deleted leads,
 meetings as progress, the first poll's engagement sweep, the writer's association check.
 
-The fixtures are those of test_hubspot_connector, imported by name (hence F811 below)."""
+Its own fixtures are those of test_hubspot_connector, imported by name (hence F811 below);
+the shared ones (emulator, api) come from conftest.py."""
 # ruff: noqa: F811
 
 from __future__ import annotations
@@ -18,14 +19,11 @@ from connectors.hubspot.reader import HubSpotReader
 from connectors.hubspot.writer import HubSpotWriter
 from sidecar.domain import ProgressKind
 from sidecar.ports import Cursor, TransientError
+from tests.contract.harness import Clock, make_api
 from tests.contract.test_hubspot_connector import (  # noqa: F401 - fixtures
     FIELDS,
     START,
-    FakeClock,
-    api,
     clock,
-    emulator,
-    make_api,
     reader,
 )
 
@@ -39,7 +37,7 @@ def drain(reader: HubSpotReader, cursor: Cursor) -> tuple[list[str], Cursor]:
 
 
 def test_a_lead_late_in_the_search_index_is_found_by_the_lookback_and_read_once(
-    emulator: HubSpotEmulator, api: HubSpotApi, clock: FakeClock
+    emulator: HubSpotEmulator, api: HubSpotApi, clock: Clock
 ) -> None:
     default = HubSpotReader(api, FIELDS, clock=clock, with_engagements=False)
     none = HubSpotReader(api, FIELDS, clock=clock, with_engagements=False, lookback=timedelta(0))
@@ -66,7 +64,7 @@ def test_a_lead_late_in_the_search_index_is_found_by_the_lookback_and_read_once(
 
 
 def test_old_cursors_with_bare_ids_still_resume(
-    emulator: HubSpotEmulator, api: HubSpotApi, clock: FakeClock
+    emulator: HubSpotEmulator, api: HubSpotApi, clock: Clock
 ) -> None:
     reader = HubSpotReader(api, FIELDS, clock=clock, with_engagements=False)
     first = emulator.insert("contacts", {"email": "a@example.com"})
@@ -77,7 +75,7 @@ def test_old_cursors_with_bare_ids_still_resume(
 
 
 def test_the_daily_limit_raises_at_once_instead_of_sleeping_for_hours(
-    emulator: HubSpotEmulator, clock: FakeClock
+    emulator: HubSpotEmulator, clock: Clock
 ) -> None:
     api = make_api(emulator, clock)
     emulator.limits.daily = 0  # today's budget is spent
@@ -89,7 +87,7 @@ def test_the_daily_limit_raises_at_once_instead_of_sleeping_for_hours(
     assert [e["status"] for e in emulator.log.entries] == [429]  # one request, not five retries
 
 
-def test_a_long_retry_after_is_not_slept_inline(emulator: HubSpotEmulator, clock: FakeClock) -> None:
+def test_a_long_retry_after_is_not_slept_inline(emulator: HubSpotEmulator, clock: Clock) -> None:
     emulator.retry_after_header = True
     emulator.faults.add("rate_limit", next_n=1)  # TEN_SECONDLY_ROLLING, Retry-After: 10
     api = make_api(emulator, clock)
@@ -98,7 +96,7 @@ def test_a_long_retry_after_is_not_slept_inline(emulator: HubSpotEmulator, clock
 
 
 def test_deleted_and_merged_away_contacts_close_with_the_deleted_status(
-    emulator: HubSpotEmulator, reader: HubSpotReader, clock: FakeClock
+    emulator: HubSpotEmulator, reader: HubSpotReader, clock: Clock
 ) -> None:
     kept = emulator.insert("contacts", {"email": "k@example.com", "hs_lead_status": "NEW"})
     gone = emulator.insert("contacts", {"email": "g@example.com", "hs_lead_status": "NEW"})
@@ -115,7 +113,7 @@ def test_deleted_and_merged_away_contacts_close_with_the_deleted_status(
 
 
 def test_booked_meetings_are_not_progress_until_held(
-    emulator: HubSpotEmulator, reader: HubSpotReader, clock: FakeClock
+    emulator: HubSpotEmulator, reader: HubSpotReader, clock: Clock
 ) -> None:
     contact = emulator.insert("contacts", {"email": "m@example.com"})
     clock.advance(60)
@@ -138,7 +136,7 @@ def test_booked_meetings_are_not_progress_until_held(
 
 
 def test_the_first_poll_reads_recent_engagements_only_and_page_by_page(
-    emulator: HubSpotEmulator, api: HubSpotApi, clock: FakeClock
+    emulator: HubSpotEmulator, api: HubSpotApi, clock: Clock
 ) -> None:
     contacts = emulator.insert_many("contacts", ({"email": f"e{i}@example.com"} for i in range(3)))
     old = emulator.insert("calls", {"hs_timestamp": START.isoformat(), "hs_call_status": "COMPLETED"})

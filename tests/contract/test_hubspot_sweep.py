@@ -13,50 +13,29 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connectors.emulators.hubspot import DEFAULT_TOKEN, HubSpotEmulator
-from connectors.hubspot.api import HubSpotApi
-from connectors.hubspot.auth import Credentials, HubSpotAuth
-from connectors.hubspot.limits import LimitSettings, RateLimiter
+from connectors.emulators.hubspot import HubSpotEmulator
 from connectors.hubspot.search import Sweep, SweepPage
+from tests.contract.harness import Clock, Serve, make_api
 
 START = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 CAP, PAGE = 1_000, 100
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-    def seconds(self) -> float:
-        return self.now.timestamp()
-
-
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> Clock:
+    return Clock(START)
 
 
 @pytest.fixture(params=[True, False], ids=["ties-by-id", "ties-scrambled"])
-def emulator(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[HubSpotEmulator]:
-    emu = HubSpotEmulator(clock=clock, ties_by_id=request.param, search_result_cap=CAP)
-    emu.start()
-    yield emu
-    emu.stop()
+def emulator(request: pytest.FixtureRequest, serve: Serve, clock: Clock) -> HubSpotEmulator:
+    return serve(HubSpotEmulator(clock=clock, ties_by_id=request.param, search_result_cap=CAP))
 
 
-def make_sweep(emulator: HubSpotEmulator, clock: FakeClock) -> Sweep:
-    api = HubSpotApi(HubSpotAuth(Credentials(DEFAULT_TOKEN, host=emulator.url)),
-                     RateLimiter(LimitSettings(), clock.seconds, clock.advance))
-    return Sweep(api, "contacts", "lastmodifieddate", [], page_size=PAGE, result_cap=CAP)
+def make_sweep(emulator: HubSpotEmulator, clock: Clock) -> Sweep:
+    return Sweep(make_api(emulator, clock), "contacts", "lastmodifieddate", [], page_size=PAGE, result_cap=CAP)
 
 
-def seed(emulator: HubSpotEmulator, clock: FakeClock, per_stamp: list[int]) -> list[str]:
+def seed(emulator: HubSpotEmulator, clock: Clock, per_stamp: list[int]) -> list[str]:
     """per_stamp[i] contacts created at second i (one stamp each, like a bulk import)."""
     ids: list[str] = []
     for count in per_stamp:
@@ -69,7 +48,7 @@ def read_ids(pages: Iterator[SweepPage]) -> list[str]:
     return [str(r["id"]) for page in pages for r in page.records]
 
 
-def test_ties_straddling_the_cap_are_read_once(emulator: HubSpotEmulator, clock: FakeClock) -> None:
+def test_ties_straddling_the_cap_are_read_once(emulator: HubSpotEmulator, clock: Clock) -> None:
     # 300 records a second: every 1,000-result window ends 100 records into a stamp's 300.
     ids = seed(emulator, clock, [300] * 14)
     sweep = make_sweep(emulator, clock)
@@ -88,7 +67,7 @@ def test_ties_straddling_the_cap_are_read_once(emulator: HubSpotEmulator, clock:
         assert sweep.searches <= len(ids) // PAGE + sweep.restarts * 3 + 1
 
 
-def test_more_ties_than_one_window_holds(emulator: HubSpotEmulator, clock: FakeClock) -> None:
+def test_more_ties_than_one_window_holds(emulator: HubSpotEmulator, clock: Clock) -> None:
     ids = seed(emulator, clock, [150, 2_500, 350])
     sweep = make_sweep(emulator, clock)
     pages = list(sweep.pages(None))
@@ -101,7 +80,7 @@ def test_more_ties_than_one_window_holds(emulator: HubSpotEmulator, clock: FakeC
 
 
 def test_a_sweep_resumed_from_any_page_cursor_loses_and_repeats_nothing(
-    emulator: HubSpotEmulator, clock: FakeClock
+    emulator: HubSpotEmulator, clock: Clock
 ) -> None:
     ids = seed(emulator, clock, [450, 700, 120, 900, 60])
     cursors = [(p.at_ms, p.ids_at) for p in make_sweep(emulator, clock).pages(None)]
@@ -122,7 +101,7 @@ def test_a_sweep_resumed_from_any_page_cursor_loses_and_repeats_nothing(
 
 
 def test_records_modified_during_the_sweep_are_read_again_and_none_is_lost(
-    emulator: HubSpotEmulator, clock: FakeClock
+    emulator: HubSpotEmulator, clock: Clock
 ) -> None:
     ids = seed(emulator, clock, [400] * 6)
     sweep = make_sweep(emulator, clock)

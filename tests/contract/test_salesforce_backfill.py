@@ -3,40 +3,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from connectors.emulators.salesforce import SalesforceEmulator
-from connectors.emulators.tls import LoopbackTLS, make_loopback_tls
-from connectors.salesforce.auth import SalesforceCredentials, connect
+from connectors.emulators.tls import LoopbackTLS
 from connectors.salesforce.backfill import BackfillStats, backfill
 from connectors.salesforce.client import SalesforceClient
 from connectors.salesforce.fields import FieldMap
 from connectors.salesforce.reader import SalesforceReader
 from sidecar.domain import LeadSnapshot, ProgressKind
 from sidecar.ports import ChangePage, Cursor
+from tests.contract.harness import Clock, Serve
 
 START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 FIELDS = FieldMap(score="Lead_Score__c", flags={"Sanctions_Match__c": "sanctions_match"})
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> LoopbackTLS:
-    return make_loopback_tls(Path(tmp_path_factory.mktemp("ca")))
 
 
 @pytest.fixture
@@ -45,21 +27,12 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def emu(tls: LoopbackTLS, clock: Clock) -> Iterator[SalesforceEmulator]:
+def emu(serve: Serve, tls: LoopbackTLS, clock: Clock) -> SalesforceEmulator:
     emulator = SalesforceEmulator(clock=clock)
     emulator.add_field("Task", "CompletedDateTime", "datetime")
     emulator.add_field("Lead", "Lead_Score__c", "double")
     emulator.add_field("Lead", "Sanctions_Match__c", "boolean")
-    emulator.start(ssl_context=tls.server_context)
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture
-def client(emu: SalesforceEmulator, tls: LoopbackTLS) -> Iterator[SalesforceClient]:
-    http = tls.client_session()
-    yield connect(SalesforceCredentials(session_id=emu.access_token, instance_url=emu.url), http)
-    http.close()
+    return serve(emulator, tls.server_context)
 
 
 class Run:

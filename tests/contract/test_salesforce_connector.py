@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import requests
@@ -12,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.emulators.salesforce import SalesforceEmulator
-from connectors.emulators.tls import LoopbackTLS, make_loopback_tls, route_login_domain
+from connectors.emulators.tls import LoopbackTLS, route_login_domain
 from connectors.salesforce.auth import SalesforceCredentials, check_credentials, connect
 from connectors.salesforce.client import SalesforceClient
 from connectors.salesforce.fields import FieldMap, MappedField, load_field_map, missing_fields
@@ -35,24 +33,9 @@ from sidecar.store.db import transaction
 from sidecar.store.models import Lead, LeadEvent
 from sidecar.sync import poll
 from tests.conftest import EXAMPLE_POLICY, ROOT
+from tests.contract.harness import Clock, Serve
 
 START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> LoopbackTLS:
-    return make_loopback_tls(Path(tmp_path_factory.mktemp("ca")))
 
 
 @pytest.fixture
@@ -71,24 +54,10 @@ def add_standard_task_fields(emu: SalesforceEmulator, key_field: bool = True, ex
 
 
 @pytest.fixture
-def emu(tls: LoopbackTLS, clock: Clock) -> Iterator[SalesforceEmulator]:
+def emu(serve: Serve, tls: LoopbackTLS, clock: Clock) -> SalesforceEmulator:
     emulator = SalesforceEmulator(clock=clock)
     add_standard_task_fields(emulator)
-    emulator.start(ssl_context=tls.server_context)
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture
-def http(tls: LoopbackTLS) -> Iterator[requests.Session]:
-    session = tls.client_session()
-    yield session
-    session.close()
-
-
-@pytest.fixture
-def client(emu: SalesforceEmulator, http: requests.Session) -> SalesforceClient:
-    return connect(SalesforceCredentials(session_id=emu.access_token, instance_url=emu.url), http)
+    return serve(emulator, tls.server_context)
 
 
 EXAMPLE_FIELDS = load_field_map(ROOT / "config" / "salesforce.fields.example.yaml")

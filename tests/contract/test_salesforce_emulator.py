@@ -7,7 +7,6 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -25,27 +24,12 @@ from simple_salesforce.format import format_soql
 
 from connectors.emulators.http import Emulator, Request, Response
 from connectors.emulators.salesforce import SalesforceEmulator
-from connectors.emulators.tls import LoopbackTLS, make_loopback_tls, route_login_domain
+from connectors.emulators.tls import LoopbackTLS, route_login_domain
+from tests.contract.harness import Clock, Serve
 
 START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 NS = {"o": "http://soap.sforce.com/2005/09/outbound", "sf": "urn:sobject.enterprise.soap.sforce.com",
       "xsi": "http://www.w3.org/2001/XMLSchema-instance"}
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> LoopbackTLS:
-    return make_loopback_tls(Path(tmp_path_factory.mktemp("ca")))
 
 
 @pytest.fixture
@@ -54,23 +38,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def emu(tls: LoopbackTLS, clock: Clock) -> Iterator[SalesforceEmulator]:
-    emulator = SalesforceEmulator(clock=clock)
-    emulator.start(ssl_context=tls.server_context)
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture
-def http(tls: LoopbackTLS) -> Iterator[requests.Session]:
-    session = tls.client_session()
-    yield session
-    session.close()
-
-
-@pytest.fixture
-def sf(emu: SalesforceEmulator, http: requests.Session) -> Salesforce:
-    return Salesforce(instance_url=emu.url, session_id=emu.access_token, session=http, version="59.0")
+def emu(serve: Serve, tls: LoopbackTLS, clock: Clock) -> SalesforceEmulator:
+    return serve(SalesforceEmulator(clock=clock), tls.server_context)
 
 
 def leads(sf: Salesforce) -> SFType:

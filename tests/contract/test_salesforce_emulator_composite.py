@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,36 +15,18 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError, SalesforceMalformedRequest, SalesforceResourceNotFound
 
 from connectors.emulators.salesforce import SalesforceEmulator
-from connectors.emulators.tls import LoopbackTLS, make_loopback_tls
+from connectors.emulators.tls import LoopbackTLS
+from tests.contract.harness import Serve
 
 START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 V = "/services/data/v59.0"
 
 
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> LoopbackTLS:
-    return make_loopback_tls(Path(tmp_path_factory.mktemp("ca")))
-
-
 @pytest.fixture
-def emu(tls: LoopbackTLS) -> Iterator[SalesforceEmulator]:
+def emu(serve: Serve, tls: LoopbackTLS) -> SalesforceEmulator:
     emulator = SalesforceEmulator(clock=lambda: START)
     emulator.add_field("Lead", "Lead_Score__c", "double")
-    emulator.start(ssl_context=tls.server_context)
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture
-def http(tls: LoopbackTLS) -> Iterator[requests.Session]:
-    session = tls.client_session()
-    yield session
-    session.close()
-
-
-@pytest.fixture
-def sf(emu: SalesforceEmulator, http: requests.Session) -> Salesforce:
-    return Salesforce(instance_url=emu.url, session_id=emu.access_token, session=http, version="59.0")
+    return serve(emulator, tls.server_context)
 
 
 def query(soql: str, ref: str, endpoint: str = "query") -> dict[str, str]:

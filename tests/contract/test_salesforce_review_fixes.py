@@ -1,7 +1,8 @@
 """Salesforce connector fixes: late commits behind the cursor, configurable closed statuses, Event
 stream, Long Text Area filters, owner pre-read, transport errors. Against the TLS emulator.
 
-The fixtures are those of test_salesforce_connector, imported by name (hence F811 below)."""
+Its own fixtures are those of test_salesforce_connector, imported by name (hence F811 below);
+the shared ones (tls, http, client) come from conftest.py."""
 # ruff: noqa: F811
 
 from __future__ import annotations
@@ -19,19 +20,16 @@ from connectors.salesforce.reader import SalesforceReader, SeenWindow
 from connectors.salesforce.writer import SalesforceWriter
 from sidecar.domain import ProgressKind
 from sidecar.ports import ConflictError, Cursor, OwnerChange, PermanentError, TransientError
+from tests.contract.harness import Clock
 from tests.contract.test_salesforce_connector import (  # noqa: F401 - fixtures
     EXAMPLE_FIELDS,
     START,
-    Clock,
-    client,
     clock,
     context,
     drain,
     emu,
-    http,
     new_lead,
     reader,
-    tls,
     writer,
 )
 

@@ -1,0 +1,91 @@
+"""The HubSpot emulator's reference endpoints: v4 associations, owners and property definitions.
+Mixed into `HubSpotEmulator`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.emulators.http import Request, Response
+from connectors.emulators.hubspot_base import HubSpotBase
+from connectors.emulators.hubspot_store import ApiError, PropertyDef, resolve_type
+
+OWNERS_MAX = 500
+
+
+class HubSpotCatalog(HubSpotBase):
+    # -- associations v4 -------------------------------------------------------------------------
+
+    def _v4_list(self, request: Request) -> Response:
+        object_type = resolve_type(request.params["type"])
+        target = resolve_type(request.params["to"])
+        record = self.store.get(object_type, request.params["id"])
+        results = [{"toObjectId": to_id,
+                    "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": type_id, "label": None}]}
+                   for to_id, type_id in self.store.associated(object_type.name, record.id, target.name)]
+        return Response(200, {"results": results})
+
+    def _v4_create(self, request: Request) -> Response:
+        object_type = resolve_type(request.params["type"])
+        target = resolve_type(request.params["to"])
+        record = self.store.get(object_type, request.params["id"])
+        for spec in request.json() or []:
+            self.store.associate(object_type, record.id, target, int(request.params["to_id"]),
+                                 int(spec.get("associationTypeId", -1)))
+        return Response(201, {"fromObjectTypeId": object_type.type_id, "fromObjectId": record.id,
+                              "toObjectTypeId": target.type_id, "toObjectId": int(request.params["to_id"]),
+                              "labels": []})
+
+    # -- owners and properties -------------------------------------------------------------------
+
+    def _owners(self, request: Request) -> Response:
+        limit = self._int_arg(request, "limit", 100, OWNERS_MAX)
+        after = int(request.arg("after") or 0)
+        email = (request.arg("email") or "").lower()
+        owners = sorted((o for o in self.store.owners.values()
+                         if o.archived == self._flag(request, "archived") and o.id >= after
+                         and (not email or o.email.lower() == email)), key=lambda o: o.id)
+        body: dict[str, Any] = {"results": [o.to_json() for o in owners[:limit]]}
+        if len(owners) > limit:
+            body["paging"] = self._next_link(request.path, str(owners[limit].id))
+        return Response(200, body)
+
+    def _owner(self, request: Request) -> Response:
+        raw = request.params["id"]
+        by_user = request.arg("idProperty") == "userId"
+        owner = next((o for o in self.store.owners.values()
+                      if str(o.user_id if by_user else o.id) == raw), None)
+        if owner is None:
+            raise ApiError(404, "OBJECT_NOT_FOUND", f"Owner {raw} not found")
+        return Response(200, owner.to_json())
+
+    def _properties(self, request: Request) -> Response:
+        object_type = resolve_type(request.params["type"])
+        defs = self.store.property_defs[object_type.name].values()
+        return Response(200, {"results": [d.to_json() for d in defs]})
+
+    def _property(self, request: Request) -> Response:
+        defs = self.store.property_defs[resolve_type(request.params["type"]).name]
+        definition = defs.get(request.params["name"])
+        if definition is None:
+            raise ApiError(404, "OBJECT_NOT_FOUND", f"Property {request.params['name']} does not exist")
+        return Response(200, definition.to_json())
+
+    def _create_property(self, request: Request) -> Response:
+        object_type = resolve_type(request.params["type"])
+        body = request.json() or {}
+        missing = [k for k in ("name", "label", "type", "fieldType", "groupName") if not body.get(k)]
+        if missing:
+            raise ApiError(400, "VALIDATION_ERROR", f"Missing required fields: {', '.join(missing)}")
+        defs = self.store.property_defs[object_type.name]
+        if body["name"] in defs:
+            raise ApiError(409, "OBJECT_ALREADY_EXISTS", f"Property named '{body['name']}' already exists.",
+                           subCategory="PropertyValidationError.PROPERTY_ALREADY_EXISTS")
+        definition = PropertyDef(
+            body["name"], body["label"], body["type"], body["fieldType"], body["groupName"],
+            options=[{"hidden": False, "displayOrder": i, **option}
+                     for i, option in enumerate(body.get("options") or [])],
+            has_unique_value=bool(body.get("hasUniqueValue")), hubspot_defined=False,
+            description=body.get("description") or "", created_at=self.clock(),
+        )
+        defs[definition.name] = definition
+        return Response(201, definition.to_json())
