@@ -11,6 +11,7 @@ import json
 import random
 import re
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -180,6 +181,15 @@ class RequestLog:
                 out.write(json.dumps({"service": service, **entry}, default=str) + "\n")
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that fails the TLS handshake or hangs up is the client's business (tests provoke
+        # it on purpose); anything else is an emulator bug and is printed as usual.
+        error = sys.exc_info()[1]
+        if not isinstance(error, ssl.SSLError | ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
+
+
 class Emulator:
     """Base of the three emulators: owns the router, faults, log and the server thread."""
 
@@ -267,7 +277,7 @@ class Emulator:
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
 
-        server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        server = _Server(("127.0.0.1", port), _Handler)
         server.daemon_threads = True
         if ssl_context is not None:
             server.socket = ssl_context.wrap_socket(server.socket, server_side=True,
