@@ -13,6 +13,7 @@ from typing import Any
 
 import requests
 
+from connectors.emulators.hubspot_limits import RateLimits
 from connectors.emulators.hubspot_store import OBJECT_TYPES, ObjectType, Owner, Record, Store, resolve_type
 from connectors.emulators.hubspot_webhooks import WebhookOutbox, parse_subscriptions
 
@@ -29,6 +30,7 @@ class HubSpotHelpers:
     token_scopes: dict[str, frozenset[str]]
     webhooks: WebhookOutbox | None
     search_visible_at: dict[tuple[str, int], datetime]
+    limits: RateLimits
     _lock: threading.RLock
 
     def _write_update(
@@ -116,6 +118,19 @@ class HubSpotHelpers:
         with self._lock:
             kind = resolve_type(object_type)
             self.search_visible_at[(kind.name, int(record_id))] = self.clock() + timedelta(seconds=seconds)
+
+    @property
+    def daily_usage(self) -> tuple[int, int]:
+        """(requests counted today, daily limit): what X-HubSpot-RateLimit-Daily(-Remaining) report."""
+        with self._lock:
+            return self.limits.daily_used(self.clock()), self.limits.daily
+
+    def set_daily_usage(self, used: int, limit: int | None = None) -> None:
+        """Set today's request count (and the daily limit): a portal other apps have been using."""
+        with self._lock:
+            if limit is not None:
+                self.limits.daily = limit
+            self.limits.set_daily_used(self.clock(), used)
 
     def insert_many(self, object_type: str, rows: Iterable[Mapping[str, Any]]) -> list[str]:
         return [self.insert(object_type, row) for row in rows]

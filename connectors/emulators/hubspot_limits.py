@@ -81,6 +81,15 @@ class RateLimits:
         self._daily_used += 1
         return None
 
+    def daily_used(self, now: datetime) -> int:
+        self._roll_day(now)
+        return self._daily_used
+
+    def set_daily_used(self, now: datetime, used: int) -> None:
+        """Requests counted against today's limit (as if other apps of the account had spent them)."""
+        self._roll_day(now)
+        self._daily_used = max(0, used)
+
     def headers(self, now: datetime) -> dict[str, str]:
         self._roll_day(now)
         interval_ms = self.ten_secondly.interval // timedelta(milliseconds=1)

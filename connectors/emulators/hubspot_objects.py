@@ -6,6 +6,7 @@ into `HubSpotEmulator`; filter semantics live in `hubspot_search`, data in `hubs
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,8 @@ _CHANGE_SOURCE = {"INTEGRATION": "INTEGRATION", "CRM_UI": "CRM_UI", "IMPORT": "I
 
 
 class HubSpotObjects(HubSpotBase):
+    _random: random.Random  # HubSpotEmulator's seeded generator
+
     # -- writes shared by single and batch endpoints ---------------------------------------------
 
     def _resolve_associations(self, object_type: ObjectType, specs: Any) -> list[tuple[ObjectType, int, int]]:
@@ -103,8 +106,14 @@ class HubSpotObjects(HubSpotBase):
 
     def _create(self, request: Request) -> Response:
         object_type = resolve_type(request.params["type"])
-        record = self._write_create(object_type, request.json() or {}, "INTEGRATION")
-        return Response(201, self.store.render(record, None))
+        payload = request.json() or {}
+        record = self._write_create(object_type, payload, "INTEGRATION")
+        return Response(201, self._render_created(record, payload))
+
+    def _render_created(self, record: Record, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """A create answers "a copy of the object, including the ID": the properties it was given
+        (plus the system stamps), whatever they are; not the object type's default set."""
+        return self.store.render(record, list(payload.get("properties") or {}) or None)
 
     def _read(self, request: Request) -> Response:
         object_type = resolve_type(request.params["type"])
@@ -187,8 +196,14 @@ class HubSpotObjects(HubSpotBase):
                 results.append(record)
         if op == "archive":
             return Response(204, None)
-        rendered = [self.store.render(r, body.get("properties"), body.get("propertiesWithHistory") or ())
-                    for r in results]
+        if op == "create":
+            rendered = [self._render_created(r, item) for r, item in zip(results, inputs, strict=True)]
+            # HubSpot promises no order for batch results (HubSpot/hubspot-api-nodejs#190): clients
+            # must match them by a property, so they come back shuffled here.
+            self._random.shuffle(rendered)
+        else:
+            rendered = [self.store.render(r, body.get("properties"), body.get("propertiesWithHistory") or ())
+                        for r in results]
         payload: dict[str, Any] = {"status": "COMPLETE", "results": rendered, "startedAt": started,
                                    "completedAt": iso_ms(self.clock()), "requestedAt": started}
         if missing:

@@ -135,6 +135,11 @@ class SalesforceHelpers(SalesforceBase):
         with self.lock:
             self.api_calls_used = 0
 
+    def set_api_usage(self, used: int) -> None:
+        """Calls counted against the daily limit, as if other integrations of the org had made them."""
+        with self.lock:
+            self.api_calls_used = max(0, used)
+
     def configure_outbound(self, url: str, org_id: str | None = None, fields: list[str] | None = None,
                            trigger: Trigger | str = "on lead change") -> None:
         with self.lock:

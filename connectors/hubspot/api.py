@@ -75,6 +75,7 @@ class HubSpotApi:
                         continue  # through the gate again: HubSpot may have counted the first one
                     raise TransientError(f"HubSpot {what}: network error: {type(exc).__name__}") from exc
                 status = int(getattr(exc, "status", 0) or 0)
+                self.limiter.observe(headers_of(exc), body_of(exc) if status == 429 else None)
                 if status == 429:
                     body = body_of(exc)
                     wait = self.limiter.backoff(headers_of(exc), body)
@@ -95,5 +96,6 @@ class HubSpotApi:
                     self._endpoints.clear()  # endpoints hold the old token
                     continue
                 raise translate(exc, what, scope) from exc
+            self.limiter.observe(raw.headers)  # the daily usage, for the reader's quota guard
             data = raw.data
             return json.loads(data) if data else None

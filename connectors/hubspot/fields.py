@@ -67,10 +67,20 @@ class FieldMap:
     # First poll only: engagements modified within this many days give backfilled leads their
     # progress (older ones are irrelevant to clocks measured in hours and days).
     backfill_activity_days: float = 30.0
+    # Daily API allowance guard (see quota.py): at or above this fraction of the portal's daily
+    # limit (None: never), polls run at most once per `slow_interval_seconds`.
+    quota_guard: float | None = 0.9
+    slow_interval_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         if self.object not in OBJECTS:
             raise ValueError(f"hubspot fields: object must be one of {sorted(OBJECTS)}, not {self.object!r}")
+        if self.quota_guard is not None and not 0 < self.quota_guard <= 1:
+            raise ValueError(f"hubspot fields: polling.quota_guard must be > 0 and <= 1 (or null), "
+                             f"not {self.quota_guard!r}")
+        if self.slow_interval_seconds <= 0:
+            raise ValueError("hubspot fields: polling.slow_interval_seconds must be > 0, "
+                             f"not {self.slow_interval_seconds!r}")
 
     @property
     def type_id(self) -> str:
@@ -94,7 +104,8 @@ class FieldMap:
 
 
 _SCALARS = {f.name for f in fields(FieldMap)} - {"market", "source", "flags", "object", "portal_id",
-                                                 "deleted_status", "lookback_seconds", "backfill_activity_days"}
+                                                 "deleted_status", "lookback_seconds", "backfill_activity_days",
+                                                 "quota_guard", "slow_interval_seconds"}
 
 
 def load_field_map(path: Path) -> FieldMap:
@@ -116,11 +127,19 @@ def load_field_map(path: Path) -> FieldMap:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ValueError(f"{path}: polling.{key}: a number >= 0 (default {default:g})")
         numbers[key] = float(value)
+    guard = polling.get("quota_guard", 0.9)
+    if guard is not None and (isinstance(guard, bool) or not isinstance(guard, int | float) or not 0 < guard <= 1):
+        raise ValueError(f"{path}: polling.quota_guard: a fraction of the daily API limit, > 0 and <= 1 "
+                         "(default 0.9), or null")
+    slow = polling.get("slow_interval_seconds", 600.0)
+    if isinstance(slow, bool) or not isinstance(slow, int | float) or slow <= 0:
+        raise ValueError(f"{path}: polling.slow_interval_seconds: a number of seconds > 0 (default 600)")
     return FieldMap(object=str(raw.get("object", "contacts")), portal_id=str(raw.get("portal_id", "0")),
                     market=value_map("market", "country"), source=value_map("source", "hs_analytics_source"),
                     flags=_frozen(raw.get("flags")), deleted_status=str(raw.get("deleted_status", "DELETED")),
                     lookback_seconds=numbers["lookback_seconds"],
                     backfill_activity_days=numbers["backfill_activity_days"],
+                    quota_guard=None if guard is None else float(guard), slow_interval_seconds=float(slow),
                     **{k: str(v or "") for k, v in props.items()})
 
 

@@ -94,6 +94,17 @@ class RateLimiter:
         self.throttled = 0  # 429 answers seen (each one retried or surfaced)
         self.policies: Counter[str] = Counter()  # ... by HubSpot policy name
         self.backoff_s = 0.0
+        # (used, daily limit) from the last response's X-HubSpot-RateLimit-Daily(-Remaining), shared
+        # by every caller of this account; None until a response carried them (see quota.py).
+        self.daily_usage: tuple[int, int] | None = None
+
+    def observe(self, headers: Mapping[str, str], body: Mapping[str, object] | None = None) -> None:
+        """Note the daily usage a response reports; a 429 of policy DAILY means it is spent."""
+        usage = daily_usage(headers)
+        if usage is not None:
+            self.daily_usage = usage
+        if body is not None and body.get("policyName") == "DAILY" and self.daily_usage is not None:
+            self.daily_usage = (max(self.daily_usage), self.daily_usage[1])
 
     def before(self, is_search: bool) -> None:
         """Block until the request may be sent, then count it in every gate at the same instant."""
@@ -134,3 +145,13 @@ def retry_after_seconds(headers: Mapping[str, str], body: Mapping[str, object]) 
         return 3600.0  # no point hammering: surface it to the dispatcher's slower retry
     interval = lowered.get("x-hubspot-ratelimit-interval-milliseconds", "")
     return int(interval) / 1000 if interval.isdigit() else 10.0
+
+
+def daily_usage(headers: Mapping[str, str]) -> tuple[int, int] | None:
+    """(used, daily limit) from X-HubSpot-RateLimit-Daily and -Daily-Remaining, when both are there."""
+    lowered = {k.lower(): str(v).strip() for k, v in headers.items()}
+    limit = lowered.get("x-hubspot-ratelimit-daily", "")
+    remaining = lowered.get("x-hubspot-ratelimit-daily-remaining", "")
+    if not (limit.isdigit() and remaining.isdigit()):
+        return None
+    return max(0, int(limit) - int(remaining)), int(limit)

@@ -31,6 +31,7 @@ from connectors.hubspot.engagements import EngagementReader
 from connectors.hubspot.fields import FieldMap
 from connectors.hubspot.mapping import epoch_ms, to_snapshot
 from connectors.hubspot.search import Sweep, stamp_ms
+from connectors.quota import QuotaGuard
 from sidecar.domain import Crm, LeadSnapshot, ProgressActivity
 from sidecar.ports import ChangePage, Cursor, DirectoryUser
 
@@ -59,10 +60,18 @@ class HubSpotReader:
         # Lead pages are swept with ids and stamps only; the batch read brings the rest.
         self.sweep = Sweep(api, fields.object, fields.modified_property, [])
         self.batch_reads = 0
+        # Near the portal's daily limit, polls (both sweeps) slow down (quota.py); read_leads does not.
+        self.quota = QuotaGuard(lambda: api.limiter.daily_usage, guard=fields.quota_guard, clock=clock, crm="HubSpot",
+                                slow_interval=timedelta(seconds=fields.slow_interval_seconds))
 
     # -- CrmReader ---------------------------------------------------------------------------------
 
     def read_changes(self, cursor: Cursor) -> Iterator[ChangePage]:
+        if not self.quota.may_poll():
+            return iter(())  # skipped near the daily limit: no call, the cursor stays
+        return self._poll(cursor)
+
+    def _poll(self, cursor: Cursor) -> Iterator[ChangePage]:
         started = self.clock()
         since_ms = epoch_ms(cursor.at) if cursor.at is not None else None
         if self.with_engagements:

@@ -1,10 +1,11 @@
 """`HubSpotWriter`: the `CrmWriter` port — tasks, notes and the conditional owner change.
 
 Exactly-once creates: every task/note carries the outbox idempotency key in a sidecar-owned
-property declared with `hasUniqueValue` (`ensure_properties`). Before creating, the keys are looked
-up with a batch read by `idProperty` (consistent, unlike search, whose index lags writes by
-seconds, so a retry right after a timeout could miss the first attempt). If a create still races
-an earlier attempt, HubSpot refuses the duplicate with 409 and the record is read back by key.
+property declared with `hasUniqueValue` (`ensure_properties`), so HubSpot itself refuses a second
+record with the same key (409 CONFLICT). Creates therefore go first, without a lookup: a batch
+refused with 409 (a replay, or a retry after a timeout whose first attempt got through) is
+answered by a batch read by key (`idProperty`; consistent, unlike search, whose index lags writes
+by seconds) and only the keys not found are created again. 1,000 new tasks: 10 batch creates.
 
 Batches answer per key (`create_tasks`): one invalid task (say, its contact was deleted) fails
 alone while the rest of its batch is written.
@@ -82,9 +83,11 @@ class HubSpotWriter:
 
     def create_tasks(self, items: Sequence[tuple[TaskRequest, str]]) -> Mapping[str, str | Exception]:
         """`BatchTaskWriter`: per key the id of its task (created now or found), or the error of that
-        item alone. Per 100 keys: one batch read (lookup), one batch create, one read-back, so
-        1,000 tasks take 10 creates. Raises only when nothing could be done (the first lookup or
-        create failed as a whole: 5xx, 429 after retries, token or scope problems)."""
+        item alone. One batch create per 100 new keys (1,000 tasks: 10 calls), associations
+        included; keys that exist already cost one refused create and one batch read per 100, and
+        are never updated (a task a rep completed stays completed). Raises only when nothing could
+        be done (the first create failed as a whole: 5xx, 429 after retries, token or scope
+        problems)."""
         return self._create_all("tasks", [(self._task_props(task), task.lead.crm_id, key)
                                           for task, key in items])
 
@@ -117,16 +120,19 @@ class HubSpotWriter:
         return results
 
     def _create_chunk(self, object_type: str, todo: Mapping[str, tuple[dict[str, str], str]]) -> Results:
-        found: Results = dict(self.lookup(object_type, list(todo)))
-        new = {key: value for key, value in todo.items() if key not in found}
-        return {**found, **self._create_new(object_type, new, budget=[SPLIT_BUDGET])} if new else found
+        return self._create_new(object_type, todo, budget=[SPLIT_BUDGET])
 
     def _create_new(self, object_type: str, todo: Mapping[str, tuple[dict[str, str], str]],
-                    retry_each: bool = True, budget: list[int] | None = None) -> Results:
-        """Batch-create records whose keys were not found. One invalid input makes HubSpot refuse
-        the whole batch (400, nothing written), so a refused batch is split in halves until the bad
-        input stands alone and fails alone: ~2 calls per halving, only when something is invalid.
-        `budget` (shared by the halves) bounds that; inputs left unisolated are retried later."""
+                    budget: list[int] | None = None) -> Results:
+        """Batch-create records for these keys (at most 100).
+
+        409: some keys exist already (a replay, or an earlier attempt got in first; the batch may
+        be partly written): read them back by key and create only the rest (each round either
+        finds a key or splits the batch, so it ends).
+        400: one invalid input makes HubSpot refuse the whole batch (nothing written), so a refused
+        batch is split in halves until the bad input stands alone and fails alone: ~2 calls per
+        halving, only when something is invalid. `budget` (shared by the halves) bounds that;
+        inputs left unisolated are retried later."""
         budget = budget if budget is not None else [SPLIT_BUDGET]
         type_id = self.association_types[(object_type, self.fields.object)]
         inputs: list[dict[str, Any]] = [{"properties": {**props, self.key_property: key},
@@ -137,11 +143,13 @@ class HubSpotWriter:
             body = self.api.call("general", "crm.objects.batch_api", "create", object_type,
                                  {"inputs": inputs}, scope=WRITE_SCOPE)
         except Rejected as exc:
-            if exc.status == 409 and retry_each:
-                # An earlier attempt got some of these in first (the batch may be partly written):
-                # read back what exists and create the rest one by one.
-                return self._create_each(object_type, todo)
-            if exc.status != 400:
+            if exc.status == 409:
+                found: Results = dict(self.lookup(object_type, list(todo)))
+                rest = {key: value for key, value in todo.items() if key not in found}
+                if found or not rest:
+                    return {**found, **self._create_new(object_type, rest, budget)} if rest else found
+                # A conflict on none of our keys' records (unexplained): isolate it like a 400.
+            elif exc.status != 400:
                 raise
             if len(todo) == 1:
                 return dict.fromkeys(todo, exc)  # this item is invalid; the others are unaffected
@@ -150,31 +158,30 @@ class HubSpotWriter:
                 return dict.fromkeys(todo, TransientError(f"not written, the batch holding it was refused: {exc}"))
             keys = list(todo)
             half = len(keys) // 2
-            return {**self._create_new(object_type, {k: todo[k] for k in keys[:half]}, retry_each, budget),
-                    **self._create_new(object_type, {k: todo[k] for k in keys[half:]}, retry_each, budget)}
+            return {**self._create_new(object_type, {k: todo[k] for k in keys[:half]}, budget),
+                    **self._create_new(object_type, {k: todo[k] for k in keys[half:]}, budget)}
+        # Results are matched to keys by the key property each result carries, never by position:
+        # HubSpot does not promise batch results in input order (HubSpot/hubspot-api-nodejs#190,
+        # maintainer: "There is no way to do it"). A create answers "a copy of the object,
+        # including the ID" with the properties it was given (developers.hubspot.com
+        # api-reference crm/activities/tasks create-task; batch create "follows the same rules as
+        # creating an individual object" and its response example lists the input properties in
+        # results[].properties), so the key comes back with its record. Should a result ever lack
+        # it, the keys left unnamed are read back by key: one more batch read, never a duplicate.
+        # (Batch upsert by idProperty, POST /crm/v3/objects/tasks/batch/upsert, was not used: its
+        # inputs carry no associations (hubspot-api-client 12.0.0 SimplePublicObjectBatchInputUpsert:
+        # id, idProperty, properties, objectWriteTraceId), so each 100 would need a second call to
+        # associate, a task whose contact is gone would be created unattached instead of failing
+        # alone, and a replay would update existing tasks.)
         created: Results = {}
         for record in (body or {}).get("results") or []:
             key = (record.get("properties") or {}).get(self.key_property)
-            if key:
+            if key in todo:
                 created[str(key)] = str(record["id"])
-        # Batch results come in no promised order and need not echo our property: read back the
-        # keys the response did not name (one more batch read per 100).
         unnamed = [key for key in todo if key not in created]
         if unnamed:
             created.update(self.lookup(object_type, unnamed))
         return created
-
-    def _create_each(self, object_type: str, todo: Mapping[str, tuple[dict[str, str], str]]) -> Results:
-        done: Results = dict(self.lookup(object_type, list(todo)))
-        for key, value in todo.items():
-            if key not in done:
-                try:
-                    done.update(self._create_new(object_type, {key: value}, retry_each=False))
-                except Rejected as exc:
-                    if exc.status != 409:
-                        raise
-                    done.update(self.lookup(object_type, [key]))  # lost a race with ourselves: read it
-        return done
 
     def lookup(self, object_type: str, keys: Sequence[str]) -> dict[str, str]:
         """key -> id of the records already carrying these keys (one batch read per 100 keys)."""

@@ -19,7 +19,7 @@ import requests
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession, SalesforceGeneralError
 
-from connectors.salesforce.errors import translate
+from connectors.salesforce.errors import error_code, translate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,6 +82,7 @@ class SalesforceClient:
         self.version = version
         self.timeout = timeout
         self.calls = 0  # REST calls made through this client (logins excluded)
+        self._usage: tuple[int, int] | None = None  # see api_usage
 
     @property
     def instance_url(self) -> str:
@@ -90,16 +91,29 @@ class SalesforceClient:
     def raw(self, operation: Callable[[Salesforce], T]) -> T:
         """Run `operation`; on an expired session renew once (when we can) and run it again."""
         try:
-            self.calls += 1
-            return operation(self.sf)
+            return self._run(operation)
         except SalesforceExpiredSession:
             if self.relogin is None:
                 raise
             log.info("salesforce session expired; logging in again")
         session_id, instance = self.relogin()
         self.sf = build_sf(session_id, instance, self.sf.session, self.version)
+        return self._run(operation)
+
+    def _run(self, operation: Callable[[Salesforce], T]) -> T:
         self.calls += 1
-        return operation(self.sf)
+        try:
+            result = operation(self.sf)
+        except SalesforceError as exc:
+            if self._usage is not None and error_code(exc) == "REQUEST_LIMIT_EXCEEDED":
+                self._usage = (max(self._usage), self._usage[1])  # refused: the allowance is spent
+            raise
+        # simple-salesforce parses Sforce-Limit-Info of successful responses only, into the
+        # Salesforce object, which a relogin replaces: keep the last value seen here.
+        usage = self.sf.api_usage.get("api-usage")
+        if usage is not None:
+            self._usage = (int(usage.used), int(usage.total))
+        return result
 
     def call(self, operation: Callable[[Salesforce], T]) -> T:
         try:
@@ -162,6 +176,6 @@ class SalesforceClient:
         return {str(f["name"]) for f in described.get("fields", [])}
 
     def api_usage(self) -> tuple[int, int] | None:
-        """(used, daily limit) from the last response's Sforce-Limit-Info, if any was seen."""
-        usage = self.sf.api_usage.get("api-usage")
-        return None if usage is None else (int(usage.used), int(usage.total))
+        """(used, daily limit) from the last Sforce-Limit-Info seen (kept across a relogin), if any;
+        after a 403 REQUEST_LIMIT_EXCEEDED, used is at least the limit."""
+        return self._usage

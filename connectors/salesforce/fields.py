@@ -65,6 +65,10 @@ class FieldMap:
     # row is written, not when its transaction commits, so a long transaction makes rows visible
     # minutes later with stamps older than the cursor. Longer than the org's longest transaction.
     lookback_seconds: float = 300.0
+    # Daily API allowance guard (see quota.py): at or above this fraction of the org's daily limit
+    # (None: never), polls run at most once per `slow_interval_seconds`.
+    quota_guard: float | None = 0.9
+    slow_interval_seconds: float = 600.0
 
     @property
     def lookback(self) -> timedelta:
@@ -98,6 +102,10 @@ class _Errors(list[str]):
             self.append(message)
 
 
+def _number(raw: Any) -> bool:
+    return isinstance(raw, int | float) and not isinstance(raw, bool)
+
+
 def _mapped(raw: Any, key: str, errors: _Errors) -> MappedField:
     if raw is None or isinstance(raw, str):
         return MappedField(raw)
@@ -118,6 +126,11 @@ def parse_field_map(raw: Mapping[str, Any], source: str = "<field map>") -> Fiel
     lookback = polling.get("lookback_seconds", 300)
     errors.need(isinstance(lookback, int | float) and not isinstance(lookback, bool) and lookback >= 0,
                 "polling.lookback_seconds: a number of seconds >= 0 (default 300)")
+    guard = polling.get("quota_guard", 0.9)
+    errors.need(guard is None or (_number(guard) and 0 < guard <= 1),
+                "polling.quota_guard: a fraction of the daily API limit, > 0 and <= 1 (default 0.9), or null")
+    slow = polling.get("slow_interval_seconds", 600)
+    errors.need(_number(slow) and slow > 0, "polling.slow_interval_seconds: a number of seconds > 0 (default 600)")
     name = lead.get("name", ["FirstName", "LastName"])
     name = [name] if isinstance(name, str) else list(name or [])
     errors.need(bool(name), "lead.name: list one field (Name) or several (FirstName, LastName)")
@@ -148,6 +161,8 @@ def parse_field_map(raw: Mapping[str, Any], source: str = "<field map>") -> Fiel
         converted_status=str(lead.get("converted_status", "Closed - Converted")),
         deleted_status=str(lead.get("deleted_status", "Closed - Not Converted")),
         lookback_seconds=float(lookback) if isinstance(lookback, int | float) else 300.0,
+        quota_guard=float(guard) if _number(guard) else (None if guard is None else 0.9),
+        slow_interval_seconds=float(slow) if _number(slow) else 600.0,
     )
     named = dict.fromkeys([*result.lead_fields(), *result.task_fields(), *result.writer_task_fields(),
                            *result.user_fields()])

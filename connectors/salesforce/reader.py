@@ -45,6 +45,7 @@ from datetime import datetime, timedelta
 from itertools import chain
 from typing import Any
 
+from connectors.quota import QuotaGuard
 from connectors.salesforce import queries
 from connectors.salesforce.client import Pages, SalesforceClient, Soql
 from connectors.salesforce.fields import FieldMap
@@ -120,10 +121,15 @@ class SalesforceReader:
         # stream starts again from the cursor's lookback floor, which is earlier, so nothing is lost).
         self.events_until: datetime | None = None
         self.late_reads = 0  # polls that found rows committed late behind the cursor
+        # Near the org's daily API limit, polls slow down (quota.py); read_leads and read_since do not.
+        self.quota = QuotaGuard(client.api_usage, guard=self.fields.quota_guard, clock=clock, crm="Salesforce",
+                                slow_interval=timedelta(seconds=self.fields.slow_interval_seconds))
 
     # --- polling ------------------------------------------------------------------------------------
 
     def read_changes(self, cursor: Cursor) -> Iterator[ChangePage]:
+        if not self.quota.may_poll():
+            return iter(())  # skipped near the daily limit: no call, the cursor stays
         if cursor.at is None:
             return self._backfill()
         return self._incremental(cursor.at, cursor.seen_ids)
