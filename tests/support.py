@@ -131,3 +131,21 @@ class FakeWriter:
 
 def minutes(n: float) -> timedelta:
     return timedelta(minutes=n)
+
+
+class VirtualTime:
+    """Seconds on a virtual clock; `sleep` advances it instead of waiting (rate-gate tests)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def moment(self) -> datetime:
+        return datetime.fromtimestamp(self.now, UTC)

@@ -3,34 +3,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from connectors.emulators.hubspot_limits import RateLimits
 from connectors.hubspot.limits import LimitSettings, RateLimiter
-
-
-class VirtualTime:
-    def __init__(self) -> None:
-        self.now = 1_767_600_000.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-    def moment(self) -> datetime:
-        return datetime.fromtimestamp(self.now, UTC)
+from tests.support import VirtualTime
 
 
 def _replay(pattern: str, settings: LimitSettings, step: float) -> tuple[list[str], RateLimiter, VirtualTime]:
     """Send `pattern` ("s" = search, "g" = other call) through the limiter; each request is then
     admitted (or refused) by the emulator's model of HubSpot at the moment it is sent."""
-    time = VirtualTime()
+    time = VirtualTime(1_767_600_000.0)
     limiter = RateLimiter(settings, time.clock, time.sleep)
     server = RateLimits(settings.per_ten_seconds, settings.search_per_second, daily=1_000_000)
     refused = []

@@ -15,21 +15,9 @@ from connectors.hubspot.limits import RollingGate, retry_after_seconds
 from connectors.hubspot.mapping import entered_current_value, to_snapshot
 from sidecar.domain import Intent
 from sidecar.ports import PermanentError, TransientError
+from tests.support import VirtualTime
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class VirtualTime:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def test_rolling_gate_never_exceeds_its_limit_in_any_window() -> None:
