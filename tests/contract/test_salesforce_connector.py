@@ -346,24 +346,21 @@ def test_create_task_twice_with_one_key_leaves_one_task(
 
 
 def test_without_the_key_field_the_description_marker_keeps_it_exactly_once(
-    tls: LoopbackTLS, clock: Clock, http: requests.Session
+    tls: LoopbackTLS, clock: Clock, http: requests.Session, serve: Serve
 ) -> None:
     bare = SalesforceEmulator(clock=clock)
     add_standard_task_fields(bare, key_field=False)
-    bare.start(ssl_context=tls.server_context)
-    try:
-        writer = SalesforceWriter(
-            connect(SalesforceCredentials(session_id=bare.access_token, instance_url=bare.url), http)
-        )
-        lead_id = new_lead(bare)
-        key = "50%_off:lead"  # LIKE wildcards in a key must not match other tasks
-        bare.insert("Task", {"WhoId": lead_id, "Subject": "x", "Description": "[sidecar:50XX_off:lead]"})
-        first = writer.create_task(task_request(lead_id, bare.integration_user_id), key)
-        assert writer.key_field is None
-        assert writer.create_task(task_request(lead_id, bare.integration_user_id), key) == first
-        assert len(bare.records("Task")) == 2
-    finally:
-        bare.stop()
+    serve(bare, tls.server_context)
+    writer = SalesforceWriter(
+        connect(SalesforceCredentials(session_id=bare.access_token, instance_url=bare.url), http)
+    )
+    lead_id = new_lead(bare)
+    key = "50%_off:lead"  # LIKE wildcards in a key must not match other tasks
+    bare.insert("Task", {"WhoId": lead_id, "Subject": "x", "Description": "[sidecar:50XX_off:lead]"})
+    first = writer.create_task(task_request(lead_id, bare.integration_user_id), key)
+    assert writer.key_field is None
+    assert writer.create_task(task_request(lead_id, bare.integration_user_id), key) == first
+    assert len(bare.records("Task")) == 2
 
 
 def test_add_note_is_a_completed_task_and_idempotent(
@@ -484,26 +481,23 @@ def test_a_failed_call_raises_for_the_whole_batch(emu: SalesforceEmulator, write
 
 
 def test_a_key_field_that_is_not_an_external_id_falls_back_to_lookups(
-    tls: LoopbackTLS, clock: Clock, http: requests.Session
+    tls: LoopbackTLS, clock: Clock, http: requests.Session, serve: Serve
 ) -> None:
     plain = SalesforceEmulator(clock=clock)
     add_standard_task_fields(plain, external_id=False)
-    plain.start(ssl_context=tls.server_context)
-    try:
-        writer = SalesforceWriter(
-            connect(SalesforceCredentials(session_id=plain.access_token, instance_url=plain.url), http)
-        )
-        lead_id = new_lead(plain)
-        batch = [(task_request(lead_id, plain.integration_user_id, f"T{i}"), f"p{i}") for i in range(250)]
-        first = writer.create_tasks(batch)
-        assert writer.upsert is False and writer.key_field == "Sidecar_Key__c"
-        plain.log.clear()
-        assert writer.create_tasks(batch) == first  # found by key: lookups only, nothing created
-        calls = {(e["method"], e["path"].rstrip("/").rsplit("/", 1)[-1]) for e in plain.log.entries}
-        assert calls == {("GET", "query")}
-        assert len(plain.records("Task")) == 250
-    finally:
-        plain.stop()
+    serve(plain, tls.server_context)
+    writer = SalesforceWriter(
+        connect(SalesforceCredentials(session_id=plain.access_token, instance_url=plain.url), http)
+    )
+    lead_id = new_lead(plain)
+    batch = [(task_request(lead_id, plain.integration_user_id, f"T{i}"), f"p{i}") for i in range(250)]
+    first = writer.create_tasks(batch)
+    assert writer.upsert is False and writer.key_field == "Sidecar_Key__c"
+    plain.log.clear()
+    assert writer.create_tasks(batch) == first  # found by key: lookups only, nothing created
+    calls = {(e["method"], e["path"].rstrip("/").rsplit("/", 1)[-1]) for e in plain.log.entries}
+    assert calls == {("GET", "query")}
+    assert len(plain.records("Task")) == 250
 
 
 # --- sessions, errors, credentials --------------------------------------------------------------------
