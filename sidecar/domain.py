@@ -27,6 +27,11 @@ class LeadState(StrEnum):
     CLOSED = "CLOSED"
 
 
+def is_canonical(state: str) -> bool:
+    """False for a CRM status the policy does not map (stored as UNMAPPED): no clock runs on it."""
+    return state in LeadState.__members__
+
+
 # States in which a lead no longer needs anyone: they count toward nobody's capacity.
 TERMINAL_STATES = frozenset({LeadState.CONVERTED, LeadState.CLOSED, LeadState.UNQUALIFIED,
                              LeadState.DISQUALIFIED_COMPLIANCE})

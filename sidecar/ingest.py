@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sidecar.domain import Intent, LeadSnapshot, LeadState, ProgressActivity
+from sidecar.domain import Intent, LeadSnapshot, LeadState, ProgressActivity, is_canonical
 from sidecar.engine import clocks
 from sidecar.engine.policies import PolicyBook
 from sidecar.policy.model import Policy
@@ -87,7 +87,7 @@ def _create(session: Session, book: PolicyBook, policy: Policy, snapshot: LeadSn
     session.add(lead)
     session.flush()
     events = [_event(session, lead, arrived, "created", None, state, "created")]
-    if _has_window(state) and state not in {s.value for s in policy.pause_states}:
+    if is_canonical(state) and state not in {s.value for s in policy.pause_states}:
         clocks.start_clock(session, book, lead, entered)
     for activity in sorted(snapshot.activities, key=lambda a: a.at):  # may reset the new clock
         event = _activity(session, book, lead, activity)
@@ -147,7 +147,7 @@ def _transition(session: Session, book: PolicyBook, policy: Policy, lead: Lead, 
             lead.last_progress_at = at
             event.detail = {"progress": True}
         clocks.close(clock, at, "progress" if advanced else "state_left")
-    if _has_window(new):
+    if is_canonical(new):
         clocks.start_clock(session, book, lead, at)
     return event
 
@@ -168,10 +168,6 @@ def _activity(session: Session, book: PolicyBook, lead: Lead, activity: Progress
         clocks.start_clock(session, book, lead, activity.at)
         event.detail = {**event.detail, "reset_clock": clock.id}
     return event
-
-
-def _has_window(state: str) -> bool:
-    return state in LeadState.__members__
 
 
 def _text(value: Any) -> str | None:

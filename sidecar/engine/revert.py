@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sidecar import audit, outbox
-from sidecar.domain import LeadState
+from sidecar.domain import is_canonical
 from sidecar.engine import clocks
 from sidecar.engine.ladder import EngineContext, lead_context, refresh_team
 from sidecar.ports import OwnerChange
@@ -73,5 +73,5 @@ def _fresh_clock(session: Session, ctx: EngineContext, lead: Lead, now: datetime
         return
     if clock is not None:
         clocks.close(clock, now, "reverted")
-    if lead.state in LeadState.__members__:
+    if is_canonical(lead.state):
         clocks.start_clock(session, ctx.book, lead, now)
