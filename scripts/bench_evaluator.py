@@ -25,7 +25,7 @@ from sqlalchemy import delete, insert, select, update
 
 from sidecar.engine import clocks
 from sidecar.engine.evaluator import tick
-from sidecar.engine.ladder import EngineContext
+from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.policies import PolicyBook
 from sidecar.links import RecordLinks
 from sidecar.policy import load_policy

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar import audit
 from sidecar.engine import clocks
-from sidecar.engine.ladder import EngineContext
+from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.revert import RevertError, revert_reassignment
 from sidecar.store.db import transaction
 from sidecar.store.models import AuditRow, Clock, Lead, OutboxRow, Rep, Team

@@ -7,12 +7,41 @@ import io
 import json
 from collections.abc import Iterator
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sidecar.store.models import AuditRow, Lead
+
+
+
+class Pattern(StrEnum):
+    """Which engine pattern decided a row (typed: reports and revert never read the admin's `kind`)."""
+
+    SLA = "sla"
+    STUCK = "stuck"
+    HIGH_VALUE = "high_value"
+    COMPLIANCE = "compliance"
+    CHURN = "churn"
+    FIRST_RESPONSE = "first_response"
+    ASSIGNMENT = "assignment"
+    REVERT = "revert"
+
+
+class StepAction(StrEnum):
+    """The most consequential thing a decision did; with an owner change, `AuditRow.to_owner` says to whom."""
+
+    NOTIFY = "notify"
+    NOTE = "note"
+    TASK = "task"
+    HOLD = "hold"
+    QUEUE = "queue"  # the owner became the team's ops queue
+    ASSIGN = "assign"  # an unowned lead got its first owner
+    REASSIGN = "reassign"  # an owned lead was given to another rep: revertable
+    REVERT = "revert"  # a reassignment was undone
+
 
 EXPORT_KEYS = ("at", "lead_id", "crm", "kind", "rule_id", "policy_version", "owner_id",
                "elapsed_business_s", "window_s", "actor", "details")
@@ -22,7 +51,8 @@ def record(session: Session, *, at: datetime, kind: str, lead: Lead | None = Non
            rule_id: str | None = None, policy_version: str | None = None,
            elapsed_business_s: float | None = None, window_s: int | None = None,
            actor: str = "system", step_key: str | None = None,
-           details: dict[str, Any] | None = None) -> AuditRow:
+           details: dict[str, Any] | None = None, pattern: Pattern | None = None,
+           action: StepAction | None = None, to_owner: str | None = None) -> AuditRow:
     """Append one row. A `step_key` already present returns that row: a re-run never doubles it."""
     if step_key is not None:
         existing = session.scalars(select(AuditRow).where(AuditRow.step_key == step_key)).first()
@@ -31,10 +61,19 @@ def record(session: Session, *, at: datetime, kind: str, lead: Lead | None = Non
     row = AuditRow(at=at, kind=kind, lead_id=lead.id if lead else None, crm=lead.crm if lead else None,
                    owner_id=lead.owner_id if lead else None, rule_id=rule_id, policy_version=policy_version,
                    elapsed_business_s=elapsed_business_s, window_s=window_s, actor=actor,
-                   step_key=step_key, details=details or {})
+                   step_key=step_key, details=details or {},
+                   pattern=pattern.value if pattern else None, action=action.value if action else None,
+                   to_owner=to_owner)
     session.add(row)
     session.flush()
     return row
+
+
+def action_counts(session: Session) -> dict[str, int]:
+    """How many decisions did what (e.g. "reassign": 12), whatever the admin named their kinds."""
+    rows = session.execute(select(AuditRow.action, func.count()).where(AuditRow.action.is_not(None))
+                           .group_by(AuditRow.action)).all()
+    return {str(action): int(n) for action, n in rows}
 
 
 def _as_dict(row: AuditRow, lead_crm_id: str | None) -> dict[str, Any]:

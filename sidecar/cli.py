@@ -214,7 +214,7 @@ def revert(
     actor: Annotated[str, typer.Option(help="Who reverts (team lead's user id or name).")] = "admin",
 ) -> None:
     """Give an automatically reassigned lead back to its original owner (audited, linked)."""
-    from sidecar.engine.ladder import EngineContext
+    from sidecar.engine.patterns.shared import EngineContext
     from sidecar.engine.policies import PolicyBook
     from sidecar.engine.revert import RevertError, revert_reassignment
     from sidecar.links import RecordLinks

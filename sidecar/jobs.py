@@ -20,7 +20,7 @@ from sidecar.directory import load_directory
 from sidecar.directory_sync import SyncResult, sync_users
 from sidecar.engine.assignment import assign_pending
 from sidecar.engine.evaluator import tick
-from sidecar.engine.ladder import EngineContext
+from sidecar.engine.patterns.shared import EngineContext
 from sidecar.outbox import Ports
 from sidecar.ports import CrmReader
 from sidecar.store.db import transaction

@@ -66,6 +66,7 @@ class Notification:
     channel: str | None = None  # team or configured channel
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. new owner, reassignment reason
     urgent: bool = True  # breaches and reassignments; warnings may be held for quiet hours or digested
+    reassignment: bool = False  # this decision gave the lead to another rep: the team lead may revert it
 
     @property
     def recipient(self) -> str:

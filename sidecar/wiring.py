@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy.orm import Session, sessionmaker
 
-from sidecar.engine.ladder import EngineContext
+from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.policies import PolicyBook
 from sidecar.jobs import Runtime
 from sidecar.links import RecordLinks

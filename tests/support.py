@@ -13,7 +13,7 @@ import yaml
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar.domain import Crm, LeadSnapshot, ProgressActivity, ProgressKind
-from sidecar.engine.ladder import EngineContext
+from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.policies import PolicyBook
 from sidecar.ingest import apply_snapshot
 from sidecar.links import RecordLinks

@@ -38,7 +38,7 @@ from connectors.salesforce.writer import SalesforceWriter
 from connectors.slack.notifier import SlackNotifier, make_client
 from sidecar.calendar import BusinessCalendar
 from sidecar.directory import Directory, Pto, RepEntry, TeamEntry, add_pto, apply_directory
-from sidecar.engine.ladder import EngineContext
+from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.policies import PolicyBook
 from sidecar.jobs import Runtime
 from sidecar.links import RecordLinks

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from sidecar import audit, outbox
 from sidecar.domain import TERMINAL_STATES, Intent
 from sidecar.engine import clocks
-from sidecar.engine.ladder import EngineContext, lead_context
+from sidecar.engine.patterns.shared import EngineContext, lead_context
 from sidecar.engine.policies import PolicyBook
 from sidecar.engine.routing import availability, next_in_turn, summarize, team_reps
 from sidecar.policy.model import AssignmentPolicy, AssignmentRule, Policy

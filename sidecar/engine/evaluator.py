@@ -1,4 +1,4 @@
-"""The tick: fire every ladder step that is due, and nothing else.
+"""The tick: fire every clock step that is due (by the pattern registered for its kind), and nothing else.
 
 Cost depends on how many clocks are due (`next_due_at <= now`, indexed), never on how many leads
 are open. A clock that missed several steps (the sidecar was down) fires each once, in order,
@@ -15,7 +15,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from sidecar.engine.ladder import EngineContext, fire_step
+from sidecar.engine.patterns import clock_handler
+from sidecar.engine.patterns.shared import EngineContext
 from sidecar.store.db import transaction
 from sidecar.store.models import Clock, Lead
 
@@ -43,9 +44,10 @@ def tick(sessions: sessionmaker[Session], ctx: EngineContext, now: datetime,
                     with session.begin_nested():  # one clock's failure must not undo the others
                         lead = session.get(Lead, clock.lead_id)
                         assert lead is not None
+                        fire = clock_handler(clock.kind)  # "sla" -> the ladder; later "stuck", ...
                         while (clock.status == "open" and clock.next_due_at is not None
                                and clock.next_due_at <= now):
-                            fired[fire_step(session, ctx, clock, lead, now).kind] += 1
+                            fired[fire(session, ctx, clock, lead, now).kind] += 1
                 except Exception:  # reported, and the clock is retried on the next tick
                     log.exception("clock %s could not be evaluated", clock.id)
                     failed.add(clock.id)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from sidecar import audit, outbox
 from sidecar.domain import is_canonical
 from sidecar.engine import clocks
-from sidecar.engine.ladder import EngineContext, lead_context, refresh_team
+from sidecar.engine.patterns.shared import EngineContext, lead_context, refresh_team
 from sidecar.ports import OwnerChange
 from sidecar.store.models import AuditRow, Lead, OutboxRow
 

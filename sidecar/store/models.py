@@ -147,6 +147,10 @@ class AuditRow(Base):
     actor: Mapped[str] = mapped_column(String(100), default="system")
     step_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # What the decision did, typed (sidecar.audit.Pattern / StepAction): `kind` is the admin's label.
+    pattern: Mapped[str | None] = mapped_column(String(30))
+    action: Mapped[str | None] = mapped_column(String(20), index=True)
+    to_owner: Mapped[str | None] = mapped_column(String(64))  # new owner (rep or queue) of an owner change
 
 
 class OutboxRow(Base):

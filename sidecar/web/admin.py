@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar import audit
-from sidecar.engine.ladder import EngineContext
+from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.revert import RevertError, revert_reassignment
 from sidecar.status import Status, gather
 from sidecar.store.db import transaction

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import event
 
 from sidecar.engine.evaluator import tick
-from sidecar.engine.ladder import EngineContext
+from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.policies import PolicyBook
 from sidecar.links import RecordLinks
 from sidecar.outbox import Ports, dispatch

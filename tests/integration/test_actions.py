@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar.actions import ActionOutcome, handle_action
 from sidecar.engine.evaluator import tick
-from sidecar.engine.ladder import EngineContext
+from sidecar.engine.patterns.shared import EngineContext
 from sidecar.outbox import Ports, dispatch
 from sidecar.store.db import transaction
 from sidecar.store.models import AuditRow, Clock, OutboxRow, Rep

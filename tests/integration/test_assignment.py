@@ -19,7 +19,7 @@ from sidecar.engine.assignment import (
     plan_assignment,
     record_assignment,
 )
-from sidecar.engine.ladder import EngineContext
+from sidecar.engine.patterns.shared import EngineContext
 from sidecar.policy.model import Policy
 from sidecar.store.db import transaction
 from sidecar.store.models import AuditRow, Lead, OutboxRow

@@ -1,0 +1,54 @@
+"""Every step key and effect key the engine writes, in one place.
+
+Audit rows are unique by `step_key` and outbox rows by idempotency key, so a re-run of a decision
+is a no-op. These strings are stored: changing a shape here would make old rows look undecided and
+fire their effects twice, so new patterns add shapes and never alter existing ones.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+_STEP = re.compile(r"clock:(\d+):step:(\d+)")
+
+
+def step_key(clock_id: int, index: int, *effect: str) -> str:
+    """Step `index` of clock `clock_id` ("clock:7:step:2"); with `effect` parts, one of its effects:
+    ("owner",), ("task", rep_id), ("notify", persona), ("note",), ("queue",), ("ignored",)."""
+    return ":".join((f"clock:{clock_id}:step:{index}", *effect))
+
+
+def effect_key(decision_key: str, *effect: str) -> str:
+    """An effect of any decision, named after the decision's own key ("<key>:owner", "<key>:task:<rep>")."""
+    return ":".join((decision_key, *effect))
+
+
+def parse_step_key(key: str) -> tuple[int, int] | None:
+    """(clock id, step index) of a ladder step's key; None for any other key."""
+    match = _STEP.fullmatch(key)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def ack_key(notification_key: str, rep_id: str) -> str:
+    """One "I'm on it" per (notification, person); the notification key of a step starts with its step key."""
+    return f"ack:{notification_key}:{rep_id}"
+
+
+def ack_prefix(clock_id: int, index: int) -> str:
+    """Every ack of any notification of one step starts with this."""
+    return f"ack:{step_key(clock_id, index)}:"
+
+
+def snooze_key(step: str) -> str:
+    return f"snooze:{step}"
+
+
+def revert_key(audit_id: int) -> str:
+    """The revert of the reassignment audited as `audit_id` (at most one)."""
+    return f"revert:{audit_id}"
+
+
+def assignment_key(lead_id: int, crm_modified_at: datetime) -> str:
+    """Tied to the CRM state the decision saw: the same snapshot is decided once, a later one again."""
+    return f"lead:{lead_id}:assign@{crm_modified_at.isoformat()}"

@@ -1,0 +1,61 @@
+"""Which pattern handles what: clock-driven handlers by `Clock.kind`, event-driven ones in a list."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session
+
+from sidecar import audit
+from sidecar.engine.patterns.shared import EngineContext
+from sidecar.store.models import AuditRow, Clock, Lead
+
+if TYPE_CHECKING:
+    from sidecar.ingest import Applied
+
+log = logging.getLogger(__name__)
+
+# Fire the clock's next due step: audit it, enqueue its effects, advance or close the clock.
+ClockHandler = Callable[[Session, EngineContext, Clock, Lead, datetime], AuditRow]
+# React to one applied CRM snapshot (a new lead, a changed field or flag, a state change).
+EventHandler = Callable[[Session, EngineContext, "Applied", datetime], None]
+
+_CLOCK_HANDLERS: dict[str, ClockHandler] = {}
+_EVENT_HANDLERS: dict[str, EventHandler] = {}
+
+
+def register_clock(kind: str, handler: ClockHandler) -> None:
+    """`handler` fires the due steps of clocks whose `Clock.kind` is `kind` (one handler per kind)."""
+    if kind in _CLOCK_HANDLERS and _CLOCK_HANDLERS[kind] is not handler:
+        raise ValueError(f"clock kind {kind!r} already has a handler")
+    _CLOCK_HANDLERS[kind] = handler
+
+
+def register_event(name: str, handler: EventHandler) -> None:
+    """`handler` runs after every applied snapshot; `name` labels its failures in the audit."""
+    if name in _EVENT_HANDLERS and _EVENT_HANDLERS[name] is not handler:
+        raise ValueError(f"event handler {name!r} already registered")
+    _EVENT_HANDLERS[name] = handler
+
+
+def clock_handler(kind: str) -> ClockHandler:
+    try:
+        return _CLOCK_HANDLERS[kind]
+    except KeyError:
+        raise LookupError(f"no pattern handles clocks of kind {kind!r}") from None
+
+
+def on_applied(session: Session, ctx: EngineContext, applied: Applied, now: datetime) -> None:
+    """Run every event handler on one applied snapshot, each in its own savepoint: a failing pattern
+    is audited (`pattern_failed`) and never blocks ingest or the other patterns."""
+    for name, handler in _EVENT_HANDLERS.items():
+        try:
+            with session.begin_nested():
+                handler(session, ctx, applied, now)
+        except Exception as exc:  # reported in the audit and the log; the next snapshot retries
+            log.exception("pattern %s failed on lead %s", name, applied.lead.crm_id)
+            audit.record(session, at=now, kind="pattern_failed", lead=applied.lead,
+                         details={"pattern": name, "error": f"{type(exc).__name__}: {exc}"[:500]})
