@@ -12,7 +12,6 @@ Every refusal writes an `action_refused` row, so a later "I did click it!" can b
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar import audit
 from sidecar.engine import clocks
+from sidecar.engine.patterns import keys
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.revert import RevertError, revert_reassignment
 from sidecar.store.db import transaction
@@ -31,7 +31,6 @@ ACK, SNOOZE, REVERT = "ack", "snooze_15", "revert_reassignment"
 ACKNOWLEDGED, SNOOZED, REFUSED = "notification_acknowledged", "notification_snoozed", "action_refused"
 SNOOZE_DELAY = timedelta(minutes=15)
 MANAGER_ROLES = frozenset({"manager", "vp"})
-_STEP_KEY = re.compile(r"clock:(\d+):step:(\d+)")  # how ladder.fire_step names a step's audit row
 _KEY_LIMIT = 200  # AuditRow.step_key column width
 
 
@@ -118,7 +117,7 @@ def _ack(session: Session, ctx: EngineContext, click: _Click, lead: Lead, rep: R
     if rep.id != lead.owner_id and not manages(session, rep, lead):
         raise _Refused("not_owner", f"Only {lead.name}'s owner or the team's manager can take this one.")
     step = _step_row(session, click.key, lead)
-    step_key = _bounded(f"ack:{click.key}:{rep.id}")
+    step_key = _bounded(keys.ack_key(click.key, rep.id))
     earlier = session.scalars(select(AuditRow).where(AuditRow.step_key == step_key)).first()
     if earlier is not None:  # a double click or a Slack retry: one row per person and notification
         return ActionOutcome(f"You already said you're on {lead.name} (at {earlier.at.astimezone(UTC):%H:%M} UTC).")
@@ -135,10 +134,10 @@ def _snooze(session: Session, ctx: EngineContext, click: _Click, lead: Lead, rep
     if rep.id != lead.owner_id:
         raise _Refused("not_owner", f"Only {lead.name}'s current owner can snooze this reminder.")
     step = _step_row(session, click.key, lead)
-    match = _STEP_KEY.fullmatch(step.step_key or "") if step is not None else None
-    if step is None or match is None:
+    ladder_step = keys.parse_step_key(step.step_key or "") if step is not None else None
+    if step is None or ladder_step is None:
         raise _Refused("not_a_ladder_step", "This message is not an SLA reminder that can be snoozed.")
-    clock_id, index = int(match[1]), int(match[2])
+    clock_id, index = ladder_step
     clock = session.get(Clock, clock_id)
     if clock is None or clock.lead_id != lead.id or clock.status != "open" or clock.next_due_at is None:
         raise _Refused("clock_not_running", f"{lead.name}'s SLA clock is not running, so there is nothing "
@@ -149,7 +148,7 @@ def _snooze(session: Session, ctx: EngineContext, click: _Click, lead: Lead, rep
         raise _Refused("breach_step", "The SLA is already breached; a breach cannot be snoozed.")
     if clock.steps_fired != index + 1:  # a later step fired since this message was sent
         raise _Refused("stale_notification", "This reminder is out of date; the lead has escalated since.")
-    snooze_key = f"snooze:{step.step_key}"
+    snooze_key = keys.snooze_key(step.step_key or "")
     earlier = session.scalars(select(AuditRow).where(AuditRow.step_key == snooze_key)).first()
     if earlier is not None:
         when = earlier.at.astimezone(UTC)

@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 from sidecar.store.models import AuditRow, Lead
 
 
-
 class Pattern(StrEnum):
     """Which engine pattern decided a row (typed: reports and revert never read the admin's `kind`)."""
 

@@ -160,7 +160,7 @@ def demo(
             bar.update(task, completed=(at - start[0]).total_seconds(),
                        description=f"{at:%a %H:%M} UTC  warnings {kinds.get('sla_breach_imminent', 0)}  "
                                    f"breaches {kinds.get('sla_breach', 0)}  "
-                                   f"reassigned {kinds.get('sla_breach_auto_reassign', 0)}")
+                                   f"reassigned {getattr(summary, 'actions', {}).get('reassign', 0)}")
 
         summary = wiring.run_demo(crm=crm, seed=seed, scenario=scenario, policy=policy, speed=rate, duration=span,
                                   out=target, port=port, progress=show)
@@ -172,7 +172,7 @@ def demo(
         ("leads", summary.leads),
         ("warnings to owners (80 %)", summary.kinds.get("sla_breach_imminent", 0)),
         ("breaches to managers (100 %)", summary.kinds.get("sla_breach", 0)),
-        ("reassignments (150 %)", summary.kinds.get("sla_breach_auto_reassign", 0)),
+        ("reassignments (150 %)", summary.actions.get("reassign", 0)),
         ("CRM tasks written", effects.get("create_task:done", 0)),
         ("CRM breach notes", effects.get("add_note:done", 0)),
         ("CRM owner changes", effects.get("change_owner:done", 0)),

@@ -46,7 +46,7 @@ def poll_all(rt: Runtime, now: datetime) -> dict[str, sync.PollStats]:
         try:  # one CRM's outage must not stop the others' polling
             with leader_lock(rt.sessions, f"poll:{name}") as leader:
                 if leader:
-                    stats[name] = sync.poll(rt.sessions, rt.ctx.book, reader, now)
+                    stats[name] = sync.poll(rt.sessions, rt.ctx, reader, now)
         except Exception:  # reported; the cursor did not move, the next poll tries again
             log.exception("polling %s failed", name)
     return stats
@@ -72,7 +72,7 @@ def drain_webhooks(rt: Runtime, now: datetime) -> int:
     applied = 0
     for name, reader in rt.readers.items():
         try:  # one CRM's outage must not stop the other's webhook intake
-            applied += sync.drain_intake(rt.sessions, rt.ctx.book, reader, now)
+            applied += sync.drain_intake(rt.sessions, rt.ctx, reader, now)
         except Exception:  # reported; the ids stay queued for the next run
             log.exception("reading %s leads announced by webhooks failed", name)
     return applied

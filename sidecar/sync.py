@@ -1,6 +1,7 @@
 """Polling and webhook intake: CRM changes into the store, cursor committed with the data.
 
-Both paths end in `ingest.apply_snapshot`; a webhook only tells us *which* leads to read.
+Both paths end in `ingest.apply_snapshot`, then the event-driven patterns (`patterns.on_applied`);
+a webhook only tells us *which* leads to read.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar import audit
 from sidecar.domain import LeadSnapshot
-from sidecar.engine.policies import PolicyBook
+from sidecar.engine import patterns
+from sidecar.engine.patterns.shared import EngineContext
 from sidecar.ingest import apply_snapshot
 from sidecar.ports import ChangePage, CrmReader, Cursor
 from sidecar.store.db import transaction
@@ -40,7 +42,7 @@ def _cursor_row(session: Session, crm: str, stream: str) -> SyncCursor:
     return row
 
 
-def poll(sessions: sessionmaker[Session], book: PolicyBook, reader: CrmReader, now: datetime) -> PollStats:
+def poll(sessions: sessionmaker[Session], ctx: EngineContext, reader: CrmReader, now: datetime) -> PollStats:
     """Read everything changed since the stored cursor; each page commits with its cursor."""
     crm = reader.crm.value
     with transaction(sessions) as session:
@@ -48,18 +50,21 @@ def poll(sessions: sessionmaker[Session], book: PolicyBook, reader: CrmReader, n
         cursor = Cursor(row.cursor_at, tuple(row.cursor_ids))
     stats = PollStats()
     for page in reader.read_changes(cursor):
-        apply_page(sessions, book, crm, page, stats)
+        apply_page(sessions, ctx, crm, page, stats, now)
     with transaction(sessions) as session:
         _cursor_row(session, crm, "leads").last_poll_at = now
     return stats
 
 
-def _apply_one(session: Session, book: PolicyBook, snapshot: LeadSnapshot) -> int:
-    """Apply one snapshot in a savepoint; a snapshot that fails is audited and the rest go on,
-    instead of one bad record blocking its page (and the cursor) forever."""
+def _apply_one(session: Session, ctx: EngineContext, snapshot: LeadSnapshot, now: datetime) -> int:
+    """Apply one snapshot in a savepoint, then let the event-driven patterns react to it; a snapshot
+    that fails is audited and the rest go on, instead of one bad record blocking its page (and the
+    cursor) forever."""
     try:
         with session.begin_nested():
-            return len(apply_snapshot(session, book, snapshot).events)
+            applied = apply_snapshot(session, ctx.book, snapshot)
+        patterns.on_applied(session, ctx, applied, now)
+        return len(applied.events)
     except Exception as exc:  # reported in the audit and the log, never dropped silently
         log.exception("could not apply %s lead %s", snapshot.crm.value, snapshot.crm_id)
         audit.record(session, at=snapshot.crm_modified_at, kind="ingest_failed",
@@ -68,12 +73,12 @@ def _apply_one(session: Session, book: PolicyBook, snapshot: LeadSnapshot) -> in
         return 0
 
 
-def apply_page(sessions: sessionmaker[Session], book: PolicyBook, crm: str, page: ChangePage,
-               stats: PollStats) -> None:
+def apply_page(sessions: sessionmaker[Session], ctx: EngineContext, crm: str, page: ChangePage,
+               stats: PollStats, now: datetime) -> None:
     """One page of changes and the cursor that covers it, in one transaction (polling and backfill)."""
     with transaction(sessions) as session:
         for snapshot in page.snapshots:
-            stats.events += _apply_one(session, book, snapshot)
+            stats.events += _apply_one(session, ctx, snapshot, now)
         row = _cursor_row(session, crm, "leads")
         if page.cursor.at is not None and (row.cursor_at is None or page.cursor.at >= row.cursor_at):
             row.cursor_at, row.cursor_ids = page.cursor.at, list(page.cursor.seen_ids)
@@ -97,7 +102,7 @@ def enqueue_intake(session: Session, crm: str, items: Iterable[tuple[str, str]],
     return added
 
 
-def drain_intake(sessions: sessionmaker[Session], book: PolicyBook, reader: CrmReader, now: datetime,
+def drain_intake(sessions: sessionmaker[Session], ctx: EngineContext, reader: CrmReader, now: datetime,
                  batch: int = 100) -> int:
     """Read announced leads, `batch` ids per CRM call, and apply them like polled changes."""
     applied = 0
@@ -110,7 +115,7 @@ def drain_intake(sessions: sessionmaker[Session], book: PolicyBook, reader: CrmR
                 return applied
             ids = list(dict.fromkeys(item.crm_id for item in items))
             for snapshot in reader.read_leads(ids):
-                _apply_one(session, book, snapshot)
+                _apply_one(session, ctx, snapshot, now)
                 applied += 1
             for item in items:
                 item.processed_at = now

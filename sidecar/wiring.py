@@ -230,9 +230,10 @@ def backfill_salesforce(settings: Settings, sessions: sessionmaker[Session], sin
 
     if not has_salesforce(settings):
         raise ValueError("no Salesforce credentials configured (see .env.example)")
-    book, stats = PolicyBook(), PollStats()
-    return backfill(connect(_sf_credentials(settings)), _sf_fields(), since,
-                    lambda page: apply_page(sessions, book, "salesforce", page, stats), progress,
+    client, stats = connect(_sf_credentials(settings)), PollStats()
+    ctx = EngineContext(PolicyBook(), RecordLinks(client.instance_url))
+    return backfill(client, _sf_fields(), since,
+                    lambda page: apply_page(sessions, ctx, "salesforce", page, stats, datetime.now(UTC)), progress,
                     clock=lambda: datetime.now(UTC))
 
 

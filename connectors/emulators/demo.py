@@ -81,6 +81,7 @@ class DemoSummary:
     slack_messages: int = 0
     webhook_url: str = ""
     seconds: float = 0.0
+    actions: Counter[str] = field(default_factory=Counter)  # typed: "reassign" whatever the step's kind
 
 
 class Demo:
@@ -259,8 +260,9 @@ class Demo:
             effects = Counter({f"{a}:{s}": int(n) for a, s, n in session.execute(
                 select(OutboxRow.action, OutboxRow.status, func.count())
                 .group_by(OutboxRow.action, OutboxRow.status)).all()})
+            actions = Counter(audit.action_counts(session))
         return DemoSummary(len(self.tracked), kinds, effects, len(self.slack.export()), url,
-                           time.perf_counter() - started)
+                           time.perf_counter() - started, actions)
 
     def write_outputs(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)

@@ -199,7 +199,7 @@ def _actions(notification: Notification, idempotency_key: str) -> dict[str, Any]
     elements.append(_button("I'm on it", ACK_ACTION, value=value, style="primary"))
     if n.extra.get("snooze_allowed"):
         elements.append(_button("Snooze 15 min", SNOOZE_ACTION, value=value))
-    if n.kind == REASSIGN_KIND and n.via != "slack_dm":  # only the team lead's view may undo it
+    if n.reassignment and n.via != "slack_dm":  # only the team lead's view may undo it
         confirm = {"title": _text("Revert reassignment?", "plain_text"),
                    "text": _text(f"Give {escape(n.lead.name)} back to its previous owner?"),
                    "confirm": _text("Revert", "plain_text"), "deny": _text("Keep", "plain_text")}

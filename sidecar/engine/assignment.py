@@ -16,10 +16,12 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from sidecar import audit, outbox
+from sidecar import outbox
+from sidecar.audit import Pattern, StepAction
 from sidecar.domain import TERMINAL_STATES, Intent
 from sidecar.engine import clocks
-from sidecar.engine.patterns.shared import EngineContext, lead_context
+from sidecar.engine.patterns import keys
+from sidecar.engine.patterns.shared import EngineContext, create_task, lead_context, record_step
 from sidecar.engine.policies import PolicyBook
 from sidecar.engine.routing import availability, next_in_turn, summarize, team_reps
 from sidecar.policy.model import AssignmentPolicy, AssignmentRule, Policy
@@ -97,7 +99,7 @@ class AssignmentPlan:
 def _decision_key(lead: Lead) -> str:
     # Tied to the CRM state the decision saw: re-running on the same snapshot is a no-op, while a
     # lead put back into a queue later (a new snapshot) is assigned again.
-    return f"lead:{lead.id}:assign@{lead.crm_modified_at.isoformat()}"
+    return keys.assignment_key(lead.id, lead.crm_modified_at)
 
 
 def plan_assignment(session: Session, ctx: EngineContext, version: str, policy: Policy, lead: Lead,
@@ -118,7 +120,8 @@ def plan_assignment(session: Session, ctx: EngineContext, version: str, policy: 
     if assignment.rep is None:
         # Keyed by reason too: the same failure on the same snapshot is audited once, yet a later
         # retry (a rep comes back on shift) is still free to assign.
-        return AssignmentPlan(assignment, "lead_unassigned", f"{key}:none:{assignment.reason}"[:200], details)
+        unassigned_key = keys.effect_key(key, "none", assignment.reason)[:200]
+        return AssignmentPlan(assignment, "lead_unassigned", unassigned_key, details)
     context = lead_context(session, ctx, lead)
     change = OwnerChange(lead=context, from_owner_id=lead.owner_id, to_owner_id=assignment.rep.id,
                          seen_modified_at=lead.crm_modified_at)
@@ -134,17 +137,18 @@ def plan_assignment(session: Session, ctx: EngineContext, version: str, policy: 
 
 def record_assignment(session: Session, plan: AssignmentPlan, lead: Lead, version: str, at: datetime) -> AuditRow:
     """Audit the decision and enqueue its effects in one transaction; idempotent by step key."""
-    row = audit.record(session, at=at, kind=plan.kind, lead=lead, rule_id=plan.assignment.rule_id,
-                       policy_version=version, step_key=plan.step_key, details=plan.details)
+    to_owner = plan.owner_change.to_owner_id if plan.owner_change is not None else None
+    row = record_step(session, at=at, pattern=Pattern.ASSIGNMENT, action=StepAction.ASSIGN if to_owner else None,
+                      to_owner=to_owner, kind=plan.kind, lead=lead, rule_id=plan.assignment.rule_id,
+                      policy_version=version, step_key=plan.step_key, details=plan.details)
     if plan.owner_change is not None:
         # The shadow row takes the new owner at once (capacity counts, no second decision); if the
         # CRM refuses the change, the next poll brings the true owner back.
         lead.owner_id, lead.team_id = plan.owner_change.to_owner_id, plan.assignment.team_id
-        change = outbox.enqueue(session, key=f"{plan.step_key}:owner", now=at, audit_id=row.id,
+        change = outbox.enqueue(session, key=keys.effect_key(plan.step_key, "owner"), now=at, audit_id=row.id,
                                 request=plan.owner_change)
         if plan.task is not None:
-            outbox.enqueue(session, key=f"{plan.step_key}:task:{plan.task.owner_id}", now=at, audit_id=row.id,
-                           depends_on=change, request=plan.task)
+            create_task(session, row, plan.task, at, depends_on=change)
     return row
 
 

@@ -44,9 +44,9 @@ def test_duplicate_deliveries_are_stored_once_and_applied_once(sessions: session
     with transaction(sessions) as session:  # the CRM delivers the same batch again
         assert enqueue_intake(session, "salesforce", deliveries, ny(24, 8, 2)) == 0
     reader = Reader()
-    assert drain_intake(sessions, context().book, reader, ny(24, 8, 3)) == 250
+    assert drain_intake(sessions, context(), reader, ny(24, 8, 3)) == 250
     assert [len(ids) for ids in reader.reads] == [100, 100, 50]
-    assert drain_intake(sessions, context().book, reader, ny(24, 8, 4)) == 0
+    assert drain_intake(sessions, context(), reader, ny(24, 8, 4)) == 0
     with transaction(sessions) as session:
         assert session.scalar(select(func.count()).select_from(IntakeItem)) == 250
         assert session.scalar(select(func.count()).select_from(Lead)) == 250
@@ -59,5 +59,5 @@ def test_two_events_for_one_lead_in_a_batch_read_it_once(sessions: sessionmaker[
     with transaction(sessions) as session:
         enqueue_intake(session, "salesforce", [("e1", "00QA"), ("e2", "00QA"), ("e3", "00QB")], ny(24, 8))
     reader = Reader()
-    drain_intake(sessions, context().book, reader, ny(24, 8, 1))
+    drain_intake(sessions, context(), reader, ny(24, 8, 1))
     assert reader.reads == [["00QA", "00QB"]]

@@ -190,7 +190,7 @@ def test_one_bad_snapshot_is_audited_and_the_rest_of_the_page_applies(sessions: 
     ctx = context()
     good = snapshot("00QGOOD", at=ny(24, 8))
     bad = snapshot("00QBAD", at=ny(24, 8), created_at=datetime(2026, 11, 24, 8))  # naive: the store refuses it
-    apply_page(sessions, ctx.book, "salesforce", ChangePage([bad, good], Cursor(ny(24, 8), ())), PollStats())
+    apply_page(sessions, ctx, "salesforce", ChangePage([bad, good], Cursor(ny(24, 8), ())), PollStats(), ny(24, 8))
     with transaction(sessions) as session:
         failed = session.scalars(select(AuditRow).where(AuditRow.kind == "ingest_failed")).one()
         leads = session.scalars(select(Lead.crm_id)).all()

@@ -155,7 +155,7 @@ def test_reassignment_to_team_has_revert_button_and_names_both_owners() -> None:
     extra = {"new_owner_name": "Bo Chen", "from_owner_name": "Ana Lima",
              "reason": "no contact in 1.5x window"}
     n = note("sla_breach_auto_reassign", persona=Persona.MANAGER, via="team_channel", channel="C1",
-             due_at=AT - timedelta(minutes=30), extra=extra)
+             due_at=AT - timedelta(minutes=30), extra=extra, reassignment=True)
     msg = build_message(n, "k-r")
     assert header(msg.blocks) == ":arrows_counterclockwise: Reassigned to Bo Chen: Priya Nair (Nimbus Labs)"
     assert msg.blocks[1]["text"]["text"] == ("Priya Nair moved from Ana Lima to *Bo Chen* after 1 h 5 min of "
@@ -168,6 +168,15 @@ def test_reassignment_to_team_has_revert_button_and_names_both_owners() -> None:
     # The new owner's DM offers no undo: only the team lead may revert.
     dm = build_message(replace(n, persona=Persona.NEW_OWNER, via="slack_dm"), "k-r")
     assert "revert_reassignment" not in buttons(dm.blocks)
+
+
+def test_revert_button_follows_the_typed_flag_not_the_kind() -> None:
+    # An admin renamed the reassign step: the team lead can still undo it.
+    renamed = note("handed_over", persona=Persona.MANAGER, via="team_channel", channel="C1", reassignment=True)
+    assert "revert_reassignment" in buttons(build_message(renamed, "k-h").blocks)
+    # The reassign step's kind, but nobody took the lead (it was queued): nothing to undo.
+    queued = note("sla_breach_auto_reassign", persona=Persona.MANAGER, via="team_channel", channel="C1")
+    assert "revert_reassignment" not in buttons(build_message(queued, "k-q").blocks)
 
 
 def test_unknown_kind_gets_the_generic_header() -> None:

@@ -48,7 +48,8 @@ def refresh_team(session: Session, lead: Lead) -> None:
 
 
 def record_step(session: Session, *, at: datetime, pattern: Pattern, action: StepAction | None, kind: str,
-                lead: Lead, rule_id: str, policy_version: str, step_key: str, details: dict[str, Any],
+                lead: Lead, rule_id: str | None, policy_version: str | None, step_key: str,
+                details: dict[str, Any],
                 to_owner: str | None = None, elapsed_business_s: float | None = None,
                 window_s: int | None = None, actor: str = "system") -> AuditRow:
     """The decision's audit row (idempotent by `step_key`). `kind` is the admin's label; `pattern`,
