@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar.policy.enforcement import enforced
 from sidecar.policy.model import FlagRule, HighValueRule, LadderStep, Policy, StuckStep, WindowRule
 
 NOT_YET = " (not enforced yet)"
@@ -61,6 +62,10 @@ def _flag_purpose(rule: FlagRule, what: str) -> str:
     return f"{what} on flags {', '.join(rule.flags)}: notify {_names(rule.notify)}"
 
 
+def _not_yet(section: str) -> str:
+    return "" if enforced(section) else NOT_YET
+
+
 def rule_lines(policy: Policy) -> list[RuleLine]:
     lines: list[RuleLine] = []
 
@@ -79,15 +84,18 @@ def rule_lines(policy: Policy) -> list[RuleLine]:
         add(step.id, "ladder", step.purpose or _ladder_purpose(step), step)
     # Sections the engine validates and versions but does not act on yet say so, so that `policy
     # show` never claims behaviour the sidecar does not have.
+    # (sidecar.policy.enforcement says which).
     for stuck in policy.stuck:
-        add(stuck.id, "stuck", (stuck.purpose or _stuck_purpose(stuck)) + NOT_YET, stuck)
+        add(stuck.id, "stuck", (stuck.purpose or _stuck_purpose(stuck)) + _not_yet("stuck"), stuck)
     if policy.high_value:
+        partly = "; reassignment by seniority is enforced, the rest" if not enforced("high_value") else ""
         add(policy.high_value.id, "high_value", (policy.high_value.purpose or _high_value_purpose(policy.high_value))
-            + "; reassignment by seniority is enforced, the rest" + NOT_YET, policy.high_value)
+            + partly + _not_yet("high_value"), policy.high_value)
     for section, what in (("compliance", "compliance hold"), ("churn", "churn risk")):
         flag_rule: FlagRule | None = getattr(policy, section)
         if flag_rule:
-            add(flag_rule.id, section, (flag_rule.purpose or _flag_purpose(flag_rule, what)) + NOT_YET, flag_rule)
+            add(flag_rule.id, section, (flag_rule.purpose or _flag_purpose(flag_rule, what)) + _not_yet(section),
+                flag_rule)
     for persona, route in policy.notifications.items():
         add(f"notify.{persona.value}", "notifications",
             f"{persona.value} via {route.via}" + (f" {route.channel}" if route.channel else ""), route)
