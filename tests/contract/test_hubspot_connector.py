@@ -23,7 +23,9 @@ from connectors.hubspot.limits import LimitSettings, RateLimiter
 from connectors.hubspot.reader import HubSpotReader
 from connectors.hubspot.writer import HubSpotWriter
 from sidecar.domain import Crm, ProgressKind
+from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.policies import PolicyBook
+from sidecar.links import RecordLinks
 from sidecar.policy import load_policy
 from sidecar.policy.version import record_version
 from sidecar.ports import (
@@ -356,12 +358,12 @@ def test_poll_lands_leads_and_events_in_the_store(
     with transaction(sessions) as session:
         record_version(session, load_policy(ROOT / "config" / "policy.example.yaml"), "policy.example.yaml",
                        START)
-    book = PolicyBook()
+    ctx = EngineContext(PolicyBook(), RecordLinks())
     rows = ({"email": f"e{i}@example.com", "firstname": f"E{i}", "hs_lead_status": "NEW",
              "country": "Germany"} for i in range(5))
     ids = emulator.insert_many("contacts", rows)
     clock.advance(60)
-    stats = poll(sessions, book, reader, clock())
+    stats = poll(sessions, ctx, reader, clock())
     assert stats.snapshots == 5
 
     clock.advance(120)
@@ -369,7 +371,7 @@ def test_poll_lands_leads_and_events_in_the_store(
     emulator.associate("calls", call, "contacts", ids[0])
     emulator.update_as_user("contacts", ids[1], {"hs_lead_status": "CONNECTED"})
     clock.advance(60)
-    poll(sessions, book, reader, clock())
+    poll(sessions, ctx, reader, clock())
     with transaction(sessions) as session:
         leads = {lead.crm_id: lead for lead in session.scalars(select(Lead).where(Lead.crm == "hubspot"))}
         assert set(leads) == set(ids)
@@ -380,4 +382,4 @@ def test_poll_lands_leads_and_events_in_the_store(
         assert (leads[ids[1]].id, "state_changed", "CONTACTED") in kinds
         assert leads[ids[0]].last_progress_at is not None
     # A third poll with nothing new changes nothing.
-    assert poll(sessions, book, reader, clock()).events == 0
+    assert poll(sessions, ctx, reader, clock()).events == 0

@@ -17,7 +17,9 @@ from connectors.salesforce.fields import FieldMap, MappedField, load_field_map, 
 from connectors.salesforce.reader import SalesforceReader
 from connectors.salesforce.writer import SalesforceWriter
 from sidecar.domain import Crm, ProgressKind
+from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.policies import PolicyBook
+from sidecar.links import RecordLinks
 from sidecar.policy import load_policy
 from sidecar.policy.version import record_version
 from sidecar.ports import (
@@ -579,9 +581,9 @@ def test_poll_lands_leads_and_events_in_the_store(
 ) -> None:
     with transaction(sessions) as session:
         record_version(session, load_policy(EXAMPLE_POLICY), str(EXAMPLE_POLICY), START)
-    book = PolicyBook()
+    ctx = EngineContext(PolicyBook(), RecordLinks())
     lead_id = new_lead(emu, Country="United States", LeadSource="Web")
-    stats = poll(sessions, book, reader, clock.now)
+    stats = poll(sessions, ctx, reader, clock.now)
     assert (stats.pages, stats.snapshots) == (1, 1)
     clock.advance(minutes=10)
     emu.insert(
@@ -596,7 +598,7 @@ def test_poll_lands_leads_and_events_in_the_store(
     )
     clock.advance(minutes=5)
     emu.update_as_user("Lead", lead_id, {"Status": "Working - Contacted"})
-    poll(sessions, book, reader, clock.now)
+    poll(sessions, ctx, reader, clock.now)
     with transaction(sessions) as session:
         lead = session.scalars(select(Lead).where(Lead.crm_id == lead_id)).one()
         kinds = [
@@ -609,4 +611,4 @@ def test_poll_lands_leads_and_events_in_the_store(
         assert lead.crm_modified_at == clock.now
     assert kinds[0] == ("created", "NEW")
     assert ("progress", "call_logged") in kinds and ("state_changed", "CONTACTED") in kinds
-    assert poll(sessions, book, reader, clock.now).snapshots == 0
+    assert poll(sessions, ctx, reader, clock.now).snapshots == 0
