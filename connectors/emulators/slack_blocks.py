@@ -5,12 +5,16 @@ Slack refuses the whole message when one limit is broken: HTTP 200 with
 ["[ERROR] ..."]}}`, each message naming the limit and a JSON pointer, e.g. "must be less than 3001
 characters [json-pointer:/blocks/0/text/text]" or "no more than 25 items allowed
 [json-pointer:/blocks/1/elements]" (real answers quoted in adobe/spacecat-api-service#176,
-incidentbot/incidentbot#328 and brainxx.org "Fixing Slack API Error: Message Limit Exceeded"). The limits, from the Block Kit reference (docs.slack.dev/reference/
-block-kit): 50 blocks per message; header text 150; section text 3000, at most 10 fields of 2000 each;
-actions at most 25 elements; context at most 10 elements; button text 75, value 2000, url 3000;
-action_id and block_id 255; confirmation dialog title 100, text 300, confirm/deny 30; any text
-object 3000. Slack may list extra "failed to match all allowed schemas" lines; the emulator gives the
-specific line(s) only.
+incidentbot/incidentbot#328 and brainxx.org "Fixing Slack API Error: Message Limit Exceeded").
+The limits, from the Block Kit reference (docs.slack.dev/reference/block-kit: header block,
+section block, actions block, button element, confirmation dialog object):
+- 50 blocks per message; any text object 3000 characters;
+- header text 150; section text 3000, at most 10 fields of 2000 each;
+- actions at most 25 elements; context at most 10 elements;
+- button text 75, value 2000, url 3000; action_id and block_id 255;
+- confirmation dialog title 100, text 300, confirm/deny 30.
+Slack may list extra "failed to match all allowed schemas" lines; the emulator gives the specific
+line(s) only.
 """
 
 from __future__ import annotations
