@@ -137,16 +137,18 @@ def test_unreachable_slack_still_acks_audits_and_replies_later(
     assert sleeps == [1.0, 2.0]  # exponential backoff between the tries
 
 
+@pytest.mark.parametrize("outage", ["server_error", "drop"])
 def test_unknown_clicker_while_slack_is_down_is_audited_and_told_to_retry(
-        sessions: sessionmaker[Session], slack: SlackEmulator, replies: Emulator) -> None:
+        sessions: sessionmaker[Session], slack: SlackEmulator, replies: Emulator, outage: str) -> None:
     ctx, key = notified(sessions)
     slack_user = slack.add_user("r1@example.com", "r1", "Rep r1")
-    slack.faults.add("server_error", path_prefix="/api/users.info")  # every users.info: 503
+    slack.faults.add(outage, path_prefix="/api/users.info")  # every users.info: a 503, or a dropped connection
     sleeps: list[float] = []
     client = app_for(sessions, ctx, f"{slack.url}/api/", sleeps)
     body, headers = click(slack_user, key, f"{replies.url}/actions/reply")
     assert client.post("/slack/actions", content=body, headers=headers).status_code == 200
-    assert [e["status"] for e in slack.log.entries] == [503] * 5 and sleeps == [1.0, 2.0, 4.0, 8.0]
+    status = 503 if outage == "server_error" else 0
+    assert [e["status"] for e in slack.log.entries] == [status] * 5 and sleeps == [1.0, 2.0, 4.0, 8.0]
     with transaction(sessions) as session:
         [refused] = session.scalars(select(AuditRow).where(AuditRow.kind == "action_refused")).all()
         assert refused.details["reason"] == "identity_unavailable" and refused.actor == slack_user
