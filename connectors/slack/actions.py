@@ -130,9 +130,8 @@ def slack_actions_router(signing_secret: str, on_action: Callable[[SlackAction],
     # SignatureVerifier checks |now - timestamp| <= 300 s and compares with hmac.compare_digest.
     verifier = SignatureVerifier(signing_secret, clock=_InjectedClock(clock))
     router = APIRouter()
-    if submit is None:
-        submit = ThreadPoolExecutor(max_workers=CLICK_WORKERS, thread_name_prefix="slack-click").submit
-    run_later = submit
+    run_later: Submit = submit or ThreadPoolExecutor(max_workers=CLICK_WORKERS,
+                                                     thread_name_prefix="slack-click").submit
 
     def work(action: SlackAction) -> None:
         try:
