@@ -2,9 +2,12 @@
 org's or portal's daily limit is spent.
 
 Admins judge an integration by how much of the daily API allowance it eats, and at the limit every
-integration of the org is refused (Salesforce 403 REQUEST_LIMIT_EXCEEDED, HubSpot 429 policy DAILY),
-ours included. Each connector tells the guard its usage after every call (Salesforce
-`Sforce-Limit-Info`, HubSpot `X-HubSpot-RateLimit-Daily[-Remaining]`). At or above `quota_guard`
+integration of the org is refused (Salesforce 403 REQUEST_LIMIT_EXCEEDED "TotalRequests Limit
+exceeded.", HubSpot 429 policy DAILY), ours included. Salesforce's REQUEST_LIMIT_EXCEEDED for a
+concurrency limit ("ConcurrentRequests", "ConcurrentPerOrgLongTxn") says nothing about the daily
+allowance and does not count here (connectors/salesforce/errors.py). Each connector tells the guard
+its usage after every call (Salesforce `Sforce-Limit-Info`, HubSpot
+`X-HubSpot-RateLimit-Daily[-Remaining]`). At or above `quota_guard`
 (a fraction of the daily limit; field map, default 0.9) the reader polls at most once per
 `slow_interval_seconds` (default 600), measured on its injected clock: a skipped poll yields
 nothing and costs no call, and the cursor stays where it is, so the next poll that runs delivers

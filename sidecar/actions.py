@@ -56,8 +56,9 @@ class _Refused(Exception):
 
 def handle_action(sessions: sessionmaker[Session], ctx: EngineContext, *, action_id: str, crm: str,
                   crm_id: str, idempotency_key: str, slack_user_id: str, slack_user_email: str | None,
-                  now: datetime) -> ActionOutcome:
-    """Apply one click in one transaction; the outcome's text is the reply shown in Slack."""
+                  now: datetime, lookup_failed: bool = False) -> ActionOutcome:
+    """Apply one click in one transaction; the outcome's text is the reply shown in Slack.
+    `lookup_failed`: Slack could not be asked who the (not yet linked) clicker is."""
     click = _Click(action_id, idempotency_key, slack_user_id, now)
     with transaction(sessions) as session:
         lead = session.scalars(select(Lead).where(Lead.crm == crm, Lead.crm_id == crm_id)).first()
@@ -70,6 +71,9 @@ def handle_action(sessions: sessionmaker[Session], ctx: EngineContext, *, action
                 raise _Refused("unknown_lead", f"The sidecar does not track {crm} lead {crm_id} (any more).")
             # The identity link is kept even when the click is refused: it is true either way.
             rep = identify(session, slack_user_id, slack_user_email, lead.crm)
+            if rep is None and lookup_failed:
+                raise _Refused("identity_unavailable", "Slack could not tell the sidecar who you are just now; "
+                                                       "please click again in a minute.")
             if rep is None:
                 raise _Refused("unknown_user", "Your Slack account is not linked to a sales rep known to the "
                                                "sidecar; ask RevOps to add your email to the directory.")
@@ -83,6 +87,13 @@ def handle_action(sessions: sessionmaker[Session], ctx: EngineContext, *, action
                 "action_id": action_id, "reason": refusal.reason, "message": refusal.text,
                 "idempotency_key": idempotency_key, "rep_id": rep.id if rep else None})
             return ActionOutcome(refusal.text, ephemeral=True)
+
+
+def is_linked(sessions: sessionmaker[Session], slack_user_id: str) -> bool:
+    """Whether a rep already carries this Slack id (then Slack need not be asked for an e-mail)."""
+    with transaction(sessions) as session:
+        return session.scalars(select(Rep.id).where(Rep.slack_user_id == slack_user_id).limit(1)).first() \
+            is not None
 
 
 def identify(session: Session, slack_user_id: str, email: str | None, crm: str) -> Rep | None:

@@ -187,38 +187,25 @@ def web_routers(settings: Settings, sessions: sessionmaker[Session], ctx: Engine
 
 
 def slack_action_handler(sessions: sessionmaker[Session], ctx: EngineContext, settings: Settings,
-                         clock: Callable[[], datetime]) -> Callable[[Any], Any]:
-    """Slack button click -> the core's decision -> a reply only the clicker sees (or the channel)."""
-    import requests
-    from slack_sdk.errors import SlackApiError
-
+                         clock: Callable[[], datetime], sleep: Callable[[float], None] = time.sleep
+                         ) -> Callable[[Any], None]:
+    """Slack button click -> who clicked -> the core's decision -> a reply posted to response_url.
+    Runs after the click was acknowledged (connectors.slack.actions); see connectors.slack.clicks."""
     from connectors.slack.actions import ActionReply, SlackAction
+    from connectors.slack.clicks import Clicker, ClickWorker
     from connectors.slack.notifier import make_client
-    from sidecar.actions import handle_action
+    from sidecar.actions import handle_action, is_linked
 
     token = _secret(settings.slack_bot_token)
-    client = make_client(token, settings.slack_api_base) if token else None
 
-    def on_action(action: SlackAction) -> ActionReply:
-        email = None
-        if client is not None:  # who clicked, by e-mail, for reps whose Slack id is not stored yet
-            try:
-                email = client.users_info(user=action.user_id)["user"]["profile"].get("email")
-            except SlackApiError as exc:
-                log.warning("users.info failed for a button click: %s", exc.response.get("error"))
+    def decide(action: SlackAction, clicker: Clicker) -> ActionReply:
         outcome = handle_action(sessions, ctx, action_id=action.action_id, crm=action.crm, crm_id=action.crm_id,
                                 idempotency_key=action.idempotency_key, slack_user_id=action.user_id,
-                                slack_user_email=email, now=clock())
-        if action.response_url:  # Slack shows a click's reply only when posted to its response_url
-            try:
-                requests.post(action.response_url, timeout=5, json={
-                    "response_type": "ephemeral" if outcome.ephemeral else "in_channel",
-                    "replace_original": False, "text": outcome.text})
-            except requests.RequestException as exc:
-                log.warning("could not post the reply to Slack's response_url: %s", type(exc).__name__)
+                                slack_user_email=clicker.email, lookup_failed=clicker.lookup_failed, now=clock())
         return ActionReply(outcome.text, outcome.ephemeral)
 
-    return on_action
+    return ClickWorker(decide, is_linked=lambda user_id: is_linked(sessions, user_id),
+                       client=make_client(token, settings.slack_api_base) if token else None, sleep=sleep)
 
 
 def backfill_salesforce(settings: Settings, sessions: sessionmaker[Session], since: datetime | None,

@@ -37,6 +37,13 @@ from connectors.emulators.soql import SoqlError, to_18
 __all__ = ["RecordError", "SalesforceEmulator"]
 
 _V = r"/services/data/v(?P<version>\d+\.\d+)"
+# 403 REQUEST_LIMIT_EXCEEDED messages by limit, as orgs send them (developer.salesforce.com "API
+# Request Limits and Allocations"; help.salesforce.com 000389067 quotes the ConcurrentRequests text).
+REQUEST_LIMIT_MESSAGES = {
+    "TotalRequests": "TotalRequests Limit exceeded.",
+    "ConcurrentRequests": "ConcurrentRequests (Concurrent API Requests) Limit exceeded.",
+    "ConcurrentPerOrgLongTxn": "ConcurrentPerOrgLongTxn Limit exceeded.",
+}
 
 
 class SalesforceEmulator(SalesforceQueries, SalesforceRecords, SalesforceHelpers, Emulator):
@@ -51,6 +58,7 @@ class SalesforceEmulator(SalesforceQueries, SalesforceRecords, SalesforceHelpers
         self.query_batch_size = query_batch_size
         self.daily_limit = daily_limit
         self.api_calls_used = 0
+        self.limit_fault = "TotalRequests"  # which REQUEST_LIMIT_EXCEEDED the rate_limit fault answers
         self.org_id = to_18("00DHp0000000001")
         self.store = OrgStore(self.clock)
         self.logins = LoginDirectory(self.org_id, self.clock, self._is_active, rng=random.Random(seed))
@@ -111,7 +119,7 @@ class SalesforceEmulator(SalesforceQueries, SalesforceRecords, SalesforceHelpers
             if user is None:
                 return api_error(401, "INVALID_SESSION_ID", "Session expired or invalid")
             if self.api_calls_used >= self.daily_limit:
-                response = api_error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+                response = api_error(403, "REQUEST_LIMIT_EXCEEDED", REQUEST_LIMIT_MESSAGES["TotalRequests"])
             else:
                 self.api_calls_used += 1  # one per HTTP request: a whole /composite call counts once
                 self._actor = user
@@ -143,11 +151,20 @@ class SalesforceEmulator(SalesforceQueries, SalesforceRecords, SalesforceHelpers
         if kind == "expired_session":
             return api_error(401, "INVALID_SESSION_ID", "Session expired or invalid", headers)
         if kind == "rate_limit":
-            return api_error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", headers)
+            message = REQUEST_LIMIT_MESSAGES[self.limit_fault]
+            return api_error(403, "REQUEST_LIMIT_EXCEEDED", message, headers)
         if kind == "server_error":
             return api_error(503, "SERVER_UNAVAILABLE", "Server temporarily unavailable", headers)
         return api_error(500, "UNKNOWN_EXCEPTION", "An unexpected error occurred. Please include this ErrorId "
                       "if you contact support: 1234567890-12345 (-1234567890)", headers)
+
+    def limit_next(self, n: int = 1, limit: str = "ConcurrentRequests", path_prefix: str = "") -> None:
+        """The next n calls are refused with 403 REQUEST_LIMIT_EXCEEDED for `limit` (a key of
+        REQUEST_LIMIT_MESSAGES); the daily limit itself is reached for real with set_api_usage."""
+        if limit not in REQUEST_LIMIT_MESSAGES:
+            raise ValueError(f"unknown limit {limit!r}; expected one of {sorted(REQUEST_LIMIT_MESSAGES)}")
+        self.limit_fault = limit
+        self.faults.add("rate_limit", next_n=n, path_prefix=path_prefix)
 
     def _limit_info(self) -> str:
         return f"api-usage={self.api_calls_used}/{self.daily_limit}"

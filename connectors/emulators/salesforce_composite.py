@@ -59,7 +59,8 @@ def _plan(store: OrgStore, item: Any, creating: bool) -> _Plan:
             raise RecordError("ENTITY_IS_DELETED", "entity is deleted")
     elif record_id:
         raise RecordError("INVALID_FIELD", "cannot specify Id in an insert call", ["Id"])
-    return sobject, record_id, store.validate(sobject, fields, creating=creating, record_id=record_id or None)
+    return sobject, record_id, store.validate(sobject, fields, creating=creating, record_id=record_id or None,
+                                              wire=True)
 
 
 def _refuse_repeats(store: OrgStore, plans: list[_Plan | RecordError]) -> None:
@@ -162,8 +163,8 @@ def _plan_upsert(store: OrgStore, sobject: str, key_field: str, item: Any, value
                           f"field: {matches}", [key_field])
     fields = {k: v for k, v in item.items() if k != "attributes"}
     if matches:
-        return sobject, matches[0], store.validate(sobject, fields, creating=False, record_id=matches[0])
-    return sobject, "", store.validate(sobject, fields, creating=True)
+        return sobject, matches[0], store.validate(sobject, fields, creating=False, record_id=matches[0], wire=True)
+    return sobject, "", store.validate(sobject, fields, creating=True, wire=True)
 
 
 # --- /composite: up to 25 subrequests of other REST resources in one call -----------------------------

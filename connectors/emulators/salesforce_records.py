@@ -65,14 +65,14 @@ class SalesforceRecords(SalesforceBase):
         sobject = self._sobject(request.params["sobject"])
         if sobject == "LeadHistory":
             raise ApiError(400, "INVALID_TYPE_FOR_OPERATION", "entity type cannot be inserted: Lead History")
-        clean = self.store.validate(sobject, self._body(request), creating=True)
+        clean = self.store.validate(sobject, self._body(request), creating=True, wire=True)
         record_id = self.store.apply_create(sobject, clean, self._actor)
         return Response(201, {"id": record_id, "success": True, "errors": []})
 
     def _update(self, request: Request) -> Response:
         sobject, record = self._record(request)
         self._check_unmodified(request, record)
-        clean = self.store.validate(sobject, self._body(request), creating=False, record_id=record["Id"])
+        clean = self.store.validate(sobject, self._body(request), creating=False, record_id=record["Id"], wire=True)
         self.store.apply_update(sobject, record["Id"], clean, self._actor)
         return Response(204, None)
 

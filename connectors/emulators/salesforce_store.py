@@ -8,6 +8,7 @@ testing against an emulator rather than a mock.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -77,6 +78,14 @@ def default_schemas() -> dict[str, dict[str, FieldSpec]]:
     for name in ("LastModifiedDate", "LastModifiedById", "SystemModstamp"):
         del schemas["LeadHistory"][name]
     return schemas
+
+
+# The dateTime formats Salesforce's REST API documents for record values ("Valid Date and DateTime
+# Formats", developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/intro_valid_date_formats.htm):
+# yyyy-MM-ddTHH:mm:ss.SSS+/-HH:mm or yyyy-MM-ddTHH:mm:ss.SSSZ, "SSS is the optional three-digit
+# milliseconds"; Salesforce renders offsets as +0000 itself, so +HHmm is taken too. A longer fraction
+# (Python's microsecond isoformat(), .NET's 7 digits) is refused with JSON_PARSER_ERROR.
+_WIRE_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{3})?(?:Z|[+-]\d{2}:?\d{2})")
 
 
 def format_sf_datetime(moment: datetime) -> str:
@@ -165,9 +174,10 @@ class OrgStore:
     # --- validation -------------------------------------------------------------------------------
 
     def validate(self, sobject: str, values: dict[str, Any], *, creating: bool,
-                 system: bool = False, record_id: str | None = None) -> dict[str, Any]:
+                 system: bool = False, record_id: str | None = None, wire: bool = False) -> dict[str, Any]:
         """Canonical field names and values, or RecordError; `system` allows read-only fields.
-        `record_id` is the record being updated (its own value of a Unique field is no clash)."""
+        `record_id` is the record being updated (its own value of a Unique field is no clash).
+        `wire`: the values came in a REST request, so datetimes must be in a documented format."""
         schema = self.schemas[sobject]
         by_lower = {name.lower(): name for name in schema}
         clean: dict[str, Any] = {}
@@ -182,6 +192,8 @@ class OrgStore:
                                   f"Unable to create/update fields: {name}. Please check the security "
                                   "settings of this field and verify that it is read/write for your profile "
                                   "or permission set.", [name])
+            if wire and schema[name].type == "datetime" and value is not None:
+                self._check_wire_datetime(name, value)
             clean[name] = self._coerce(name, schema[name].type, value)
         # On create every required field must be there; on update only the ones sent can be blanked.
         checked = schema if creating else clean
@@ -209,6 +221,12 @@ class OrgStore:
                 # The wording of a unique-index violation in a real org.
                 raise RecordError("DUPLICATE_VALUE", f"duplicate value found: {name} duplicates value on "
                                   f"record with id: {clash}", [])
+
+    @staticmethod
+    def _check_wire_datetime(name: str, value: Any) -> None:
+        if not isinstance(value, str) or not _WIRE_DATETIME.fullmatch(value):
+            raise RecordError("JSON_PARSER_ERROR", f"Cannot deserialize instance of datetime from VALUE_STRING "
+                              f"value {value} or request may be missing a required field", [name])
 
     def _coerce(self, name: str, ftype: str, value: Any) -> Any:
         if value is None:

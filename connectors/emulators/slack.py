@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from connectors.emulators.http import Emulator, Request, Response
+from connectors.emulators.slack_blocks import block_errors
 
 Args = dict[str, Any]
 
@@ -25,12 +26,15 @@ class SlackError(Exception):
     """Raised inside a method; rendered as Slack's error envelope."""
 
     def __init__(self, error: str, *, status: int = 200, headers: dict[str, str] | None = None,
-                 messages: list[str] | None = None) -> None:
+                 messages: list[str] | None = None, errors: list[str] | None = None) -> None:
         super().__init__(error)
         self.error, self.status, self.headers, self.messages = error, status, headers or {}, messages
+        self.errors = errors  # invalid_blocks also lists the problems without the "[ERROR] " prefix
 
     def response(self) -> Response:
-        extra = {"response_metadata": {"messages": self.messages}} if self.messages else {}
+        extra: Args = {"errors": self.errors} if self.errors else {}
+        if self.messages:
+            extra["response_metadata"] = {"messages": self.messages}
         return Response(self.status, {"ok": False, "error": self.error, **extra}, self.headers)
 
 
@@ -223,6 +227,9 @@ class SlackEmulator(Emulator):
         blocks: list[Any] | None = self._json_arg(args, "blocks", list, "invalid_blocks_format")
         if not args.get("text") and not blocks:
             raise SlackError("no_text")
+        errors = block_errors(blocks or [])
+        if errors:  # Block Kit limits (slack_blocks.py): the whole message is refused
+            raise SlackError("invalid_blocks", errors=errors, messages=[f"[ERROR] {e}" for e in errors])
         return blocks
 
     def _throttle(self, channel_id: str) -> None:

@@ -19,7 +19,7 @@ import requests
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession, SalesforceGeneralError
 
-from connectors.salesforce.errors import error_code, translate
+from connectors.salesforce.errors import is_daily_limit, translate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -105,8 +105,10 @@ class SalesforceClient:
         try:
             result = operation(self.sf)
         except SalesforceError as exc:
-            if self._usage is not None and error_code(exc) == "REQUEST_LIMIT_EXCEEDED":
-                self._usage = (max(self._usage), self._usage[1])  # refused: the allowance is spent
+            if self._usage is not None and is_daily_limit(exc):
+                # Refused for the day: the allowance is spent. A concurrency refusal says nothing
+                # about the daily usage, so it must not slow polling (errors.py).
+                self._usage = (max(self._usage), self._usage[1])
             raise
         # simple-salesforce parses Sforce-Limit-Info of successful responses only, into the
         # Salesforce object, which a relogin replaces: keep the last value seen here.
@@ -177,5 +179,5 @@ class SalesforceClient:
 
     def api_usage(self) -> tuple[int, int] | None:
         """(used, daily limit) from the last Sforce-Limit-Info seen (kept across a relogin), if any;
-        after a 403 REQUEST_LIMIT_EXCEEDED, used is at least the limit."""
+        after a 403 "TotalRequests Limit exceeded", used is at least the limit."""
         return self._usage

@@ -49,6 +49,7 @@ from simple_salesforce.exceptions import SalesforceError
 
 from connectors.salesforce import queries
 from connectors.salesforce.client import SalesforceClient
+from connectors.salesforce.datetimes import api_datetime
 from connectors.salesforce.errors import error_code, translate
 from connectors.salesforce.fields import FieldMap
 from sidecar.domain import Crm
@@ -140,7 +141,7 @@ class SalesforceWriter:
             "Priority": _PRIORITY[task.priority], "Status": "Not Started", "TaskSubtype": "Task",
         }
         if self.fields.reminders:
-            values.update(ReminderDateTime=task.due_at.astimezone(UTC).isoformat(), IsReminderSet=True)
+            values.update(ReminderDateTime=api_datetime(task.due_at), IsReminderSet=True)
         return self._keyed(values, key)
 
     def upsert_fields(self, task: TaskRequest, key: str) -> dict[str, Any]:

@@ -1,13 +1,17 @@
 """Receiver for Slack button clicks (interactivity requests): verify, parse, hand plain data on.
 
 The core never sees Slack's payload format: it gets a `SlackAction` and answers with an `ActionReply`.
+Slack wants the HTTP 200 within 3 seconds and ignores its body, so the receiver acknowledges at once
+and hands the click to a worker thread (clicks.py), which decides and replies via `response_url`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -15,9 +19,12 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from slack_sdk.signature import Clock, SignatureVerifier
-from starlette.concurrency import run_in_threadpool
 
 from connectors.slack.messages import OPEN_RECORD_ACTION
+
+log = logging.getLogger(__name__)
+Submit = Callable[[Callable[[], None]], object]  # runs the work elsewhere, returns at once
+CLICK_WORKERS = 4  # clicks being processed at once; more wait in the executor's queue, already acked
 
 
 @dataclass(frozen=True)
@@ -111,17 +118,26 @@ def parse_action(body: bytes) -> SlackAction | None:
 
 
 def reply_body(reply: ActionReply) -> dict[str, Any]:
-    if reply.ephemeral:
-        return {"response_type": "ephemeral", "text": reply.text}
-    return {"replace_original": False, "text": reply.text}
+    """The JSON posted to a click's response_url: a new message, never a replacement of ours."""
+    return {"response_type": "ephemeral" if reply.ephemeral else "in_channel", "replace_original": False,
+            "text": reply.text}
 
 
-def slack_actions_router(signing_secret: str, on_action: Callable[[SlackAction], ActionReply],
-                         clock: Callable[[], float] = time.time) -> APIRouter:
-    """`POST /slack/actions`: 401 unless signed by Slack within 5 minutes, 400 if unreadable."""
+def slack_actions_router(signing_secret: str, on_action: Callable[[SlackAction], object],
+                         clock: Callable[[], float] = time.time, submit: Submit | None = None) -> APIRouter:
+    """`POST /slack/actions`: 401 unless signed by Slack within 5 minutes, 400 if unreadable, else
+    200 at once; `on_action` runs afterwards through `submit` (default: a small thread pool)."""
     # SignatureVerifier checks |now - timestamp| <= 300 s and compares with hmac.compare_digest.
     verifier = SignatureVerifier(signing_secret, clock=_InjectedClock(clock))
     router = APIRouter()
+    run_later: Submit = submit or ThreadPoolExecutor(max_workers=CLICK_WORKERS,
+                                                     thread_name_prefix="slack-click").submit
+
+    def work(action: SlackAction) -> None:
+        try:
+            on_action(action)
+        except Exception:  # the pool would keep it in a Future nobody reads: log it instead
+            log.exception("button click %s by %s failed", action.action_id, action.user_id)
 
     @router.post("/slack/actions")
     async def slack_actions(request: Request) -> Response:
@@ -135,11 +151,10 @@ def slack_actions_router(signing_secret: str, on_action: Callable[[SlackAction],
             action = parse_action(body)
         except MalformedPayload as err:
             return JSONResponse({"error": str(err)}, status_code=400)
-        if action is None:
-            return Response(status_code=200)
-        # on_action may touch the database: keep it off the event loop.
-        reply = await run_in_threadpool(on_action, action)
-        return JSONResponse(reply_body(reply))
+        if action is not None:  # the link button needs nothing: Slack opened the URL itself
+            # Acknowledge first: the database and Slack calls must not hold the 200 past 3 seconds.
+            run_later(lambda: work(action))
+        return Response(status_code=200)
 
     return router
 

@@ -27,6 +27,8 @@ MAX_FIELDS = 10
 MAX_BLOCKS = 50
 BUTTON_TEXT_LIMIT = 75
 URL_LIMIT = 3000
+CONFIRM_TEXT_LIMIT = 300  # a button's confirmation dialog text
+LINK_LABEL_LIMIT = 200  # a lead's label inside a digest line's link: the line is clipped after it
 TEXT_LIMIT = 4000  # top-level text feeds notifications and screen readers: long is useless there
 
 REASSIGN_KIND = "sla_breach_auto_reassign"
@@ -201,11 +203,17 @@ def _actions(notification: Notification, idempotency_key: str) -> dict[str, Any]
         elements.append(_button("Snooze 15 min", SNOOZE_ACTION, value=value))
     if n.reassignment and n.via != "slack_dm":  # only the team lead's view may undo it
         confirm = {"title": _text("Revert reassignment?", "plain_text"),
-                   "text": _text(f"Give {escape(n.lead.name)} back to its previous owner?"),
+                   "text": _text(_confirm_text(n.lead.name)),
                    "confirm": _text("Revert", "plain_text"), "deny": _text("Keep", "plain_text")}
         elements.append(_button("Revert reassignment", REVERT_ACTION, value=value, style="danger",
                                 confirm=confirm))
     return {"type": "actions", "block_id": "sidecar_actions", "elements": elements}
+
+
+def _confirm_text(name: str) -> str:
+    # Clip the name, not the question: a long lead name must not fail the whole message.
+    frame = "Give {} back to its previous owner?"
+    return frame.format(clip(escape(name), CONFIRM_TEXT_LIMIT - len(frame) + 2))
 
 
 def build_message(notification: Notification, idempotency_key: str,
@@ -256,8 +264,10 @@ def build_digest(notifications: Sequence[Notification], fallback_note: str | Non
     shown = notifications[: MAX_BLOCKS - 4]
     for n in shown:
         values = {key: escape(value) for key, value in template_fields(n).items()}
-        link = f"<{n.lead.record_url}|{values['name']} ({values['company']})>" \
-            if len(n.lead.record_url) <= URL_LIMIT else f"{values['name']} ({values['company']})"
+        # The label is clipped on its own so that clipping the line can never cut the link open.
+        label = clip(f"{values['name']} ({values['company']})", LINK_LABEL_LIMIT)
+        # At most half a section, so the clip below only ever shortens the facts after the link.
+        link = f"<{n.lead.record_url}|{label}>" if len(n.lead.record_url) <= SECTION_LIMIT // 2 else label
         line = (f"*{link}* · {values['market']} · {values['source']} · {values['state']} · waited "
                 f"{values['elapsed']} · {values['remaining']} (due {values['due']})")
         lines.append(line)

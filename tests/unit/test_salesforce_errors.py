@@ -23,10 +23,21 @@ def error(status: int, code: str, message: str = "m") -> dict[str, object]:
 
 @responses.activate
 def test_limit_is_transient_with_an_hour_hint() -> None:
-    responses.get(f"{BASE}/limits/", **error(403, "REQUEST_LIMIT_EXCEEDED"))  # type: ignore[arg-type]
+    responses.get(f"{BASE}/limits/", **error(403, "REQUEST_LIMIT_EXCEEDED",  # type: ignore[arg-type]
+                                             "TotalRequests Limit exceeded."))
     with pytest.raises(TransientError) as caught:
         client().rest("GET", "limits/")
     assert caught.value.retry_after == 3600
+
+
+@responses.activate
+@pytest.mark.parametrize("message", ["ConcurrentRequests (Concurrent API Requests) Limit exceeded.",
+                                     "ConcurrentPerOrgLongTxn Limit exceeded."])
+def test_concurrency_limits_take_a_short_backoff(message: str) -> None:
+    responses.get(f"{BASE}/limits/", **error(403, "REQUEST_LIMIT_EXCEEDED", message))  # type: ignore[arg-type]
+    with pytest.raises(TransientError, match="busy") as caught:
+        client().rest("GET", "limits/")
+    assert caught.value.retry_after == 30
 
 
 @responses.activate

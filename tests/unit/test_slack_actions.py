@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
 import warnings
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from fastapi import FastAPI
 
-from connectors.slack.actions import ActionReply, SlackAction, slack_actions_router
+from connectors.slack.actions import ActionReply, SlackAction, reply_body, slack_actions_router
 
 with warnings.catch_warnings():
     # Starlette 1.x warns at import when its TestClient runs on `httpx` rather than `httpx2`; the
@@ -66,10 +68,15 @@ def recorder() -> Recorder:
     return Recorder(ActionReply("Got it: you're on Priya Nair."))
 
 
+def run_now(work: Callable[[], None]) -> None:
+    """Runs a click's work before the response, so these tests need no waiting (see the last tests)."""
+    work()
+
+
 @pytest.fixture
 def client(recorder: Recorder) -> TestClient:
     app = FastAPI()
-    app.include_router(slack_actions_router(SECRET, recorder, clock=lambda: float(NOW)))
+    app.include_router(slack_actions_router(SECRET, recorder, clock=lambda: float(NOW), submit=run_now))
     return TestClient(app)
 
 
@@ -80,8 +87,8 @@ def post(client: TestClient, body: bytes, headers: dict[str, str]) -> Any:
 def test_valid_click_is_parsed_and_passed_on_once(client: TestClient, recorder: Recorder) -> None:
     body = form(payload())
     response = post(client, body, signed(body))
-    assert response.status_code == 200
-    assert response.json() == {"response_type": "ephemeral", "text": "Got it: you're on Priya Nair."}
+    # Slack ignores the body of the acknowledgement; the reply goes to response_url (clicks.py).
+    assert (response.status_code, response.content) == (200, b"")
     assert recorder.actions == [SlackAction(
         action_id="ack", user_id="U0ANA", user_name="ana",
         value={"crm": "salesforce", "crm_id": "00Q5e000001", "key": "lead:00Q5e000001/7/0.8"},
@@ -93,14 +100,11 @@ def test_valid_click_is_parsed_and_passed_on_once(client: TestClient, recorder: 
                                                                    "lead:00Q5e000001/7/0.8")
 
 
-def test_public_reply_does_not_replace_the_original(recorder: Recorder) -> None:
-    app = FastAPI()
-    recorder.reply = ActionReply("Reassignment reverted by ana", ephemeral=False)
-    app.include_router(slack_actions_router(SECRET, recorder, clock=lambda: float(NOW)))
-    body = form(payload("revert_reassignment"))
-    response = post(TestClient(app), body, signed(body))
-    assert response.json() == {"replace_original": False, "text": "Reassignment reverted by ana"}
-    assert [a.action_id for a in recorder.actions] == ["revert_reassignment"]
+def test_public_reply_does_not_replace_the_original() -> None:
+    assert reply_body(ActionReply("Reassignment reverted by ana", ephemeral=False)) == {
+        "response_type": "in_channel", "replace_original": False, "text": "Reassignment reverted by ana"}
+    assert reply_body(ActionReply("Noted")) == {
+        "response_type": "ephemeral", "replace_original": False, "text": "Noted"}
 
 
 def test_channel_and_ts_fall_back_to_the_container(client: TestClient, recorder: Recorder) -> None:
@@ -163,3 +167,37 @@ def test_non_utf8_body_cannot_be_verified_and_is_401(client: TestClient, recorde
     body = b"payload=\xff\xfe"
     assert post(client, body, signed(body)).status_code == 401
     assert recorder.actions == []
+
+
+def test_the_click_is_acknowledged_before_its_work_runs(recorder: Recorder) -> None:
+    # The default submit (a thread pool): a handler that blocks until released cannot hold the 200.
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def slow(action: SlackAction) -> None:
+        started.set()
+        release.wait(timeout=30)
+        recorder(action)
+        finished.set()
+
+    app = FastAPI()
+    app.include_router(slack_actions_router(SECRET, slow, clock=lambda: float(NOW)))
+    body = form(payload())
+    try:
+        response = post(TestClient(app), body, signed(body))
+        assert (response.status_code, response.content) == (200, b"")
+        assert not finished.is_set()  # answered while the work was still blocked
+    finally:
+        release.set()
+    assert started.wait(timeout=30) and finished.wait(timeout=30)
+    assert [a.action_id for a in recorder.actions] == ["ack"]
+
+
+def test_a_failing_handler_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(action: SlackAction) -> None:
+        raise RuntimeError("database is down")
+
+    app = FastAPI()
+    app.include_router(slack_actions_router(SECRET, broken, clock=lambda: float(NOW), submit=run_now))
+    body = form(payload())
+    assert post(TestClient(app), body, signed(body)).status_code == 200
+    assert "button click ack by U0ANA failed" in caplog.text
