@@ -173,6 +173,7 @@ def web_routers(settings: Settings, sessions: sessionmaker[Session], ctx: Engine
 
         routers.append(hubspot_webhook_router(_secret(settings.hubspot_app_secret) or "",
                                               intake_callback(sessions, "hubspot", now),
+                                              public_base_url=settings.public_url,
                                               object_type_id=_hubspot_fields().type_id))
     if settings.slack_signing_secret:
         from connectors.slack.actions import slack_actions_router
