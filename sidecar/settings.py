@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     # Admin API bearer token
     admin_token: SecretStr | None = None
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"SIDECAR_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {value!r}")
+        return value.upper()
+
     @field_validator("public_url")
     @classmethod
     def _absolute_http_url(cls, value: str | None) -> str | None:
