@@ -243,11 +243,21 @@ def parse_duration(text: str) -> timedelta:
     return parse_offset(text)
 
 
+class DemoUnavailable(ValueError):
+    """The demo's optional packages are not installed; the message says how to install them."""
+
+
 def run_demo(*, crm: str, seed: int, scenario: Path | None, policy: Path | None, speed: float | None,
              duration: timedelta, out: Path, port: int,
              progress: Callable[[datetime, Any], None] | None = None) -> Any:
     """Run the demo; writes audit.jsonl, crm.json, slack.json and requests.jsonl into `out`."""
-    from connectors.emulators.demo import Demo, DemoOptions
+    try:  # the emulators (and trustme, for their TLS) are never on `sidecar run`'s import path
+        from connectors.emulators.demo import Demo, DemoOptions
+    except ModuleNotFoundError as exc:
+        if exc.name != "trustme":
+            raise
+        raise DemoUnavailable("the demo needs the `demo` extra: pip install -e \".[demo]\" "
+                              "(or \".[dev]\")") from exc
     from connectors.emulators.scenario import load_scenario
 
     loaded = load_scenario(scenario) if scenario else None
