@@ -57,9 +57,9 @@ def run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[],
     runtime = wiring.build_runtime(settings, sessions)
     if not runtime.readers:
         raise NotConfigured("no CRM configured: set Salesforce or HubSpot credentials in .env (see .env.example)")
-    app = create_app(sessions, wiring.web_routers(settings, sessions, runtime.ctx), runtime.failures)
-    paths = sorted({getattr(route, "path", "") for route in app.routes} - {"", app.openapi_url})
-    web = BackgroundServer(app, settings.web_port, settings.web_host)
+    routers = wiring.web_routers(settings, sessions, runtime.ctx)
+    paths = ["/healthz", "/readyz", *sorted({getattr(route, "path", "") for r in routers for route in r.routes} - {""})]
+    web = BackgroundServer(create_app(sessions, routers, runtime.failures), settings.web_port, settings.web_host)
     for line in summary(settings, runtime, sessions, web.start(), paths):
         log.info(line)
     try:
