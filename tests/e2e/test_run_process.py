@@ -10,6 +10,7 @@ the backoff has doubled up to its cap on the way.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -88,3 +89,37 @@ def test_run_with_an_unreachable_crm_prints_few_lines_no_traceback_and_reports_r
                for line in lines) == 1, text
     summary = next(line for line in lines if "starting:" in line)
     assert "CRMs hubspot" in summary and "policy " in summary and "Slack off" in summary
+
+
+@pytest.mark.slow
+def test_the_compose_default_command_runs_sidecar_run_against_the_emulators(tmp_path: Path) -> None:
+    """What `docker compose up` runs (compose.yaml's command), here on SQLite without docker: the
+    real `sidecar run` polls the emulated HubSpot, so it becomes ready and opens clocks for the
+    seeded contacts; SIGTERM stops it cleanly."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    env.update({"PYTHONPATH": str(ROOT), "SIDECAR_DATABASE_URL": f"sqlite:///{tmp_path / 'sidecar.db'}",
+                "SIDECAR_WEB_PORT": "0", "SIDECAR_LOG_FORMAT": "json"})
+    out = tmp_path / "serve.log"
+    with out.open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "connectors.emulators.serve", "--leads", "5"],
+                                   cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        web_line = wait_for(lambda: next((line for line in out.read_text().splitlines() if '"web http' in line),
+                                         None), "the startup summary")
+        url = json.loads(web_line)["message"].split()[1]
+        http = requests.Session()
+        http.trust_env = False
+        wait_for(lambda: "last hubspot poll: 20" in status(env, tmp_path), "a successful HubSpot poll")
+        assert http.get(f"{url}/readyz", timeout=5).json() == {"ready": True, "failing": []}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+    text = out.read_text()
+    assert code == 0 and "Traceback" not in text, text
+    assert all(json.loads(line)["level"] in ("INFO", "WARNING") for line in text.splitlines()), text
+    assert "clocks: 5 running" in status(env, tmp_path)
+
+
+def status(env: dict[str, str], cwd: Path) -> str:
+    result = subprocess.run(sidecar("status"), cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    return result.stdout
