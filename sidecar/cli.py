@@ -193,7 +193,7 @@ def run() -> None:
     logs.configure(settings.log_level, settings.log_format)
     try:
         service.run(settings, sessions(), now)
-    except service.NotConfigured as exc:
+    except service.CannotStart as exc:
         errors.print(str(exc))
         raise typer.Exit(1) from exc
 

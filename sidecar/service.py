@@ -19,8 +19,8 @@ from sidecar.store.db import transaction
 log = logging.getLogger("sidecar.run")
 
 
-class NotConfigured(ValueError):
-    """Nothing to run against; the message says what to set."""
+class CannotStart(ValueError):
+    """A condition the admin fixes (nothing configured, port taken); the message says what to do."""
 
 
 def safe_database_url(url: str) -> str:
@@ -52,15 +52,19 @@ def summary(settings: Settings, runtime: Runtime, sessions: sessionmaker[Session
 
 def run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[], datetime]) -> None:
     from sidecar import scheduler, wiring
-    from sidecar.web.app import BackgroundServer, create_app
+    from sidecar.web.app import BackgroundServer, ListenError, create_app
 
     runtime = wiring.build_runtime(settings, sessions)
     if not runtime.readers:
-        raise NotConfigured("no CRM configured: set Salesforce or HubSpot credentials in .env (see .env.example)")
+        raise CannotStart("no CRM configured: set Salesforce or HubSpot credentials in .env (see .env.example)")
     routers = wiring.web_routers(settings, sessions, runtime.ctx)
     paths = ["/healthz", "/readyz", *sorted({getattr(route, "path", "") for r in routers for route in r.routes} - {""})]
     web = BackgroundServer(create_app(sessions, routers, runtime.failures), settings.web_port, settings.web_host)
-    for line in summary(settings, runtime, sessions, web.start(), paths):
+    try:
+        listen_url = web.start()
+    except ListenError as exc:
+        raise CannotStart(f"{exc} (set SIDECAR_WEB_PORT or SIDECAR_WEB_HOST)") from exc
+    for line in summary(settings, runtime, sessions, listen_url, paths):
         log.info(line)
     try:
         scheduler.run_forever(runtime, clock, settings.job_intervals(),

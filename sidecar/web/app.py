@@ -54,6 +54,10 @@ def create_app(sessions: sessionmaker[Session], routers: Sequence[APIRouter],
     return app
 
 
+class ListenError(RuntimeError):
+    """The web server could not open its port; the message names the address."""
+
+
 class BackgroundServer:
     """uvicorn in a thread (the demo and tests); `sidecar run` uses the same app."""
 
@@ -61,14 +65,15 @@ class BackgroundServer:
         # access_log off: one line per webhook would drown the operator's log; problems are logged.
         self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                                      lifespan="off", access_log=False, log_config=None))
-        self._host = host
+        self._host, self._port = host, port
         self._thread = threading.Thread(target=self._server.run, name="sidecar-web", daemon=True)
 
     def start(self) -> str:
         self._thread.start()
         while not self._server.started:  # startup takes a few ms; nothing to inject here
             if not self._thread.is_alive():
-                raise RuntimeError("web server failed to start (port in use?)")
+                raise ListenError(f"cannot listen on {self._host}:{self._port}: the port is in use by another "
+                                  "process, or the address is not this machine's")
             self._thread.join(0.01)
         port = self._server.servers[0].sockets[0].getsockname()[1]
         host = self._host if ":" not in self._host else f"[{self._host}]"

@@ -123,3 +123,18 @@ def test_the_compose_default_command_runs_sidecar_run_against_the_emulators(tmp_
 def status(env: dict[str, str], cwd: Path) -> str:
     result = subprocess.run(sidecar("status"), cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
     return result.stdout
+
+
+def test_a_port_in_use_is_one_clear_error_without_traceback(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+        env.update({"PYTHONPATH": str(ROOT), "SIDECAR_DATABASE_URL": f"sqlite:///{tmp_path / 'sidecar.db'}",
+                    "SIDECAR_HUBSPOT_ACCESS_TOKEN": TOKEN, "SIDECAR_HUBSPOT_API_BASE": f"http://127.0.0.1:{closed_port()}",
+                    "SIDECAR_WEB_PORT": str(port), "COLUMNS": "300"})
+        result = subprocess.run(sidecar("run"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "SIDECAR_WEB_PORT" in result.stderr
