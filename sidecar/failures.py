@@ -76,7 +76,7 @@ def _host(exc: BaseException) -> str | None:
 def _network_problem(exc: BaseException) -> str | None:
     if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
         return "connection refused"
-    if isinstance(exc, socket.gaierror):
+    if isinstance(exc, socket.gaierror) or "NameResolution" in type(exc).__name__:
         return "host name not found"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate not trusted: {exc.verify_message}"
@@ -84,7 +84,7 @@ def _network_problem(exc: BaseException) -> str | None:
         return "TLS handshake failed"
     if isinstance(exc, ConnectionResetError):
         return "connection reset"
-    if isinstance(exc, TimeoutError) or type(exc).__name__.endswith("Timeout"):
+    if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:  # requests', urllib3's own classes
         return "timed out"
     return None
 

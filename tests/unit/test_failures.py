@@ -103,3 +103,15 @@ def test_one_crm_failing_does_not_hold_back_another() -> None:
     tracker = FailureTracker({"poll": MIN})
     tracker.failed("poll", "hubspot", T0, refused())
     assert tracker.due("poll", "salesforce", T0) and not tracker.due("poll", "hubspot", T0)
+
+
+def test_timeouts_and_unknown_hosts_are_named_too() -> None:
+    import urllib3
+
+    pool = urllib3.HTTPSConnectionPool("api.hubapi.com", 443)
+    timeout = urllib3.exceptions.MaxRetryError(pool, "/crm/v3/objects/contacts/search",
+                                               urllib3.exceptions.ConnectTimeoutError("connect timed out"))
+    assert describe(timeout) == "cannot reach api.hubapi.com (timed out)"
+    unknown = urllib3.exceptions.MaxRetryError(pool, "/", urllib3.exceptions.NameResolutionError(
+        "api.hubapi.com", None, socket.gaierror(-2, "Name or service not known")))  # type: ignore[arg-type]
+    assert describe(unknown) == "cannot reach api.hubapi.com (host name not found)"
