@@ -13,8 +13,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SIDECAR_DATABASE_URL=sqlite:////data/sidecar.db
 
 WORKDIR /app
-# Dependencies first (a layer that changes only with pyproject.toml), then the code. The demo extra
-# brings trustme for the emulators' TLS (compose's default mode); postgres brings psycopg.
+# Installed in place (-e): `sidecar init` and the emulated mode find config/*.example.yaml beside the
+# code, as in a checkout. The demo extra brings trustme for the emulators (compose's default mode);
+# postgres brings psycopg. No compiler needed: every dependency ships a wheel.
 COPY pyproject.toml README.md ./
 COPY sidecar ./sidecar
 COPY connectors ./connectors
