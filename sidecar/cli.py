@@ -187,23 +187,15 @@ def demo(
 @app.command()
 def run() -> None:
     """Run the sidecar: poll, take webhooks, evaluate and dispatch on real time (Ctrl-C/SIGTERM stops)."""
-    from sidecar import logs, scheduler, wiring
-    from sidecar.web.app import BackgroundServer, create_app
+    from sidecar import logs, service
 
     settings = Settings()
-    logs.configure(settings.log_level)
-    store = sessions()
-    runtime = wiring.build_runtime(settings, store)
-    if not runtime.readers:
-        errors.print("no CRM configured: set Salesforce or HubSpot credentials in .env (see .env.example)")
-        raise typer.Exit(1)
-    web = BackgroundServer(create_app(store, wiring.web_routers(settings, store, runtime.ctx)),
-                           settings.web_port)
-    console.print(f"webhooks on {web.start()}; CRMs: {', '.join(runtime.readers)}")
+    logs.configure(settings.log_level, settings.log_format)
     try:
-        scheduler.run_forever(runtime, now)
-    finally:
-        web.stop()
+        service.run(settings, sessions(), now)
+    except service.CannotStart as exc:
+        errors.print(str(exc))
+        raise typer.Exit(1) from exc
 
 
 @app.command()

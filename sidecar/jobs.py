@@ -21,6 +21,7 @@ from sidecar.directory_sync import SyncResult, sync_users
 from sidecar.engine.assignment import assign_pending
 from sidecar.engine.evaluator import tick
 from sidecar.engine.patterns.shared import EngineContext
+from sidecar.failures import FailureTracker
 from sidecar.outbox import Ports
 from sidecar.ports import CrmReader
 from sidecar.store.db import transaction
@@ -37,18 +38,24 @@ class Runtime:
     ports: Ports
     retry: outbox.RetryPolicy = field(default_factory=outbox.RetryPolicy)
     directory_file: Path | None = None  # what the CRMs do not know: teams, capacity, seniority
+    failures: FailureTracker = field(default_factory=FailureTracker)  # per CRM: backoff, one line, readiness
 
 
 def poll_all(rt: Runtime, now: datetime) -> dict[str, sync.PollStats]:
-    """Poll each CRM; with several sidecars on PostgreSQL, whoever holds a CRM's lock polls it."""
+    """Poll each CRM; with several sidecars on PostgreSQL, whoever holds a CRM's lock polls it.
+    A failing CRM is retried with backoff and reported once (see sidecar.failures)."""
     stats = {}
     for name, reader in rt.readers.items():
+        if not rt.failures.due("poll", name, now):
+            continue
         try:  # one CRM's outage must not stop the others' polling
             with leader_lock(rt.sessions, f"poll:{name}") as leader:
                 if leader:
                     stats[name] = sync.poll(rt.sessions, rt.ctx, reader, now)
-        except Exception:  # reported; the cursor did not move, the next poll tries again
-            log.exception("polling %s failed", name)
+        except Exception as exc:  # reported; the cursor did not move, the next poll tries again
+            rt.failures.failed("poll", name, now, exc)
+        else:
+            rt.failures.succeeded("poll", name, now)
     return stats
 
 
@@ -57,7 +64,14 @@ def sync_directory(rt: Runtime, now: datetime) -> list[SyncResult]:
     directory = load_directory(rt.directory_file) if rt.directory_file and rt.directory_file.exists() else None
     results = []
     for name, reader in rt.readers.items():
-        users = reader.read_users()
+        if not rt.failures.due("directory_sync", name, now):
+            continue
+        try:  # one CRM's outage must not stop the other's sync
+            users = reader.read_users()
+        except Exception as exc:  # reported; the reps stay as they were
+            rt.failures.failed("directory_sync", name, now, exc)
+            continue
+        rt.failures.succeeded("directory_sync", name, now)
         with leader_lock(rt.sessions, f"directory:{name}") as leader, transaction(rt.sessions) as session:
             if leader:
                 results.append(sync_users(session, name, users, directory))
@@ -71,10 +85,14 @@ def sync_directory(rt: Runtime, now: datetime) -> list[SyncResult]:
 def drain_webhooks(rt: Runtime, now: datetime) -> int:
     applied = 0
     for name, reader in rt.readers.items():
+        if not rt.failures.due("drain_webhooks", name, now):
+            continue
         try:  # one CRM's outage must not stop the other's webhook intake
             applied += sync.drain_intake(rt.sessions, rt.ctx, reader, now)
-        except Exception:  # reported; the ids stay queued for the next run
-            log.exception("reading %s leads announced by webhooks failed", name)
+        except Exception as exc:  # reported; the ids stay queued for the next run
+            rt.failures.failed("drain_webhooks", name, now, exc)
+        else:
+            rt.failures.succeeded("drain_webhooks", name, now)
     return applied
 
 

@@ -2,14 +2,18 @@
 
 Each job runs at most once at a time (max_instances=1) and missed runs coalesce into one, so a
 slow CRM never piles up work. SIGTERM/SIGINT stop the scheduler after the running jobs finish.
+Jobs carry their own names (`poll`, `drain_webhooks`, `evaluate`, `dispatch`, `directory_sync`) in
+APScheduler's records and ours; a job that fails as a whole is reported like a failing CRM (one
+line, backoff, recovery line: see sidecar.failures), a routine run only at DEBUG.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
@@ -20,35 +24,53 @@ from sidecar.jobs import Runtime
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INTERVALS = {"poll": 60, "webhooks": 5, "evaluate": 15, "dispatch": 5, "directory": 900}  # seconds
+DEFAULT_INTERVALS = {"poll": 60, "drain_webhooks": 5, "evaluate": 15, "dispatch": 5,
+                     "directory_sync": 900}  # seconds; Settings.job_intervals() overrides
+WORK = {"poll": "poll_all", "drain_webhooks": "drain_webhooks", "evaluate": "evaluate", "dispatch": "dispatch",
+        "directory_sync": "sync_directory"}  # job name -> function in sidecar.jobs
 
 
-def _job(name: str, rt: Runtime, work: Callable[[Runtime, datetime], Any],
-         clock: Callable[[], datetime]) -> Callable[[], None]:
+def _job(name: str, rt: Runtime, clock: Callable[[], datetime]) -> Callable[[], None]:
     def run() -> None:
+        now = clock()
+        if not rt.failures.due(name, "", now):
+            return
         try:
-            result = work(rt, clock())
-            log.info("job done", extra={"job": name, "result": str(result)})
-        except Exception:  # reported; the next run tries again
-            log.exception("job %s failed", name)
+            work: Callable[[Runtime, datetime], Any] = getattr(jobs, WORK[name])
+            result = work(rt, now)
+        except Exception as exc:  # reported once with its cause; the next due run tries again
+            rt.failures.failed(name, "", now, exc)
+        else:
+            rt.failures.succeeded(name, "", now)
+            log.debug("%s done: %s", name, result, extra={"job": name})
+    run.__name__ = run.__qualname__ = name  # what APScheduler shows for the job
     return run
 
 
-def build(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] | None = None) -> BlockingScheduler:
+def build(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] | None = None,
+          backoff_cap: timedelta | None = None) -> BlockingScheduler:
+    """The jobs on their intervals (seconds); a failure waits its job's interval, doubling up to
+    `backoff_cap` (default: the tracker's)."""
     intervals = {**DEFAULT_INTERVALS, **(intervals or {})}
+    rt.failures.bases.update({name: timedelta(seconds=seconds) for name, seconds in intervals.items()})
+    rt.failures.cap = backoff_cap or rt.failures.cap
     scheduler = BlockingScheduler(timezone=UTC, job_defaults={"max_instances": 1, "coalesce": True})
-    work = {"poll": jobs.poll_all, "webhooks": jobs.drain_webhooks, "evaluate": jobs.evaluate,
-            "dispatch": jobs.dispatch, "directory": jobs.sync_directory}
     for name, seconds in intervals.items():
-        scheduler.add_job(_job(name, rt, work[name], clock), "interval", seconds=seconds, id=name,
+        scheduler.add_job(_job(name, rt, clock), "interval", seconds=seconds, id=name, name=name,
                           next_run_time=clock())
     return scheduler
 
 
-def run_forever(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] | None = None) -> None:
-    scheduler = build(rt, clock, intervals)
+def run_forever(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] | None = None,
+                backoff_cap: timedelta | None = None) -> None:
+    scheduler = build(rt, clock, intervals, backoff_cap)
+
+    stopping = threading.Event()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
+        if stopping.is_set():  # a second signal (e.g. sent to the whole process group) changes nothing
+            return
+        stopping.set()
         log.info("signal %s: finishing running jobs, then stopping", signum)
         scheduler.shutdown(wait=True)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,7 +17,22 @@ class Settings(BaseSettings):
     policy_file: Path = Path("config/policy.yaml")
     directory_file: Path = Path("config/directory.yaml")
     log_level: str = "INFO"
+    log_format: Literal["human", "json"] = "human"  # json: one JSON object per line, for log shippers
     web_port: int = 8080  # webhook receivers (Salesforce Outbound Messages, HubSpot, Slack buttons)
+    # Loopback by default, so nothing is exposed by accident; 0.0.0.0 in a container (the Dockerfile sets it).
+    web_host: str = "127.0.0.1"
+    # The URL the outside world (HubSpot, Salesforce, Slack) calls, e.g. https://sidecar.example.com, when
+    # a reverse proxy or load balancer sits in front: HubSpot signs the URL it called, not ours.
+    public_url: str | None = None
+
+    # Job intervals of `sidecar run`, in seconds; a failing CRM is retried with a doubling backoff
+    # starting at its job's interval, up to `backoff_cap_seconds`.
+    poll_interval_seconds: int = 60
+    webhook_drain_interval_seconds: int = 5
+    evaluate_interval_seconds: int = 15
+    dispatch_interval_seconds: int = 5
+    directory_sync_interval_seconds: int = 900
+    backoff_cap_seconds: int = 600
 
     # Salesforce: username+password+token, or connected-app client credentials, or a session.
     sf_instance_url: str | None = None
@@ -42,3 +59,42 @@ class Settings(BaseSettings):
 
     # Admin API bearer token
     admin_token: SecretStr | None = None
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"SIDECAR_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {value!r}")
+        return value.upper()
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"SIDECAR_PUBLIC_URL must be an absolute http(s) URL such as "
+                             f"https://sidecar.example.com, not {value!r}")
+        if parts.query or parts.fragment:
+            raise ValueError("SIDECAR_PUBLIC_URL must not have a query or fragment: give the base URL only")
+        return value.rstrip("/")
+
+    @field_validator("poll_interval_seconds", "webhook_drain_interval_seconds", "evaluate_interval_seconds",
+                     "dispatch_interval_seconds", "directory_sync_interval_seconds", "backoff_cap_seconds")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1 second")
+        return value
+
+    def job_intervals(self) -> dict[str, int]:
+        """Scheduler job name -> interval in seconds."""
+        return {"poll": self.poll_interval_seconds, "drain_webhooks": self.webhook_drain_interval_seconds,
+                "evaluate": self.evaluate_interval_seconds, "dispatch": self.dispatch_interval_seconds,
+                "directory_sync": self.directory_sync_interval_seconds}
+
+    def public_endpoint(self, path: str, listen_url: str) -> str:
+        """The URL a CRM must call for `path` (e.g. /webhooks/salesforce): the public URL when one is
+        set, else where the web server listens (`listen_url`)."""
+        return (self.public_url or listen_url.rstrip("/")) + path

@@ -173,6 +173,7 @@ def web_routers(settings: Settings, sessions: sessionmaker[Session], ctx: Engine
 
         routers.append(hubspot_webhook_router(_secret(settings.hubspot_app_secret) or "",
                                               intake_callback(sessions, "hubspot", now),
+                                              public_base_url=settings.public_url,
                                               object_type_id=_hubspot_fields().type_id))
     if settings.slack_signing_secret:
         from connectors.slack.actions import slack_actions_router
@@ -230,11 +231,21 @@ def parse_duration(text: str) -> timedelta:
     return parse_offset(text)
 
 
+class DemoUnavailable(ValueError):
+    """The demo's optional packages are not installed; the message says how to install them."""
+
+
 def run_demo(*, crm: str, seed: int, scenario: Path | None, policy: Path | None, speed: float | None,
              duration: timedelta, out: Path, port: int,
              progress: Callable[[datetime, Any], None] | None = None) -> Any:
     """Run the demo; writes audit.jsonl, crm.json, slack.json and requests.jsonl into `out`."""
-    from connectors.emulators.demo import Demo, DemoOptions
+    try:  # the emulators (and trustme, for their TLS) are never on `sidecar run`'s import path
+        from connectors.emulators.demo import Demo, DemoOptions
+    except ModuleNotFoundError as exc:
+        if exc.name != "trustme":
+            raise
+        raise DemoUnavailable("the demo needs the `demo` extra: pip install -e \".[demo]\" "
+                              "(or \".[dev]\")") from exc
     from connectors.emulators.scenario import load_scenario
 
     loaded = load_scenario(scenario) if scenario else None

@@ -70,8 +70,8 @@ class HubSpotApi:
                         raise
                     if dropped < self.network_retries:
                         dropped += 1
-                        log.info("hubspot network error, resending", extra={"call": what,
-                                                                            "error": type(exc).__name__})
+                        log.debug("hubspot network error, resending", extra={"call": what,
+                                                                             "error": type(exc).__name__})
                         continue  # through the gate again: HubSpot may have counted the first one
                     raise TransientError(f"HubSpot {what}: network error: {type(exc).__name__}") from exc
                 status = int(getattr(exc, "status", 0) or 0)

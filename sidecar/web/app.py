@@ -9,9 +9,11 @@ from datetime import datetime
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from sidecar.failures import FailureTracker
 from sidecar.store.db import transaction
 from sidecar.store.models import IntakeItem
 from sidecar.sync import enqueue_intake
@@ -26,7 +28,10 @@ def intake_callback(sessions: sessionmaker[Session], crm: str,
     return store
 
 
-def create_app(sessions: sessionmaker[Session], routers: Sequence[APIRouter]) -> FastAPI:
+def create_app(sessions: sessionmaker[Session], routers: Sequence[APIRouter],
+               failures: FailureTracker | None = None) -> FastAPI:
+    """`/healthz` is liveness (the process answers and its database too: restart it if not);
+    `/readyz` is readiness (503 while a CRM poll or a job keeps failing: alert, do not restart)."""
     app = FastAPI(title="Lead-SLA sidecar", docs_url=None, redoc_url=None)
 
     @app.get("/healthz")
@@ -36,27 +41,43 @@ def create_app(sessions: sessionmaker[Session], routers: Sequence[APIRouter]) ->
                                      .where(IntakeItem.processed_at.is_(None)))
         return {"ok": True, "intake_waiting": waiting}
 
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        failing = failures.failing() if failures is not None else []
+        body = {"ready": not failing, "failing": [
+            {"job": f.job, "crm": f.crm or None, "since": f.since.isoformat(), "tries": f.tries,
+             "cause": f.cause, "next_try": f.next_try.isoformat()} for f in failing]}
+        return JSONResponse(body, status_code=503 if failing else 200)
+
     for router in routers:
         app.include_router(router)
     return app
 
 
+class ListenError(RuntimeError):
+    """The web server could not open its port; the message names the address."""
+
+
 class BackgroundServer:
     """uvicorn in a thread (the demo and tests); `sidecar run` uses the same app."""
 
-    def __init__(self, app: FastAPI, port: int = 0) -> None:
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                     lifespan="off"))
+    def __init__(self, app: FastAPI, port: int = 0, host: str = "127.0.0.1") -> None:
+        # access_log off: one line per webhook would drown the operator's log; problems are logged.
+        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                     lifespan="off", access_log=False, log_config=None))
+        self._host, self._port = host, port
         self._thread = threading.Thread(target=self._server.run, name="sidecar-web", daemon=True)
 
     def start(self) -> str:
         self._thread.start()
         while not self._server.started:  # startup takes a few ms; nothing to inject here
             if not self._thread.is_alive():
-                raise RuntimeError("web server failed to start (port in use?)")
+                raise ListenError(f"cannot listen on {self._host}:{self._port}: the port is in use by another "
+                                  "process, or the address is not this machine's")
             self._thread.join(0.01)
         port = self._server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        host = self._host if ":" not in self._host else f"[{self._host}]"
+        return f"http://{host}:{port}"
 
     def stop(self) -> None:
         self._server.should_exit = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 import pytest
@@ -21,7 +22,8 @@ def test_every_job_is_scheduled_and_gets_the_injected_time(monkeypatch: pytest.M
     rt = Runtime(None, context(), {}, Ports(None, {}))  # type: ignore[arg-type]
     built = scheduler.build(rt, lambda: AT, {"poll": 30})
     intervals = {job.id: job.trigger.interval.total_seconds() for job in built.get_jobs()}
-    assert intervals == {"poll": 30, "webhooks": 5, "evaluate": 15, "dispatch": 5, "directory": 900}
+    assert intervals == {"poll": 30, "drain_webhooks": 5, "evaluate": 15, "dispatch": 5, "directory_sync": 900}
+    assert {job.name for job in built.get_jobs()} == set(intervals)  # APScheduler logs these, not `<locals>.run`
     for job in built.get_jobs():
         job.func()
     assert sorted(seen) == sorted((name, AT) for name in (
@@ -35,6 +37,9 @@ def test_a_failing_job_is_logged_and_does_not_raise(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(jobs, "poll_all", boom)
     rt = Runtime(None, context(), {}, Ports(None, {}))  # type: ignore[arg-type]
+    caplog.set_level(logging.DEBUG)
     job = next(j for j in scheduler.build(rt, lambda: AT).get_jobs() if j.id == "poll")
     job.func()
-    assert "job poll failed" in caplog.text and "CRM down" in caplog.text
+    assert "poll failed: CRM down; next try in 1 min" in caplog.text
+    assert any(r.exc_info and r.levelno == logging.DEBUG for r in caplog.records)
+    assert all(r.exc_info is None for r in caplog.records if r.levelno >= logging.INFO)  # traceback: DEBUG only

@@ -1,0 +1,73 @@
+"""What `sidecar run` does once logging is set up: build the runtime from settings, serve the web
+receivers, log a short startup summary, run the jobs until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+import sidecar
+from sidecar.engine.policies import PolicyBook
+from sidecar.jobs import Runtime
+from sidecar.settings import Settings
+from sidecar.store.db import transaction
+
+log = logging.getLogger("sidecar.run")
+
+
+class CannotStart(ValueError):
+    """A condition the admin fixes (nothing configured, port taken); the message says what to do."""
+
+
+def safe_database_url(url: str) -> str:
+    """The database URL as an operator may see it: the password hidden."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def policy_line(sessions: sessionmaker[Session]) -> str:
+    with transaction(sessions) as session:
+        try:
+            version, policy = PolicyBook().active(session)
+        except LookupError:
+            return "policy: none recorded yet (run `sidecar init`)"
+    return f"policy {version} {policy.label!r}" if policy.label else f"policy {version}"
+
+
+def summary(settings: Settings, runtime: Runtime, sessions: sessionmaker[Session], listen_url: str,
+            paths: list[str]) -> list[str]:
+    """Two lines: what runs against what, and where it can be reached. No secret is in them."""
+    slack = "Slack on" if runtime.ports.notifier is not None else "Slack off (no SIDECAR_SLACK_BOT_TOKEN)"
+    public = settings.public_url or "not set (SIDECAR_PUBLIC_URL)"
+    return [
+        f"sidecar {sidecar.__version__} starting: database {safe_database_url(settings.database_url)}, "
+        f"{policy_line(sessions)}, CRMs {', '.join(runtime.readers)}, {slack}",
+        f"web {listen_url} (public URL {public}): {', '.join(paths)}; "
+        "dashboard: none yet (use `sidecar status`)",
+    ]
+
+
+def run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[], datetime]) -> None:
+    from sidecar import scheduler, wiring
+    from sidecar.web.app import BackgroundServer, ListenError, create_app
+
+    runtime = wiring.build_runtime(settings, sessions)
+    if not runtime.readers:
+        raise CannotStart("no CRM configured: set Salesforce or HubSpot credentials in .env (see .env.example)")
+    routers = wiring.web_routers(settings, sessions, runtime.ctx)
+    paths = ["/healthz", "/readyz", *sorted({getattr(route, "path", "") for r in routers for route in r.routes} - {""})]
+    web = BackgroundServer(create_app(sessions, routers, runtime.failures), settings.web_port, settings.web_host)
+    try:
+        listen_url = web.start()
+    except ListenError as exc:
+        raise CannotStart(f"{exc} (set SIDECAR_WEB_PORT or SIDECAR_WEB_HOST)") from exc
+    for line in summary(settings, runtime, sessions, listen_url, paths):
+        log.info(line)
+    try:
+        scheduler.run_forever(runtime, clock, settings.job_intervals(),
+                              timedelta(seconds=settings.backoff_cap_seconds))
+    finally:
+        web.stop()
