@@ -31,6 +31,14 @@ from connectors.emulators.hubspot_store import (
 )
 
 BATCH_MAX = 100
+# A batch read asking for `propertiesWithHistory` takes at most 50 inputs. HubSpot's answer, as
+# quoted in PipedreamHQ/pipedream#8462 and activepieces/activepieces#9359 (both hit it in
+# production): 400 {"status": "error", "category": "VALIDATION_ERROR", "message": "The maximum
+# number of inputs supported in a batch request for property histories is 50. Please reduce the
+# number of items and try again", "correlationId": ...}.
+HISTORY_BATCH_MAX = 50
+HISTORY_BATCH_MESSAGE = ("The maximum number of inputs supported in a batch request for property histories is "
+                         f"{HISTORY_BATCH_MAX}. Please reduce the number of items and try again")
 LIST_MAX = 100
 # sourceType recorded in property history -> changeSource announced in webhooks
 _CHANGE_SOURCE = {"INTEGRATION": "INTEGRATION", "CRM_UI": "CRM_UI", "IMPORT": "IMPORT"}
@@ -170,8 +178,10 @@ class HubSpotObjects(HubSpotBase):
         if len(inputs) > BATCH_MAX:
             raise ApiError(400, "VALIDATION_ERROR", f"Too many inputs. Maximum allowed is {BATCH_MAX}",
                            context={"max": [str(BATCH_MAX)], "received": [str(len(inputs))]})
-        started = iso_ms(self.clock())
         op = request.params["op"]
+        if op == "read" and body.get("propertiesWithHistory") and len(inputs) > HISTORY_BATCH_MAX:
+            raise ApiError(400, "VALIDATION_ERROR", HISTORY_BATCH_MESSAGE)
+        started = iso_ms(self.clock())
         results: list[Record] = []
         missing: list[str] = []
         if op == "create":
