@@ -72,7 +72,14 @@ class HubSpotEmulator(HubSpotObjects, HubSpotCatalog, HubSpotHelpers, Emulator):
         # Fault: search's index lags writes (HubSpot documents it as eventually consistent). A record
         # listed here stays out of search results until that moment; reads by id see it at once.
         self.search_visible_at: dict[tuple[str, int], datetime] = {}
+        # Index lag for every created record: it reaches search this many seconds after its
+        # creation (0: at once). HubSpot's search is eventually consistent; third-party docs
+        # (Locoia's HubSpot connector notes) put the lag at "several seconds".
+        self.search_lag_s = 0.0
+        # Fault: writes that are applied but whose answer is lost (`lose_answers`).
+        self.lost_answers: list[list[Any]] = []
         self.store = Store()
+        self.store.portal_id = portal_id
         self.request_counts: Counter[str] = Counter()
         self.webhooks: WebhookOutbox | None = None
         self._lock = threading.RLock()
@@ -166,6 +173,8 @@ class HubSpotEmulator(HubSpotObjects, HubSpotCatalog, HubSpotHelpers, Emulator):
                 return self._missing_scope(needed)
             try:
                 response = self.router.dispatch(request)
+                if response.status < 300:
+                    response = self._maybe_lose(request, response)
             except ApiError as exc:
                 response = self._error(exc.status, exc.category, exc.message, **exc.extra)
             except SearchError as exc:

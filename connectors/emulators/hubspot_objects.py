@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from connectors.emulators.http import Request, Response
@@ -74,6 +74,8 @@ class HubSpotObjects(HubSpotBase):
         record = self.store.create(object_type, values, now, source)
         for target, to_id, type_id in links:
             self.store.associate(object_type, record.id, target, to_id, type_id)
+        if self.search_lag_s > 0:
+            self.search_visible_at[(object_type.name, record.id)] = now + timedelta(seconds=self.search_lag_s)
         self._emit(object_type, "creation", record.id, now, _CHANGE_SOURCE[source])
         return record
 
@@ -191,6 +193,7 @@ class HubSpotObjects(HubSpotBase):
             results = [self._write_create(object_type, item, "INTEGRATION") for item in inputs]
         else:
             id_property = body.get("idProperty")
+            self.store.check_id_property(object_type, id_property)  # the whole batch is refused
             # batch/read?archived=true answers archived records only (deleted, merged away).
             archived = op == "read" and self._flag(request, "archived")
             for item in inputs:

@@ -220,6 +220,7 @@ class Store:
         # (from type, from id) -> list of (to type, to id, association type id)
         self.edges: dict[tuple[str, int], list[tuple[str, int, int]]] = {}
         self._next_id = 1001
+        self.portal_id = 0  # set by the emulator; named in some error messages
         self._next_owner = 70_000_001
 
     def new_id(self) -> int:
@@ -303,8 +304,23 @@ class Store:
         record.touch()
         return changed
 
+    def check_id_property(self, object_type: ObjectType, id_property: str | None) -> None:
+        """`idProperty` must name a unique property (or email on contacts). HubSpot's refusal for
+        a non-unique one, as quoted for update/upsert (HubSpot/hubspot-api-nodejs#548,
+        segmentio/action-destinations#3957): 400 VALIDATION_ERROR "Unable to perform update/upsert
+        by non-unique 0-1 property X in portal ID N"; reads are modelled with the same words."""
+        if not id_property or id_property == "hs_object_id":
+            return
+        if object_type.name == "contacts" and id_property == "email":
+            return
+        definition = self.property_defs[object_type.name].get(id_property)
+        if definition is None or not definition.has_unique_value:
+            raise ApiError(400, "VALIDATION_ERROR", f"Unable to perform read by non-unique {object_type.type_id} "
+                                                    f"property {id_property} in portal ID {self.portal_id}")
+
     def get(self, object_type: ObjectType, raw_id: str, archived: bool = False,
             id_property: str | None = None) -> Record:
+        self.check_id_property(object_type, id_property)
         table = self.records[object_type.name]
         record: Record | None = None
         if id_property and id_property != "hs_object_id":
