@@ -9,7 +9,7 @@ This module holds authentication, scopes, rate limiting and routing. The pieces 
 `hubspot_objects` (object, search and batch endpoints), `hubspot_catalog` (associations v4, owners,
 properties), `hubspot_base` (what those share), `hubspot_store` (data), `hubspot_search` (filter
 semantics), `hubspot_limits` (rate limits), `hubspot_webhooks` (delivery and signatures) and
-`hubspot_helpers` (seeding/inspection helpers for tests and the demo).
+`hubspot_helpers` (seeding/inspection helpers for tests and the demo), `hubspot_merges` (record merges).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from connectors.emulators.hubspot_catalog import OWNERS_MAX as OWNERS_MAX
 from connectors.emulators.hubspot_catalog import HubSpotCatalog
 from connectors.emulators.hubspot_helpers import DEFAULT_TOKEN, HubSpotHelpers
 from connectors.emulators.hubspot_limits import Denial, RateLimits
+from connectors.emulators.hubspot_merges import HubSpotMerges
 from connectors.emulators.hubspot_objects import BATCH_MAX as BATCH_MAX
 from connectors.emulators.hubspot_objects import LIST_MAX as LIST_MAX
 from connectors.emulators.hubspot_objects import HubSpotObjects
@@ -38,7 +39,7 @@ from connectors.emulators.hubspot_webhooks import WebhookOutbox, sign_v3
 __all__ = ["DEFAULT_TOKEN", "HubSpotEmulator", "sign_v3"]
 
 
-class HubSpotEmulator(HubSpotObjects, HubSpotCatalog, HubSpotHelpers, Emulator):
+class HubSpotEmulator(HubSpotObjects, HubSpotCatalog, HubSpotHelpers, HubSpotMerges, Emulator):
     service = "hubspot"
 
     def __init__(

@@ -206,7 +206,8 @@ class HubSpotObjects(HubSpotBase):
                     self._write_update(record, item.get("properties") or {}, "INTEGRATION")
                 elif op == "archive":
                     self._write_archive(record)
-                results.append(record)
+                if all(r.id != record.id for r in results):  # a merged-away id and its survivor: once
+                    results.append(record)
         if op == "archive":
             return Response(204, None)
         if op == "create":

@@ -121,6 +121,8 @@ _SPECIFIC: dict[str, list[tuple[str, str, str]]] = {
                  ("lastmodifieddate", "datetime", "date"), ("hs_lead_status", "enumeration", "radio"),
                  ("lifecyclestage", "enumeration", "radio"),
                  ("hubspot_owner_assigneddate", "datetime", "date"), ("num_notes", "number", "number"),
+                 # The ids merged into this contact, ";"-separated (read-only, set by a merge).
+                 ("hs_merged_object_ids", "enumeration", "checkbox"),
                  # Default properties every portal has that field maps commonly name.
                  ("country", "string", "text"), ("hubspotscore", "number", "number"),
                  ("hs_analytics_source", "enumeration", "select"), ("jobtitle", "string", "text")],
@@ -174,6 +176,7 @@ class Record:
     updated_at: datetime
     history: dict[str, list[Version]] = field(default_factory=dict)  # newest first, as HubSpot
     archived_at: datetime | None = None
+    merged_into: int | None = None  # merged away: reads by this id answer the surviving record
 
     def value(self, name: str) -> str | None:
         versions = self.history.get(name)
@@ -327,6 +330,10 @@ class Store:
             record = next((r for r in table.values() if r.value(id_property) == raw_id), None)
         elif raw_id.isdigit():
             record = table.get(int(raw_id))
+        while record is not None and record.merged_into is not None:
+            # A merged-away id reads as the surviving record, under the survivor's id (it is no
+            # archived record of its own either).
+            record = None if archived else table.get(record.merged_into)
         if record is None or (record.archived_at is not None) != archived:
             raise ApiError(404, "OBJECT_NOT_FOUND", "resource not found")
         return record
