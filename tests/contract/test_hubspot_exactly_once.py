@@ -173,3 +173,25 @@ def test_a_dropped_connection_is_not_resent_blindly(
     clock.advance(120)
     ids = writer.create_tasks(items)  # the drop happened before HubSpot applied it: created now
     assert all(isinstance(v, str) for v in ids.values()) and len(lagging.records("tasks")) == 2
+
+
+def test_where_the_portal_accepted_unique_keys_a_lost_answer_is_refused_and_read_back(
+    emulator: HubSpotEmulator, api: HubSpotApi, clock: Clock
+) -> None:
+    """A portal that accepted `hasUniqueValue` on the key (the emulator, like HubSpot's docs, does
+    not: set it directly): HubSpot refuses the duplicate itself, so a retry goes at once (409, then
+    a read by key) with no search and no wait."""
+    writer = new_writer(api, clock)
+    writer.ensure_properties()
+    emulator.store.property_defs["tasks"][KEY_PROPERTY].has_unique_value = True
+    assert writer.key_checks()[0] == (True, f"tasks.{KEY_PROPERTY}: unique values enforced by HubSpot "
+                                            "(a duplicate is refused)")
+    items = items_for(emulator, 3)
+    emulator.lose_answers(TASK_CREATES)
+    with pytest.raises(TransientError):
+        writer.create_tasks(items)
+    assert len(emulator.records("tasks")) == 3
+    api.calls.clear()
+    ids = writer.create_tasks(items)
+    assert {r["properties"][KEY_PROPERTY]: r["id"] for r in emulator.records("tasks")} == ids
+    assert dict(api.calls) == {"batch_api.create": 1, "batch_api.read": 1}
