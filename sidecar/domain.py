@@ -99,3 +99,6 @@ class LeadSnapshot:
     owner_changed_at: datetime | None = None
     flags: frozenset[str] = frozenset()
     activities: tuple[ProgressActivity, ...] = field(default_factory=tuple)
+    # Set when the CRM merged this lead into another record (same CRM; that record's crm_id): the
+    # lead is gone for good, its work continues on the survivor. The other fields are not applied.
+    merged_into: str | None = None

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from sidecar import audit
 from sidecar.domain import Intent, LeadSnapshot, LeadState, ProgressActivity, is_canonical
 from sidecar.engine import clocks
 from sidecar.engine.policies import PolicyBook
@@ -26,7 +27,7 @@ UNMAPPED = "UNMAPPED"  # a CRM status the policy does not map: stored, but no cl
 
 @dataclass
 class Applied:
-    lead: Lead
+    lead: Lead | None  # None: a merge of a lead never tracked here (nothing to record)
     events: list[LeadEvent]
 
 
@@ -54,6 +55,8 @@ def apply_snapshot(session: Session, book: PolicyBook, snapshot: LeadSnapshot) -
     lead = session.scalars(
         select(Lead).where(Lead.crm == snapshot.crm.value, Lead.crm_id == snapshot.crm_id)
     ).first()
+    if snapshot.merged_into is not None:
+        return Applied(lead, _merge(session, lead, snapshot, state) if lead is not None else [])
     if lead is None:
         return _create(session, book, policy, snapshot, state)
     if snapshot.crm_modified_at < lead.crm_modified_at:
@@ -168,6 +171,42 @@ def _activity(session: Session, book: PolicyBook, lead: Lead, activity: Progress
         clocks.start_clock(session, book, lead, activity.at)
         event.detail = {**event.detail, "reset_clock": clock.id}
     return event
+
+
+def _merge(session: Session, lead: Lead, snapshot: LeadSnapshot, state: str) -> list[LeadEvent]:
+    """The CRM merged `lead` into the record `snapshot.merged_into`. What an admin expects: the
+    dead id stops escalating (its clock closes, reason "merged", and it takes the state the
+    connector reports for it, normally CLOSED), and the survivor keeps the story: both timelines
+    get a "merged" event naming the other lead, the survivor takes the later of the two progress
+    times, and one audit row links both. Once per merge; the survivor itself arrives as its own
+    snapshot (connectors send it first), its open clock, if any, carries on."""
+    into = snapshot.merged_into
+    key = f"merged_into:{into}"
+    if session.scalars(select(LeadEvent.id).where(LeadEvent.lead_id == lead.id,
+                                                  LeadEvent.dedupe_key == key)).first() is not None:
+        return []
+    at = max(snapshot.crm_modified_at, lead.crm_modified_at)
+    survivor = session.scalars(select(Lead).where(Lead.crm == lead.crm, Lead.crm_id == into)).first()
+    clock = clocks.open_clock_of(session, lead.id)
+    if clock is not None:
+        clocks.close(clock, at, "merged")
+    before = lead.state
+    events = [_event(session, lead, at, "merged", lead.crm_id, into, key,
+                     {"into_lead_id": survivor.id if survivor else None, "state_before": before,
+                      "closed_clock_id": clock.id if clock else None})]
+    if state != before:
+        lead.state, lead.state_entered_at = state, at
+    lead.crm_status, lead.crm_modified_at = snapshot.crm_status, at
+    if survivor is not None:
+        events.append(_event(session, survivor, at, "merged", lead.crm_id, survivor.crm_id,
+                             f"merged_from:{lead.crm_id}", {"from_lead_id": lead.id, "state_before": before}))
+        progress = [t for t in (survivor.last_progress_at, lead.last_progress_at) if t is not None]
+        survivor.last_progress_at = max(progress) if progress else None
+    audit.record(session, at=at, kind="lead_merged", lead=survivor or lead, step_key=f"merge:{lead.id}:{into}",
+                 details={"merged_lead_id": lead.id, "merged_crm_id": lead.crm_id, "survivor_lead_id":
+                          survivor.id if survivor else None, "survivor_crm_id": into, "state_before": before,
+                          "closed_clock_id": clock.id if clock else None})
+    return events
 
 
 def _text(value: Any) -> str | None:

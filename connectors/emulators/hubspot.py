@@ -9,7 +9,7 @@ This module holds authentication, scopes, rate limiting and routing. The pieces 
 `hubspot_objects` (object, search and batch endpoints), `hubspot_catalog` (associations v4, owners,
 properties), `hubspot_base` (what those share), `hubspot_store` (data), `hubspot_search` (filter
 semantics), `hubspot_limits` (rate limits), `hubspot_webhooks` (delivery and signatures) and
-`hubspot_helpers` (seeding/inspection helpers for tests and the demo).
+`hubspot_helpers` (seeding/inspection helpers for tests and the demo), `hubspot_merges` (record merges).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from connectors.emulators.hubspot_catalog import OWNERS_MAX as OWNERS_MAX
 from connectors.emulators.hubspot_catalog import HubSpotCatalog
 from connectors.emulators.hubspot_helpers import DEFAULT_TOKEN, HubSpotHelpers
 from connectors.emulators.hubspot_limits import Denial, RateLimits
+from connectors.emulators.hubspot_merges import HubSpotMerges
 from connectors.emulators.hubspot_objects import BATCH_MAX as BATCH_MAX
 from connectors.emulators.hubspot_objects import LIST_MAX as LIST_MAX
 from connectors.emulators.hubspot_objects import HubSpotObjects
@@ -38,7 +39,7 @@ from connectors.emulators.hubspot_webhooks import WebhookOutbox, sign_v3
 __all__ = ["DEFAULT_TOKEN", "HubSpotEmulator", "sign_v3"]
 
 
-class HubSpotEmulator(HubSpotObjects, HubSpotCatalog, HubSpotHelpers, Emulator):
+class HubSpotEmulator(HubSpotObjects, HubSpotCatalog, HubSpotHelpers, HubSpotMerges, Emulator):
     service = "hubspot"
 
     def __init__(
@@ -72,7 +73,14 @@ class HubSpotEmulator(HubSpotObjects, HubSpotCatalog, HubSpotHelpers, Emulator):
         # Fault: search's index lags writes (HubSpot documents it as eventually consistent). A record
         # listed here stays out of search results until that moment; reads by id see it at once.
         self.search_visible_at: dict[tuple[str, int], datetime] = {}
+        # Index lag for every created record: it reaches search this many seconds after its
+        # creation (0: at once). HubSpot's search is eventually consistent; third-party docs
+        # (Locoia's HubSpot connector notes) put the lag at "several seconds".
+        self.search_lag_s = 0.0
+        # Fault: writes that are applied but whose answer is lost (`lose_answers`).
+        self.lost_answers: list[list[Any]] = []
         self.store = Store()
+        self.store.portal_id = portal_id
         self.request_counts: Counter[str] = Counter()
         self.webhooks: WebhookOutbox | None = None
         self._lock = threading.RLock()
@@ -166,6 +174,8 @@ class HubSpotEmulator(HubSpotObjects, HubSpotCatalog, HubSpotHelpers, Emulator):
                 return self._missing_scope(needed)
             try:
                 response = self.router.dispatch(request)
+                if response.status < 300:
+                    response = self._maybe_lose(request, response)
             except ApiError as exc:
                 response = self._error(exc.status, exc.category, exc.message, **exc.extra)
             except SearchError as exc:

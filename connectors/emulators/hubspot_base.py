@@ -22,6 +22,7 @@ class HubSpotBase:
     store: Store
     webhooks: WebhookOutbox | None
     search_visible_at: dict[tuple[str, int], datetime]
+    search_lag_s: float
     search_result_cap: int
     ties_by_id: bool
 

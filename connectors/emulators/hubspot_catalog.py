@@ -10,6 +10,13 @@ from connectors.emulators.hubspot_base import HubSpotBase
 from connectors.emulators.hubspot_store import ApiError, PropertyDef, resolve_type
 
 OWNERS_MAX = 500
+# Objects whose properties may require unique values: HubSpot documents them for contacts,
+# companies, deals, tickets and custom objects (developers.hubspot.com changelog "Unique Properties
+# support for newly created Contact properties": "HubSpot has provided unique property support for
+# Companies, Deals, Tickets, and Custom Objects"), not for engagements (tasks, notes, calls...) or
+# leads. Of the objects emulated here, contacts only. The refusal's wording is not documented; it is
+# modelled as the VALIDATION_ERROR HubSpot answers for other invalid property definitions.
+UNIQUE_CAPABLE = frozenset({"contacts"})
 
 
 class HubSpotCatalog(HubSpotBase):
@@ -77,6 +84,10 @@ class HubSpotCatalog(HubSpotBase):
         if missing:
             raise ApiError(400, "VALIDATION_ERROR", f"Missing required fields: {', '.join(missing)}")
         defs = self.store.property_defs[object_type.name]
+        if body.get("hasUniqueValue") and object_type.name not in UNIQUE_CAPABLE:
+            raise ApiError(400, "VALIDATION_ERROR",
+                           f"Unique value properties are not supported for object type {object_type.type_id}",
+                           subCategory="PropertyValidationError.UNIQUE_VALUE_NOT_SUPPORTED")
         if body["name"] in defs:
             raise ApiError(409, "OBJECT_ALREADY_EXISTS", f"Property named '{body['name']}' already exists.",
                            subCategory="PropertyValidationError.PROPERTY_ALREADY_EXISTS")

@@ -9,7 +9,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -30,8 +30,13 @@ class HubSpotHelpers:
     token_scopes: dict[str, frozenset[str]]
     webhooks: WebhookOutbox | None
     search_visible_at: dict[tuple[str, int], datetime]
+    lost_answers: list[list[Any]]
     limits: RateLimits
     _lock: threading.RLock
+
+    if TYPE_CHECKING:  # HubSpotEmulator's; nothing here shadows it at run time
+        def _error(self, status: int, category: str, message: str, **extra: Any) -> Any:
+            raise NotImplementedError
 
     def _write_update(
         self, record: Record, props: Mapping[str, Any], source: str, strict: bool = True
@@ -118,6 +123,21 @@ class HubSpotHelpers:
         with self._lock:
             kind = resolve_type(object_type)
             self.search_visible_at[(kind.name, int(record_id))] = self.clock() + timedelta(seconds=seconds)
+
+    def lose_answers(self, path_prefix: str, next_n: int = 1) -> None:
+        """Fault: the next `next_n` writes (POST/PATCH/PUT) under `path_prefix` are applied, then
+        answered 504 as if the gateway gave up waiting: the caller cannot tell whether they landed."""
+        with self._lock:
+            self.lost_answers.append([path_prefix, next_n])
+
+    def _maybe_lose(self, request: Any, response: Any) -> Any:
+        if request.method not in ("POST", "PATCH", "PUT"):
+            return response
+        for fault in self.lost_answers:
+            if request.path.startswith(fault[0]) and fault[1] > 0:
+                fault[1] -= 1
+                return self._error(504, "GATEWAY_TIMEOUT", "The request timed out.")
+        return response
 
     @property
     def daily_usage(self) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from connectors.emulators.http import Request, Response
@@ -31,6 +31,14 @@ from connectors.emulators.hubspot_store import (
 )
 
 BATCH_MAX = 100
+# A batch read asking for `propertiesWithHistory` takes at most 50 inputs. HubSpot's answer, as
+# quoted in PipedreamHQ/pipedream#8462 and activepieces/activepieces#9359 (both hit it in
+# production): 400 {"status": "error", "category": "VALIDATION_ERROR", "message": "The maximum
+# number of inputs supported in a batch request for property histories is 50. Please reduce the
+# number of items and try again", "correlationId": ...}.
+HISTORY_BATCH_MAX = 50
+HISTORY_BATCH_MESSAGE = ("The maximum number of inputs supported in a batch request for property histories is "
+                         f"{HISTORY_BATCH_MAX}. Please reduce the number of items and try again")
 LIST_MAX = 100
 # sourceType recorded in property history -> changeSource announced in webhooks
 _CHANGE_SOURCE = {"INTEGRATION": "INTEGRATION", "CRM_UI": "CRM_UI", "IMPORT": "IMPORT"}
@@ -66,6 +74,8 @@ class HubSpotObjects(HubSpotBase):
         record = self.store.create(object_type, values, now, source)
         for target, to_id, type_id in links:
             self.store.associate(object_type, record.id, target, to_id, type_id)
+        if self.search_lag_s > 0:
+            self.search_visible_at[(object_type.name, record.id)] = now + timedelta(seconds=self.search_lag_s)
         self._emit(object_type, "creation", record.id, now, _CHANGE_SOURCE[source])
         return record
 
@@ -170,8 +180,10 @@ class HubSpotObjects(HubSpotBase):
         if len(inputs) > BATCH_MAX:
             raise ApiError(400, "VALIDATION_ERROR", f"Too many inputs. Maximum allowed is {BATCH_MAX}",
                            context={"max": [str(BATCH_MAX)], "received": [str(len(inputs))]})
-        started = iso_ms(self.clock())
         op = request.params["op"]
+        if op == "read" and body.get("propertiesWithHistory") and len(inputs) > HISTORY_BATCH_MAX:
+            raise ApiError(400, "VALIDATION_ERROR", HISTORY_BATCH_MESSAGE)
+        started = iso_ms(self.clock())
         results: list[Record] = []
         missing: list[str] = []
         if op == "create":
@@ -181,6 +193,7 @@ class HubSpotObjects(HubSpotBase):
             results = [self._write_create(object_type, item, "INTEGRATION") for item in inputs]
         else:
             id_property = body.get("idProperty")
+            self.store.check_id_property(object_type, id_property)  # the whole batch is refused
             # batch/read?archived=true answers archived records only (deleted, merged away).
             archived = op == "read" and self._flag(request, "archived")
             for item in inputs:
@@ -193,7 +206,8 @@ class HubSpotObjects(HubSpotBase):
                     self._write_update(record, item.get("properties") or {}, "INTEGRATION")
                 elif op == "archive":
                     self._write_archive(record)
-                results.append(record)
+                if all(r.id != record.id for r in results):  # a merged-away id and its survivor: once
+                    results.append(record)
         if op == "archive":
             return Response(204, None)
         if op == "create":

@@ -121,6 +121,8 @@ _SPECIFIC: dict[str, list[tuple[str, str, str]]] = {
                  ("lastmodifieddate", "datetime", "date"), ("hs_lead_status", "enumeration", "radio"),
                  ("lifecyclestage", "enumeration", "radio"),
                  ("hubspot_owner_assigneddate", "datetime", "date"), ("num_notes", "number", "number"),
+                 # The ids merged into this contact, ";"-separated (read-only, set by a merge).
+                 ("hs_merged_object_ids", "enumeration", "checkbox"),
                  # Default properties every portal has that field maps commonly name.
                  ("country", "string", "text"), ("hubspotscore", "number", "number"),
                  ("hs_analytics_source", "enumeration", "select"), ("jobtitle", "string", "text")],
@@ -174,6 +176,7 @@ class Record:
     updated_at: datetime
     history: dict[str, list[Version]] = field(default_factory=dict)  # newest first, as HubSpot
     archived_at: datetime | None = None
+    merged_into: int | None = None  # merged away: reads by this id answer the surviving record
 
     def value(self, name: str) -> str | None:
         versions = self.history.get(name)
@@ -220,6 +223,7 @@ class Store:
         # (from type, from id) -> list of (to type, to id, association type id)
         self.edges: dict[tuple[str, int], list[tuple[str, int, int]]] = {}
         self._next_id = 1001
+        self.portal_id = 0  # set by the emulator; named in some error messages
         self._next_owner = 70_000_001
 
     def new_id(self) -> int:
@@ -303,14 +307,33 @@ class Store:
         record.touch()
         return changed
 
+    def check_id_property(self, object_type: ObjectType, id_property: str | None) -> None:
+        """`idProperty` must name a unique property (or email on contacts). HubSpot's refusal for
+        a non-unique one, as quoted for update/upsert (HubSpot/hubspot-api-nodejs#548,
+        segmentio/action-destinations#3957): 400 VALIDATION_ERROR "Unable to perform update/upsert
+        by non-unique 0-1 property X in portal ID N"; reads are modelled with the same words."""
+        if not id_property or id_property == "hs_object_id":
+            return
+        if object_type.name == "contacts" and id_property == "email":
+            return
+        definition = self.property_defs[object_type.name].get(id_property)
+        if definition is None or not definition.has_unique_value:
+            raise ApiError(400, "VALIDATION_ERROR", f"Unable to perform read by non-unique {object_type.type_id} "
+                                                    f"property {id_property} in portal ID {self.portal_id}")
+
     def get(self, object_type: ObjectType, raw_id: str, archived: bool = False,
             id_property: str | None = None) -> Record:
+        self.check_id_property(object_type, id_property)
         table = self.records[object_type.name]
         record: Record | None = None
         if id_property and id_property != "hs_object_id":
             record = next((r for r in table.values() if r.value(id_property) == raw_id), None)
         elif raw_id.isdigit():
             record = table.get(int(raw_id))
+        while record is not None and record.merged_into is not None:
+            # A merged-away id reads as the surviving record, under the survivor's id (it is no
+            # archived record of its own either).
+            record = None if archived else table.get(record.merged_into)
         if record is None or (record.archived_at is not None) != archived:
             raise ApiError(404, "OBJECT_NOT_FOUND", "resource not found")
         return record

@@ -13,7 +13,7 @@ import hmac
 import json
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -68,7 +68,7 @@ def parse_subscriptions(specs: Sequence[str], first_id: int) -> list[Subscriptio
     for offset, spec in enumerate(specs):
         kind, _, prop = spec.partition(":")
         object_name, _, event = kind.partition(".")
-        if event not in ("creation", "propertyChange", "deletion"):
+        if event not in ("creation", "propertyChange", "deletion", "merge"):
             raise ValueError(f"unsupported subscription {spec!r}")
         subscriptions.append(Subscription(first_id + offset, object_name, event, prop or None))
     return subscriptions
@@ -98,6 +98,7 @@ class WebhookOutbox:
         change_source: str,
         property_name: str | None = None,
         property_value: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         for sub in self.subscriptions:
             if sub.object_name != object_name or sub.event != event:
@@ -120,8 +121,11 @@ class WebhookOutbox:
                 payload["propertyValue"] = property_value or ""
             elif event == "creation":
                 payload["changeFlag"] = "CREATED"
+            elif event == "merge":
+                payload["changeFlag"] = "MERGED"
             else:
                 payload["changeFlag"] = "DELETED"
+            payload.update(extra or {})
             with self._lock:
                 self._next_event_id += 1
                 self.pending.append(payload)

@@ -7,9 +7,11 @@ costs far more than the HTTP round trip on large pages.
 
 Every send goes through the rate gate, resends included: urllib3 itself only retries failed
 connects (see `auth.TRANSPORT_RETRY`); a network error after that is resent here, at most
-`network_retries` times. Resending is safe for every call the connector makes: searches and reads
-are reads, creates carry a unique idempotency key (a duplicate is refused with 409 and read back),
-and the owner PATCH sets an absolute value.
+`network_retries` times. Resending is safe for searches, reads and the owner PATCH (it sets an
+absolute value). A create is not resent blindly (`resend=False`): a network error after the request
+left, or a 5xx, may mean HubSpot applied it, so it raises `errors.Uncertain` and the writer decides
+(it looks the key up before creating again, see `creates.py`). Failed connects are resent even then:
+nothing reached HubSpot.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Literal
 import urllib3
 
 from connectors.hubspot.auth import HubSpotAuth
-from connectors.hubspot.errors import body_of, headers_of, is_api_exception, translate
+from connectors.hubspot.errors import Uncertain, body_of, headers_of, is_api_exception, translate
 from connectors.hubspot.limits import RateLimiter
 from sidecar.ports import TransientError
 
@@ -34,6 +36,13 @@ Kind = Literal["search", "general"]
 # thread sits blocked while other work could go on.
 MAX_INLINE_WAIT_S = 10.0
 _NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError, TimeoutError)
+# Failures before the request was sent: resending cannot duplicate anything.
+_NOT_SENT = (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError, ConnectionRefusedError)
+
+
+def _never_sent(exc: BaseException) -> bool:
+    reason = getattr(exc, "reason", None)  # urllib3's MaxRetryError wraps the last error
+    return isinstance(exc, _NOT_SENT) or isinstance(reason, _NOT_SENT)
 
 
 class HubSpotApi:
@@ -53,8 +62,9 @@ class HubSpotApi:
         return self._endpoints[path]
 
     def call(self, kind: Kind, path: str, method: str, *args: Any, scope: str | None = None,
-             **kwargs: Any) -> Any:
-        """Perform one API call; returns the parsed JSON body (None for an empty body)."""
+             resend: bool = True, **kwargs: Any) -> Any:
+        """Perform one API call; returns the parsed JSON body (None for an empty body).
+        `resend=False`: a network error once the request may have left raises `Uncertain`."""
         what = f"{path.rsplit('.', 1)[-1]}.{method}"
         refreshed = False
         throttled = 0
@@ -68,6 +78,9 @@ class HubSpotApi:
                 if not is_api_exception(exc):
                     if not isinstance(exc, _NETWORK_ERRORS):
                         raise
+                    if not resend and not _never_sent(exc):
+                        raise Uncertain(f"HubSpot {what}: network error after sending: {type(exc).__name__}; "
+                                        "it may have been applied") from exc
                     if dropped < self.network_retries:
                         dropped += 1
                         log.debug("hubspot network error, resending", extra={"call": what,

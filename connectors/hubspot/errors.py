@@ -28,6 +28,11 @@ class Rejected(PermanentError):
         self.body = dict(body or {})
 
 
+class Uncertain(TransientError):
+    """The request may have been applied before it failed (a 5xx, or the connection dropped after
+    the request was sent): retrying a read is harmless, re-sending a create is not (`writer`)."""
+
+
 def is_api_exception(exc: BaseException) -> bool:
     return type(exc).__name__.endswith("Exception") and hasattr(exc, "status") and hasattr(exc, "body")
 
@@ -57,7 +62,7 @@ def translate(exc: Any, what: str, scope: str | None = None) -> Exception:
     message = str(body.get("message") or getattr(exc, "reason", "") or "no message")
     category = str(body.get("category") or "")
     if status == 0 or status >= 500:
-        return TransientError(f"HubSpot {what}: HTTP {status or 'connection error'}: {message}")
+        return Uncertain(f"HubSpot {what}: HTTP {status or 'connection error'}: {message}")
     if status == 429:
         return TransientError(f"HubSpot {what}: rate limited: {message}")
     if status == 401:

@@ -48,6 +48,21 @@ def entered_current_value(history: Sequence[Mapping[str, Any]] | None) -> dateti
     return parse_time(since)
 
 
+MERGED_IDS = "hs_merged_object_ids"  # contacts: the ids merged into this one, ";"-separated
+
+
+def merged_ids(record: Mapping[str, Any]) -> list[str]:
+    raw = (record.get("properties") or {}).get(MERGED_IDS) or ""
+    return [part.strip() for part in str(raw).split(";") if part.strip() and part.strip() != str(record.get("id"))]
+
+
+def merged_snapshot(survivor: LeadSnapshot, merged_id: str, fields: FieldMap) -> LeadSnapshot:
+    """The lead `merged_id`, merged into `survivor`: reported with the deleted status, at the
+    survivor's stamp, and `merged_into` naming the survivor (the core closes it and links both)."""
+    return LeadSnapshot(crm=Crm.HUBSPOT, crm_id=merged_id, crm_status=fields.deleted_status,
+                        crm_modified_at=survivor.crm_modified_at, merged_into=survivor.crm_id)
+
+
 def to_snapshot(record: Mapping[str, Any], fields: FieldMap,
                 activities: Iterable[ProgressActivity] = (), *, deleted: bool = False) -> LeadSnapshot:
     """`deleted`: the record was read as archived (deleted or merged away): its status is

@@ -11,8 +11,14 @@ One poll (`read_changes`) is:
    with `propertiesWithHistory` for exact status/owner transition times, and yielded with the
    cursor advanced to the highest stamp. `seen_ids` holds "id@stamp" of every lead delivered
    within the lookback of the cursor, so the re-read part of the window is dropped, not re-sent.
-Ids a batch read does not return (deleted or merged away) are read again with `archived=true`
-and reported with `deleted_status`, which the policy maps to CLOSED.
+Merges: a contact merged away still answers a read, but with the surviving record under the
+survivor's id, whose `hs_merged_object_ids` lists it. Results are therefore matched by the
+requested id, through that property: the survivor is reported, then every id merged into it as a
+`merged_into` snapshot (deleted status), so the core closes the merged-away lead and links it to the
+survivor. The same happens whenever a survivor is read (a poll sees the survivor, never the
+merged-away id); the core ignores ids it never tracked and merges it already recorded.
+Ids a batch read does not return at all (deleted) are read again with `archived=true` and reported
+with `deleted_status`, which the policy maps to CLOSED.
 Why the lookback: the engagement sweep runs before the lead sweep, so an engagement logged while
 the lead sweep runs could carry a stamp below the cursor that is finally committed. A poll stops
 yielding lead pages after `max_poll_s` (half the lookback); the next poll resumes from its cursor,
@@ -29,13 +35,18 @@ from typing import Any
 from connectors.hubspot.api import HubSpotApi
 from connectors.hubspot.engagements import EngagementReader
 from connectors.hubspot.fields import FieldMap
-from connectors.hubspot.mapping import epoch_ms, to_snapshot
+from connectors.hubspot.mapping import MERGED_IDS, epoch_ms, merged_ids, merged_snapshot, to_snapshot
 from connectors.hubspot.search import Sweep, stamp_ms
 from connectors.quota import QuotaGuard
 from sidecar.domain import Crm, LeadSnapshot, ProgressActivity
 from sidecar.ports import ChangePage, Cursor, DirectoryUser
 
 BATCH = 100
+# HubSpot refuses a batch read with `propertiesWithHistory` of more than 50 inputs (400
+# VALIDATION_ERROR "The maximum number of inputs supported in a batch request for property
+# histories is 50"; seen in PipedreamHQ/pipedream#8462, activepieces/activepieces#9359); the
+# emulator enforces it too.
+HISTORY_BATCH = 50
 OWNERS_PAGE = 100
 
 
@@ -118,29 +129,46 @@ class HubSpotReader:
 
     def _read(self, ids: Sequence[str], activities: Mapping[str, Sequence[ProgressActivity]]
               ) -> list[LeadSnapshot]:
-        """Batch read 100 ids a call with property history. Ids not returned are read again as
-        archived (deleted or merged away) and reported with `deleted_status`; ids unknown even
-        then (never existed, or purged) are skipped."""
-        snapshots = []
-        for start in range(0, len(ids), BATCH):
-            chunk = ids[start:start + BATCH]
+        """Batch read with property history, 50 ids a call (100 when no history is asked for).
+        Merged-away ids come back as their survivor (see the module docstring); ids not returned
+        at all are read again as archived (deleted) and reported with `deleted_status`; ids
+        unknown even then (never existed, or purged) are skipped."""
+        snapshots: list[LeadSnapshot] = []
+        sent: set[str] = set()  # crm ids reported by this read (a survivor may be asked for twice)
+        size = HISTORY_BATCH if self.fields.history_properties else BATCH
+        for start in range(0, len(ids), size):
+            chunk = ids[start:start + size]
             by_id = self._batch(chunk, archived=False)
-            gone = [i for i in chunk if i not in by_id]
+            survivor_of = {merged: record for record in by_id.values() for merged in merged_ids(record)}
+            gone = [i for i in chunk if i not in by_id and i not in survivor_of]
             archived = self._batch(gone, archived=True) if gone else {}
             for i in chunk:
-                if i in by_id:
-                    snapshots.append(to_snapshot(by_id[i], self.fields, activities.get(i, ())))
-                elif i in archived:
+                record = by_id.get(i) or survivor_of.get(i)  # by the id asked for, not the id returned
+                if record is not None and str(record["id"]) not in sent:
+                    survivor = to_snapshot(record, self.fields, activities.get(str(record["id"]), ()))
+                    snapshots.append(survivor)
+                    sent.add(survivor.crm_id)
+                    for merged in merged_ids(record):  # after the survivor, so it exists when they link
+                        if merged not in sent:
+                            snapshots.append(merged_snapshot(survivor, merged, self.fields))
+                            sent.add(merged)
+                elif i in archived and i not in sent:
                     snapshots.append(to_snapshot(archived[i], self.fields, deleted=True))
+                    sent.add(i)
         return snapshots
 
     def _batch(self, ids: Sequence[str], *, archived: bool) -> dict[str, dict[str, Any]]:
         self.batch_reads += 1
         body = self.api.call("general", "crm.objects.batch_api", "read", self.fields.object,
-                             {"inputs": [{"id": i} for i in ids], "properties": self.fields.properties(),
+                             {"inputs": [{"id": i} for i in ids], "properties": self._properties(),
                               "propertiesWithHistory": self.fields.history_properties},
                              archived=archived, scope=f"crm.objects.{self.fields.object}.read")
         return {str(r["id"]): r for r in (body or {}).get("results") or []}
+
+    def _properties(self) -> list[str]:
+        # Merges are a contacts matter (HubSpot's leads object has no hs_merged_object_ids).
+        merges = [MERGED_IDS] if self.fields.object == "contacts" else []
+        return [*self.fields.properties(), *merges]
 
     def _activities_of(self, lead_ids: Sequence[str]) -> dict[str, list[ProgressActivity]]:
         out: dict[str, list[ProgressActivity]] = {}

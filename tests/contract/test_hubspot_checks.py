@@ -70,7 +70,11 @@ def test_ensure_properties_twice_creates_once_and_a_missing_scope_is_named(
     assert writer.ensure_properties() == []  # already there: harmless
     for object_type in ("tasks", "notes"):
         definition = emulator.store.property_defs[object_type][KEY_PROPERTY]
-        assert definition.has_unique_value and definition.type == "string"
+        # Unique values were asked for and refused (not supported on engagements): a plain property.
+        assert not definition.has_unique_value and definition.type == "string"
+    checks = writer.key_checks()
+    assert [ok for ok, _message in checks] == [True, True]
+    assert all("not unique" in message and "searches by key" in message for _ok, message in checks)
 
     fresh = HubSpotEmulator(clock=clock)
     with fresh:

@@ -232,10 +232,10 @@ def test_batch_of_150_tasks_with_repeats_uses_few_calls(
     ids = writer.create_tasks(items)
     assert ids["key-7"] == already and len(set(ids.values())) == 150 and set(ids) == {k for _t, k in items}
     assert len(emulator.records("tasks")) == 150
-    # No lookup first: the first 100 are refused (key-7 exists; HubSpot may have written the keys
-    # before it), the keys found by one batch read, the rest created; the last 50 in one create.
-    # Created records are matched to keys by the key property echoed in the results: no read-back.
-    assert api.calls == {"batch_api.create": 3, "batch_api.read": 1}
+    # One search per 50 keys finds key-7 (keys are not unique on tasks: HubSpot would not refuse a
+    # second one); the other 99 of the first 100 in one create, the last 50 in another. Created
+    # records are matched to keys by the key property echoed in the results: no read-back.
+    assert api.calls == {"search_api.do_search": 3, "batch_api.create": 2}
 
 
 def test_an_invalid_task_fails_alone_and_a_replay_creates_nothing(
@@ -254,7 +254,7 @@ def test_an_invalid_task_fails_alone_and_a_replay_creates_nothing(
     api.calls.clear()
     again = writer.create_tasks([item for item in items if item[1] != "ghost"])
     assert again == good and len(emulator.records("tasks")) == 10
-    assert api.calls == {"batch_api.create": 1, "batch_api.read": 1}  # refused (409), all found by key
+    assert api.calls == {"search_api.do_search": 1}  # all found by key: nothing created
 
 
 def test_a_failed_batch_call_raises_for_the_whole_batch(

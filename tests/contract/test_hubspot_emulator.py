@@ -128,24 +128,43 @@ def test_unknown_property_is_rejected_until_created(client: Any) -> None:
     assert rejected.value.status == 400
     assert _body(rejected.value)["errors"][0]["code"] == "PROPERTY_DOESNT_EXIST"
 
+    unique = PropertyCreate(name="sidecar_key", label="Sidecar key", type="string", field_type="text",
+                            group_name="taskinformation", has_unique_value=True)
+    # Unique values are documented for contacts, companies, deals, tickets and custom objects only.
+    with pytest.raises(API_ERRORS) as not_on_tasks:
+        client.crm.properties.core_api.create("tasks", unique)
+    assert not_on_tasks.value.status == 400 and _body(not_on_tasks.value)["category"] == "VALIDATION_ERROR"
     definition = PropertyCreate(name="sidecar_key", label="Sidecar key", type="string", field_type="text",
-                                group_name="taskinformation", has_unique_value=True)
+                                group_name="taskinformation")
     created = client.crm.properties.core_api.create("tasks", definition)
-    assert created.name == "sidecar_key" and created.has_unique_value
+    assert created.name == "sidecar_key" and not created.has_unique_value
     with pytest.raises(API_ERRORS) as exists:
         client.crm.properties.core_api.create("tasks", definition)
     assert exists.value.status == 409
 
     first = tasks.create(body)
-    assert first.id
-    # hasUniqueValue makes the key an idempotency guard: a replayed create is a 409...
-    with pytest.raises(API_ERRORS) as duplicate:
-        tasks.create(body)
-    assert duplicate.value.status == 409 and _body(duplicate.value)["category"] == "CONFLICT"
-    # ...and the record can be read back by that key.
-    assert tasks.get_by_id("k-1", id_property="sidecar_key").id == first.id
+    # Not unique: HubSpot stores a second task with the same key (why the writer searches first)...
+    second = tasks.create(body)
+    assert first.id != second.id
+    # ...and refuses to read by a non-unique property.
+    with pytest.raises(API_ERRORS) as by_key:
+        tasks.get_by_id("k-1", id_property="sidecar_key")
+    assert by_key.value.status == 400
+    assert _body(by_key.value)["message"].startswith("Unable to perform read by non-unique 0-27 property sidecar_key")
     names = [p.name for p in client.crm.properties.core_api.get_all("tasks").results]
     assert "sidecar_key" in names and "hs_task_status" in names
+
+
+def test_a_unique_contact_property_refuses_a_duplicate_and_reads_by_key(client: Any) -> None:
+    contacts = client.crm.contacts.basic_api
+    client.crm.properties.core_api.create("contacts", PropertyCreate(
+        name="erp_id", label="ERP id", type="string", field_type="text", group_name="contactinformation",
+        has_unique_value=True))
+    first = contacts.create(SimplePublicObjectInputForCreate(properties={"erp_id": "E-1"}))
+    with pytest.raises(API_ERRORS) as duplicate:
+        contacts.create(SimplePublicObjectInputForCreate(properties={"erp_id": "E-1"}))
+    assert duplicate.value.status == 409 and _body(duplicate.value)["category"] == "CONFLICT"
+    assert contacts.get_by_id("E-1", id_property="erp_id").id == first.id
 
 
 def test_properties_with_history_after_two_status_changes(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.hubspot.errors import Rejected, translate
+from connectors.hubspot.errors import Rejected, Uncertain, translate
 from connectors.hubspot.fields import FieldMap, ValueMap, load_field_map
 from connectors.hubspot.limits import RollingGate, retry_after_seconds
 from connectors.hubspot.mapping import entered_current_value, to_snapshot
@@ -48,8 +48,9 @@ class FakeApiException(Exception):
 
 
 @pytest.mark.parametrize(("status", "body", "kind", "text"), [
-    (503, b'{"message": "down"}', TransientError, "HTTP 503"),
-    (0, b"", TransientError, "connection error"),
+    # 5xx and no answer: worth retrying, but a create may have been applied (Uncertain is transient)
+    (503, b'{"message": "down"}', Uncertain, "HTTP 503"),
+    (0, b"", Uncertain, "connection error"),
     (401, b'{"category": "EXPIRED_AUTHENTICATION"}', PermanentError, "private app"),
     (403, b'{"errors": [{"context": {"requiredGranularScopes": ["crm.objects.contacts.write"]}}]}',
      PermanentError, "missing scope crm.objects.contacts.write"),
@@ -59,6 +60,7 @@ class FakeApiException(Exception):
 def test_error_mapping(status: int, body: bytes, kind: type[Exception], text: str) -> None:
     error = translate(FakeApiException(status, body), "tasks.create")
     assert type(error) is kind
+    assert isinstance(error, TransientError) == (status == 0 or status >= 500)  # retried by the dispatcher
     assert text in str(error)
 
 
