@@ -51,11 +51,14 @@ def clock_handler(kind: str) -> ClockHandler:
 def on_applied(session: Session, ctx: EngineContext, applied: Applied, now: datetime) -> None:
     """Run every event handler on one applied snapshot, each in its own savepoint: a failing pattern
     is audited (`pattern_failed`) and never blocks ingest or the other patterns."""
+    lead = applied.lead
+    if lead is None:  # a merge of a lead never tracked here: nothing to react to
+        return
     for name, handler in _EVENT_HANDLERS.items():
         try:
             with session.begin_nested():
                 handler(session, ctx, applied, now)
         except Exception as exc:  # reported in the audit and the log; the next snapshot retries
-            log.exception("pattern %s failed on lead %s", name, applied.lead.crm_id)
-            audit.record(session, at=now, kind="pattern_failed", lead=applied.lead,
+            log.exception("pattern %s failed on lead %s", name, lead.crm_id)
+            audit.record(session, at=now, kind="pattern_failed", lead=lead,
                          details={"pattern": name, "error": f"{type(exc).__name__}: {exc}"[:500]})
