@@ -2,23 +2,85 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from sqlalchemy.orm import Session, sessionmaker
+from typer import core
+from typer._click import exceptions as click_errors
 
+from sidecar.cli_errors import CliError, explain
 from sidecar.policy import Policy, PolicyError, load_policy
 from sidecar.settings import Settings
 from sidecar.store.db import make_engine, migrate, session_factory
 
-console = Console()
-errors = Console(stderr=True)
+
+class _Console(Console):
+    """A rich console that wraps for a terminal only: piped or redirected output keeps every line
+    whole (a problem per line for grep, ids never folded or cut), however narrow the terminal."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        return super().size if self.is_terminal else ConsoleDimensions(10_000, 25)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+console = _Console()
+errors = _Console(stderr=True)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "config"
 PolicyOption = Annotated[Path | None, typer.Option("--policy", help="Policy YAML (default: settings).")]
+DATE_FORMATS = ["%Y-%m-%d"]  # every date the CLI takes is YYYY-MM-DD
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one error line and return the Exit to raise (`raise fail(...)`)."""
+    errors.print(f"error: {message}", markup=False, highlight=False)
+    return typer.Exit(code)
+
+
+class SidecarGroup(core.TyperGroup):
+    """The `sidecar` group: every failure below it becomes one line on stderr, never a traceback,
+    unless `--debug` was given. Usage mistakes (bad option, bad date) are one line too, exit 2."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click_errors.UsageError as exc:
+            raise _usage(exc) from exc
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, click_errors.NoArgsIsHelpError):
+            raise
+        except click_errors.UsageError as exc:
+            raise _usage(exc) from exc
+        except click_errors.ClickException as exc:
+            raise fail(exc.format_message(), exc.exit_code) from exc
+        except Exception as exc:
+            if ctx.find_root().params.get("debug"):
+                raise
+            raise fail(explain(exc), exc.code if isinstance(exc, CliError) else 1) from exc
+
+
+def _usage(exc: click_errors.UsageError) -> Exception:
+    if isinstance(exc, click_errors.NoArgsIsHelpError):
+        return exc
+    command = exc.ctx.command_path if exc.ctx else "sidecar"
+    message = exc.format_message().replace("Value error, ", "")
+    for code, shown in (("%Y", "YYYY"), ("%m", "MM"), ("%d", "DD"), ("%H", "HH"), ("%M", "MM"), ("%S", "SS"),
+                        ("%z", "+00:00")):  # strptime codes in the words of the help texts
+        message = message.replace(code, shown)
+    message = re.sub(r"does not match the formats? ", "is not in the form ", message)
+    return fail(f"{message} (see `{command} --help`)", 2)
 
 
 def now() -> datetime:

@@ -16,6 +16,7 @@ class Settings(BaseSettings):
     directory_file: Path = Path("config/directory.yaml")
     log_level: str = "INFO"
     web_port: int = 8080  # webhook receivers (Salesforce Outbound Messages, HubSpot, Slack buttons)
+    public_url: str | None = None
 
     # Salesforce: username+password+token, or connected-app client credentials, or a session.
     sf_instance_url: str | None = None
