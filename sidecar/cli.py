@@ -231,10 +231,10 @@ def run() -> None:
     from sidecar.web.app import BackgroundServer, create_app
 
     settings = Settings()
-    logs.configure(settings.log_level)
     busy = port_problem(settings.web_port, "SIDECAR_WEB_PORT")
     if busy:
         raise fail(busy)
+    logs.configure(settings.log_level)
     store = sessions()
     runtime = wiring.build_runtime(settings, store)
     if not runtime.readers:
