@@ -141,6 +141,8 @@ def _line_of(message: str, lines: Lines) -> int | None:
     if match is None:
         return None
     key = match.group(1)
+    if (key,) in lines.by_path:  # a dotted key of its own, like a Slack template's "sla.breach.header"
+        return lines.by_path[(key,)]
     top = re.split(r"[.\[]", key, maxsplit=1)[0]
     return lines.line_of_key(key) if (top,) in lines.by_path else None  # a key the file does not hold: no line
 
