@@ -94,8 +94,7 @@ def load_or_exit(path: Path) -> Policy:
     except PolicyError as exc:
         for problem in exc.problems:
             errors.print(str(problem), markup=False, highlight=False)
-        errors.print(f"[red]{len(exc.problems)} problem(s) in {path}[/red]")
-        raise typer.Exit(1) from exc
+        raise fail(f"{len(exc.problems)} problem(s) in {path}; `sidecar check` lists every file's") from exc
 
 
 def sessions() -> sessionmaker[Session]:

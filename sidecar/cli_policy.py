@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from sidecar import audit
-from sidecar.cli_common import PolicyOption, console, errors, load_or_exit, now
+from sidecar.cli_common import PolicyOption, console, fail, load_or_exit, now
 from sidecar.policy import Policy
 from sidecar.policy.rules import diff_policies, rule_lines
 from sidecar.policy.version import active_version, policy_of, record_version, version_of
@@ -50,13 +50,15 @@ def _resolve(ref: str) -> Policy:
     with transaction(session_factory(engine)) as session:
         row = session.get(PolicyVersion, ref)
         if row is None:
-            errors.print(f"{ref!r} is neither a file nor a recorded policy version")
-            raise typer.Exit(2)
+            raise fail(f"{ref!r} is neither a file nor a recorded policy version (see `sidecar policy show`)", 2)
         return policy_of(row)
 
 
 @policy_app.command("diff")
-def policy_diff(old: str, new: str) -> None:
+def policy_diff(
+    old: Annotated[str, typer.Argument(help="The older policy: a YAML file or a recorded version hash.")],
+    new: Annotated[str, typer.Argument(help="The newer policy: a YAML file or a recorded version hash.")],
+) -> None:
     """Show rule-level changes between two policy files or versions."""
     changes = diff_policies(_resolve(old), _resolve(new))
     if not changes:

@@ -43,7 +43,7 @@ def refusing_port() -> Iterator[int]:
 def busy_port() -> Iterator[int]:
     """A port something else listens on."""
     with socket.socket() as sock:
-        sock.bind(("0.0.0.0", 0))  # noqa: S104 - loopback test machine; any-address to collide with the probe
+        sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield sock.getsockname()[1]
 
