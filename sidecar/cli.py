@@ -101,8 +101,7 @@ def check(
     from sidecar.preflight import CheckContext, Level, run_steps
 
     settings = Settings()
-    findings = run_steps(CheckContext(settings, policy or settings.policy_file, wiring,  # type: ignore[arg-type]
-                                      offline=offline))
+    findings = run_steps(CheckContext(settings, policy or settings.policy_file, wiring, offline=offline))
     problems = sorted((f for f in findings if f.level is Level.PROBLEM), key=lambda f: (f.where, f.line or 0))
     for finding in findings:
         if finding.level is Level.OK:
@@ -266,7 +265,8 @@ def revert(
 
     if crm is not None and crm not in CRMS:
         raise fail("--crm must be salesforce or hubspot", 2)
-    searched = [crm] if crm else [_crm_of(lead)] if _crm_of(lead) else list(CRMS)
+    guessed = _crm_of(lead)
+    searched = [crm] if crm else [guessed] if guessed else list(CRMS)
     with transaction(sessions()) as session:
         found = session.scalars(select(Lead.crm).where(Lead.crm_id == lead, Lead.crm.in_(searched))).first()
         if found is None:

@@ -43,9 +43,10 @@ def _host(exc: BaseException) -> str | None:
     """The host a failed request went to, from urllib3 (pool, url) or requests/urllib (request)."""
     for item in _chain(exc):
         pool = getattr(item, "pool", None)
-        if getattr(pool, "host", None):
+        host = getattr(pool, "host", None)
+        if host:
             port = getattr(pool, "port", None)
-            return str(pool.host) + (f":{port}" if port not in (None, 80, 443) else "")
+            return str(host) + (f":{port}" if port not in (None, 80, 443) else "")
         for url in (getattr(item, "url", None), getattr(getattr(item, "request", None), "url", None),
                     getattr(item, "full_url", None)):
             if isinstance(url, str) and urlsplit(url).hostname:

@@ -123,8 +123,9 @@ def _connector_file(name: str, example: str) -> Step:
             return [_problem(p) for p in exc.problems]
         if raw is not None and not isinstance(raw, dict):
             return [Finding(Level.PROBLEM, str(path), f"must be a mapping of keys (see {example})", 1)]
-        if name == "slack.templates" and any(not isinstance(v, str) for v in (raw or {}).values()):
-            bad = next(k for k, v in raw.items() if not isinstance(v, str))
+        wrong = [key for key, value in (raw or {}).items() if not isinstance(value, str)]
+        if name == "slack.templates" and wrong:
+            bad = wrong[0]
             return [Finding(Level.PROBLEM, str(path), f"{bad}: a template must be a quoted string",
                             lines.line((str(bad),)))]
         messages = ctx.reach.config_file_problems(name, path)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from sidecar import wiring
@@ -129,11 +130,11 @@ def test_no_crm_is_a_problem_no_slack_a_warning_and_webhook_urls_are_shown(
     assert "webhooks: HubSpot webhook target URL: https://sidecar.example.com/webhooks/hubspot" in result.stdout
 
 
-def test_the_webhook_paths_shown_are_the_routes_served(sessions: object) -> None:
-    settings = Settings(sf_organization_id="00D000000000001", hubspot_app_secret="s",  # type: ignore[arg-type]
-                        slack_signing_secret="t")
-    routers = wiring.web_routers(settings, sessions, EngineContext(PolicyBook(), RecordLinks()))  # type: ignore[arg-type]
-    served = {route.path for router in routers for route in router.routes}  # type: ignore[attr-defined]
+def test_the_webhook_paths_shown_are_the_routes_served(sessions: sessionmaker[Session]) -> None:
+    settings = Settings.model_validate({"sf_organization_id": "00D000000000001", "hubspot_app_secret": "s",
+                                        "slack_signing_secret": "t"})
+    routers = wiring.web_routers(settings, sessions, EngineContext(PolicyBook(), RecordLinks()))
+    served = {getattr(route, "path", None) for router in routers for route in router.routes}
     assert {path for _label, path in wiring.webhook_endpoints()} <= served
 
 
