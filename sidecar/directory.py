@@ -102,8 +102,10 @@ def _key(loc: tuple[str | int, ...]) -> str:
 def _shape_problem(error: Any) -> DirectoryProblem:
     loc = tuple(error["loc"])
     if error["type"] == "extra_forbidden" and loc:
-        owner = Directory if len(loc) == 1 else TeamEntry if loc[0] == "teams" else RepEntry if len(loc) == 3 else Pto
-        names = {alias or name for name, f in owner.model_fields.items() for alias in (f.alias,)}
+        # the model the unknown key sits in: top level, teams[i], reps[i] or reps[i].pto[j]
+        owner: type[BaseModel] = (Directory if len(loc) == 1 else TeamEntry if loc[0] == "teams"
+                                  else RepEntry if len(loc) == 3 else Pto)
+        names = {f.alias or name for name, f in owner.model_fields.items()}
         return DirectoryProblem(_key(loc), f"unknown key {loc[-1]!r}" + did_you_mean(str(loc[-1]), names),
                                 f"remove it or fix its spelling (see {EXAMPLE})")
     message = "required key is missing" if error["type"] == "missing" else str(error["msg"])
