@@ -36,9 +36,8 @@ class _Collector:
     def add(self, path: KeyPath, message: str, fix: str = "") -> None:
         self.problems.append(self.lines.problem(path, message, fix))
 
-    def add_validation(self, base: KeyPath, error: ValidationError, annotation: Any,
-                       positions: list[int] | None = None) -> None:
-        """Pydantic's errors in plain words, each at its key; `positions` maps a salvaged list's indices back."""
+    def add_validation(self, base: KeyPath, error: ValidationError, annotation: Any) -> None:
+        """Pydantic's errors in plain words, each at its key; an unknown key gets a "did you mean"."""
         for item in error.errors(include_url=False):
             loc = tuple(part for part in item["loc"] if not str(part).startswith("function-"))
             kind = str(item["type"])
