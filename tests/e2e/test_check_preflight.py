@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from connectors.emulators.hubspot import HubSpotEmulator
 from sidecar import wiring
 from sidecar.cli import app
 from sidecar.engine.ladder import EngineContext
@@ -143,3 +144,17 @@ def test_long_lines_are_not_wrapped_when_piped(workdir: Path, monkeypatch: pytes
     result = runner.invoke(app, ["check", "--offline"])
     line = next(line for line in result.stdout.splitlines() if "policy OK" in line)
     assert len(line) > 40 and line.endswith("rules")
+
+
+def test_a_refused_token_is_one_line_naming_it(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hubspot = HubSpotEmulator()
+    hubspot.start()
+    try:
+        monkeypatch.setenv("SIDECAR_HUBSPOT_ACCESS_TOKEN", "pat-not-this-portal")
+        monkeypatch.setenv("SIDECAR_HUBSPOT_API_BASE", hubspot.url)
+        result = runner.invoke(app, ["check"])
+    finally:
+        hubspot.stop()
+    assert result.exit_code == 1
+    lines = [line for line in result.stdout.splitlines() if line.startswith("hubspot: ")]
+    assert len(lines) == 1 and "SIDECAR_HUBSPOT_ACCESS_TOKEN refused" in lines[0], result.stdout
