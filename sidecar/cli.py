@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from sidecar import __version__, audit
 from sidecar.cli_common import (
-    DATE_FORMATS,
+    DAY,
     EXAMPLES,
     PolicyOption,
     SidecarGroup,
@@ -22,6 +22,7 @@ from sidecar.cli_common import (
     fail,
     load_or_exit,
     now,
+    parse_since,
     sessions,
 )
 from sidecar.cli_directory import directory_app
@@ -33,10 +34,11 @@ from sidecar.status import gather
 from sidecar.store.db import make_engine, migrate, session_factory, transaction
 
 app = typer.Typer(help="Lead-SLA sidecar: warns, escalates and reassigns before leads fall through.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=SidecarGroup)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=SidecarGroup,
+                  rich_markup_mode=None)  # plain help: flags without "<bool>", nothing boxed or wrapped when piped
 app.add_typer(policy_app, name="policy")
 app.add_typer(directory_app, name="directory")
-audit_app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
+audit_app = typer.Typer(help="Read the audit log.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(audit_app, name="audit")
 SALESFORCE_LEAD_ID = re.compile(r"^00Q[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?$")  # 15 or 18 characters
 CRMS = ("salesforce", "hubspot")
@@ -61,7 +63,9 @@ def main(
 def init(
     hubspot: Annotated[bool, typer.Option("--hubspot", help="Also create the sidecar's HubSpot properties.")] = False,
 ) -> None:
-    """Create the database (run migrations) and copy the example config if missing."""
+    """Create the database and copy the example config files.
+
+    Runs the migrations; an existing config file is never overwritten."""
     settings = Settings()
     if hubspot and not settings.hubspot_access_token:
         raise fail("--hubspot needs a HubSpot token: set SIDECAR_HUBSPOT_ACCESS_TOKEN in .env (a private app's "
@@ -95,7 +99,9 @@ def check(
     offline: Annotated[bool, typer.Option(
         "--offline", help="Only the config files; do not call CRMs or Slack.")] = False,
 ) -> None:
-    """Preflight: every config file, the database, each CRM's and Slack's credentials, scopes, fields and
+    """Preflight: config files, database, CRMs, Slack, webhook URLs.
+
+    Every config file, the database, each CRM's and Slack's credentials, scopes, fields and
     reachability, and the webhook URLs to enter. Exit 0 only when `sidecar run` has all it needs."""
     from sidecar import wiring
     from sidecar.preflight import CheckContext, Level, run_steps
@@ -120,7 +126,9 @@ def check(
 
 @app.command()
 def status() -> None:
-    """Open clocks, steps due within the hour, outbox backlog and dead effects, last poll per CRM."""
+    """Open clocks, steps due soon, outbox backlog, last polls.
+
+    Steps due within the hour, effects that could not be delivered and what to fix, last poll per CRM."""
     with transaction(sessions()) as session:
         report = gather(session, now())
     console.print(f"clocks: {report.open_clocks} running, {report.paused_clocks} paused, "
@@ -143,14 +151,12 @@ def audit_export(
     lead: Annotated[str | None, typer.Option("--lead", help="Only this CRM lead id.")] = None,
     since: Annotated[datetime | None, typer.Option(
         "--since", help="Only rows from this day on, YYYY-MM-DD (UTC), or a time like 2026-11-01T09:00:00+00:00.",
-        formats=[*DATE_FORMATS, "%Y-%m-%dT%H:%M:%S%z"])] = None,
+        parser=parse_since, metavar=DAY)] = None,
     out: Annotated[Path | None, typer.Option("--out", help="File to write (default: stdout).")] = None,
 ) -> None:
     """Write the audit log as JSON lines or CSV, oldest first."""
     if fmt not in ("jsonl", "csv"):
         raise fail("--format must be jsonl or csv", 2)
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
     with transaction(sessions()) as session:
         lines = audit.export(session, fmt, lead, since)
         if out is None:
@@ -172,7 +178,9 @@ def demo(
     out: Annotated[Path | None, typer.Option(help="Where to write audit, CRM, Slack and request files.")] = None,
     port: Annotated[int, typer.Option(help="Port of the webhook receivers (0 = any free port).")] = 0,
 ) -> None:
-    """Run the sidecar against emulated Salesforce, HubSpot and Slack on virtual time (no accounts)."""
+    """Run against emulated Salesforce, HubSpot and Slack.
+
+    On virtual time, without any account: the same engine and connectors as `sidecar run`."""
     from rich.progress import Progress
 
     from sidecar import wiring
@@ -225,7 +233,9 @@ def demo(
 
 @app.command()
 def run() -> None:
-    """Run the sidecar: poll, take webhooks, evaluate and dispatch on real time (Ctrl-C/SIGTERM stops)."""
+    """Run the sidecar: poll, take webhooks, escalate, write back.
+
+    On real time until Ctrl-C or SIGTERM."""
     from sidecar import logs, scheduler, wiring
     from sidecar.web.app import BackgroundServer, create_app
 
@@ -256,7 +266,9 @@ def revert(
     reason: Annotated[str, typer.Option(help="Why (kept in the audit).")] = "",
     actor: Annotated[str, typer.Option(help="Who reverts (team lead's user id or name).")] = "admin",
 ) -> None:
-    """Give an automatically reassigned lead back to its original owner (audited, linked)."""
+    """Give a reassigned lead back to its original owner.
+
+    Only a reassignment the sidecar made; audited and linked to it."""
     from sidecar.engine.ladder import EngineContext
     from sidecar.engine.policies import PolicyBook
     from sidecar.engine.revert import RevertError, revert_reassignment
@@ -293,9 +305,11 @@ def _crm_of(lead_id: str) -> str | None:
 def backfill(
     crm: Annotated[str, typer.Argument(help="The CRM to read: salesforce (HubSpot's first poll reads everything).")],
     since: Annotated[datetime | None, typer.Option(help="Only leads changed since this day, YYYY-MM-DD (UTC).",
-                                                   formats=[*DATE_FORMATS, "%Y-%m-%dT%H:%M:%S%z"])] = None,
+                                                   parser=parse_since, metavar=DAY)] = None,
 ) -> None:
-    """Read existing leads (Bulk API 2.0 from 10,000 leads, REST below) with a progress bar."""
+    """Read existing Salesforce leads with a progress bar.
+
+    Bulk API 2.0 from 10,000 leads, REST below; each page commits with its cursor."""
     from rich.progress import Progress
 
     from sidecar import wiring
@@ -306,8 +320,6 @@ def backfill(
     if not wiring.has_salesforce(settings):
         raise fail("no Salesforce credentials: set SIDECAR_SF_USERNAME, SIDECAR_SF_PASSWORD and "
                    "SIDECAR_SF_SECURITY_TOKEN (or SIDECAR_SF_CLIENT_ID and SIDECAR_SF_CLIENT_SECRET) in .env")
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
     with Progress(console=console) as bar:
         task = bar.add_task("leads", total=None)
         stats = wiring.backfill_salesforce(settings, sessions(), since,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,7 +36,26 @@ errors = _Console(stderr=True)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "config"
 PolicyOption = Annotated[Path | None, typer.Option("--policy", help="Policy YAML (default: settings).")]
-DATE_FORMATS = ["%Y-%m-%d"]  # every date the CLI takes is YYYY-MM-DD
+# Every date the CLI takes is YYYY-MM-DD, shown as such in --help (not as strptime codes).
+DAY = "YYYY-MM-DD"
+
+
+def parse_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text) if len(text) == len(DAY) else date.fromisoformat("not a day")
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not a date in the form {DAY}") from exc
+
+
+def parse_since(text: str) -> datetime:
+    """A day (midnight UTC) or an ISO time with an offset, e.g. 2026-11-01T09:00:00+01:00."""
+    if len(text) == len(DAY):
+        return datetime.combine(parse_day(text), time(0), tzinfo=UTC)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not {DAY} or a time like 2026-11-01T09:00:00+00:00") from exc
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -76,10 +94,6 @@ def _usage(exc: click_errors.UsageError) -> Exception:
         return exc
     command = exc.ctx.command_path if exc.ctx else "sidecar"
     message = exc.format_message().replace("Value error, ", "")
-    for code, shown in (("%Y", "YYYY"), ("%m", "MM"), ("%d", "DD"), ("%H", "HH"), ("%M", "MM"), ("%S", "SS"),
-                        ("%z", "+00:00")):  # strptime codes in the words of the help texts
-        message = message.replace(code, shown)
-    message = re.sub(r"does not match the formats? ", "is not in the form ", message)
     return fail(f"{message} (see `{command} --help`)", 2)
 
 

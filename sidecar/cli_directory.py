@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
@@ -11,11 +11,12 @@ import typer
 from rich.table import Table
 
 from sidecar import audit
-from sidecar.cli_common import DATE_FORMATS, console, errors, fail, now, sessions
+from sidecar.cli_common import console, errors, fail, now, parse_day, sessions
 from sidecar.settings import Settings
 from sidecar.store.db import transaction
 
-directory_app = typer.Typer(help="The sales directory: teams, reps, capacity, PTO.", no_args_is_help=True)
+directory_app = typer.Typer(help="The sales directory: teams, reps, capacity, PTO.", no_args_is_help=True,
+                            rich_markup_mode=None)
 
 
 @directory_app.command("apply")
@@ -24,7 +25,9 @@ def directory_apply(
     replace_pto: Annotated[bool, typer.Option(
         "--replace-pto", help="Drop PTO the file does not list (e.g. entered with `directory pto`).")] = False,
 ) -> None:
-    """Load config/directory.yaml into the store (every problem reported at once; versioned, audited).
+    """Load config/directory.yaml into the store.
+
+    Every problem is reported at once, with its line; the applied directory is versioned and audited.
 
     PTO entered with `sidecar directory pto` is kept: the apply is refused, naming each range, until
     the file lists it too (or --replace-pto drops it)."""
@@ -57,7 +60,9 @@ def directory_apply(
 def directory_show(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per rep, for scripts.")] = False,
 ) -> None:
-    """Every rep with team, role, capacity, open leads and whether routing could pick them now."""
+    """Every rep and whether routing could pick them now.
+
+    With team, role, capacity and open leads; ids are never shortened."""
     from sidecar.directory import show_directory
     from sidecar.engine.policies import PolicyBook
 
@@ -87,10 +92,13 @@ def directory_show(
 @directory_app.command("pto")
 def directory_pto(
     rep: Annotated[str, typer.Argument(help="The rep's CRM user id (see `sidecar directory show`).")],
-    start: Annotated[datetime, typer.Argument(help="First day away, YYYY-MM-DD.", formats=DATE_FORMATS)],
-    end: Annotated[datetime, typer.Argument(help="Last day away, YYYY-MM-DD (inclusive).", formats=DATE_FORMATS)],
+    start: Annotated[date, typer.Argument(help="First day away, YYYY-MM-DD.", parser=parse_day, metavar="START")],
+    end: Annotated[date, typer.Argument(help="Last day away, YYYY-MM-DD (inclusive).", parser=parse_day,
+                                        metavar="END")],
 ) -> None:
-    """Record PTO: routing never picks the rep on those days (in their team's time zone).
+    """Record PTO: routing never picks the rep on those days.
+
+    Whole days in the rep's team's time zone.
 
     Add the same range to the rep's `pto` in config/directory.yaml too: `directory apply` refuses to
     erase PTO the file does not list."""
@@ -99,7 +107,7 @@ def directory_pto(
     from sidecar.store.models import Rep, Team
 
     if end < start:
-        raise fail(f"the last day away ({end.date()}) is before the first ({start.date()}): give START then END, "
+        raise fail(f"the last day away ({end}) is before the first ({start}): give START then END, "
                    "both YYYY-MM-DD and inclusive")
     with transaction(sessions()) as session:
         row = session.get(Rep, rep)
@@ -108,7 +116,7 @@ def directory_pto(
         team = session.get(Team, row.team_id) if row.team_id else None
         _version, policy = PolicyBook().active(session)
         tz = policy.markets[team.market].tz if team and team.market in policy.markets else "UTC"
-        add_pto(session, rep, start.date(), end.date(), tz)
+        add_pto(session, rep, start, end, tz)
         audit.record(session, at=now(), kind="pto_recorded", actor="cli",
-                     details={"rep": rep, "from": start.date().isoformat(), "to": end.date().isoformat(), "tz": tz})
-    console.print(f"{row.name} is away {start.date()}..{end.date()} ({tz})")
+                     details={"rep": rep, "from": start.isoformat(), "to": end.isoformat(), "tz": tz})
+    console.print(f"{row.name} is away {start}..{end} ({tz})")

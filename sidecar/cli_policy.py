@@ -17,12 +17,15 @@ from sidecar.settings import Settings
 from sidecar.store.db import make_engine, migrate, session_factory, transaction
 from sidecar.store.models import PolicyVersion
 
-policy_app = typer.Typer(help="Show, compare and apply escalation policy versions.", no_args_is_help=True)
+policy_app = typer.Typer(help="Show, compare and apply escalation policy versions.", no_args_is_help=True,
+                         rich_markup_mode=None)
 
 
 @policy_app.command("show")
 def policy_show(policy: PolicyOption = None) -> None:
-    """Print the active policy version and every rule with its one-line purpose."""
+    """Print the active policy version and its rules.
+
+    Every rule with its one-line purpose."""
     if policy is not None:
         loaded, version = load_or_exit(policy), None
     else:
@@ -77,7 +80,9 @@ def policy_apply(
     policy: PolicyOption = None,
     recompute: Annotated[bool, typer.Option("--recompute", help="Also move running clocks onto this version.")] = False,
 ) -> None:
-    """Record the policy file as the active version (unchanged content keeps its version).
+    """Make the policy file the active version.
+
+    Unchanged content keeps its version.
 
     Running clocks keep the version they started under unless --recompute moves them (audited)."""
     from sidecar.engine.clocks import recompute as recompute_clocks

@@ -85,7 +85,7 @@ def cases(refusing: int, busy: int) -> list[Case]:
         Case("unknown lead with --crm", ["revert", "4711", "--crm", "salesforce"], {}, 1,
              ("searched salesforce (given with --crm)",)),
         Case("a date that is not YYYY-MM-DD", ["directory", "pto", "005rep", "2026-13-01", "2026-12-01"], {}, 2,
-             ("'2026-13-01' is not in the form 'YYYY-MM-DD'", "sidecar directory pto --help")),
+             ("'2026-13-01' is not a date in the form YYYY-MM-DD", "sidecar directory pto --help")),
         Case("an unknown option", ["check", "--offline", "--colour"], {}, 2, ("No such option", "--help")),
         Case("a bad --crm", ["revert", "4711", "--crm", "pipedrive"], {}, 2, ("--crm must be",)),
     ]
