@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from sidecar.cli import app
+from sidecar.domain import Crm
+from tests.support import apply_policy, context, ingest, ny, policy_raw, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -128,3 +131,13 @@ def test_a_real_process_prints_one_line_and_no_traceback(workdir: Path, refusing
     loud = subprocess.run([*command, "--debug", "init", "--hubspot"], env=env, cwd=workdir, capture_output=True,
                           text=True, timeout=120, check=False)
     assert loud.returncode == 1 and "Traceback" in loud.stderr and "ConnectionRefusedError" in loud.stderr
+
+
+def test_revert_finds_a_known_lead_in_whichever_crm_holds_it(
+        database_url: str, sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIDECAR_DATABASE_URL", database_url)
+    apply_policy(sessions, policy_raw(), ny(24, 9))
+    ingest(sessions, context(), snapshot("lead-7", at=ny(24, 9), crm=Crm.HUBSPOT))  # an id of no known shape
+    result = runner.invoke(app, ["revert", "lead-7"])
+    assert result.exit_code == 1  # found under hubspot, so the revert itself answers
+    assert result.stderr.strip() == "error: lead lead-7 was never reassigned by the sidecar"
