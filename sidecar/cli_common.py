@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer import core
 from typer._click import exceptions as click_errors
 
-from sidecar.cli_errors import CliError, explain
+from sidecar.cli_errors import explain
 from sidecar.policy import Policy, PolicyError, load_policy
 from sidecar.settings import Settings
 from sidecar.store.db import make_engine, migrate, session_factory
@@ -41,10 +41,13 @@ DAY = "YYYY-MM-DD"
 
 
 def parse_day(text: str) -> date:
+    problem = typer.BadParameter(f"{text!r} is not a date in the form {DAY}")
+    if len(text) != len(DAY):  # fromisoformat would also take 20261201 or 2026-W48-2
+        raise problem
     try:
-        return date.fromisoformat(text) if len(text) == len(DAY) else date.fromisoformat("not a day")
+        return date.fromisoformat(text)
     except ValueError as exc:
-        raise typer.BadParameter(f"{text!r} is not a date in the form {DAY}") from exc
+        raise problem from exc
 
 
 def parse_since(text: str) -> datetime:
@@ -86,7 +89,7 @@ class SidecarGroup(core.TyperGroup):
         except Exception as exc:
             if ctx.find_root().params.get("debug"):
                 raise
-            raise fail(explain(exc), exc.code if isinstance(exc, CliError) else 1) from exc
+            raise fail(explain(exc)) from exc
 
 
 def _usage(exc: click_errors.UsageError) -> Exception:

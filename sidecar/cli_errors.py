@@ -20,14 +20,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from sidecar.ports import PermanentError, TransientError
 
 
-class CliError(Exception):
-    """A condition the admin can fix; the message already says how. `code` 2 marks usage mistakes."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -81,8 +73,6 @@ def _network_reason(exc: BaseException) -> str | None:
 
 def explain(exc: BaseException, target: str = "the API") -> str:
     """One line: what went wrong and what to do about it (`target` names the API when the error does not)."""
-    if isinstance(exc, CliError):
-        return str(exc)
     reason = _network_reason(exc)
     if reason is not None:
         return (f"cannot reach {_host(exc) or target}: {reason} (check the network, a proxy, and the API's "

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import text
 
@@ -65,7 +65,6 @@ class CheckContext:
     offline: bool = False  # skip the online steps: no CRM, Slack or database is asked anything
     config_dir: Path = Path("config")
     policy: Policy | None = None  # set by the policy step for the steps that cross-check it
-    notes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,11 @@ def _connector_file(name: str, example: str) -> Step:
             bad = wrong[0]
             return [Finding(Level.PROBLEM, str(path), f"{bad}: a template must be a quoted string",
                             lines.line((str(bad),)))]
-        messages = ctx.reach.config_file_problems(name, path)
+        try:
+            messages = ctx.reach.config_file_problems(name, path)
+        except (TypeError, AttributeError, KeyError) as exc:  # a list where the parser wants a mapping, ...
+            return [Finding(Level.PROBLEM, str(path), f"a section has the wrong shape ({exc}); compare it with "
+                            f"{example}")]
         if not messages:
             return [Finding(Level.OK, str(path), "OK")]
         return [Finding(Level.PROBLEM, str(path), message, _line_of(message, lines)) for message in messages]
@@ -211,5 +214,8 @@ def run_steps(ctx: CheckContext, steps: list[Step] | None = None) -> list[Findin
     for step in steps if steps is not None else STEPS:
         if step.online and ctx.offline:
             continue
-        findings += step.run(ctx)
+        try:
+            findings += step.run(ctx)
+        except Exception as exc:  # e.g. a connector's parser choking on an odd shape: this step's one line
+            findings.append(Finding(Level.PROBLEM, step.name, f"could not be checked: {explain(exc)}"))
     return findings
