@@ -2,39 +2,74 @@
 
 from __future__ import annotations
 
+import re
 import shutil
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
+from sqlalchemy import select
 
-from sidecar import audit
-from sidecar.cli_common import EXAMPLES, PolicyOption, console, errors, load_or_exit, now, sessions
+from sidecar import __version__, audit
+from sidecar.cli_common import (
+    DAY,
+    EXAMPLES,
+    PolicyOption,
+    SidecarGroup,
+    console,
+    fail,
+    load_or_exit,
+    now,
+    parse_since,
+    sessions,
+)
 from sidecar.cli_directory import directory_app
+from sidecar.cli_errors import port_problem
 from sidecar.cli_policy import policy_app
-from sidecar.policy.rules import rule_lines
-from sidecar.policy.version import record_version, version_of
+from sidecar.policy.version import record_version
 from sidecar.settings import Settings
 from sidecar.status import gather
 from sidecar.store.db import make_engine, migrate, session_factory, transaction
 
 app = typer.Typer(help="Lead-SLA sidecar: warns, escalates and reassigns before leads fall through.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=SidecarGroup,
+                  rich_markup_mode=None)  # plain help: flags without "<bool>", nothing boxed or wrapped when piped
 app.add_typer(policy_app, name="policy")
 app.add_typer(directory_app, name="directory")
-audit_app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
+audit_app = typer.Typer(help="Read the audit log.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(audit_app, name="audit")
+SALESFORCE_LEAD_ID = re.compile(r"^00Q[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?$")  # 15 or 18 characters
+CRMS = ("salesforce", "hubspot")
 
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sidecar {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback when a command fails.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Lead-SLA sidecar: warns, escalates and reassigns before leads fall through."""
 
 
 @app.command()
 def init(
     hubspot: Annotated[bool, typer.Option("--hubspot", help="Also create the sidecar's HubSpot properties.")] = False,
 ) -> None:
-    """Create the database (run migrations) and copy the example config if missing."""
+    """Create the database and copy the example config files.
+
+    Runs the migrations; an existing config file is never overwritten."""
     settings = Settings()
+    if hubspot and not settings.hubspot_access_token:
+        raise fail("--hubspot needs a HubSpot token: set SIDECAR_HUBSPOT_ACCESS_TOKEN in .env (a private app's "
+                   "access token, Settings > Integrations > Private Apps)")
     if hubspot:
         from sidecar import wiring
 
@@ -61,28 +96,39 @@ def init(
 @app.command()
 def check(
     policy: PolicyOption = None,
-    offline: Annotated[bool, typer.Option("--offline", help="Only the policy; do not call CRMs or Slack.")] = False,
+    offline: Annotated[bool, typer.Option(
+        "--offline", help="Only the config files; do not call CRMs or Slack.")] = False,
 ) -> None:
-    """Validate the policy, then the configured CRM and Slack credentials, scopes and fields (exit 1 on any problem)."""
-    settings = Settings()
-    path = policy or settings.policy_file
-    loaded = load_or_exit(path)
-    console.print(f"[green]policy OK[/green]: {path} version {version_of(loaded)} "
-                  f"{loaded.label!r}, {len(rule_lines(loaded))} rules")
-    if offline:
-        return
-    from sidecar import wiring
+    """Preflight: config files, database, CRMs, Slack, webhook URLs.
 
-    results = wiring.check_connections(settings)
-    for system, ok, message in results:
-        (console if ok else errors).print(f"{system}: {message}", markup=False, highlight=False)
-    if any(not ok for _system, ok, _message in results):
-        raise typer.Exit(1)
+    Every config file, the database, each CRM's and Slack's credentials, scopes, fields and
+    reachability, and the webhook URLs to enter. Exit 0 only when `sidecar run` has all it needs."""
+    from sidecar import wiring
+    from sidecar.preflight import CheckContext, Level, run_steps
+
+    settings = Settings()
+    findings = run_steps(CheckContext(settings, policy or settings.policy_file, wiring, offline=offline))
+    problems = sorted((f for f in findings if f.level is Level.PROBLEM), key=lambda f: (f.where, f.line or 0))
+    for finding in findings:
+        if finding.level is Level.OK:
+            console.print(str(finding), markup=False, highlight=False)
+    for finding in findings:
+        if finding.level is Level.WARNING:
+            console.print(f"warning: {finding}", markup=False, highlight=False)
+    for finding in problems:
+        console.print(str(finding), markup=False, highlight=False)
+    warnings = sum(f.level is Level.WARNING for f in findings)
+    if problems:
+        raise fail(f"{len(problems)} problem(s), {warnings} warning(s): fix the problems above, then run "
+                   "`sidecar check` again")
+    console.print(f"ready: {warnings} warning(s)" + ("" if offline else "; start with `sidecar run`"))
 
 
 @app.command()
 def status() -> None:
-    """Open clocks, steps due within the hour, outbox backlog and dead effects, last poll per CRM."""
+    """Open clocks, steps due soon, outbox backlog, last polls.
+
+    Steps due within the hour, effects that could not be delivered and what to fix, last poll per CRM."""
     with transaction(sessions()) as session:
         report = gather(session, now())
     console.print(f"clocks: {report.open_clocks} running, {report.paused_clocks} paused, "
@@ -103,16 +149,14 @@ def status() -> None:
 def audit_export(
     fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
     lead: Annotated[str | None, typer.Option("--lead", help="Only this CRM lead id.")] = None,
-    since: Annotated[datetime | None, typer.Option("--since", help="ISO time, e.g. 2026-11-01T00:00:00Z.",
-                                                   formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"])] = None,
+    since: Annotated[datetime | None, typer.Option(
+        "--since", help="Only rows from this day on, YYYY-MM-DD (UTC), or a time like 2026-11-01T09:00:00+00:00.",
+        parser=parse_since, metavar=DAY)] = None,
     out: Annotated[Path | None, typer.Option("--out", help="File to write (default: stdout).")] = None,
 ) -> None:
     """Write the audit log as JSON lines or CSV, oldest first."""
     if fmt not in ("jsonl", "csv"):
-        errors.print("--format must be jsonl or csv")
-        raise typer.Exit(2)
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
+        raise fail("--format must be jsonl or csv", 2)
     with transaction(sessions()) as session:
         lines = audit.export(session, fmt, lead, since)
         if out is None:
@@ -134,20 +178,23 @@ def demo(
     out: Annotated[Path | None, typer.Option(help="Where to write audit, CRM, Slack and request files.")] = None,
     port: Annotated[int, typer.Option(help="Port of the webhook receivers (0 = any free port).")] = 0,
 ) -> None:
-    """Run the sidecar against emulated Salesforce, HubSpot and Slack on virtual time (no accounts)."""
+    """Run against emulated Salesforce, HubSpot and Slack.
+
+    On virtual time, without any account: the same engine and connectors as `sidecar run`."""
     from rich.progress import Progress
 
     from sidecar import wiring
 
     if crm not in ("salesforce", "hubspot", "both"):
-        errors.print("--crm must be salesforce, hubspot or both")
-        raise typer.Exit(2)
+        raise fail("--crm must be salesforce, hubspot or both", 2)
     try:
         span = wiring.parse_duration(duration)
         rate = None if speed == "max" else float(speed)
     except ValueError as exc:
-        errors.print(str(exc))
-        raise typer.Exit(2) from exc
+        raise fail(f"{exc} (--duration like 12h or 2d; --speed a number or 'max')", 2) from exc
+    busy = port_problem(port, "--port, or 0 for any free port")
+    if busy:
+        raise fail(busy)
     target = out or Path("sidecar-demo")
     target.mkdir(parents=True, exist_ok=True)
     with Progress(console=console, transient=True) as bar:
@@ -186,60 +233,86 @@ def demo(
 
 @app.command()
 def run() -> None:
-    """Run the sidecar: poll, take webhooks, evaluate and dispatch on real time (Ctrl-C/SIGTERM stops)."""
+    """Run the sidecar: poll, take webhooks, escalate, write back.
+
+    On real time until Ctrl-C or SIGTERM."""
     from sidecar import logs, service
 
     settings = Settings()
+    busy = port_problem(settings.web_port, "SIDECAR_WEB_PORT")
+    if busy:
+        raise fail(busy)
     logs.configure(settings.log_level, settings.log_format)
     try:
         service.run(settings, sessions(), now)
     except service.CannotStart as exc:
-        errors.print(str(exc))
-        raise typer.Exit(1) from exc
+        raise fail(f"{exc}; `sidecar check` shows what is missing") from exc
 
 
 @app.command()
 def revert(
-    lead: Annotated[str, typer.Argument(help="The CRM id of the lead.")],
-    crm: Annotated[str, typer.Option(help="salesforce or hubspot")] = "salesforce",
+    lead: Annotated[str, typer.Argument(help="The CRM id of the lead (Salesforce 00Q..., HubSpot digits).")],
+    crm: Annotated[str | None, typer.Option(
+        help="salesforce or hubspot (default: guessed from the id's shape, else both are searched)")] = None,
     reason: Annotated[str, typer.Option(help="Why (kept in the audit).")] = "",
     actor: Annotated[str, typer.Option(help="Who reverts (team lead's user id or name).")] = "admin",
 ) -> None:
-    """Give an automatically reassigned lead back to its original owner (audited, linked)."""
+    """Give a reassigned lead back to its original owner.
+
+    Only a reassignment the sidecar made; audited and linked to it."""
     from sidecar.engine.patterns.shared import EngineContext
     from sidecar.engine.policies import PolicyBook
     from sidecar.engine.revert import RevertError, revert_reassignment
     from sidecar.links import RecordLinks
+    from sidecar.store.models import Lead
 
-    try:
-        with transaction(sessions()) as session:
-            row = revert_reassignment(session, EngineContext(PolicyBook(), RecordLinks()), crm, lead, actor,
+    if crm is not None and crm not in CRMS:
+        raise fail("--crm must be salesforce or hubspot", 2)
+    guessed = _crm_of(lead)
+    searched = [crm] if crm else [guessed] if guessed else list(CRMS)
+    with transaction(sessions()) as session:
+        found = session.scalars(select(Lead.crm).where(Lead.crm_id == lead, Lead.crm.in_(searched))).first()
+        if found is None:
+            how = " (given with --crm)" if crm else " (guessed from the id's shape)" if len(searched) == 1 else ""
+            raise fail(f"no lead {lead} in the sidecar's store (searched {' and '.join(searched)}{how}); check "
+                       "the id (Salesforce lead ids start 00Q, HubSpot ids are digits) or pass --crm")
+        try:
+            row = revert_reassignment(session, EngineContext(PolicyBook(), RecordLinks()), found, lead, actor,
                                       reason, now())
-            console.print(f"reverted: owner goes back to {row.details['to_owner']} (audit #{row.id}); "
-                          "the change is written to the CRM by the running sidecar")
-    except RevertError as exc:
-        errors.print(str(exc))
-        raise typer.Exit(1) from exc
+        except RevertError as exc:
+            raise fail(str(exc)) from exc
+        console.print(f"reverted: owner goes back to {row.details['to_owner']} (audit #{row.id}); "
+                      "the change is written to the CRM by the running sidecar")
+
+
+def _crm_of(lead_id: str) -> str | None:
+    """The CRM whose id shape `lead_id` has: Salesforce lead ids start 00Q (15/18 chars), HubSpot's are digits."""
+    if SALESFORCE_LEAD_ID.match(lead_id):
+        return "salesforce"
+    return "hubspot" if lead_id.isdigit() else None
 
 
 @app.command()
 def backfill(
-    crm: Annotated[str, typer.Argument(help="salesforce")],
-    since: Annotated[datetime | None, typer.Option(help="Only leads changed since (YYYY-MM-DD).",
-                                                   formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S%z"])] = None,
+    crm: Annotated[str, typer.Argument(help="The CRM to read: salesforce (HubSpot's first poll reads everything).")],
+    since: Annotated[datetime | None, typer.Option(help="Only leads changed since this day, YYYY-MM-DD (UTC).",
+                                                   parser=parse_since, metavar=DAY)] = None,
 ) -> None:
-    """Read existing leads (Bulk API 2.0 from 10,000 leads, REST below) with a progress bar."""
+    """Read existing Salesforce leads with a progress bar.
+
+    Bulk API 2.0 from 10,000 leads, REST below; each page commits with its cursor."""
     from rich.progress import Progress
 
     from sidecar import wiring
 
     if crm != "salesforce":
-        errors.print("backfill supports salesforce; HubSpot's first poll reads everything with the search API")
-        raise typer.Exit(2)
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
+        raise fail("backfill supports salesforce; HubSpot's first poll reads everything with the search API", 2)
+    settings = Settings()
+    if not wiring.has_salesforce(settings):
+        raise fail("no Salesforce credentials: set SIDECAR_SF_USERNAME, SIDECAR_SF_PASSWORD and "
+                   "SIDECAR_SF_SECURITY_TOKEN (or SIDECAR_SF_CLIENT_ID and SIDECAR_SF_CLIENT_SECRET) in .env")
     with Progress(console=console) as bar:
         task = bar.add_task("leads", total=None)
-        stats = wiring.backfill_salesforce(Settings(), sessions(), since,
+        stats = wiring.backfill_salesforce(settings, sessions(), since,
                                            lambda done, total: bar.update(task, completed=done, total=total))
     console.print(f"{stats.snapshots} leads read via {stats.via} in {stats.api_calls} API calls")

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from sidecar import audit
-from sidecar.cli_common import PolicyOption, console, errors, load_or_exit, now
+from sidecar.cli_common import PolicyOption, console, fail, load_or_exit, now
 from sidecar.policy import Policy
 from sidecar.policy.rules import diff_policies, rule_lines
 from sidecar.policy.version import active_version, policy_of, record_version, version_of
@@ -17,12 +17,15 @@ from sidecar.settings import Settings
 from sidecar.store.db import make_engine, migrate, session_factory, transaction
 from sidecar.store.models import PolicyVersion
 
-policy_app = typer.Typer(help="Show, compare and apply escalation policy versions.", no_args_is_help=True)
+policy_app = typer.Typer(help="Show, compare and apply escalation policy versions.", no_args_is_help=True,
+                         rich_markup_mode=None)
 
 
 @policy_app.command("show")
 def policy_show(policy: PolicyOption = None) -> None:
-    """Print the active policy version and every rule with its one-line purpose."""
+    """Print the active policy version and its rules.
+
+    Every rule with its one-line purpose."""
     if policy is not None:
         loaded, version = load_or_exit(policy), None
     else:
@@ -50,13 +53,15 @@ def _resolve(ref: str) -> Policy:
     with transaction(session_factory(engine)) as session:
         row = session.get(PolicyVersion, ref)
         if row is None:
-            errors.print(f"{ref!r} is neither a file nor a recorded policy version")
-            raise typer.Exit(2)
+            raise fail(f"{ref!r} is neither a file nor a recorded policy version (see `sidecar policy show`)", 2)
         return policy_of(row)
 
 
 @policy_app.command("diff")
-def policy_diff(old: str, new: str) -> None:
+def policy_diff(
+    old: Annotated[str, typer.Argument(help="The older policy: a YAML file or a recorded version hash.")],
+    new: Annotated[str, typer.Argument(help="The newer policy: a YAML file or a recorded version hash.")],
+) -> None:
     """Show rule-level changes between two policy files or versions."""
     changes = diff_policies(_resolve(old), _resolve(new))
     if not changes:
@@ -75,7 +80,9 @@ def policy_apply(
     policy: PolicyOption = None,
     recompute: Annotated[bool, typer.Option("--recompute", help="Also move running clocks onto this version.")] = False,
 ) -> None:
-    """Record the policy file as the active version (unchanged content keeps its version).
+    """Make the policy file the active version.
+
+    Unchanged content keeps its version.
 
     Running clocks keep the version they started under unless --recompute moves them (audited)."""
     from sidecar.engine.clocks import recompute as recompute_clocks

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from sidecar.config_yaml import ConfigError, Lines, did_you_mean, read_yaml
 from sidecar.engine.assignment import configured
 from sidecar.engine.policies import PolicyBook
 from sidecar.engine.routing import availability, on_pto, open_leads
@@ -74,9 +74,11 @@ class DirectoryProblem:
     key: str  # e.g. reps[3].capacity
     message: str
     fix: str = ""
+    line: int | None = None  # in the directory file, when it is known
 
     def __str__(self) -> str:
-        return f"{self.key}: {self.message}" + (f"\n    fix: {self.fix}" if self.fix else "")
+        where = f"{self.line}: " if self.line else ""
+        return f"{where}{self.key}: {self.message}" + (f" (fix: {self.fix})" if self.fix else "")
 
 
 class DirectoryError(ValueError):
@@ -84,29 +86,56 @@ class DirectoryError(ValueError):
 
     def __init__(self, problems: list[DirectoryProblem], file: str = "directory") -> None:
         self.problems, self.file = problems, file
-        super().__init__("\n".join(f"{file}: {problem}" for problem in problems))
+        super().__init__("\n".join(f"{file}:{problem}" if problem.line else f"{file}: {problem}"
+                                   for problem in problems))
+
+    def located(self, lines: Lines) -> DirectoryError:
+        """The same problems with the line of each key in `lines`' file, sorted by line."""
+        placed = [replace(p, line=p.line or lines.line_of_key(p.key)) for p in self.problems]
+        return DirectoryError(sorted(placed, key=lambda p: p.line or 0), lines.file)
 
 
 def _key(loc: tuple[str | int, ...]) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
 
 
-def parse_directory(raw: Any, file: str = "directory") -> Directory:
+def _shape_problem(error: Any) -> DirectoryProblem:
+    loc = tuple(error["loc"])
+    if error["type"] == "extra_forbidden" and loc:
+        # the model the unknown key sits in: top level, teams[i], reps[i] or reps[i].pto[j]
+        owner: type[BaseModel] = (Directory if len(loc) == 1 else TeamEntry if loc[0] == "teams"
+                                  else RepEntry if len(loc) == 3 else Pto)
+        names = {f.alias or name for name, f in owner.model_fields.items()}
+        return DirectoryProblem(_key(loc), f"unknown key {loc[-1]!r}" + did_you_mean(str(loc[-1]), names),
+                                f"remove it or fix its spelling (see {EXAMPLE})")
+    message = "required key is missing" if error["type"] == "missing" else str(error["msg"])
+    return DirectoryProblem(_key(loc), message, f"see {EXAMPLE} for the expected keys and values")
+
+
+def parse_directory(raw: Any, file: str = "directory", lines: Lines | None = None) -> Directory:
+    duplicates = [DirectoryProblem(p.key, p.message, p.fix, p.line) for p in (lines.duplicates if lines else [])]
     try:
-        return Directory.model_validate(raw or {})
+        directory = Directory.model_validate(raw or {})
     except ValidationError as exc:
-        problems = [DirectoryProblem(_key(tuple(e["loc"])), str(e["msg"]),
-                                     f"see {EXAMPLE} for the expected keys and values")
-                    for e in exc.errors(include_url=False)]
-        raise DirectoryError(problems, file) from exc
+        error = DirectoryError(duplicates + [_shape_problem(e) for e in exc.errors(include_url=False)], file)
+        raise (error.located(lines) if lines else error) from exc
+    if duplicates:
+        raise DirectoryError(duplicates, file)
+    return directory
+
+
+def read_directory(path: Path) -> tuple[Directory, Lines]:
+    """The directory and the line of each of its keys (for problems found later, e.g. on apply)."""
+    try:
+        raw, lines = read_yaml(path, EXAMPLE, keep_going=True)
+    except ConfigError as exc:
+        raise DirectoryError([DirectoryProblem(p.key, p.message, p.fix, p.line) for p in exc.problems],
+                             str(path)) from exc
+    return parse_directory(raw, str(path), lines), lines
 
 
 def load_directory(path: Path) -> Directory:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise DirectoryError([DirectoryProblem("(file)", f"cannot read: {exc}")], str(path)) from exc
-    return parse_directory(raw, str(path))
+    return read_directory(path)[0]
 
 
 def directory_problems(directory: Directory, policy: Policy) -> list[DirectoryProblem]:
@@ -178,9 +207,45 @@ def pto_range(day_from: date, day_to: date, tz: str) -> tuple[datetime, datetime
     return start, end
 
 
-def apply_directory(session: Session, directory: Directory, policy: Policy) -> str:
-    """Upsert teams and reps, replace the PTO of the reps named; return the directory version."""
+def _zone(directory: Directory, policy: Policy, rep: RepEntry) -> str:
+    """The rep's team market's time zone (UTC without one; an unknown team is reported elsewhere)."""
+    team = next((team for team in directory.teams if team.id == rep.team), None)
+    market = policy.markets.get(team.market) if team is not None else None
+    return market.tz if market is not None else "UTC"
+
+
+def unlisted_pto(session: Session, directory: Directory, policy: Policy,
+                 after: datetime | None = None) -> list[DirectoryProblem]:
+    """PTO in the store (ending after `after`) that applying the file would erase: ranges entered
+    with `sidecar directory pto`, or removed from the file since the last apply. The store cannot
+    tell the two apart, so applying refuses instead of guessing (`replace_pto` drops them)."""
+    out: list[DirectoryProblem] = []
+    for i, rep in enumerate(directory.reps):
+        zone = ZoneInfo(_zone(directory, policy, rep))
+        listed = {pto_range(pto.start, pto.end, zone.key) for pto in rep.pto}
+        stored = session.scalars(select(RepPto).where(RepPto.rep_id == rep.id).order_by(RepPto.starts_at))
+        for row in stored:
+            if (row.starts_at, row.ends_at) in listed or (after is not None and row.ends_at <= after):
+                continue
+            first = row.starts_at.astimezone(zone).date()
+            last = (row.ends_at.astimezone(zone) - timedelta(days=1)).date()
+            out.append(DirectoryProblem(
+                f"reps[{i}].pto", f"rep {rep.id} is away {first}..{last} (entered with `sidecar directory pto`, "
+                "or removed from this file since the last apply); applying would erase that PTO",
+                f"add `- {{from: {first}, to: {last}}}` under this rep's pto, or rerun with --replace-pto "
+                "to drop it"))
+    return out
+
+
+def apply_directory(session: Session, directory: Directory, policy: Policy, *, now: datetime | None = None,
+                    replace_pto: bool = False) -> str:
+    """Upsert teams and reps, set the PTO of the reps named to what the file lists; return the version.
+
+    PTO the file does not list but that is still ahead (after `now`) is never dropped silently: the
+    apply is refused with one problem per range unless `replace_pto` says to drop them."""
     problems = directory_problems(directory, policy)
+    if not replace_pto:
+        problems += unlisted_pto(session, directory, policy, now)
     if problems:
         raise DirectoryError(problems)
     teams = {team.id: team for team in directory.teams}

@@ -260,3 +260,45 @@ def run_demo(*, crm: str, seed: int, scenario: Path | None, policy: Path | None,
         return summary
     finally:
         demo.close()
+
+
+# --- `sidecar check` (sidecar/preflight.py runs the steps; these reach the connectors for it) ---
+
+_ENABLES = {"salesforce": ("sf_username", "sf_client_id", "sf_session_id"),
+            "hubspot": ("hubspot_access_token",), "slack": ("slack_bot_token",)}
+
+
+def configured_systems(settings: Settings) -> list[str]:
+    """The CRMs and Slack workspace the settings configure, in check order."""
+    return [system for system, names in _ENABLES.items() if any(getattr(settings, n) for n in names)]
+
+
+def check_system(settings: Settings, system: str) -> list[tuple[bool, str]]:
+    """`check_connections` for one system only, so that one unreachable API cannot hide the others'
+    results (the caller turns an exception here into that system's one line)."""
+    others = {name: None for other, names in _ENABLES.items() if other != system for name in names}
+    return [(ok, message) for _system, ok, message in check_connections(settings.model_copy(update=others))]
+
+
+def config_file_problems(name: str, path: Path) -> list[str]:
+    """What the connector reading `path` refuses in it ('salesforce.fields', 'hubspot.fields',
+    'slack.templates'): one message per problem, [] when it would load."""
+    if name == "slack.templates":
+        from connectors.slack.messages import template_problems
+
+        return template_problems(slack_templates(path))
+    from connectors.hubspot.fields import load_field_map as hubspot_map
+    from connectors.salesforce.fields import load_field_map as salesforce_map
+
+    try:
+        (salesforce_map if name == "salesforce.fields" else hubspot_map)(path)
+    except ValueError as exc:
+        return [line.removeprefix(f"{path}: ") for line in str(exc).splitlines()]
+    return []
+
+
+def webhook_endpoints() -> list[tuple[str, str]]:
+    """(what the admin configures, path) for each receiver `web_routers` mounts (a test keeps them in step)."""
+    return [("Salesforce Outbound Message endpoint URL", "/webhooks/salesforce"),
+            ("HubSpot webhook target URL", "/webhooks/hubspot"),
+            ("Slack interactivity request URL", "/slack/actions")]

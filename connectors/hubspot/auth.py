@@ -96,6 +96,8 @@ def check_access(api: HubSpotApi) -> list[str]:
         api.call("search", "crm.objects.search_api", "do_search", "contacts",
                  {"limit": 1, "properties": ["hs_object_id"]}, scope="crm.objects.contacts.read")
     except PermanentError as exc:
+        if getattr(exc.__cause__, "status", None) == 401:  # the token itself is refused: every call would be
+            return [f"SIDECAR_HUBSPOT_ACCESS_TOKEN refused: {exc}"]  # too, so one line says it all
         problems.append(f"crm.objects.contacts.read (a one-row contact search failed): {exc}")
     try:
         api.call("general", "crm.owners.owners_api", "get_page", limit=1, scope="crm.objects.owners.read")

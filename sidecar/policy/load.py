@@ -6,120 +6,107 @@ cross-section checks then run on whatever sections parsed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
 
-import yaml
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from sidecar.config_yaml import ConfigError, KeyPath, Lines, Problem, did_you_mean, key_text, read_yaml
 from sidecar.domain import LeadState
 from sidecar.policy.model import PROGRESS_TOKENS, Market, Policy, ladder_order_problems
 
-KeyPath = tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    key: str
-    line: int | None
-    message: str
-    fix: str = ""
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        text = f"{where}: {self.key}: {self.message}"
-        return f"{text}\n    fix: {self.fix}" if self.fix else text
-
-
-class PolicyError(Exception):
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-def _key(path: KeyPath) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
-def _line_map(text: str) -> dict[KeyPath, int]:
-    """Map each key path of the YAML document to its 1-based line."""
-    lines: dict[KeyPath, int] = {}
-
-    def walk(node: yaml.Node, path: KeyPath) -> None:
-        lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                child = (*path, str(key_node.value))
-                lines[child] = key_node.start_mark.line + 1
-                walk(value_node, child)
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                walk(item, (*path, index))
-
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if root is not None:
-        walk(root, ())
-    return lines
-
-
+EXAMPLE = "config/policy.example.yaml"
 _FIXES = {
-    "missing": "add this key (see config/policy.example.yaml)",
-    "extra_forbidden": "remove the key or fix its spelling (see config/policy.example.yaml)",
-    "enum": "use one of the values listed above",
-    "literal_error": "use one of the values listed above",
+    "missing": f"add this key (see {EXAMPLE})",
+    "extra_forbidden": f"remove the key or fix its spelling (see {EXAMPLE})",
+    "enum": "use one of the values listed",
+    "literal_error": "use one of the values listed",
 }
 
 
+class PolicyError(ConfigError):
+    """Every problem of a policy file at once."""
+
+
 class _Collector:
-    def __init__(self, file: str, lines: dict[KeyPath, int]) -> None:
-        self.file, self.lines = file, lines
+    def __init__(self, lines: Lines) -> None:
+        self.lines = lines
         self.problems: list[Problem] = []
 
     def add(self, path: KeyPath, message: str, fix: str = "") -> None:
-        line = None
-        for cut in range(len(path), -1, -1):  # nearest enclosing key that has a line
-            line = self.lines.get(path[:cut])
-            if line is not None:
-                break
-        self.problems.append(Problem(self.file, _key(path), line, message, fix))
+        self.problems.append(self.lines.problem(path, message, fix))
 
-    def add_validation(self, base: KeyPath, error: ValidationError) -> None:
+    def add_validation(self, base: KeyPath, error: ValidationError, annotation: Any) -> None:
+        """Pydantic's errors in plain words, each at its key; an unknown key gets a "did you mean"."""
         for item in error.errors(include_url=False):
             loc = tuple(part for part in item["loc"] if not str(part).startswith("function-"))
-            message = str(item["msg"]).removeprefix("Value error, ")
-            self.add((*base, *loc), message, _FIXES.get(item["type"], ""))
+            kind = str(item["type"])
+            if kind == "extra_forbidden" and loc:
+                name = str(loc[-1])
+                message = f"unknown key {name!r}" + did_you_mean(name, _names_at(annotation, loc[:-1]))
+            elif kind == "missing":
+                message = "required key is missing"
+            else:
+                message = str(item["msg"]).removeprefix("Value error, ").replace("Input should be", "should be")
+                found = item.get("input")
+                if not isinstance(found, dict | list) and str(found) not in message:
+                    message += f" (found {found!r})"
+            self.add((*base, *loc), message, _FIXES.get(kind, ""))
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The concrete types an annotation may hold: Annotated, Optional and unions unwrapped."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _members(get_args(annotation)[0])
+    if origin is not None and origin not in (list, dict, tuple, set, frozenset):
+        return [m for arg in get_args(annotation) for m in _members(arg)]  # Union / X | Y / Literal
+    return [annotation]
+
+
+def _names_at(annotation: Any, loc: KeyPath) -> set[str]:
+    """Key names valid at `loc` below `annotation` (field names and aliases), for "did you mean"."""
+    candidates = _members(annotation)
+    for part in loc:
+        children: list[Any] = []
+        for member in candidates:
+            origin = get_origin(member)
+            if isinstance(member, type) and issubclass(member, BaseModel) and isinstance(part, str):
+                field = member.model_fields.get(part) or next(
+                    (f for f in member.model_fields.values() if f.alias == part), None)
+                if field is not None:
+                    children += _members(field.annotation)
+            elif origin in (list, tuple) and isinstance(part, int):
+                children += _members(get_args(member)[0])
+            elif origin is dict:
+                children += _members(get_args(member)[1])
+        candidates = children or candidates  # an unknown part (a union tag) names no level of its own
+    names: set[str] = set()
+    for member in candidates:
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            for name, field in member.model_fields.items():
+                names |= {name, field.alias} - {None}  # type: ignore[arg-type]
+    return names
 
 
 def load_policy(path: Path) -> Policy:
-    """Parse and validate; raises PolicyError listing every problem."""
-    file = str(path)
+    """Parse and validate; raises PolicyError listing every problem (duplicate keys included)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError([Problem(file, "(file)", None, f"cannot read: {exc.strerror}",
-                                   "copy config/policy.example.yaml or run `sidecar init`")]) from exc
-    try:
-        raw = yaml.safe_load(text)
-        lines = _line_map(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise PolicyError([Problem(file, "(syntax)", mark.line + 1 if mark else None,
-                                   f"not valid YAML: {exc}", "fix the indentation or quoting")]) from exc
-    return validate_policy(raw, file, lines)
+        raw, lines = read_yaml(path, EXAMPLE, keep_going=True)
+    except ConfigError as exc:
+        raise PolicyError(exc.problems) from exc
+    return validate_policy(raw, str(path), lines)
 
 
-def validate_policy(raw: Any, file: str = "<policy>", lines: dict[KeyPath, int] | None = None) -> Policy:
-    out = _Collector(file, lines or {})
+def validate_policy(raw: Any, file: str = "<policy>", lines: Lines | None = None) -> Policy:
+    out = _Collector(lines or Lines(file))
+    out.problems += out.lines.duplicates
     if not isinstance(raw, dict):
-        out.add((), "the policy must be a mapping of sections", "start from config/policy.example.yaml")
+        out.add((), "the policy must be a mapping of sections", f"start from {EXAMPLE}")
         raise PolicyError(out.problems)
 
     sections: dict[str, Any] = {}
+    positions: dict[str, list[int]] = {}  # a salvaged list's item -> its index in the file
     for name, field in Policy.model_fields.items():
         if name not in raw:
             if field.is_required():
@@ -131,33 +118,45 @@ def validate_policy(raw: Any, file: str = "<policy>", lines: dict[KeyPath, int] 
         adapter: TypeAdapter[Any] = TypeAdapter(annotation)
         try:
             sections[name] = adapter.validate_python(raw[name])
+            if isinstance(raw[name], list):
+                positions[name] = list(range(len(raw[name])))
         except ValidationError as exc:
-            out.add_validation((name,), exc)
+            out.add_validation((name,), exc, annotation)
             salvaged = _valid_parts(annotation, raw[name])
             if salvaged is not None:
-                sections[name] = salvaged
+                sections[name], kept = salvaged
+                if kept is not None:
+                    positions[name] = kept
     for name in raw:
         if name not in Policy.model_fields:
-            out.add((name,), "unknown section", _FIXES["extra_forbidden"])
+            out.add((name,), "unknown section" + did_you_mean(str(name), Policy.model_fields),
+                    _FIXES["extra_forbidden"])
 
     _check_markets(sections.get("markets", {}), out)
-    _check_references(sections, out)
+    _check_references(sections, positions, out)
     if out.problems:
-        raise PolicyError(out.problems)
+        raise PolicyError(sorted(out.problems, key=Problem.sort_key))
     return Policy.model_validate(raw)
 
 
-def _valid_parts(annotation: Any, value: Any) -> Any:
-    """The items of a list/dict section that are valid on their own, so cross checks still run."""
+def _valid_parts(annotation: Any, value: Any) -> tuple[Any, list[int] | None] | None:
+    """The items of a list/dict section that are valid on their own, so cross checks still run.
+
+    For a list, also the file index of each kept item: when windows[0] is broken, the window that
+    was windows[1] must still be reported as windows[1] (and at its own line), not as windows[0]."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is list and isinstance(value, list):
         item: TypeAdapter[Any] = TypeAdapter(args[0])
-        return [parsed for parsed in (_try(item, v) for v in value) if parsed is not None]
+        parsed = [(index, _try(item, v)) for index, v in enumerate(value)]
+        kept = [(index, p) for index, p in parsed if p is not None]
+        return [p for _index, p in kept], [index for index, _p in kept]
     if origin is dict and isinstance(value, dict):
         key_adapter: TypeAdapter[Any] = TypeAdapter(args[0])
         value_adapter: TypeAdapter[Any] = TypeAdapter(args[1])
         parts = {_try(key_adapter, k): _try(value_adapter, v) for k, v in value.items()}
-        return {k: v for k, v in parts.items() if k is not None and v is not None}
+        return {k: v for k, v in parts.items() if k is not None and v is not None}, None
     return None
 
 
@@ -179,7 +178,13 @@ def _check_markets(markets: dict[str, Market], out: _Collector) -> None:
                     else "write non-overlapping 'HH:MM-HH:MM' spans per weekday")
 
 
-def _check_references(sections: dict[str, Any], out: _Collector) -> None:
+def _indexed(sections: dict[str, Any], positions: dict[str, list[int]], name: str) -> list[tuple[int, Any]]:
+    """A list section's parsed items with their index in the file (broken items left out)."""
+    items = sections.get(name, [])
+    return list(zip(positions.get(name, range(len(items))), items, strict=False))
+
+
+def _check_references(sections: dict[str, Any], positions: dict[str, list[int]], out: _Collector) -> None:
     markets = sections.get("markets", {})
     produced: set[LeadState] = {s for m in sections.get("states", {}).values() for s in m.map.values()}
     seen_ids: dict[str, KeyPath] = {}
@@ -188,7 +193,7 @@ def _check_references(sections: dict[str, Any], out: _Collector) -> None:
 
     def rule_id(path: KeyPath, rule_id: str) -> None:
         if rule_id in seen_ids:
-            out.add((*path, "id"), f"rule id {rule_id!r} is also used at {_key(seen_ids[rule_id])}",
+            out.add((*path, "id"), f"rule id {rule_id!r} is also used at {key_text(seen_ids[rule_id])}",
                     "give every rule its own id")
         seen_ids[rule_id] = path
 
@@ -198,7 +203,7 @@ def _check_references(sections: dict[str, Any], out: _Collector) -> None:
                 out.add((*path, "notify", i), f"no route for persona {persona.value!r}",
                         f"add notifications.{persona.value} (slack_dm, team_channel or channel)")
 
-    for i, window in enumerate(sections.get("windows", [])):
+    for i, window in _indexed(sections, positions, "windows"):
         path = ("windows", i)
         rule_id(path, window.id)
         if "markets" in sections and window.market != "*" and window.market not in markets:
@@ -213,10 +218,11 @@ def _check_references(sections: dict[str, Any], out: _Collector) -> None:
             out.add(path, f"same state/market/source/intent as rule {seen_keys[key]!r}",
                     "merge the two rules or make one more specific")
         seen_keys[key] = window.id
-    for index, message in ladder_order_problems(sections.get("ladder", [])):
-        out.add(("ladder", index, "at"), message, "order the steps by 'at', each larger than the last")
+    ladder = _indexed(sections, positions, "ladder")
+    for index, message in ladder_order_problems([step for _i, step in ladder]):
+        out.add(("ladder", ladder[index][0], "at"), message, "order the steps by 'at', each larger than the last")
     for section in ("ladder", "stuck"):
-        for i, step in enumerate(sections.get(section, [])):
+        for i, step in _indexed(sections, positions, section):
             rule_id((section, i), step.id)
             personas((section, i), step.notify)
     for section in ("high_value", "compliance", "churn"):

@@ -340,7 +340,9 @@ def test_check_access_and_missing_properties(emulator: HubSpotEmulator, api: Hub
     bad = HubSpotApi(HubSpotAuth(Credentials("pat-wrong", host=emulator.url)),
                      RateLimiter(LimitSettings(), clock.seconds, clock.advance))
     problems = check_access(bad)
-    assert len(problems) == 2 and "crm.objects.contacts.read" in problems[0]
+    # a refused token is one problem naming the token, not one per call that would fail with it
+    assert len(problems) == 1 and "SIDECAR_HUBSPOT_ACCESS_TOKEN refused" in problems[0]
+    assert "token revoked or expired" in problems[0]
     # every property the example map names is a default property of a portal
     example = load_field_map(ROOT / "config" / "hubspot.fields.example.yaml")
     assert missing_properties(api, example) == []

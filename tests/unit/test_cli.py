@@ -36,15 +36,17 @@ def test_init_twice_is_harmless_then_check_passes(workdir: Path) -> None:
     second = runner.invoke(app, ["init"])
     assert second.exit_code == 0, second.output
     assert "# my edit" in (workdir / "config" / "policy.yaml").read_text()  # never overwritten
-    checked = runner.invoke(app, ["check"])
+    checked = runner.invoke(app, ["check", "--offline"])  # the config files alone are fine
     assert checked.exit_code == 0 and "policy OK" in checked.output
+    online = runner.invoke(app, ["check"])  # but `sidecar run` would refuse: no CRM credentials
+    assert online.exit_code == 1 and "no CRM configured" in online.output
 
 
 def test_check_exits_1_and_lists_problems(workdir: Path) -> None:
     bad = workdir / "bad.yaml"
     bad.write_text(EXAMPLE_POLICY.read_text().replace("window: 4h", "window: -4h")
                    .replace("tz: Europe/Berlin", "tz: Europe/Berlln"))
-    result = runner.invoke(app, ["check", "--policy", str(bad)])
+    result = runner.invoke(app, ["check", "--offline", "--policy", str(bad)])
     assert result.exit_code == 1
     assert "windows[0].window" in result.output
     assert "markets.DACH.tz" in result.output

@@ -1,0 +1,35 @@
+"""The preflight's step list: a step that breaks is that step's one problem, the others still run;
+online steps are skipped offline; later work adds a step by appending it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sidecar import wiring
+from sidecar.preflight import STEPS, CheckContext, Finding, Level, Step, run_steps
+from sidecar.settings import Settings
+from tests.conftest import EXAMPLE_POLICY
+
+
+def _broken(ctx: CheckContext) -> list[Finding]:
+    raise ConnectionRefusedError(111, "Connection refused")
+
+
+def _fine(ctx: CheckContext) -> list[Finding]:
+    return [Finding(Level.OK, "teams", f"policy loaded: {ctx.policy is not None}")]
+
+
+def test_a_broken_step_is_one_problem_and_the_next_steps_still_run() -> None:
+    ctx = CheckContext(Settings(), EXAMPLE_POLICY, wiring)
+    findings = run_steps(ctx, [STEPS[0], Step("teams routes", _broken), Step("teams", _fine)])
+    assert [(f.level, f.where) for f in findings] == [
+        (Level.OK, str(EXAMPLE_POLICY)), (Level.PROBLEM, "teams routes"), (Level.OK, "teams")]
+    assert "connection refused" in findings[1].text
+    assert findings[2].text == "policy loaded: True"  # a later step sees what the policy step loaded
+
+
+def test_offline_skips_the_online_steps(tmp_path: Path) -> None:
+    ctx = CheckContext(Settings(), EXAMPLE_POLICY, wiring, offline=True)
+    online = Step("needs the network", _broken, online=True)
+    assert run_steps(ctx, [online]) == []
+    assert {step.name for step in STEPS if step.online} == {"database", "crm and slack", "webhooks"}
