@@ -92,8 +92,12 @@ def check_connections(settings: Settings) -> list[tuple[str, bool, str]]:
         problems = check_access(api)
         results += [("hubspot", False, problem) for problem in problems]
         if not problems:
+            from connectors.hubspot.writer import HubSpotWriter
+
             missing_props = missing_properties(api, _hubspot_fields())
             results += [("hubspot", False, problem) for problem in missing_props]
+            # How each task/note key keeps creates exactly once (unique only where the portal enforces it).
+            results += [("hubspot", ok, message) for ok, message in HubSpotWriter(api, _hubspot_fields()).key_checks()]
             results.append(("hubspot", True, "ok: token can read contacts and owners"))
     if settings.slack_bot_token:
         from slack_sdk.errors import SlackApiError

@@ -18,7 +18,9 @@ from connectors.hubspot.fields import load_field_map
 from connectors.hubspot.reader import HubSpotReader
 from connectors.hubspot.webhooks import lead_events
 from sidecar.engine.clocks import open_clock_of
+from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.policies import PolicyBook
+from sidecar.links import RecordLinks
 from sidecar.policy import load_policy
 from sidecar.policy.version import record_version
 from sidecar.store.db import transaction
@@ -96,11 +98,11 @@ def test_the_reader_matches_by_the_requested_id(emulator: HubSpotEmulator, reade
 # -- through the store -------------------------------------------------------------------------------------
 
 
-def store_with_policy(sessions: sessionmaker[Session]) -> PolicyBook:
+def store_with_policy(sessions: sessionmaker[Session]) -> EngineContext:
     with transaction(sessions) as session:
         record_version(session, load_policy(ROOT / "config" / "policy.example.yaml"), "policy.example.yaml",
                        START)
-    return PolicyBook()
+    return EngineContext(PolicyBook(), RecordLinks())
 
 
 def leads_by_crm_id(session: Session) -> dict[str, Lead]:
@@ -110,10 +112,10 @@ def leads_by_crm_id(session: Session) -> dict[str, Lead]:
 def test_a_merge_closes_the_dead_ids_clock_and_links_both_leads(
     emulator: HubSpotEmulator, reader: HubSpotReader, clock: Clock, sessions: sessionmaker[Session]
 ) -> None:
-    book = store_with_policy(sessions)
+    ctx = store_with_policy(sessions)
     primary, secondary = two_contacts(emulator)
     clock.advance(60)
-    poll(sessions, book, reader, clock())
+    poll(sessions, ctx, reader, clock())
     with transaction(sessions) as session:
         leads = leads_by_crm_id(session)
         assert open_clock_of(session, leads[primary].id) and open_clock_of(session, leads[secondary].id)
@@ -122,7 +124,7 @@ def test_a_merge_closes_the_dead_ids_clock_and_links_both_leads(
     emulator.merge("contacts", primary, secondary)
     with transaction(sessions) as session:
         enqueue_intake(session, "hubspot", lead_events(emulator.pending_webhooks), clock())
-    drain_intake(sessions, book, reader, clock())
+    drain_intake(sessions, ctx, reader, clock())
     with transaction(sessions) as session:
         leads = leads_by_crm_id(session)
         dead, survivor = leads[secondary], leads[primary]
@@ -138,7 +140,7 @@ def test_a_merge_closes_the_dead_ids_clock_and_links_both_leads(
         assert (row.details["merged_lead_id"], row.details["survivor_lead_id"]) == (dead.id, survivor.id)
     # The next poll sees the survivor (and its merged id) again: nothing is recorded twice.
     clock.advance(60)
-    assert poll(sessions, book, reader, clock()).events == 0
+    assert poll(sessions, ctx, reader, clock()).events == 0
     with transaction(sessions) as session:
         assert len(list(session.scalars(select(AuditRow).where(AuditRow.kind == "lead_merged")))) == 1
 
@@ -148,14 +150,14 @@ def test_a_poll_alone_closes_a_merged_away_lead(
 ) -> None:
     """No webhooks: search never shows the merged-away id again, but the survivor is modified by
     the merge and names it in hs_merged_object_ids."""
-    book = store_with_policy(sessions)
+    ctx = store_with_policy(sessions)
     primary, secondary = two_contacts(emulator)
     clock.advance(60)
-    poll(sessions, book, reader, clock())
+    poll(sessions, ctx, reader, clock())
     clock.advance(60)
     emulator.merge("contacts", primary, secondary)
     clock.advance(60)
-    poll(sessions, book, reader, clock())
+    poll(sessions, ctx, reader, clock())
     with transaction(sessions) as session:
         leads = leads_by_crm_id(session)
         assert leads[secondary].state == "CLOSED" and open_clock_of(session, leads[secondary].id) is None
@@ -165,11 +167,11 @@ def test_a_poll_alone_closes_a_merged_away_lead(
 def test_a_merge_of_a_lead_never_tracked_records_nothing(
     emulator: HubSpotEmulator, reader: HubSpotReader, clock: Clock, sessions: sessionmaker[Session]
 ) -> None:
-    book = store_with_policy(sessions)
+    ctx = store_with_policy(sessions)
     primary, secondary = two_contacts(emulator)
     emulator.merge("contacts", primary, secondary)  # before the sidecar ever saw either
     clock.advance(60)
-    poll(sessions, book, reader, clock())
+    poll(sessions, ctx, reader, clock())
     with transaction(sessions) as session:
         assert set(leads_by_crm_id(session)) == {primary}
         assert list(session.scalars(select(AuditRow).where(AuditRow.kind == "lead_merged"))) == []

@@ -37,6 +37,8 @@ def systems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[H
 
 
 def test_check_passes_with_good_credentials(systems: tuple[HubSpotEmulator, SlackEmulator]) -> None:
+    # The install step the README gives: the sidecar's key property on tasks and notes.
+    assert runner.invoke(app, ["init", "--hubspot"]).exit_code == 0
     result = runner.invoke(app, ["check"])
     assert result.exit_code == 0, result.output
     assert "hubspot: ok" in result.output and "slack: ok: bot" in result.output
