@@ -194,7 +194,7 @@ def run() -> None:
     try:
         service.run(settings, sessions(), now)
     except service.CannotStart as exc:
-        errors.print(str(exc))
+        errors.print(str(exc), soft_wrap=True, markup=False, highlight=False)  # one line, as written
         raise typer.Exit(1) from exc
 
 

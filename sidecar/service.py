@@ -15,6 +15,7 @@ from sidecar.engine.policies import PolicyBook
 from sidecar.jobs import Runtime
 from sidecar.settings import Settings
 from sidecar.store.db import transaction
+from sidecar.store.locks import AnotherInstance, single_instance
 
 log = logging.getLogger("sidecar.run")
 
@@ -51,6 +52,16 @@ def summary(settings: Settings, runtime: Runtime, sessions: sessionmaker[Session
 
 
 def run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[], datetime]) -> None:
+    """Refuses to start beside another `sidecar run` on the same SQLite file (see
+    sidecar.store.locks.single_instance); the lock is held until this returns."""
+    try:
+        with single_instance(sessions.kw["bind"]):
+            _run(settings, sessions, clock)
+    except AnotherInstance as exc:
+        raise CannotStart(str(exc)) from None
+
+
+def _run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[], datetime]) -> None:
     from sidecar import scheduler, wiring
     from sidecar.web.app import BackgroundServer, ListenError, create_app
 
