@@ -11,6 +11,7 @@ from sqlalchemy import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 import sidecar
+from sidecar import outbox
 from sidecar.engine.policies import PolicyBook
 from sidecar.jobs import Runtime
 from sidecar.settings import Settings
@@ -77,6 +78,7 @@ def _run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[]
         raise CannotStart(f"{exc} (set SIDECAR_WEB_PORT or SIDECAR_WEB_HOST)") from exc
     for line in summary(settings, runtime, sessions, listen_url, paths):
         log.info(line)
+    outbox.release_orphaned_claims(sessions, clock())  # before any job: see its docstring
     try:
         scheduler.run_forever(runtime, clock, settings.job_intervals(),
                               timedelta(seconds=settings.backoff_cap_seconds))
