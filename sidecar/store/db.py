@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 5000  # another process (a `sidecar status`, `sidecar revert`) holding the write lock
+_READ_ONLY = "sidecar_read_only"  # execution option: see reading()
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -35,8 +36,10 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_begin(connection: Connection) -> None:
     # IMMEDIATE takes the write lock at BEGIN, where SQLite waits out busy_timeout. A deferred
     # transaction that reads first and writes later is refused at once ("database is locked",
-    # busy_timeout not consulted) when another writer committed since its read began.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # busy_timeout not consulted) when another writer committed since its read began. Only
+    # `reading()` begins deferred: it never writes, and under WAL a reader waits for nobody.
+    read_only = connection.get_execution_options().get(_READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -81,6 +84,17 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
     lock = sqlite_writer_lock(factory.kw["bind"])
     with lock if lock is not None else nullcontext(), factory() as session, session.begin():
+        yield session
+
+
+@contextmanager
+def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A transaction that only reads (health checks, status pages). On SQLite it neither queues
+    behind this process's writers nor takes the write lock, so a liveness probe answers while a
+    job holds a long write transaction; it sees the last committed state. Do not write in it."""
+    engine: Engine = factory.kw["bind"]
+    bind = engine.execution_options(**{_READ_ONLY: True}) if engine.dialect.name == "sqlite" else engine
+    with factory(bind=bind) as session, session.begin():
         yield session
 
 

@@ -134,6 +134,8 @@ def org(sessions: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.Mon
 def test_a_restart_within_the_lease_settles_the_written_owner_change_and_the_new_owner_gets_the_task(
         org: tuple[Org, list[datetime]]) -> None:
     world, clock = org
+    if world.sessions.kw["bind"].dialect.name != "sqlite":
+        pytest.skip("on PostgreSQL a claim in flight may be a live instance's: its lease decides")
     world.crashed_after_the_owner_write(clock)
     restart = clock[0] = REASSIGN + timedelta(minutes=1)  # the dead claim's lease runs 4 more minutes
     runtime = world.start(restart)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from sidecar.store.db import transaction
+from sidecar.store.db import reading, transaction
 from sidecar.store.models import IntakeItem, SyncCursor
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -105,3 +105,29 @@ def test_a_burst_of_concurrent_jobs_sees_no_database_locked(sessions: sessionmak
     with transaction(sessions) as session:
         assert {row.crm: row.last_poll_at for row in session.scalars(select(SyncCursor))} == \
             dict.fromkeys(JOBS, T0 + timedelta(seconds=rounds - 1))
+
+
+def test_a_reader_answers_while_a_writer_holds_its_transaction(sessions: sessionmaker[Session]) -> None:
+    """/healthz reads through `reading`: it must not queue behind a job's long write transaction."""
+    with transaction(sessions) as session:
+        session.add(intake("committed"))
+    writing, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with transaction(sessions) as session:
+            session.add(intake("uncommitted"))
+            session.flush()
+            writing.set()
+            release.wait(timeout=60)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert writing.wait(timeout=30)
+        with reading(sessions) as session:  # would wait for `release` if it queued for the write lock
+            assert list(session.scalars(select(IntakeItem.crm_id))) == ["committed"]
+        assert thread.is_alive()  # the writer was still holding its transaction while we read
+    finally:
+        release.set()
+        thread.join(timeout=60)
+    assert stored(sessions) == ["committed", "uncommitted"]
