@@ -246,7 +246,7 @@ def run() -> None:
     try:
         service.run(settings, sessions(), now)
     except service.CannotStart as exc:
-        raise fail(f"{exc}; `sidecar check` shows what is missing") from exc
+        raise fail(str(exc)) from exc
 
 
 @app.command()

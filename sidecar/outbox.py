@@ -37,7 +37,7 @@ from sidecar.ports import (
     TransientError,
 )
 from sidecar.store.db import transaction
-from sidecar.store.models import Lead, OutboxRow
+from sidecar.store.models import AuditRow, Lead, OutboxRow
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,43 @@ def enqueue(session: Session, *, key: str, request: Request, now: datetime, audi
     session.add(row)
     session.flush()
     return row
+
+
+def leads_awaiting_owner_change(session: Session, lead_ids: set[int]) -> set[int]:
+    """Those of `lead_ids` with an owner change decided but not settled (pending, or in flight):
+    until it settles the CRM may show another owner than our shadow row, so nothing more is decided
+    for them (the tick holds their clocks back)."""
+    if not lead_ids:
+        return set()
+    unsettled = (select(AuditRow.lead_id).join(OutboxRow, OutboxRow.audit_id == AuditRow.id)
+                 .where(OutboxRow.action == "change_owner", OutboxRow.status.in_(("pending", "in_flight")),
+                        AuditRow.lead_id.in_(lead_ids)))
+    return {lead_id for lead_id in session.scalars(unsettled) if lead_id is not None}
+
+
+def release_orphaned_claims(sessions: sessionmaker[Session], now: datetime) -> int:
+    """At start on SQLite, make every claim left in flight due again at once; returns how many.
+
+    One instance per SQLite file (sidecar.store.locks.single_instance), so a claim still in flight
+    at start was left by a process that died between its CRM call and the settle. Waiting out the
+    lease would let the engine decide meanwhile on a shadow owner the CRM may no longer show; made
+    due now, the next dispatch re-performs it against the CRM: an owner change re-reads the owner
+    (already the target: done, and the new owner's task and messages follow; still the original:
+    written; someone else: a conflict, the human wins), tasks and notes are found by their key. The
+    tick leaves the lead alone until then (leads_awaiting_owner_change). The interrupted attempt
+    still counts. On PostgreSQL a claim in flight may belong to a live instance: its lease decides.
+    """
+    with transaction(sessions) as session:
+        if session.get_bind().dialect.name != "sqlite":
+            return 0
+        orphans = list(session.scalars(select(OutboxRow).where(OutboxRow.status == "in_flight")))
+        for row in orphans:
+            row.status, row.claimed_until, row.next_attempt_at = "pending", None, now
+            row.last_error = "interrupted: the sidecar stopped before this effect's result was recorded"
+    if orphans:
+        log.info("%s effects were in flight when the sidecar last stopped; they are checked against the CRM "
+                 "first", len(orphans))
+    return len(orphans)
 
 
 def decode(row: OutboxRow) -> Request:

@@ -11,10 +11,12 @@ from sqlalchemy import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 import sidecar
+from sidecar import outbox
 from sidecar.engine.policies import PolicyBook
 from sidecar.jobs import Runtime
 from sidecar.settings import Settings
 from sidecar.store.db import transaction
+from sidecar.store.locks import AnotherInstance, single_instance
 
 log = logging.getLogger("sidecar.run")
 
@@ -51,6 +53,16 @@ def summary(settings: Settings, runtime: Runtime, sessions: sessionmaker[Session
 
 
 def run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[], datetime]) -> None:
+    """Refuses to start beside another `sidecar run` on the same SQLite file (see
+    sidecar.store.locks.single_instance); the lock is held until this returns."""
+    try:
+        with single_instance(sessions.kw["bind"]):
+            _run(settings, sessions, clock)
+    except AnotherInstance as exc:
+        raise CannotStart(str(exc)) from None
+
+
+def _run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[], datetime]) -> None:
     from sidecar import scheduler, wiring
     from sidecar.web.app import BackgroundServer, ListenError, create_app
 
@@ -66,6 +78,7 @@ def run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[],
         raise CannotStart(f"{exc} (set SIDECAR_WEB_PORT or SIDECAR_WEB_HOST)") from exc
     for line in summary(settings, runtime, sessions, listen_url, paths):
         log.info(line)
+    outbox.release_orphaned_claims(sessions, clock())  # before any job: see its docstring
     try:
         scheduler.run_forever(runtime, clock, settings.job_intervals(),
                               timedelta(seconds=settings.backoff_cap_seconds))

@@ -10,6 +10,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -133,16 +134,21 @@ def build_runtime(settings: Settings, sessions: sessionmaker[Session]) -> Runtim
     readers: dict[str, CrmReader] = {}
     writers: dict[str, CrmWriter] = {}
     links = RecordLinks()
+    sf_client = None
     if has_salesforce(settings):
         from connectors.salesforce.auth import connect
         from connectors.salesforce.reader import SalesforceReader
         from connectors.salesforce.writer import SalesforceWriter
 
-        client = connect(_sf_credentials(settings))
+        # The login waits for the first poll: a Salesforce that is down (or refuses the login) at
+        # start is then one failing job, retried with backoff and shown by /readyz, while the
+        # webhook receivers and the other CRM run. It used to stop `sidecar run` right here.
+        sf_client = client = connect(_sf_credentials(settings), defer_login=True)
         fields = _sf_fields()
         readers["salesforce"] = SalesforceReader(client, fields, clock=lambda: datetime.now(UTC))
         writers["salesforce"] = SalesforceWriter(client, fields)
-        links = RecordLinks(client.instance_url, links.hubspot_portal_id)
+        base = client.instance_url if client.logged_in else settings.sf_instance_url or links.salesforce_base
+        links = RecordLinks(base, links.hubspot_portal_id)
     if settings.hubspot_access_token:
         from connectors.hubspot.reader import HubSpotReader
         from connectors.hubspot.writer import HubSpotWriter
@@ -158,7 +164,10 @@ def build_runtime(settings: Settings, sessions: sessionmaker[Session]) -> Runtim
 
         notifier = SlackNotifier(make_client(_secret(settings.slack_bot_token) or "", settings.slack_api_base),
                                  settings.slack_fallback_channel, templates=slack_templates())
-    return Runtime(sessions, EngineContext(PolicyBook(), links), readers, Ports(notifier, writers),
+    ctx = EngineContext(PolicyBook(), links)
+    if sf_client is not None and not sf_client.logged_in:  # record links name the org once it is known
+        sf_client.on_login = lambda url: setattr(ctx, "links", replace(ctx.links, salesforce_base=url))
+    return Runtime(sessions, ctx, readers, Ports(notifier, writers),
                    RetryPolicy(rng=random.Random()),  # noqa: S311 - retry jitter, not security
                    directory_file=settings.directory_file)
 

@@ -78,9 +78,13 @@ def login_function(credentials: SalesforceCredentials, http: requests.Session | 
     return None
 
 
-def connect(credentials: SalesforceCredentials, http: requests.Session | None = None) -> SalesforceClient:
-    """Log in (when needed) and return a client that renews an expired session once by itself."""
+def connect(credentials: SalesforceCredentials, http: requests.Session | None = None, *,
+            defer_login: bool = False) -> SalesforceClient:
+    """Log in (when needed) and return a client that renews an expired session once by itself.
+    `defer_login`: log in at the client's first call instead (see SalesforceClient.sf)."""
     relogin = login_function(credentials, http)
+    if relogin is not None and defer_login:
+        return SalesforceClient(None, relogin, version=credentials.version, http=http)
     if relogin is not None:
         session_id, instance = relogin()
     else:

@@ -9,6 +9,7 @@ how to fix the credentials.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -75,14 +76,42 @@ class SalesforceClient:
     """Every REST call of the connector goes through `call` (or `raw` when the caller wants to
     inspect a specific failure such as 412 itself)."""
 
-    def __init__(self, sf: Salesforce, relogin: Relogin | None = None, *, version: str = DEFAULT_VERSION,
-                 timeout: float = TIMEOUT_S) -> None:
-        self.sf = sf
+    def __init__(self, sf: Salesforce | None, relogin: Relogin | None = None, *, version: str = DEFAULT_VERSION,
+                 timeout: float = TIMEOUT_S, http: requests.Session | None = None) -> None:
+        if sf is None and relogin is None:
+            raise ValueError("a Salesforce client needs a session or a way to log in")
+        self._sf = sf
         self.relogin = relogin
         self.version = version
         self.timeout = timeout
         self.calls = 0  # REST calls made through this client (logins excluded)
         self._usage: tuple[int, int] | None = None  # see api_usage
+        self._http = http
+        self._login_lock = threading.Lock()  # the poll and the dispatcher share one client
+        self.on_login: Callable[[str], None] | None = None  # told the instance URL after a deferred login
+
+    @property
+    def logged_in(self) -> bool:
+        return self._sf is not None
+
+    @property
+    def sf(self) -> Salesforce:
+        """The session; a client made with `sf=None` logs in here, at its first use (and at each use
+        until a login succeeds): a Salesforce that is down when the sidecar starts must not keep
+        the webhook receivers down, and the jobs' backoff paces the retries."""
+        if self._sf is None:
+            with self._login_lock:
+                if self._sf is None:
+                    assert self.relogin is not None  # checked in __init__
+                    session_id, instance = self.relogin()
+                    self._sf = build_sf(session_id, instance, self._http, self.version)
+                    if self.on_login is not None:
+                        self.on_login(self.instance_url)
+        return self._sf
+
+    @sf.setter
+    def sf(self, value: Salesforce) -> None:
+        self._sf = value
 
     @property
     def instance_url(self) -> str:

@@ -2,8 +2,10 @@
 
 Cost depends on how many clocks are due (`next_due_at <= now`, indexed), never on how many leads
 are open. A clock that missed several steps (the sidecar was down) fires each once, in order,
-marked late. On PostgreSQL due clocks are claimed with FOR UPDATE SKIP LOCKED, so several sidecars
-can tick at once and each step is still decided exactly once.
+marked late. A lead whose owner change is still unsettled (pending, or in flight when a sidecar
+died) is left alone until it settles: its steps then fire late rather than on a stale owner. On
+PostgreSQL due clocks are claimed with FOR UPDATE SKIP LOCKED, so several sidecars can tick at once
+and each step is still decided exactly once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar.engine.patterns import clock_handler
 from sidecar.engine.patterns.shared import EngineContext
+from sidecar.outbox import leads_awaiting_owner_change
 from sidecar.store.db import transaction
 from sidecar.store.models import Clock, Lead
 
@@ -36,10 +39,15 @@ def tick(sessions: sessionmaker[Session], ctx: EngineContext, now: datetime,
     """Fire due steps; returns how many of each audit kind were written."""
     fired: Counter[str] = Counter()
     failed: set[int] = set()
+    held: set[int] = set()  # clocks of leads whose owner change has not settled: decided later
     while True:
         with transaction(sessions) as session:
-            due = _due(session, now, batch, failed)
+            due = _due(session, now, batch, failed | held)
+            awaiting = leads_awaiting_owner_change(session, {clock.lead_id for clock in due})
             for clock in due:
+                if clock.lead_id in awaiting:  # the CRM may not show the owner this clock is about
+                    held.add(clock.id)
+                    continue
                 try:
                     with session.begin_nested():  # one clock's failure must not undo the others
                         lead = session.get(Lead, clock.lead_id)

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar.failures import FailureTracker
-from sidecar.store.db import transaction
+from sidecar.store.db import reading, transaction
 from sidecar.store.models import IntakeItem
 from sidecar.sync import enqueue_intake
 
@@ -36,7 +36,7 @@ def create_app(sessions: sessionmaker[Session], routers: Sequence[APIRouter],
 
     @app.get("/healthz")
     def healthz() -> dict[str, object]:
-        with transaction(sessions) as session:
+        with reading(sessions) as session:  # answers even while a job holds the write lock
             waiting = session.scalar(select(func.count()).select_from(IntakeItem)
                                      .where(IntakeItem.processed_at.is_(None)))
         return {"ok": True, "intake_waiting": waiting}
