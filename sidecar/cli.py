@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sidecar import audit
+from sidecar import audit, cli_queue
 from sidecar.cli_common import EXAMPLES, PolicyOption, console, errors, load_or_exit, now, sessions
 from sidecar.cli_directory import directory_app
 from sidecar.cli_policy import policy_app
@@ -26,6 +26,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(directory_app, name="directory")
 audit_app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+cli_queue.register(app)  # `sidecar queue list|resolve`, `sidecar compliance clear|reject`
 
 
 

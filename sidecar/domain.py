@@ -99,3 +99,4 @@ class LeadSnapshot:
     owner_changed_at: datetime | None = None
     flags: frozenset[str] = frozenset()
     activities: tuple[ProgressActivity, ...] = field(default_factory=tuple)
+    country: str | None = None  # ISO country code of the lead's jurisdiction, when the field map names one

@@ -35,10 +35,11 @@ def _job(name: str, rt: Runtime, work: Callable[[Runtime, datetime], Any],
 
 
 def build(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] | None = None) -> BlockingScheduler:
-    intervals = {**DEFAULT_INTERVALS, **(intervals or {})}
+    intervals = {**DEFAULT_INTERVALS, "reviews": 3600, **(intervals or {})}
     scheduler = BlockingScheduler(timezone=UTC, job_defaults={"max_instances": 1, "coalesce": True})
     work = {"poll": jobs.poll_all, "webhooks": jobs.drain_webhooks, "evaluate": jobs.evaluate,
             "dispatch": jobs.dispatch, "directory": jobs.sync_directory}
+    work["reviews"] = jobs.resurface_reviews  # aging compliance holds, at most once a day each (interval: 1 h)
     for name, seconds in intervals.items():
         scheduler.add_job(_job(name, rt, work[name], clock), "interval", seconds=seconds, id=name,
                           next_run_time=clock())
