@@ -80,7 +80,8 @@ def test_a_flagged_lead_is_held_queued_and_both_owner_and_compliance_are_told(
     assert "Do not work this lead yet" in told["owner"].extra["reason"]
     compliance = told["compliance"]
     assert (compliance.via, compliance.channel) == ("channel", "#compliance-review")
-    assert "Matched: sanctions_match" in compliance.extra["reason"] and "aisha@example.com" in compliance.extra["reason"]
+    reason = compliance.extra["reason"]
+    assert "Matched: sanctions_match" in reason and "aisha@example.com" in reason and "Emirates Group" in reason
     assert compliance.lead.record_url.endswith("/00Q1/view") and compliance.lead.company == "Emirates Group"
     # The same flags on every later snapshot decide nothing again.
     arrive(sessions, ctx, snapshot(at=ny(24, 8, 5), status="Compliance Hold",

@@ -3,7 +3,7 @@ happens inside the state; pause states stop the count; one ops-review item per l
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
