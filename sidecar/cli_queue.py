@@ -70,15 +70,11 @@ def queue_resolve(
     by: ByOption = None,
 ) -> None:
     """Close an ops-review item (compliance holds close with `sidecar compliance clear|reject`)."""
-    from sidecar import audit, review_queue
+    from sidecar import review_queue
 
     try:
         with transaction(sessions()) as session:
-            row = review_queue.resolve(session, item, _actor(by), reason, now())
-            audit.record(session, at=row.resolved_at or now(), kind="review_item_resolved", actor=_actor(by),
-                         rule_id=row.rule_id, policy_version=row.policy_version,
-                         step_key=f"review:{row.id}:resolved",
-                         details={"review_item_id": row.id, "queue": row.queue, "resolution": reason})
+            review_queue.resolve(session, item, _actor(by), reason, now())
     except review_queue.ReviewError as exc:
         errors.print(str(exc), markup=False, highlight=False)
         raise typer.Exit(1) from exc

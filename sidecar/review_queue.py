@@ -66,8 +66,12 @@ def close(item: ReviewItem, by: str, resolution: str, now: datetime) -> None:
 
 
 def resolve(session: Session, item_id: int, by: str, resolution: str, now: datetime) -> ReviewItem:
-    """Close an ops-review item by hand. Compliance items close only through a clear or reject
-    decision, which also moves the lead in the CRM."""
+    """Close an ops-review item by hand, audited (`review_item_resolved`) with who and why.
+    Compliance items close only through a clear or reject decision, which also moves the lead in
+    the CRM."""
+    from sidecar import audit  # imported here: audit -> store models only, but keep this module light
+    from sidecar.engine.patterns.keys import review_resolved_key
+
     item = session.get(ReviewItem, item_id)
     if item is None:
         raise ReviewError(f"no review item #{item_id}; `sidecar queue list` shows the open ones")
@@ -80,6 +84,10 @@ def resolve(session: Session, item_id: int, by: str, resolution: str, now: datet
     if not resolution.strip():
         raise ReviewError("say what was done: --reason \"...\"")
     close(item, by, resolution, now)
+    audit.record(session, at=now, kind="review_item_resolved", lead=session.get(Lead, item.lead_id), actor=by,
+                 rule_id=item.rule_id, policy_version=item.policy_version, step_key=review_resolved_key(item.id),
+                 details={"review_item_id": item.id, "queue": item.queue, "reason": item.reason,
+                          "resolution": resolution, "time_in_review_s": round((now - item.opened_at).total_seconds())})
     return item
 
 

@@ -72,6 +72,10 @@ def test_queue_resolve_closes_ops_items_once_and_refuses_compliance_holds(workdi
     assert missing.exit_code == 1 and "no review item #999" in missing.output
     remaining = runner.invoke(app, ["queue", "list", "--json"]).output.splitlines()
     assert [json.loads(line)["queue"] for line in remaining] == ["compliance"]
+    with transaction(sessions()) as session:
+        row = session.scalars(select(AuditRow).where(AuditRow.kind == "review_item_resolved")).one()
+        assert (row.actor, row.rule_id, row.details["resolution"]) == (
+            "ops-lead", "stuck.review", "rep on leave; moved")
 
 
 def test_compliance_reject_from_the_cli_is_audited_with_the_deciding_user(workdir: Path) -> None:

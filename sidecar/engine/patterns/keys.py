@@ -65,6 +65,11 @@ def review_decision_key(item_id: int) -> str:
     return f"review:{item_id}:decision"
 
 
+def review_resolved_key(item_id: int) -> str:
+    """An ops-review item closed by hand (`sidecar queue resolve`)."""
+    return f"review:{item_id}:resolved"
+
+
 def review_surfaced_key(item_id: int, day: str) -> str:
     """An aging review item shown to its queue's channel again, at most once per UTC day."""
     return f"review:{item_id}:surfaced@{day}"
