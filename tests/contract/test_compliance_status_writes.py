@@ -152,3 +152,29 @@ def test_hubspot_flagged_lead_is_held_in_the_crm_and_a_clear_puts_it_back_to_new
         decide(session, ctx, "hubspot", crm_id, "clear", "carol", "screening false positive", clock())
     dispatch(sessions, ports, clock())
     assert status() == "NEW"
+
+
+def test_hubspot_rejection_writes_the_reason_property_and_a_note(
+        emulator: HubSpotEmulator, api: HubSpotApi, sessions: sessionmaker[Session], clock: Clock) -> None:
+    from connectors.emulators.hubspot_store import PropertyDef
+
+    emulator.store.property_defs["contacts"]["compliance_reason"] = PropertyDef(
+        "compliance_reason", "Compliance reason", "string", "textarea", "contactinformation", hubspot_defined=False)
+    fields = dataclasses.replace(HS_FIELDS, status_reason="compliance_reason")
+    ctx = ctx_with_policy(sessions)
+    reader, writer = HubSpotReader(api, fields, clock=clock), HubSpotWriter(api, fields)
+    writer.ensure_properties()
+    ports = Ports(FakeNotifier(), {"hubspot": writer})
+    crm_id = emulator.insert("contacts", {"email": "ada@example.com", "hs_lead_status": "NEW",
+                                          "sanctions_match": "true"})
+    clock.advance(60)
+    poll(sessions, ctx, reader, clock())
+    dispatch(sessions, ports, clock())
+    with transaction(sessions) as session:
+        decide(session, ctx, "hubspot", crm_id, "reject", "carol", "adverse media confirmed", clock())
+    dispatch(sessions, ports, clock())
+    [record] = [r for r in emulator.records("contacts") if r["id"] == crm_id]
+    assert record["properties"]["hs_lead_status"] == "DISQUALIFIED_COMPLIANCE"
+    assert record["properties"]["compliance_reason"] == "adverse media confirmed"
+    notes = [r for r in emulator.records("notes") if "adverse media confirmed" in r["properties"]["hs_note_body"]]
+    assert len(notes) == 1 and "carol" in notes[0]["properties"]["hs_note_body"]
