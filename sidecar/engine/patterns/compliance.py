@@ -24,6 +24,7 @@ from sidecar import outbox, review_queue
 from sidecar.audit import Pattern, StepAction
 from sidecar.domain import TERMINAL_STATES, LeadState, Persona
 from sidecar.engine import clocks
+from sidecar.engine.assignment import needs_owner, queue_ids
 from sidecar.engine.patterns import keys
 from sidecar.engine.patterns.shared import EngineContext, Message, lead_context, notify, record_step
 from sidecar.engine.policies import PolicyBook
@@ -103,17 +104,13 @@ def hold(session: Session, ctx: EngineContext, version: str, policy: Policy, rul
                             f"reject {lead.crm_id} --crm {lead.crm} --reason ...` (review item #{item.id}).",
     }
     for persona in rule.notify:
-        if persona is Persona.OWNER and not _person_owns(lead):
+        if persona is Persona.OWNER and needs_owner(lead, queue_ids(session)):
             continue  # nobody owns it yet: whoever is assigned at the clear is told then
         message = Message(kind=rule.kind, rule_id=rule.id, policy_version=version, due_at=now, window_s=0,
                           urgent=True, extra={"reason": texts.get(persona, texts[Persona.COMPLIANCE]),
                                               "criteria": ", ".join(criteria)})
         notify(session, ctx, policy, row, persona, lead, context, message, now)
     return row
-
-
-def _person_owns(lead: Lead) -> bool:
-    return bool(lead.owner_id) and not (lead.crm == "salesforce" and str(lead.owner_id).startswith("00G"))
 
 
 def hold_status_update(session: Session, item_audit_id: int | None) -> OutboxRow | None:
