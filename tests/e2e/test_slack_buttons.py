@@ -24,7 +24,7 @@ from connectors.emulators.slack import SlackEmulator
 from connectors.slack.actions import slack_actions_router
 from sidecar import wiring
 from sidecar.engine.evaluator import tick
-from sidecar.engine.ladder import EngineContext
+from sidecar.engine.patterns.shared import EngineContext
 from sidecar.settings import Settings
 from sidecar.store.db import transaction
 from sidecar.store.models import AuditRow, OutboxRow, Rep
