@@ -178,3 +178,30 @@ def test_hubspot_rejection_writes_the_reason_property_and_a_note(
     assert record["properties"]["compliance_reason"] == "adverse media confirmed"
     notes = [r for r in emulator.records("notes") if "adverse media confirmed" in r["properties"]["hs_note_body"]]
     assert len(notes) == 1 and "carol" in notes[0]["properties"]["hs_note_body"]
+
+
+def test_tags_are_added_once_to_the_configured_field_in_both_crms(
+        emu: SalesforceEmulator, client: SalesforceClient, emulator: HubSpotEmulator, api: HubSpotApi) -> None:
+    from connectors.emulators.hubspot_store import PropertyDef
+
+    emu.add_field("Lead", "Sidecar_Tags__c", "multipicklist")
+    sf = SalesforceWriter(client, dataclasses.replace(SF_FIELDS, tags="Sidecar_Tags__c"))
+    lead_id = emu.insert("Lead", {"LastName": "Lovelace", "Company": "Engines", "Sidecar_Tags__c": "vip"})
+    for _ in range(2):  # the second call is a replay: nothing to add
+        sf.update_lead(LeadUpdate(sf_context(lead_id), add_tags=("churn-risk-elevated",)), "t1")
+    assert emu.get("Lead", lead_id)["Sidecar_Tags__c"] == "vip;churn-risk-elevated"  # type: ignore[index]
+    with pytest.raises(PermanentError, match=r"writer\.tags"):
+        SalesforceWriter(client, SF_FIELDS).update_lead(LeadUpdate(sf_context(lead_id), add_tags=("x",)), "t2")
+
+    emulator.store.property_defs["contacts"]["sidecar_tags"] = PropertyDef(
+        "sidecar_tags", "Sidecar tags", "enumeration", "checkbox", "contactinformation", hubspot_defined=False,
+        options=[{"label": v, "value": v, "hidden": False, "displayOrder": i}
+                 for i, v in enumerate(("vip", "churn-risk-elevated"))])
+    hs = HubSpotWriter(api, dataclasses.replace(HS_FIELDS, tags="sidecar_tags"))
+    crm_id = emulator.insert("contacts", {"email": "ada@example.com", "sidecar_tags": "vip"})
+    for _ in range(2):
+        hs.update_lead(LeadUpdate(hs_context(crm_id), add_tags=("churn-risk-elevated",)), "t1")
+    [record] = [r for r in emulator.records("contacts") if r["id"] == crm_id]
+    assert record["properties"]["sidecar_tags"] == "vip;churn-risk-elevated"
+    with pytest.raises(PermanentError, match="was not one of the allowed options"):
+        hs.update_lead(LeadUpdate(hs_context(crm_id), add_tags=("unknown-tag",)), "t3")
