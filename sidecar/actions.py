@@ -150,6 +150,8 @@ def _snooze(session: Session, ctx: EngineContext, click: _Click, lead: Lead, rep
         raise _Refused("not_a_ladder_step", "This message is not an SLA reminder that can be snoozed.")
     clock_id, index = ladder_step
     clock = session.get(Clock, clock_id)
+    if clock is not None and clock.kind != clocks.SLA:  # a stuck-lead reminder is not an SLA step
+        raise _Refused("not_a_ladder_step", "This message is not an SLA reminder that can be snoozed.")
     if clock is None or clock.lead_id != lead.id or clock.status != "open" or clock.next_due_at is None:
         raise _Refused("clock_not_running", f"{lead.name}'s SLA clock is not running, so there is nothing "
                                             "to snooze.")

@@ -40,6 +40,8 @@ class StepAction(StrEnum):
     ASSIGN = "assign"  # an unowned lead got its first owner
     REASSIGN = "reassign"  # an owned lead was given to another rep: revertable
     REVERT = "revert"  # a reassignment was undone
+    REVIEW = "review"  # put in a review queue (ops review, compliance); the owner is unchanged
+    UPDATE = "update"  # the lead's CRM status or tags were changed (compliance hold, clear, reject)
 
 
 EXPORT_KEYS = ("at", "lead_id", "crm", "kind", "rule_id", "policy_version", "owner_id",

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
-from sidecar import __version__, audit
+from sidecar import __version__, audit, cli_queue
 from sidecar.cli_common import (
     DAY,
     EXAMPLES,
@@ -42,6 +42,7 @@ audit_app = typer.Typer(help="Read the audit log.", no_args_is_help=True, rich_m
 app.add_typer(audit_app, name="audit")
 SALESFORCE_LEAD_ID = re.compile(r"^00Q[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?$")  # 15 or 18 characters
 CRMS = ("salesforce", "hubspot")
+cli_queue.register(app)  # `sidecar queue list|resolve`, `sidecar compliance clear|reject`
 
 
 def _show_version(value: bool) -> None:

@@ -102,3 +102,4 @@ class LeadSnapshot:
     # Set when the CRM merged this lead into another record (same CRM; that record's crm_id): the
     # lead is gone for good, its work continues on the survivor. The other fields are not applied.
     merged_into: str | None = None
+    country: str | None = None  # ISO country code of the lead's jurisdiction, when the field map names one

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sidecar import audit
+from sidecar import audit, review_queue
 from sidecar.domain import Intent, LeadSnapshot, LeadState, ProgressActivity, is_canonical
 from sidecar.engine import clocks
 from sidecar.engine.policies import PolicyBook
@@ -76,6 +76,7 @@ def _fields(policy: Policy, snapshot: LeadSnapshot) -> dict[str, Any]:
         "source": _clip(snapshot.source, 100),
         "intent": derive_intent(policy, snapshot).value, "score": snapshot.score, "tier": _clip(snapshot.tier, 50),
         "deal_size": snapshot.deal_size, "flags": sorted(snapshot.flags),
+        "country": _clip(snapshot.country.upper() if snapshot.country else None, 64),
     }
 
 
@@ -91,7 +92,8 @@ def _create(session: Session, book: PolicyBook, policy: Policy, snapshot: LeadSn
     session.flush()
     events = [_event(session, lead, arrived, "created", None, state, "created")]
     if is_canonical(state) and state not in {s.value for s in policy.pause_states}:
-        clocks.start_clock(session, book, lead, entered)
+        for kind in clocks.KINDS:  # the SLA ladder and the stuck-lead count start together
+            clocks.start_clock(session, book, lead, entered, kind)
     for activity in sorted(snapshot.activities, key=lambda a: a.at):  # may reset the new clock
         event = _activity(session, book, lead, activity)
         if event is not None:
@@ -134,25 +136,37 @@ def _transition(session: Session, book: PolicyBook, policy: Policy, lead: Lead, 
     old = lead.state
     event = _event(session, lead, at, "state_changed", old, new, f"state:{old}->{new}@{at.isoformat()}")
     lead.state, lead.state_entered_at = new, at
-    clock = clocks.open_clock_of(session, lead.id)
-    pause_states = {s.value for s in policy.pause_states}
-    if new in pause_states:
+    # A lead on compliance hold keeps its clocks paused whatever the CRM status says meanwhile (the
+    # hold's own status write may not have landed yet, or a person moved it): only a decision clears it.
+    pause = new in {s.value for s in policy.pause_states} or review_queue.on_compliance_hold(session, lead.id)
+    for kind in clocks.KINDS:
+        _move_clock(session, book, lead, event, kind, new, at, pause)
+    return event
+
+
+def _move_clock(session: Session, book: PolicyBook, lead: Lead, event: LeadEvent, kind: str, new: str,
+                at: datetime, pause: bool) -> None:
+    """One clock kind across a transition: pause, resume, or close and start afresh. Only the SLA
+    clock knows progress; a stuck clock just ends when its state is left."""
+    clock = clocks.open_clock_of(session, lead.id, kind)
+    if pause:
         if clock is not None:
             clocks.pause(clock, book, session, at)
-        return event
+        return
     if clock is not None and clock.status == "paused" and clock.state == new:
         clocks.resume(clock, book, session, at)  # back from hold: consumed time is kept
-        return event
+        return
     if clock is not None:
-        clock_policy = book.get(session, clock.policy_version)
-        advanced = f"state:{new}" in clock_policy.progress_kinds(LeadState(clock.state))
-        if advanced:
-            lead.last_progress_at = at
-            event.detail = {"progress": True}
+        advanced = False
+        if kind == clocks.SLA:
+            clock_policy = book.get(session, clock.policy_version)
+            advanced = f"state:{new}" in clock_policy.progress_kinds(LeadState(clock.state))
+            if advanced:
+                lead.last_progress_at = at
+                event.detail = {"progress": True}
         clocks.close(clock, at, "progress" if advanced else "state_left")
     if is_canonical(new):
-        clocks.start_clock(session, book, lead, at)
-    return event
+        clocks.start_clock(session, book, lead, at, kind)
 
 
 def _activity(session: Session, book: PolicyBook, lead: Lead, activity: ProgressActivity) -> LeadEvent | None:
@@ -163,12 +177,13 @@ def _activity(session: Session, book: PolicyBook, lead: Lead, activity: Progress
     event = _event(session, lead, activity.at, "progress", None, activity.kind.value, key,
                    {"by": activity.by, "activity_id": activity.crm_id})
     lead.last_progress_at = max(filter(None, (lead.last_progress_at, activity.at)))
-    clock = clocks.open_clock_of(session, lead.id)
+    # Progress resets the SLA clock only: a stuck clock counts the whole time in the state.
+    clock = clocks.open_clock_of(session, lead.id, clocks.SLA)
     if clock is None or clock.status != "open" or activity.at < clock.started_at:
         return event
     if activity.kind.value in book.get(session, clock.policy_version).progress_kinds(LeadState(clock.state)):
         clocks.close(clock, activity.at, "progress")
-        clocks.start_clock(session, book, lead, activity.at)
+        clocks.start_clock(session, book, lead, activity.at, clocks.SLA)
         event.detail = {**event.detail, "reset_clock": clock.id}
     return event
 
@@ -187,9 +202,10 @@ def _merge(session: Session, lead: Lead, snapshot: LeadSnapshot, state: str) -> 
         return []
     at = max(snapshot.crm_modified_at, lead.crm_modified_at)
     survivor = session.scalars(select(Lead).where(Lead.crm == lead.crm, Lead.crm_id == into)).first()
-    clock = clocks.open_clock_of(session, lead.id)
-    if clock is not None:
-        clocks.close(clock, at, "merged")
+    clock = clocks.open_clock_of(session, lead.id, "sla")
+    for open_clock in (clock, clocks.open_clock_of(session, lead.id, "stuck")):
+        if open_clock is not None:  # the merged-away id is gone: none of its clocks may fire
+            clocks.close(open_clock, at, "merged")
     before = lead.state
     events = [_event(session, lead, at, "merged", lead.crm_id, into, key,
                      {"into_lead_id": survivor.id if survivor else None, "state_before": before,

@@ -108,6 +108,15 @@ def evaluate(rt: Runtime, now: datetime) -> Counter[str]:
     return fired
 
 
+def resurface_reviews(rt: Runtime, now: datetime) -> int:
+    """Compliance holds waiting longer than the policy's `resurface_after`: shown to compliance again
+    (each at most once a day, so the job may run hourly)."""
+    from sidecar.engine.patterns.compliance_decisions import resurface
+
+    with leader_lock(rt.sessions, "reviews") as leader, transaction(rt.sessions) as session:
+        return resurface(session, rt.ctx, now) if leader else 0
+
+
 def dispatch(rt: Runtime, now: datetime) -> Counter[str]:
     with transaction(rt.sessions) as session:  # the admin's noise settings, as the active policy says
         rt.ports.noise = rt.ctx.book.active(session)[1].noise
@@ -120,5 +129,7 @@ def run_cycle(rt: Runtime, now: datetime, *, poll: bool = True) -> Counter[str]:
         poll_all(rt, now)
     drain_webhooks(rt, now)
     fired = evaluate(rt, now)
+    if resurfaced := resurface_reviews(rt, now):
+        fired["compliance_review_aging"] += resurfaced
     dispatch(rt, now)
     return fired

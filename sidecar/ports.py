@@ -100,6 +100,19 @@ class OwnerChange:
     seen_modified_at: datetime
 
 
+@dataclass(frozen=True)
+class LeadUpdate:
+    """Change a lead's status and/or tags in the CRM (compliance hold, churn tag)."""
+    lead: LeadContext
+    crm_status: str | None = None       # a CRM status value, chosen by the core from the policy's state map
+    add_tags: tuple[str, ...] = ()      # e.g. ("churn-risk-elevated",); stored in the connector's configured tags field
+    reason: str | None = None           # shown on the record (e.g. compliance rejection reason)
+    # The CRM status the decision expects to replace: when set and the record's status is something
+    # else by the time the update is written, a person changed it since and their status stands
+    # (ConflictError). None: overwrite (a compliance hold must win over a rep's status).
+    expect_status: str | None = None
+
+
 class Notifier(Protocol):
     def send(self, notification: Notification, idempotency_key: str) -> str:
         """Deliver and return a message reference. Raises TransientError / PermanentError."""
@@ -121,6 +134,11 @@ class CrmWriter(Protocol):
 
     def change_owner(self, change: OwnerChange, idempotency_key: str) -> None:
         """Conditional owner change; raises ConflictError when the record changed meanwhile."""
+        ...
+
+    def update_lead(self, update: LeadUpdate, idempotency_key: str) -> None:
+        """Set the lead's status and/or add tags; a replay changes nothing. Raises ConflictError when
+        `update.expect_status` is set and a person changed the status since."""
         ...
 
 

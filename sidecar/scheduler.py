@@ -25,9 +25,10 @@ from sidecar.jobs import Runtime
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVALS = {"poll": 60, "drain_webhooks": 5, "evaluate": 15, "dispatch": 5,
-                     "directory_sync": 900}  # seconds; Settings.job_intervals() overrides
+                     "directory_sync": 900, "reviews": 3600}  # seconds; Settings.job_intervals() overrides
+# job name -> function in sidecar.jobs; "reviews" re-surfaces aging compliance holds (each at most once a day)
 WORK = {"poll": "poll_all", "drain_webhooks": "drain_webhooks", "evaluate": "evaluate", "dispatch": "dispatch",
-        "directory_sync": "sync_directory"}  # job name -> function in sidecar.jobs
+        "directory_sync": "sync_directory", "reviews": "resurface_reviews"}
 
 
 def _job(name: str, rt: Runtime, clock: Callable[[], datetime]) -> Callable[[], None]:

@@ -22,9 +22,11 @@ class Status:
 
 
 def gather(session: Session, now: datetime, dead_limit: int = 10) -> Status:
-    clocks = dict(session.execute(select(Clock.status, func.count()).group_by(Clock.status)).all())
+    # SLA clocks: what "running" and "due" mean to an admin; stuck-lead clocks run beside them.
+    clocks = dict(session.execute(select(Clock.status, func.count()).where(Clock.kind == "sla")
+                                  .group_by(Clock.status)).all())
     due = session.scalar(select(func.count()).select_from(Clock).where(
-        Clock.status == "open", Clock.next_due_at <= now + timedelta(hours=1))) or 0
+        Clock.kind == "sla", Clock.status == "open", Clock.next_due_at <= now + timedelta(hours=1))) or 0
     outbox = dict(session.execute(select(OutboxRow.status, func.count()).group_by(OutboxRow.status)).all())
     dead = [(row.idempotency_key, row.action, row.last_error or "") for row in session.scalars(
         select(OutboxRow).where(OutboxRow.status == "dead").order_by(OutboxRow.done_at.desc())

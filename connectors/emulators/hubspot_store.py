@@ -145,8 +145,11 @@ _SPECIFIC: dict[str, list[tuple[str, str, str]]] = {
                  ("hs_meeting_outcome", "enumeration", "select")],
 }
 _OPTIONS = {
+    # HubSpot's default lead statuses plus the custom options the example policy maps (a portal admin
+    # adds them under Settings > Properties > Lead Status).
     "hs_lead_status": _options("NEW", "OPEN", "IN_PROGRESS", "OPEN_DEAL", "UNQUALIFIED",
-                               "ATTEMPTED_TO_CONTACT", "CONNECTED", "BAD_TIMING"),
+                               "ATTEMPTED_TO_CONTACT", "CONNECTED", "BAD_TIMING", "QUALIFIED", "COMPLIANCE_HOLD",
+                               "DISQUALIFIED_COMPLIANCE"),
     "hs_task_status": _options("NOT_STARTED", "IN_PROGRESS", "WAITING", "COMPLETED", "DEFERRED"),
     "hs_task_priority": _options("LOW", "MEDIUM", "HIGH"),
 }
@@ -248,6 +251,8 @@ class Store:
         for name, raw in props.items():
             text = "" if raw is None else ("true" if raw is True else "false" if raw is False else str(raw))
             definition = defs.get(name)
+            if strict and text and definition is not None:
+                self._check_options(definition, text)
             if text and definition is not None and definition.type == "datetime":
                 millis = parse_datetime_ms(text)
                 if millis is None:
@@ -255,6 +260,25 @@ class Store:
                 text = iso_ms(datetime.fromtimestamp(millis / 1000, UTC))
             out[name] = text
         return out
+
+    @staticmethod
+    def _check_options(definition: PropertyDef, text: str) -> None:
+        """An enumeration with options accepts only those values (";"-joined for multiple checkboxes):
+        HubSpot answers 400 VALIDATION_ERROR "Property values were not valid" with an INVALID_OPTION
+        entry ("<value> was not one of the allowed options: [...]", as seen in HubSpot API error
+        bodies reported in public issue trackers). Enumerations whose options live elsewhere (owners)
+        list none and are not checked here."""
+        if definition.type != "enumeration" or not definition.options:
+            return
+        allowed = [str(option["value"]) for option in definition.options]
+        values = text.split(";") if definition.field_type == "checkbox" else [text]
+        bad = next((value for value in values if value not in allowed), None)
+        if bad is None:
+            return
+        message = f"{bad} was not one of the allowed options: [{', '.join(allowed)}]"
+        raise ApiError(400, "VALIDATION_ERROR", f"Property values were not valid: [{message}]",
+                       errors=[{"isValid": False, "message": message, "error": "INVALID_OPTION",
+                                "name": definition.name, "localizedErrorMessage": message}])
 
     def check_unique(self, object_type: ObjectType, values: Mapping[str, str], own_id: int | None) -> None:
         defs = self.property_defs[object_type.name]

@@ -117,6 +117,13 @@ class RecordError(Exception):
 ChangeListener = Callable[[str, dict[str, Any] | None, dict[str, Any]], None]
 
 
+# Lead Status of the emulated org: the standard values plus the ones the example policy maps (an
+# admin adds "Compliance Hold" and friends in Setup > Object Manager > Lead > Fields > Lead Status).
+LEAD_STATUSES = ("Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted",
+                 "Qualified", "Unqualified", "Proposal", "On Hold", "Nurture", "Compliance Hold",
+                 "Disqualified - Compliance")
+
+
 class OrgStore:
     """Records by sObject type; every write goes through `validate` then `apply_*`, so a batch can be
     validated as a whole before anything is written (allOrNone)."""
@@ -130,6 +137,11 @@ class OrgStore:
         # Task statuses that close a task (Setup > Task Status picklist, "Closed" ticked); IsClosed
         # follows them. Orgs add their own ("Done", "Left voicemail"...).
         self.closed_task_statuses: set[str] = {"Completed"}
+        # Restricted picklists ("Restrict picklist to the values defined in the value set"): an API
+        # write of any other value is refused with INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST, "bad value
+        # for restricted picklist field: <value>" (Salesforce error reference; salesforcedictionary.com
+        # errors/invalid-or-null-for-restricted-picklist). Helpers (system writes) are not checked.
+        self.restricted_picklists: dict[tuple[str, str], set[str]] = {("Lead", "Status"): set(LEAD_STATUSES)}
 
     def field_types(self) -> dict[str, dict[str, str]]:
         return {name: {f: spec.type for f, spec in fields.items()} for name, fields in self.schemas.items()}
@@ -194,6 +206,10 @@ class OrgStore:
                                   "or permission set.", [name])
             if wire and schema[name].type == "datetime" and value is not None:
                 self._check_wire_datetime(name, value)
+            allowed = self.restricted_picklists.get((sobject, name))
+            if wire and allowed is not None and value not in allowed:
+                raise RecordError("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                                  f"{name}: bad value for restricted picklist field: {value}", [name])
             clean[name] = self._coerce(name, schema[name].type, value)
         # On create every required field must be there; on update only the ones sent can be blanked.
         checked = schema if creating else clean

@@ -56,6 +56,9 @@ class FieldMap:
     deal_size: str = ""
     intent: str = ""
     modified: str = ""
+    country: str = ""  # a property holding the ISO country code (compliance: licensed jurisdictions)
+    status_reason: str = ""  # where a status change's reason goes (compliance rejection); "" = a note only
+    tags: str = ""  # a multiple-checkbox property that LeadUpdate.add_tags adds options to (churn-risk-elevated)
     market: ValueMap = field(default_factory=lambda: ValueMap("country"))
     source: ValueMap = field(default_factory=lambda: ValueMap("hs_analytics_source"))
     flags: Mapping[str, str] = field(default_factory=lambda: _frozen({}))  # property -> flag name
@@ -99,7 +102,8 @@ class FieldMap:
         """Every property a lead read asks for (empty names are unused fields)."""
         names = [self.first_name, self.last_name, self.company, self.email, self.status, self.owner,
                  self.score, self.tier, self.deal_size, self.intent, self.modified_property,
-                 self.market.property, self.source.property, "createdate", "hs_createdate", *self.flags]
+                 self.market.property, self.source.property, "createdate", "hs_createdate", self.country,
+                 *self.flags]
         return list(dict.fromkeys(n for n in names if n))
 
 

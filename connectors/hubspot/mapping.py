@@ -104,4 +104,5 @@ def to_snapshot(record: Mapping[str, Any], fields: FieldMap,
         owner_changed_at=entered_current_value(history.get(fields.owner)),
         flags=flags,
         activities=tuple(sorted(activities, key=lambda a: (a.at, a.crm_id))),
+        country=get(fields.country) if fields.country else None,
     )

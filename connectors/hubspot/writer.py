@@ -24,7 +24,15 @@ from connectors.hubspot.errors import Rejected
 from connectors.hubspot.fields import FieldMap
 from connectors.hubspot.mapping import epoch_ms, parse_time
 from sidecar.domain import Crm
-from sidecar.ports import ConflictError, NoteRequest, OwnerChange, PermanentError, TaskRequest, TransientError
+from sidecar.ports import (
+    ConflictError,
+    LeadUpdate,
+    NoteRequest,
+    OwnerChange,
+    PermanentError,
+    TaskRequest,
+    TransientError,
+)
 
 KEY_PROPERTY = "sidecar_idempotency_key"
 # HUBSPOT_DEFINED association type ids (engagement -> lead object); see API-NOTES.md.
@@ -159,6 +167,40 @@ class HubSpotWriter:
                                 f"{current or 'nobody'} stays")
         self.api.call("general", "crm.objects.basic_api", "update", self.fields.object, change.lead.crm_id,
                       {"properties": {owner_prop: change.to_owner_id}}, scope=WRITE_SCOPE)
+
+
+    # -- status and tags ---------------------------------------------------------------------------
+
+    def update_lead(self, update: LeadUpdate, idempotency_key: str) -> None:
+        """Re-read, compare, then PATCH only what differs (a replay writes nothing). A status a person
+        set since the decision stands when `expect_status` says which status we meant to replace
+        (ConflictError). The reason goes into the `status_reason` property when configured (the
+        core also writes it as a note); tags are added to the `tags` multiple-checkbox property
+        (values joined with ";", HubSpot's format for multiple checkboxes)."""
+        lead_id = update.lead.crm_id
+        status_prop, tags_prop = self.fields.status, self.fields.tags
+        record = self.api.call("general", "crm.objects.basic_api", "get_by_id", self.fields.object, lead_id,
+                               properties=[p for p in (status_prop, tags_prop) if p])
+        props: dict[str, Any] = record.get("properties") or {}
+        values: dict[str, str] = {}
+        status = props.get(status_prop) or None
+        if update.crm_status is not None and status != update.crm_status:
+            if update.expect_status is not None and status != update.expect_status:
+                raise ConflictError(f"HubSpot {self.fields.object} {lead_id}: {status_prop} is {status!r}, not "
+                                    f"{update.expect_status!r}; a person changed it since, so it stays")
+            values[status_prop] = update.crm_status
+            if update.reason and self.fields.status_reason:
+                values[self.fields.status_reason] = update.reason
+        if update.add_tags:
+            if not tags_prop:
+                raise PermanentError("cannot tag the lead: set properties.tags in config/hubspot.fields.yaml to a "
+                                     "multiple-checkbox property with the options " + ", ".join(update.add_tags))
+            have = [tag for tag in str(props.get(tags_prop) or "").split(";") if tag]
+            if any(tag not in have for tag in update.add_tags):
+                values[tags_prop] = ";".join([*have, *(t for t in update.add_tags if t not in have)])
+        if values:
+            self.api.call("general", "crm.objects.basic_api", "update", self.fields.object, lead_id,
+                          {"properties": values}, scope=WRITE_SCOPE)
 
 
 def _one(results: Mapping[str, str | Exception], key: str) -> str:

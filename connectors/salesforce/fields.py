@@ -52,6 +52,9 @@ class FieldMap:
     deal_size: str | None = None
     intent: MappedField = MappedField(None)
     flags: Mapping[str, str] = field(default_factory=dict)  # checkbox field -> flag name
+    country: str | None = None  # an ISO country code field (CountryCode with state/country picklists)
+    status_reason: str | None = None  # where a status change's reason goes; None = a note only
+    tags: str | None = None  # a multi-select picklist LeadUpdate.add_tags adds values to
     task_kinds: Mapping[str, ProgressKind] = field(default_factory=lambda: {
         "Call": ProgressKind.CALL_LOGGED, "Email": ProgressKind.EMAIL_SENT})
     task_completed_at: str | None = "CompletedDateTime"
@@ -77,8 +80,12 @@ class FieldMap:
     def lead_fields(self) -> list[str]:
         """Every Lead field a read selects, each once, system fields first."""
         mapped = [*self.name, self.company, self.email, self.market.field, self.source.field, self.status,
-                  self.owner, self.score, self.tier, self.deal_size, self.intent.field, *self.flags]
+                  self.owner, self.score, self.tier, self.deal_size, self.intent.field, self.country, *self.flags]
         return list(dict.fromkeys([*SYSTEM_FIELDS, *(f for f in mapped if f)]))
+
+    def writer_lead_fields(self) -> list[str]:
+        """Lead fields only the writer touches (LeadUpdate's reason and tags), when configured."""
+        return [f for f in (self.status_reason, self.tags) if f]
 
     def task_fields(self) -> list[str]:
         fields = ["Id", "WhoId", "TaskSubtype", "LastModifiedDate", "SystemModstamp", "OwnerId"]
@@ -155,6 +162,7 @@ def parse_field_map(raw: Mapping[str, Any], source: str = "<field map>") -> Fiel
         tier=lead.get("tier"), deal_size=lead.get("deal_size"),
         intent=_mapped(lead.get("intent"), "lead.intent", errors),
         flags={str(k): str(v) for k, v in dict(flags if isinstance(flags, dict) else {}).items()},
+        country=lead.get("country"), status_reason=writer.get("status_reason"), tags=writer.get("tags"),
         task_kinds=kinds, task_completed_at=acts.get("task_completed_at", "CompletedDateTime"),
         meetings=bool(acts.get("meetings", True)), user_team=users.get("team"),
         key_field=writer.get("key_field", "Sidecar_Key__c"), reminders=bool(writer.get("reminders", True)),
@@ -165,7 +173,7 @@ def parse_field_map(raw: Mapping[str, Any], source: str = "<field map>") -> Fiel
         slow_interval_seconds=float(slow) if _number(slow) else 600.0,
     )
     named = dict.fromkeys([*result.lead_fields(), *result.task_fields(), *result.writer_task_fields(),
-                           *result.user_fields()])
+                           *result.user_fields(), *result.writer_lead_fields()])
     errors += [f"{n!r} is not a Salesforce field API name" for n in named if not _API_NAME.match(n)]
     if errors:
         raise ValueError("\n".join(f"{source}: {message}" for message in errors))
@@ -192,7 +200,8 @@ KEY_FIELD_HELP = (
 def missing_fields(client: Describer, fields: FieldMap) -> list[str]:
     """Configured fields the org lacks, as `Object.Field` (three describe calls). A missing key
     field is reported with what it costs and how to create it."""
-    wanted = {"Lead": fields.lead_fields(), "Task": [*fields.task_fields(), *fields.writer_task_fields()],
+    wanted = {"Lead": [*fields.lead_fields(), *fields.writer_lead_fields()],
+              "Task": [*fields.task_fields(), *fields.writer_task_fields()],
               "User": fields.user_fields()}
     missing: list[str] = []
     for sobject, names in wanted.items():

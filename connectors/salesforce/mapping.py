@@ -111,4 +111,5 @@ def to_snapshot(record: Mapping[str, Any], fields: FieldMap, related: Related) -
         owner_changed_at=related.owner_at.get(lead_id, created),
         flags=frozenset(flag for name_, flag in fields.flags.items() if record.get(name_) is True),
         activities=activities,
+        country=_text(record, fields.country) or None,
     )

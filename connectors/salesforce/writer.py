@@ -56,6 +56,7 @@ from sidecar.domain import Crm
 from sidecar.ports import (
     ConflictError,
     LeadContext,
+    LeadUpdate,
     NoteRequest,
     OwnerChange,
     PermanentError,
@@ -358,6 +359,43 @@ class SalesforceWriter:
             return  # our own earlier write, retried: the lead already has the owner we wanted
         raise ConflictError(f"lead {lead_id} changed in Salesforce after {since}; it is now owned by "
                             f"{owner}, so the reassignment was not made")
+
+    # --- status and tags ---------------------------------------------------------------------------------
+
+    def update_lead(self, update: LeadUpdate, idempotency_key: str) -> None:
+        """Read Status (and the tags field), then PATCH only what differs: a replay writes nothing.
+
+        Not conditional on the modification time like owner changes: a compliance hold must win over
+        a rep's edits. What must not be overwritten is a *status* a person set since the decision:
+        when `expect_status` is given and Status is neither it nor the target, ConflictError (the
+        person's status stands). The reason goes into `writer.status_reason` when configured (the
+        core also writes it as a note). Tags go into `writer.tags` (a multi-select picklist,
+        values joined with ";")."""
+        lead_id = update.lead.crm_id
+        names = [self.fields.status, *([self.fields.tags] if update.add_tags and self.fields.tags else [])]
+        current = self.client.rest("GET", f"sobjects/Lead/{lead_id}", params={"fields": ",".join(names)}) or {}
+        values: dict[str, Any] = {}
+        status = current.get(self.fields.status)
+        if update.crm_status is not None and status != update.crm_status:
+            if update.expect_status is not None and status != update.expect_status:
+                raise ConflictError(f"lead {lead_id} has Status {status!r}, not {update.expect_status!r}: a "
+                                    f"person changed it since, so it stays (not set to {update.crm_status!r})")
+            values[self.fields.status] = update.crm_status
+            if update.reason and self.fields.status_reason:
+                values[self.fields.status_reason] = update.reason[:255]
+        if update.add_tags:
+            if not self.fields.tags:
+                raise PermanentError("cannot tag the lead: set writer.tags in config/salesforce.fields.yaml to a "
+                                     "multi-select picklist on Lead with the values " + ", ".join(update.add_tags))
+            have = [tag for tag in str(current.get(self.fields.tags) or "").split(";") if tag]
+            if any(tag not in have for tag in update.add_tags):
+                values[self.fields.tags] = ";".join([*have, *(t for t in update.add_tags if t not in have)])
+        if not values:
+            return  # our own earlier write, retried (or a person made the same change)
+        try:
+            self.client.raw(lambda sf: sf.restful(f"sobjects/Lead/{lead_id}", method="PATCH", json=values))
+        except Exception as exc:  # a refused picklist value is permanent; limits and outages are retried
+            raise translate(exc) from exc
 
     def _owner_of(self, lead_id: str) -> str | None:
         current = self.client.rest("GET", f"sobjects/Lead/{lead_id}", params={"fields": "OwnerId"})

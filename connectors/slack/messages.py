@@ -52,6 +52,14 @@ DEFAULT_TEMPLATES: dict[str, str] = {
                                        "{name} ({company})",
     "sla_breach_auto_reassign.intro": "{name} moved from {from_owner} to *{new_owner}* after {elapsed} "
                                       "of business time ({remaining}). Reason: {reason}.",
+    "stuck_lead.header": ":hourglass_flowing_sand: Stuck in {state}: {name} ({company})",
+    "stuck_lead.intro": "{name} has been in {state} for *{elapsed}* of business time. {reason}",
+    "compliance_hold.header": ":no_entry: Compliance hold: {name} ({company})",
+    "compliance_hold.intro": "{reason}",
+    "compliance_cleared.header": ":white_check_mark: Compliance cleared: {name} ({company})",
+    "compliance_cleared.intro": "{reason}",
+    "compliance_review_aging.header": ":hourglass: Still waiting for compliance: {name} ({company})",
+    "compliance_review_aging.intro": "{reason}",
     "default.header": "SLA update: {name} ({company})",
     "default.intro": "{name} is in {state} ({remaining}). Owner: {owner}.",
 }

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from sidecar import outbox
+from sidecar import outbox, review_queue
 from sidecar.audit import Pattern, StepAction
 from sidecar.domain import TERMINAL_STATES, Intent
 from sidecar.engine import clocks
@@ -63,6 +63,8 @@ def assign_new_lead(session: Session, book: PolicyBook, version: str, policy: Po
     """None when the lead is not ours to assign (a person owns it, or it is closed)."""
     if lead.state in {state.value for state in TERMINAL_STATES} or not needs_owner(lead, queue_ids(session)):
         return None
+    if review_queue.on_compliance_hold(session, lead.id):
+        return None  # nobody may work it yet; clearing the hold assigns it (engine.patterns.compliance)
     rule = next((rule for rule in rules if rule.when.matches(lead.intent, lead.source, lead.market)), None)
     if rule is None:
         return Assignment(None, None, None, f"no assignment rule matches intent={lead.intent}, "
@@ -195,7 +197,7 @@ def _already_decided(session: Session, lead: Lead) -> bool:
 
 def _deadline(session: Session, book: PolicyBook, lead: Lead) -> datetime | None:
     """When the lead's running SLA clock breaches: the first-response task is due then."""
-    clock = clocks.open_clock_of(session, lead.id)
+    clock = clocks.open_clock_of(session, lead.id, clocks.SLA)
     if clock is None or clock.running_since is None:
         return None
     return clocks.breach_at(clock, book, session)

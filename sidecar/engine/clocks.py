@@ -1,4 +1,8 @@
-"""SLA clocks: start, pause, resume, close, and the precomputed `next_due_at`.
+"""Clocks (SLA and stuck-lead): start, pause, resume, close, and the precomputed `next_due_at`.
+
+Two kinds run side by side per lead: "sla" (the ladder, at fractions of the window; reset by
+progress) and "stuck" (at multiples of the same window, reset only by leaving the state). Both
+are planned the same way from their kind's thresholds (`thresholds`).
 
 A clock counts business seconds in the lead's market. `consumed_s` holds what was used before
 `running_since`; while running, used time = consumed_s + elapsed(running_since, now). The next
@@ -13,22 +17,37 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sidecar.domain import Intent, LeadState
+from sidecar.domain import TERMINAL_STATES, Intent, LeadState
 from sidecar.engine.policies import PolicyBook
-from sidecar.policy.model import duration_seconds
+from sidecar.policy.model import Policy, duration_seconds
 from sidecar.store.models import Clock, Lead
 
 
-def open_clock_of(session: Session, lead_id: int, kind: str = "sla") -> Clock | None:
+def open_clock_of(session: Session, lead_id: int, kind: str) -> Clock | None:
     """The lead's running or paused clock (at most one per kind)."""
     return session.scalars(
         select(Clock).where(Clock.lead_id == lead_id, Clock.kind == kind, Clock.status != "closed")
     ).first()
 
 
-def start_clock(session: Session, book: PolicyBook, lead: Lead, started_at: datetime) -> Clock | None:
-    """Start the clock for the lead's current state under the newest policy; None if no window."""
+SLA, STUCK = "sla", "stuck"
+KINDS = (SLA, STUCK)
+
+
+def thresholds(policy: Policy, kind: str) -> list[float]:
+    """When each step of a clock of `kind` is due, as multiples of its window, in firing order."""
+    if kind == STUCK:
+        return sorted(step.multiple for step in policy.stuck)
+    return [step.at for step in policy.ladder]
+
+
+def start_clock(session: Session, book: PolicyBook, lead: Lead, started_at: datetime,
+                kind: str = SLA) -> Clock | None:
+    """Start the clock for the lead's current state under the newest policy; None if no window
+    (and, for a stuck clock, none in a terminal state or without stuck steps)."""
     version, policy = book.active(session)
+    if kind == STUCK and (not policy.stuck or LeadState(lead.state) in TERMINAL_STATES):
+        return None
     intent = Intent(lead.intent) if lead.intent else None
     rule = policy.window_for(lead.market, lead.source, LeadState(lead.state), intent)
     if rule is None:
@@ -40,7 +59,7 @@ def start_clock(session: Session, book: PolicyBook, lead: Lead, started_at: date
     if go_live is not None and started_at < go_live:
         started_at = go_live
     clock = Clock(
-        lead_id=lead.id, kind="sla", state=lead.state, rule_id=rule.id, policy_version=version,
+        lead_id=lead.id, kind=kind, state=lead.state, rule_id=rule.id, policy_version=version,
         market=book.market(policy, lead.market)[0], window_s=window_s, started_at=started_at,
         consumed_s=0.0, running_since=started_at, steps_fired=0, status="open",
     )
@@ -59,11 +78,13 @@ def used_seconds(clock: Clock, book: PolicyBook, session: Session, now: datetime
 
 
 def due_at(clock: Clock, book: PolicyBook, session: Session, step_index: int) -> datetime | None:
-    """The instant ladder step `step_index` crosses, if the clock keeps running from now on."""
+    """The instant step `step_index` (of the ladder, or of the stuck steps) crosses, if the clock
+    keeps running from now on."""
     policy = book.get(session, clock.policy_version)
-    if clock.running_since is None or step_index >= len(policy.ladder):
+    steps = thresholds(policy, clock.kind)
+    if clock.running_since is None or step_index >= len(steps):
         return None
-    target = policy.ladder[step_index].at * clock.window_s
+    target = steps[step_index] * clock.window_s
     remaining = max(0.0, target - clock.consumed_s)
     calendar = book.calendar(clock.policy_version, policy, clock.market)
     return calendar.add(clock.running_since, timedelta(seconds=remaining))
@@ -134,10 +155,10 @@ def recompute(session: Session, book: PolicyBook, now: datetime) -> int:
         clock.policy_version, clock.rule_id = version, rule.id
         clock.window_s = duration_seconds(rule.window, book.business_day(policy, lead.market))
         clock.market = book.market(policy, lead.market)[0]
-        # Keep what was already said: the new ladder's steps up to the highest fraction already fired.
-        old_ladder = book.get(session, old_version).ladder
-        fired = old_ladder[clock.steps_fired - 1].at if clock.steps_fired else 0.0
-        clock.steps_fired = sum(1 for step in policy.ladder if step.at <= fired)
+        # Keep what was already said: the new steps up to the highest fraction (multiple) already fired.
+        old_steps = thresholds(book.get(session, old_version), clock.kind)
+        fired = old_steps[clock.steps_fired - 1] if clock.steps_fired else 0.0
+        clock.steps_fired = sum(1 for at in thresholds(policy, clock.kind) if at <= fired)
         plan(clock, book, session)
         moved += 1
     return moved

@@ -68,11 +68,12 @@ def revert_reassignment(session: Session, ctx: EngineContext, crm: str, crm_id: 
 
 def _fresh_clock(session: Session, ctx: EngineContext, lead: Lead, now: datetime) -> None:
     """A fresh window for the original owner, not an instant re-escalation; a paused clock stays paused."""
-    clock = clocks.open_clock_of(session, lead.id)
+    # The SLA clock only: the stuck clock counts time in the state, which an owner change does not end.
+    clock = clocks.open_clock_of(session, lead.id, clocks.SLA)
     if clock is not None and clock.status == "paused":
         clock.consumed_s, clock.steps_fired = 0.0, 0
         return
     if clock is not None:
         clocks.close(clock, now, "reverted")
     if is_canonical(lead.state):
-        clocks.start_clock(session, ctx.book, lead, now)
+        clocks.start_clock(session, ctx.book, lead, now, clocks.SLA)

@@ -13,9 +13,7 @@ from sidecar.policy.model import Policy
 # Section -> keys of each of its rules that nothing reads yet. Keys a pattern already honours (the
 # high-value trigger and `reassign_to_senior`, used by the SLA ladder's reassignment) are absent.
 NOT_ENFORCED: dict[str, tuple[str, ...]] = {
-    "stuck": ("multiple", "notify", "queue"),
     "high_value": ("window_factor", "notify"),
-    "compliance": ("flags", "notify", "pause_outreach"),
     "churn": ("flags", "notify", "pause_outreach"),
 }
 

@@ -229,6 +229,17 @@ def _check_references(sections: dict[str, Any], positions: dict[str, list[int]],
         if sections.get(section) is not None:
             rule_id((section,), sections[section].id)
             personas((section,), sections[section].notify)
+    compliance = sections.get("compliance")
+    if compliance is not None:
+        for market in compliance.licensed_jurisdictions:
+            if "markets" in sections and market not in markets:
+                out.add(("compliance", "licensed_jurisdictions", market), f"unknown market {market!r}",
+                        f"use one of: {', '.join(sorted(markets))}")
+        for crm, state_map in sections.get("states", {}).items():
+            for needed in (LeadState.COMPLIANCE_HOLD, LeadState.DISQUALIFIED_COMPLIANCE, LeadState.NEW):
+                if needed not in state_map.map.values():
+                    out.add(("states", crm, "map"), f"no {crm} status maps to {needed.value}, so the "
+                            "compliance hold cannot set it", f"add your {crm} status value for {needed.value}")
     intent = sections.get("intent")
     for i, rule in enumerate(intent.rules if intent is not None else []):
         rule_id(("intent", "rules", i), rule.id)

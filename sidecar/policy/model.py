@@ -158,6 +158,7 @@ class StuckStep(Strict):
     notify: list[Persona] = Field(default_factory=list)
     queue: Literal["ops_review"] | None = None
     purpose: str = ""
+    kind: Annotated[str, Field(pattern=r"^[a-z_]+$")] = "stuck_lead"  # the audit label
 
 
 class HighValueRule(Strict):
@@ -179,6 +180,23 @@ class FlagRule(Strict):
     notify: list[Persona] = Field(default_factory=list)
     pause_outreach: bool = False
     purpose: str = ""
+
+
+class ComplianceRule(Strict):
+    """Compliance hold (seed 000 pattern 4): any of `flags` (or a country outside the market's
+    licensed jurisdictions) holds the lead until compliance clears or rejects it. The hold pauses
+    the lead itself, so there is no `pause_outreach` here (that is churn's account-wide pause)."""
+
+    id: Annotated[str, Field(pattern=RULE_ID)]
+    flags: list[str]
+    notify: list[Persona] = Field(default_factory=list)
+    purpose: str = ""
+
+    # Market code -> ISO country codes the company may sell to from there, e.g. {DACH: [DE, AT, CH]}.
+    # A lead whose country is known and not listed for its market is "unlicensed_jurisdiction".
+    licensed_jurisdictions: dict[str, list[str]] = Field(default_factory=dict)
+    resurface_after: Duration = "2bd"  # items waiting longer are shown to compliance again, daily
+    kind: Annotated[str, Field(pattern=r"^[a-z_]+$")] = "compliance_hold"  # the audit label of a hold
 
 
 class Route(Strict):
@@ -257,7 +275,7 @@ class Policy(Strict):
     pause_states: list[LeadState] = Field(default_factory=lambda: [LeadState.ON_HOLD])
     progress: dict[LeadState, list[str]] = Field(default_factory=dict)
     high_value: HighValueRule | None = None
-    compliance: FlagRule | None = None
+    compliance: ComplianceRule | None = None
     churn: FlagRule | None = None
     notifications: dict[Persona, Route]
     reassignment: Reassignment = Reassignment()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.policy.enforcement import enforced
-from sidecar.policy.model import FlagRule, HighValueRule, LadderStep, Policy, StuckStep, WindowRule
+from sidecar.policy.model import ComplianceRule, FlagRule, HighValueRule, LadderStep, Policy, StuckStep, WindowRule
 
 NOT_YET = " (not enforced yet)"
 
@@ -43,7 +43,8 @@ def _stuck_purpose(step: StuckStep) -> str:
     action = f"notify {_names(step.notify)}" if step.notify else ""
     if step.queue:
         action = (action + "; " if action else "") + f"surface in the {step.queue} queue"
-    return f"same state for {step.multiple:g}x its window: {action}"
+    return f"same state for {step.multiple:g}x its window (ON_HOLD and other pause states stop the count): " \
+           f"audit {step.kind}; {action}"
 
 
 def _high_value_purpose(rule: HighValueRule) -> str:
@@ -56,6 +57,14 @@ def _high_value_purpose(rule: HighValueRule) -> str:
         triggers.append(f"deal size >= {rule.min_deal_size:g}")
     return f"high value when {' or '.join(triggers) or 'never'}: notify {_names(rule.notify)}, " \
            f"window x{rule.window_factor:g}"
+
+
+def _compliance_purpose(rule: ComplianceRule) -> str:
+    licensed = "; ".join(f"{market}: {', '.join(codes)}" for market, codes in rule.licensed_jurisdictions.items())
+    where = f" or a country outside the licensed ones ({licensed})" if licensed else ""
+    return (f"hold in COMPLIANCE_HOLD on flags {', '.join(rule.flags)}{where}: queue for compliance, "
+            f"notify {_names(rule.notify)}; clocks paused until cleared; re-surfaced daily after "
+            f"{rule.resurface_after}")
 
 
 def _flag_purpose(rule: FlagRule, what: str) -> str:
@@ -91,7 +100,10 @@ def rule_lines(policy: Policy) -> list[RuleLine]:
         partly = "; reassignment by seniority is enforced, the rest" if not enforced("high_value") else ""
         add(policy.high_value.id, "high_value", (policy.high_value.purpose or _high_value_purpose(policy.high_value))
             + partly + _not_yet("high_value"), policy.high_value)
-    for section, what in (("compliance", "compliance hold"), ("churn", "churn risk")):
+    if policy.compliance:
+        add(policy.compliance.id, "compliance", policy.compliance.purpose or _compliance_purpose(policy.compliance),
+            policy.compliance)
+    for section, what in (("churn", "churn risk"),):
         flag_rule: FlagRule | None = getattr(policy, section)
         if flag_rule:
             add(flag_rule.id, section, (flag_rule.purpose or _flag_purpose(flag_rule, what)) + _not_yet(section),

@@ -78,6 +78,7 @@ class Lead(Base):
     owner_id: Mapped[str | None] = mapped_column(String(64), index=True)
     team_id: Mapped[str | None] = mapped_column(String(64))
     flags: Mapped[list[Any]] = mapped_column(default=list)
+    country: Mapped[str | None] = mapped_column(String(64), default=None)  # jurisdiction, for compliance
     created_at: Mapped[datetime | None]
     state_entered_at: Mapped[datetime]
     last_progress_at: Mapped[datetime | None]
@@ -206,3 +207,27 @@ class IntakeItem(Base):
     crm_id: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime]
     processed_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class ReviewItem(Base):
+    """A lead a person has to look at (ops review: stuck for 4x its window; compliance: on hold).
+
+    Open while `resolved_at` is None; at most one open item per (queue, lead, reason), so a pattern
+    that fires again while its item is open adds nothing. `last_surfaced_at`: when the item was last
+    shown to its queue's channel (aging compliance items are re-surfaced daily)."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (Index("ix_review_items_open", "queue", "resolved_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    queue: Mapped[str] = mapped_column(String(20))  # ops_review | compliance
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    reason: Mapped[str] = mapped_column(String(200))
+    pattern: Mapped[str] = mapped_column(String(30))
+    rule_id: Mapped[str | None] = mapped_column(String(100))
+    policy_version: Mapped[str | None] = mapped_column(String(16))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    opened_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(100))
+    resolution: Mapped[str | None] = mapped_column(String(2000))
+    last_surfaced_at: Mapped[datetime | None]

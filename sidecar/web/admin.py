@@ -1,4 +1,5 @@
-"""The admin API: status, reverting a reassignment, and the audit export, behind one bearer token.
+"""The admin API: status, reverting a reassignment, compliance decisions, the review queues and the
+audit export, behind one bearer token.
 
 The token is compared in constant time and never logged or echoed; a missing or wrong token gets
 the same 401, so a caller cannot tell which one it was.
@@ -18,7 +19,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from sidecar import audit
+from sidecar import audit, review_queue
+from sidecar.engine.patterns.compliance_decisions import ComplianceError, decide
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.revert import RevertError, revert_reassignment
 from sidecar.status import Status, gather
@@ -28,6 +30,11 @@ from sidecar.store.models import Lead
 # Module level on purpose: FastAPI resolves the (postponed) annotations below in module globals.
 _BEARER = HTTPBearer(auto_error=False)  # we answer 401 ourselves, the same way for every failure
 _MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
+
+
+class DecisionBody(BaseModel):
+    actor: str = Field(min_length=1, max_length=100)  # the compliance officer deciding (audited)
+    reason: str = Field(min_length=1, max_length=2000)
 
 
 class RevertBody(BaseModel):
@@ -82,6 +89,29 @@ def admin_router(sessions: sessionmaker[Session], ctx: EngineContext, admin_toke
                 raise HTTPException(status_code=409, detail=str(err)) from None
             return {"audit_id": row.id, "reverts_audit_id": row.details["reverts_audit_id"],
                     "from_owner": row.details["from_owner"], "to_owner": row.details["to_owner"]}
+
+    @router.post("/compliance/{crm}/{crm_id}/{decision}")
+    def compliance_decision(crm: str, crm_id: str, decision: Literal["clear", "reject"],
+                            body: DecisionBody) -> dict[str, Any]:
+        with transaction(sessions) as session:
+            lead = session.scalars(select(Lead).where(Lead.crm == crm, Lead.crm_id == crm_id)).first()
+            if lead is None:
+                raise HTTPException(status_code=404, detail=f"no {crm} lead {crm_id} is known to the sidecar")
+            try:
+                row = decide(session, ctx, crm, crm_id, decision, body.actor, body.reason, clock())
+            except ComplianceError as err:
+                raise HTTPException(status_code=409, detail=str(err)) from None
+            return {"audit_id": row.id, "kind": row.kind, "crm_status": row.details.get("crm_status"),
+                    "review_item_id": row.details["review_item_id"],
+                    "time_in_review_s": row.details["time_in_review_s"]}
+
+    @router.get("/queue")
+    def queue(name: Annotated[Literal["ops_review", "compliance"] | None, Query(alias="queue")] = None
+              ) -> list[dict[str, Any]]:
+        now = clock()
+        with transaction(sessions) as session:
+            return [review_queue.as_json(item, session.get(Lead, item.lead_id), now)
+                    for item in review_queue.items(session, name)]
 
     @router.get("/audit")
     def audit_export(lead: str | None = None, since: datetime | None = None,

@@ -72,7 +72,20 @@ def test_every_warning_and_breach_has_exactly_one_slack_message_in_the_right_pla
     rows = audit_rows(demo_out)
     assert checked["sla_breach_imminent"] == sum(r["kind"] == "sla_breach_imminent" for r in rows)
     assert checked["sla_breach"] == sum(r["kind"] == "sla_breach" for r in rows)
-    assert len(audit_by_id) == sum(r["kind"].startswith("sla_breach") for r in rows)
+    # Every ladder step and every stuck-lead level that tells someone has its messages (stuck leads
+    # in NEW for 2x its window, whose levels notify owner / manager / the ops review channel).
+    assert checked["stuck_lead"] == sum(len(_notified(r)) for r in rows if r["kind"] == "stuck_lead")
+    # Compliance holds (the synthetic org has flagged leads) tell the compliance channel, and the owner if any.
+    holds = [r for r in rows if r["kind"] == "compliance_hold"]
+    assert checked["compliance_hold"] >= len(holds) > 0
+    assert len(audit_by_id) == sum(r["kind"].startswith("sla_breach") or r["kind"] in ("stuck_lead", "compliance_hold")
+                                   for r in rows)
+
+
+def _notified(row: dict[str, Any]) -> list[str]:
+    """The personas a stuck-lead level of the example policy tells (owner, manager, ops review)."""
+    return ["owner"] if row["rule_id"] == "stuck.owner" else ["manager"] if row["rule_id"] == "stuck.manager" \
+        else ["ops_review"]
 
 
 def test_crm_tasks_notes_and_owner_changes_match_the_audit_one_to_one(demo_out: Path) -> None:

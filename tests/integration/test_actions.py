@@ -65,7 +65,7 @@ def rows_of(sessions: sessionmaker[Session], kind: str) -> list[AuditRow]:
 
 def due_at(sessions: sessionmaker[Session]) -> datetime | None:
     with transaction(sessions) as session:
-        return session.scalars(select(Clock).where(Clock.status == "open")).one().next_due_at
+        return session.scalars(select(Clock).where(Clock.kind == "sla", Clock.status == "open")).one().next_due_at
 
 
 def test_ack_by_the_owner_is_audited_once_even_when_clicked_twice(sessions: sessionmaker[Session]) -> None:

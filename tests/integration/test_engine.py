@@ -68,7 +68,7 @@ def test_ladder_fires_at_80_100_150_percent_exactly_once(sessions: sessionmaker[
     assert rows[-1].details["to_owner"] == "r2" and rows[-1].details["from_owner"] == "r1"
     # the new owner gets a fresh window of their own, starting at the reassignment
     with transaction(sessions) as session:
-        clocks = session.scalars(select(Clock).order_by(Clock.id)).all()
+        clocks = session.scalars(select(Clock).where(Clock.kind == "sla").order_by(Clock.id)).all()
     assert [(c.status, c.close_reason) for c in clocks] == [("closed", "reassigned"), ("open", None)]
     assert clocks[1].started_at == ny(24, 9, 30) and clocks[1].next_due_at == ny(24, 10, 18)
 
@@ -119,7 +119,7 @@ def test_on_hold_pauses_and_resume_keeps_consumed_time(sessions: sessionmaker[Se
     run_minutes(sessions, ctx, ny(24, 8, 30), ny(24, 10))
     assert ladder_kinds(sessions) == []
     with transaction(sessions) as session:
-        clock = session.scalars(select(Clock)).one()
+        clock = session.scalars(select(Clock).where(Clock.kind == "sla")).one()
         assert (clock.status, clock.consumed_s, clock.next_due_at) == ("paused", 1800.0, None)
     # Two days later (Thursday) it comes back to NEW: 30 of 60 minutes were already used.
     ingest(sessions, ctx, snapshot(at=ny(26, 8, 30), status="Open - Not Contacted"))
@@ -175,7 +175,7 @@ def test_same_snapshot_twice_and_older_snapshots_change_nothing(sessions: sessio
         events = session.scalars(select(LeadEvent).order_by(LeadEvent.id)).all()
         assert len(events) == count
         assert [e.kind for e in events] == ["created", "progress", "state_changed"]
-        clock = session.scalars(select(Clock).where(Clock.status == "open")).one()
+        clock = session.scalars(select(Clock).where(Clock.kind == "sla", Clock.status == "open")).one()
         assert clock.state == "CONTACTED"
 
 
@@ -190,8 +190,9 @@ def test_recompute_moves_running_clocks_and_keeps_used_time(sessions: sessionmak
     raw["windows"][-1]["window"] = "2h"
     v2 = apply_policy(sessions, raw, ny(24, 8, 10))
     with transaction(sessions) as session:
-        assert recompute(session, ctx.book, ny(24, 8, 10).astimezone(UTC)) == 1
-        clock = session.scalars(select(Clock)).one()
+        # the SLA clock and the stuck-lead clock of the same state both move
+        assert recompute(session, ctx.book, ny(24, 8, 10).astimezone(UTC)) == 2
+        clock = session.scalars(select(Clock).where(Clock.kind == "sla")).one()
         assert (clock.policy_version, clock.window_s, clock.consumed_s) == (v2, 7200, 600.0)
     run_minutes(sessions, ctx, ny(24, 8, 10), ny(24, 9, 40))
     # 10 minutes used under v1, then 80 % of 2 h: 96 minutes after 08:00

@@ -48,10 +48,11 @@ def test_revert_restores_the_owner_links_both_rows_and_starts_a_fresh_clock(
         assert reverted is not None
         assert reverted.details["reverts_audit_id"] == reassigned.id
         assert (reverted.actor, reverted.details["reason"]) == ("us-mgr", "rep was in a demo call")
-        running = session.scalars(select(Clock).where(Clock.status == "open")).one()
+        running = session.scalars(select(Clock).where(Clock.kind == "sla", Clock.status == "open")).one()
         assert running.started_at == ny(24, 9, 40) and running.steps_fired == 0
     # no instant re-escalation: nothing fires until 80 % of the fresh window
-    assert sum(tick(sessions, ctx, ny(24, 10, 27).astimezone(UTC)).values()) == 0
+    # (the stuck-lead clock fires at 10:00: 2x the 1 h window in NEW since 08:00; owner changes do not reset it)
+    assert tick(sessions, ctx, ny(24, 10, 27).astimezone(UTC)) == {"stuck_lead": 1}
     assert tick(sessions, ctx, ny(24, 10, 28).astimezone(UTC)) == {"sla_breach_imminent": 1}
     with pytest.raises(RevertError, match="already reverted"), transaction(sessions) as session:
         revert_reassignment(session, ctx, "salesforce", "00Q1", "us-mgr", "again", ny(24, 11).astimezone(UTC))

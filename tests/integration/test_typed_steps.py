@@ -126,7 +126,7 @@ def test_the_tick_dispatches_by_clock_kind(sessions: sessionmaker[Session], monk
 
     monkeypatch.setitem(registry._CLOCK_HANDLERS, "probe", probe)
     with transaction(sessions) as session:
-        clock = session.scalars(select(Clock)).one()
+        clock = session.scalars(select(Clock).where(Clock.kind == "sla")).one()
         clock.kind, clock_id = "probe", clock.id
     assert tick(sessions, ctx, ny(24, 9, 30).astimezone(UTC)) == {"probe_fired": 1}
     assert seen == [clock_id]

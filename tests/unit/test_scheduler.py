@@ -17,17 +17,18 @@ AT = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
 
 def test_every_job_is_scheduled_and_gets_the_injected_time(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[str, datetime]] = []
-    for name in ("poll_all", "drain_webhooks", "evaluate", "dispatch", "sync_directory"):
+    for name in ("poll_all", "drain_webhooks", "evaluate", "dispatch", "sync_directory", "resurface_reviews"):
         monkeypatch.setattr(jobs, name, lambda rt, now, name=name: seen.append((name, now)))
     rt = Runtime(None, context(), {}, Ports(None, {}))  # type: ignore[arg-type]
     built = scheduler.build(rt, lambda: AT, {"poll": 30})
     intervals = {job.id: job.trigger.interval.total_seconds() for job in built.get_jobs()}
-    assert intervals == {"poll": 30, "drain_webhooks": 5, "evaluate": 15, "dispatch": 5, "directory_sync": 900}
+    assert intervals == {"poll": 30, "drain_webhooks": 5, "evaluate": 15, "dispatch": 5, "directory_sync": 900,
+                         "reviews": 3600}
     assert {job.name for job in built.get_jobs()} == set(intervals)  # APScheduler logs these, not `<locals>.run`
     for job in built.get_jobs():
         job.func()
     assert sorted(seen) == sorted((name, AT) for name in (
-        "poll_all", "drain_webhooks", "evaluate", "dispatch", "sync_directory"))
+        "poll_all", "drain_webhooks", "evaluate", "dispatch", "sync_directory", "resurface_reviews"))
 
 
 def test_a_failing_job_is_logged_and_does_not_raise(monkeypatch: pytest.MonkeyPatch,

@@ -245,3 +245,14 @@ def test_fallback_note_comes_right_after_the_header() -> None:
     msg = build_message(note(), "k", fallback_note="For *Ana*: posted here")
     assert msg.blocks[1]["text"]["text"] == "For *Ana*: posted here"
     assert msg.text.startswith("For *Ana*: posted here\n:warning:")
+
+
+def test_stuck_and_compliance_messages_say_why_in_their_own_words() -> None:
+    stuck = build_message(note("stuck_lead", rule_id="stuck.manager", elapsed_business_s=3 * 4 * 3600,
+                               extra={"reason": "No move out of NEW for 3x its 240-minute window."}), "k1")
+    assert stuck.text.startswith(":hourglass_flowing_sand: Stuck in NEW: Priya Nair (Nimbus Labs)")
+    assert "has been in NEW for *12 h* of business time. No move out of NEW for 3x" in json.dumps(stuck.blocks)
+    hold = build_message(note("compliance_hold", persona=Persona.COMPLIANCE, via="channel", channel="#compliance",
+                              extra={"reason": "Matched: sanctions_match, pep."}), "k2")
+    assert hold.text.startswith(":no_entry: Compliance hold: Priya Nair") and "Matched: sanctions_match, pep." in \
+        json.dumps(hold.blocks)

@@ -52,3 +52,24 @@ def revert_key(audit_id: int) -> str:
 def assignment_key(lead_id: int, crm_modified_at: datetime) -> str:
     """Tied to the CRM state the decision saw: the same snapshot is decided once, a later one again."""
     return f"lead:{lead_id}:assign@{crm_modified_at.isoformat()}"
+
+
+def compliance_hold_key(lead_id: int, criteria: list[str]) -> str:
+    """One hold per lead and set of matched criteria: the same flags seen again (every later snapshot,
+    or after a clear) decide nothing; a new criterion holds the lead again."""
+    return f"lead:{lead_id}:compliance:{'+'.join(sorted(criteria))}"[:200]
+
+
+def review_decision_key(item_id: int) -> str:
+    """The one decision (clear or reject) that closes review item `item_id`."""
+    return f"review:{item_id}:decision"
+
+
+def review_resolved_key(item_id: int) -> str:
+    """An ops-review item closed by hand (`sidecar queue resolve`)."""
+    return f"review:{item_id}:resolved"
+
+
+def review_surfaced_key(item_id: int, day: str) -> str:
+    """An aging review item shown to its queue's channel again, at most once per UTC day."""
+    return f"review:{item_id}:surfaced@{day}"

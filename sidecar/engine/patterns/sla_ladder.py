@@ -93,7 +93,7 @@ def fire_step(session: Session, ctx: EngineContext, clock: Clock, lead: Lead, no
         # refuses the change, the next poll brings the true owner back.
         clocks.close(clock, now, "reassigned")
         lead.owner_id = choice.rep.id
-        clocks.start_clock(session, ctx.book, lead, now)
+        clocks.start_clock(session, ctx.book, lead, now, clocks.SLA)
     elif queued is not None:
         clocks.close(clock, now, "queued")  # a queue is not a person: ops review takes it from here
         lead.owner_id = queued.payload["to_owner_id"]
