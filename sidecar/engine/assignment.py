@@ -20,6 +20,7 @@ from sidecar import outbox, review_queue
 from sidecar.audit import Pattern, StepAction
 from sidecar.domain import TERMINAL_STATES, Intent
 from sidecar.engine import clocks
+from sidecar.engine.ownership import SALESFORCE_QUEUE_PREFIX, needs_owner, queue_ids
 from sidecar.engine.patterns import keys
 from sidecar.engine.patterns.shared import EngineContext, create_task, lead_context, record_step
 from sidecar.engine.policies import PolicyBook
@@ -29,7 +30,6 @@ from sidecar.ports import OwnerChange, TaskRequest
 from sidecar.store.models import AuditRow, Lead, OutboxRow, Rep, RoutingPointer, Team
 
 ASSIGN_CURSOR = "__assignment__"  # the RoutingPointer row that remembers where the last round stopped
-SALESFORCE_QUEUE_PREFIX = "00G"  # Salesforce owner ids: users start 005, queues 00G
 
 
 def configured(policy: Policy) -> AssignmentPolicy:
@@ -44,18 +44,6 @@ class Assignment:
     team_id: str | None
     reason: str
     excluded: dict[str, str] = field(default_factory=dict)  # rep id -> why not
-
-
-def queue_ids(session: Session) -> set[str]:
-    return {queue for queue in session.scalars(select(Team.ops_queue_id)) if queue}
-
-
-def needs_owner(lead: Lead, queues: set[str]) -> bool:
-    """Unowned, or parked in a queue (a queue is not a person who will call)."""
-    owner = lead.owner_id
-    if not owner:
-        return True
-    return (lead.crm == "salesforce" and owner.startswith(SALESFORCE_QUEUE_PREFIX)) or owner in queues
 
 
 def assign_new_lead(session: Session, book: PolicyBook, version: str, policy: Policy, lead: Lead,

@@ -24,7 +24,7 @@ from sidecar import outbox, review_queue
 from sidecar.audit import Pattern, StepAction
 from sidecar.domain import TERMINAL_STATES, LeadState, Persona
 from sidecar.engine import clocks
-from sidecar.engine.assignment import needs_owner, queue_ids
+from sidecar.engine.ownership import needs_owner, queue_ids
 from sidecar.engine.patterns import keys
 from sidecar.engine.patterns.shared import EngineContext, Message, lead_context, notify, record_step
 from sidecar.engine.policies import PolicyBook

@@ -24,7 +24,8 @@ from sidecar import outbox, review_queue
 from sidecar.audit import Pattern, StepAction
 from sidecar.domain import LeadState, Persona
 from sidecar.engine import clocks
-from sidecar.engine.assignment import assign_on_arrival, needs_owner, queue_ids
+from sidecar.engine.assignment import assign_on_arrival
+from sidecar.engine.ownership import needs_owner, queue_ids
 from sidecar.engine.patterns import keys
 from sidecar.engine.patterns.compliance import crm_status_for, hold_status_update
 from sidecar.engine.patterns.shared import EngineContext, Message, add_note, lead_context, notify, record_step
