@@ -3,13 +3,14 @@ happens inside the state; pause states stop the count; one ops-review item per l
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from sidecar import jobs, review_queue
+from sidecar import jobs, outbox, review_queue
 from sidecar.engine.evaluator import tick
+from sidecar.engine.patterns.shared import EngineContext
 from sidecar.jobs import Runtime
 from sidecar.outbox import Ports
 from sidecar.store.db import transaction
@@ -28,6 +29,13 @@ from tests.support import (
 )
 
 
+def tick_and_dispatch(sessions: sessionmaker[Session], ctx: EngineContext, at: datetime) -> None:
+    """One evaluate + dispatch, as `sidecar run` does: the SLA ladder's reassignment settles, so the
+    lead's clocks are not held back waiting for an owner change nobody writes."""
+    tick(sessions, ctx, at.astimezone(UTC))
+    outbox.dispatch(sessions, Ports(FakeNotifier(), {"salesforce": FakeWriter()}), at.astimezone(UTC))
+
+
 def stuck_rows(sessions: sessionmaker[Session]) -> list[AuditRow]:
     with transaction(sessions) as session:
         return list(session.scalars(select(AuditRow).where(AuditRow.pattern == "stuck").order_by(AuditRow.id)))
@@ -42,7 +50,7 @@ def test_stuck_fires_at_2x_3x_4x_with_its_personas_and_one_review_item(sessions:
     ingest(sessions, ctx, snapshot(at=ny(24, 8, 40), activities=(call("00T-1", ny(24, 8, 40)),)))
     at = ny(24, 8)
     while at <= ny(24, 17):
-        tick(sessions, ctx, at.astimezone(UTC))
+        tick_and_dispatch(sessions, ctx, at)
         at += timedelta(minutes=1)
     rows = stuck_rows(sessions)
     assert [(r.kind, r.rule_id, r.at, r.details["level"], r.elapsed_business_s, r.window_s) for r in rows] == [
@@ -81,7 +89,7 @@ def test_leaving_the_state_starts_a_new_count_and_a_new_review_item_only_when_st
     ingest(sessions, ctx, snapshot(at=ny(24, 8)))
     ingest(sessions, ctx, snapshot(at=ny(24, 9, 30), status="Working - Contacted"))  # left NEW after 1.5 h
     for hour in range(9, 18):
-        tick(sessions, ctx, ny(24, hour, 59).astimezone(UTC))
+        tick_and_dispatch(sessions, ctx, ny(24, hour, 59))
     rows = stuck_rows(sessions)
     # Nothing for NEW (left before 2x); CONTACTED since 09:30: 11:30, 12:30, 13:30.
     assert [(r.details["state"], r.at) for r in rows] == [
