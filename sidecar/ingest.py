@@ -36,16 +36,24 @@ def canonical_state(policy: Policy, crm: str, status: str) -> str:
     return mapped.value if mapped is not None else UNMAPPED
 
 
+CRM_INTENT, DEFAULT_INTENT = "crm", "default"  # `Lead.intent_rule` when no intent rule chose it
+
+
 def derive_intent(policy: Policy, snapshot: LeadSnapshot) -> Intent:
+    return intent_with_rule(policy, snapshot)[0]
+
+
+def intent_with_rule(policy: Policy, snapshot: LeadSnapshot) -> tuple[Intent, str]:
+    """The lead's intent tier and what chose it: an intent rule's id, "crm" or "default"."""
     if snapshot.intent is not None:
-        return snapshot.intent
+        return snapshot.intent, CRM_INTENT
     for rule in policy.intent.rules:
         if rule.sources and snapshot.source not in rule.sources:
             continue
         if rule.min_score is not None and (snapshot.score is None or snapshot.score < rule.min_score):
             continue
-        return rule.intent
-    return policy.intent.default
+        return rule.intent, rule.id
+    return policy.intent.default, DEFAULT_INTENT
 
 
 def apply_snapshot(session: Session, book: PolicyBook, snapshot: LeadSnapshot) -> Applied:
@@ -67,11 +75,12 @@ def _team_of(session: Session, owner_id: str | None) -> str | None:
 
 
 def _fields(policy: Policy, snapshot: LeadSnapshot) -> dict[str, Any]:
+    intent, intent_rule = intent_with_rule(policy, snapshot)
     return {
         "name": _clip(snapshot.name) or "", "company": _clip(snapshot.company) or "",
         "email": _clip(snapshot.email, 320) or "", "market": _clip(snapshot.market, 64),
         "source": _clip(snapshot.source, 100),
-        "intent": derive_intent(policy, snapshot).value, "score": snapshot.score, "tier": _clip(snapshot.tier, 50),
+        "intent": intent.value, "intent_rule": intent_rule, "score": snapshot.score, "tier": _clip(snapshot.tier, 50),
         "deal_size": snapshot.deal_size, "flags": sorted(snapshot.flags),
     }
 

@@ -34,6 +34,7 @@ from sidecar.ports import (
     OwnerChange,
     PermanentError,
     TaskRequest,
+    TaskUpdate,
     TransientError,
 )
 from sidecar.store.db import transaction
@@ -41,12 +42,13 @@ from sidecar.store.models import Lead, OutboxRow
 
 log = logging.getLogger(__name__)
 
-Request = Notification | TaskRequest | NoteRequest | OwnerChange
+Request = Notification | TaskRequest | NoteRequest | OwnerChange | TaskUpdate
 ACTIONS: dict[str, tuple[str, type[Any]]] = {
     "notify": ("notifier", Notification),
     "create_task": ("crm_writer", TaskRequest),
     "add_note": ("crm_writer", NoteRequest),
     "change_owner": ("crm_writer", OwnerChange),
+    "update_task": ("crm_writer", TaskUpdate),
 }
 _ADAPTERS = {action: TypeAdapter(kind) for action, (_port, kind) in ACTIONS.items()}
 _ACTION_OF = {kind: action for action, (_port, kind) in ACTIONS.items()}
@@ -146,6 +148,8 @@ def _perform(ports: Ports, claim: _Claim) -> str:
         return writer.create_task(request, claim.key)
     if isinstance(request, NoteRequest):
         return writer.add_note(request, claim.key)
+    if isinstance(request, TaskUpdate):
+        return writer.update_task(request, claim.key)
     writer.change_owner(request, claim.key)
     return f"owner:{request.to_owner_id}"
 

@@ -84,6 +84,23 @@ class TaskRequest:
     priority: Literal["high", "normal", "low"] = "normal"
 
 
+# Idempotency keys of first-response tasks start with this (see engine.patterns.keys): a connector
+# that reads a closed task carrying such a key reports it as ProgressKind.FIRST_RESPONSE_TASK_COMPLETED.
+FIRST_RESPONSE_TASK_PREFIX = "first-response:"
+
+
+@dataclass(frozen=True)
+class TaskUpdate:
+    """Re-own or close a task the sidecar created, addressed by that task's outbox idempotency key
+    (a reassigned lead's open first-response task follows the lead, or is closed: no orphan task).
+    A task already completed in the CRM is left alone."""
+
+    lead: LeadContext
+    task_key: str
+    new_owner_id: str | None = None
+    close: bool = False
+
+
 @dataclass(frozen=True)
 class NoteRequest:
     lead: LeadContext
@@ -121,6 +138,11 @@ class CrmWriter(Protocol):
 
     def change_owner(self, change: OwnerChange, idempotency_key: str) -> None:
         """Conditional owner change; raises ConflictError when the record changed meanwhile."""
+        ...
+
+    def update_task(self, update: TaskUpdate, idempotency_key: str) -> str:
+        """Re-own or close the task created under `update.task_key`; returns what was done (e.g.
+        "owner:005...", "closed", "already closed"). PermanentError when no such task exists."""
         ...
 
 

@@ -34,15 +34,24 @@ def start_clock(session: Session, book: PolicyBook, lead: Lead, started_at: date
     if rule is None:
         return None
     window_s = duration_seconds(rule.window, book.business_day(policy, lead.market))
+    ladder = policy.tier_ladder(lead.intent, lead.state)
+    tier = policy.tier(ladder)
+    if tier is not None and tier.window is not None:
+        # The tier's own first-response window (seed 002: high intent 15 minutes); the rule id
+        # names the tier so that the audit says which window applied.
+        window_s = duration_seconds(tier.window, book.business_day(policy, lead.market))
+        rule_id = f"intent.tiers.{ladder}"
+    else:
+        rule_id = rule.id
     # Leads already waiting when the sidecar went live get a full window from then, not an instant
     # escalation for time nobody was watching (a first backfill would otherwise breach them all at once).
     go_live = book.go_live(session)
     if go_live is not None and started_at < go_live:
         started_at = go_live
     clock = Clock(
-        lead_id=lead.id, kind="sla", state=lead.state, rule_id=rule.id, policy_version=version,
+        lead_id=lead.id, kind="sla", state=lead.state, rule_id=rule_id, policy_version=version,
         market=book.market(policy, lead.market)[0], window_s=window_s, started_at=started_at,
-        consumed_s=0.0, running_since=started_at, steps_fired=0, status="open",
+        consumed_s=0.0, running_since=started_at, steps_fired=0, status="open", ladder=ladder,
     )
     plan(clock, book, session)
     session.add(clock)
@@ -61,9 +70,12 @@ def used_seconds(clock: Clock, book: PolicyBook, session: Session, now: datetime
 def due_at(clock: Clock, book: PolicyBook, session: Session, step_index: int) -> datetime | None:
     """The instant ladder step `step_index` crosses, if the clock keeps running from now on."""
     policy = book.get(session, clock.policy_version)
-    if clock.running_since is None or step_index >= len(policy.ladder):
+    ladder = policy.ladder_of(clock.ladder)
+    if clock.running_since is None or step_index >= len(ladder):
         return None
-    target = policy.ladder[step_index].at * clock.window_s
+    # Rounded to the millisecond: a step timed "10m" of a 15m window is stored as the fraction 2/3,
+    # whose product with the window must land on the exact minute (no effect on whole seconds).
+    target = round(ladder[step_index].at * clock.window_s, 3)
     remaining = max(0.0, target - clock.consumed_s)
     calendar = book.calendar(clock.policy_version, policy, clock.market)
     return calendar.add(clock.running_since, timedelta(seconds=remaining))
@@ -135,9 +147,9 @@ def recompute(session: Session, book: PolicyBook, now: datetime) -> int:
         clock.window_s = duration_seconds(rule.window, book.business_day(policy, lead.market))
         clock.market = book.market(policy, lead.market)[0]
         # Keep what was already said: the new ladder's steps up to the highest fraction already fired.
-        old_ladder = book.get(session, old_version).ladder
+        old_ladder = book.get(session, old_version).ladder_of(clock.ladder)
         fired = old_ladder[clock.steps_fired - 1].at if clock.steps_fired else 0.0
-        clock.steps_fired = sum(1 for step in policy.ladder if step.at <= fired)
+        clock.steps_fired = sum(1 for step in policy.ladder_of(clock.ladder) if step.at <= fired)
         plan(clock, book, session)
         moved += 1
     return moved

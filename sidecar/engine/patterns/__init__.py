@@ -16,7 +16,7 @@ Adding a pattern:
 
 from __future__ import annotations
 
-from sidecar.engine.patterns import sla_ladder
+from sidecar.engine.patterns import first_response, sla_ladder
 from sidecar.engine.patterns.registry import (
     ClockHandler,
     EventHandler,
@@ -27,5 +27,6 @@ from sidecar.engine.patterns.registry import (
 )
 
 register_clock("sla", sla_ladder.fire_step)
+register_event("first_response", first_response.on_applied)
 
 __all__ = ["ClockHandler", "EventHandler", "clock_handler", "on_applied", "register_clock", "register_event"]
