@@ -22,7 +22,15 @@ from connectors.hubspot.errors import Rejected
 from connectors.hubspot.fields import FieldMap
 from connectors.hubspot.mapping import epoch_ms, parse_time
 from sidecar.domain import Crm
-from sidecar.ports import ConflictError, NoteRequest, OwnerChange, PermanentError, TaskRequest, TransientError
+from sidecar.ports import (
+    ConflictError,
+    NoteRequest,
+    OwnerChange,
+    PermanentError,
+    TaskRequest,
+    TaskUpdate,
+    TransientError,
+)
 
 KEY_PROPERTY = "sidecar_idempotency_key"
 BATCH = 100
@@ -195,6 +203,29 @@ class HubSpotWriter:
             for record in (body or {}).get("results") or []:
                 found[str(record["properties"][self.key_property])] = str(record["id"])
         return found
+
+    def update_task(self, update: TaskUpdate, idempotency_key: str) -> str:
+        """Re-own (`hubspot_owner_id`) or close (`hs_task_status` COMPLETED) the task written under
+        `update.task_key`, found by its key property (batch read by idProperty, like a replayed
+        create). A completed task is left as it is; a replay finds the change made and writes nothing."""
+        task_id = self.lookup("tasks", [update.task_key]).get(update.task_key)
+        if task_id is None:
+            # Its create may still be on its way (or retrying): try again later, then dead-letter.
+            raise TransientError(f"no HubSpot task carries key {update.task_key} yet")
+        record = self.api.call("general", "crm.objects.basic_api", "get_by_id", "tasks", task_id,
+                               properties=["hs_task_status", "hubspot_owner_id"], scope="crm.objects.contacts.read")
+        props = (record or {}).get("properties") or {}
+        if props.get("hs_task_status") == "COMPLETED":
+            return f"already closed:{task_id}"
+        if update.close:
+            values = {"hs_task_status": "COMPLETED"}
+        elif update.new_owner_id and props.get("hubspot_owner_id") != update.new_owner_id:
+            values = {"hubspot_owner_id": update.new_owner_id}
+        else:
+            return f"owner:{update.new_owner_id}:{task_id}"
+        self.api.call("general", "crm.objects.basic_api", "update", "tasks", task_id, {"properties": values},
+                      scope=WRITE_SCOPE)
+        return f"closed:{task_id}" if update.close else f"owner:{update.new_owner_id}:{task_id}"
 
     # -- owner change ------------------------------------------------------------------------------
 
