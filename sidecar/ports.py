@@ -82,6 +82,7 @@ class TaskRequest:
     body: str
     due_at: datetime
     priority: Literal["high", "normal", "low"] = "normal"
+    due_tz: str | None = None  # the lead market's time zone: a CRM's due *date* is the date there
 
 
 # Idempotency keys of first-response tasks start with this (see engine.patterns.keys): a connector

@@ -42,6 +42,7 @@ from datetime import UTC
 from email.utils import format_datetime
 from functools import partial
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import requests
 from simple_salesforce.api import Salesforce
@@ -139,7 +140,8 @@ class SalesforceWriter:
         values: dict[str, Any] = {
             "WhoId": task.lead.crm_id, "OwnerId": task.owner_id, "Subject": task.subject[:255],
             "Description": _describe(task.lead, task.body, key),
-            "ActivityDate": task.due_at.astimezone(UTC).date().isoformat(),
+            # The due date as the lead's market reads it (a 20:00 New York deadline is not tomorrow).
+            "ActivityDate": task.due_at.astimezone(ZoneInfo(task.due_tz) if task.due_tz else UTC).date().isoformat(),
             "Priority": _PRIORITY[task.priority], "Status": "Not Started", "TaskSubtype": "Task",
         }
         if self.fields.reminders:

@@ -230,7 +230,8 @@ def _check_references(sections: dict[str, Any], out: _Collector) -> None:
         for i, token in enumerate(tokens):
             if token not in PROGRESS_TOKENS:
                 out.add(("progress", state.value, i), f"unknown progress event {token!r}",
-                        "use call_logged, email_sent, meeting_held, disqualified or state:<STATE>")
+                        "use call_logged, email_sent, meeting_held, disqualified, "
+                        "first_response_task_completed or state:<STATE>")
     for persona, route in routes.items():
         if route.via == "channel" and not route.channel:
             out.add(("notifications", persona.value, "channel"), "a channel route needs a channel",

@@ -159,7 +159,7 @@ def _task(context: LeadContext, lead: Lead, section: FirstResponse, clock: Clock
     priority: Literal["high", "normal", "low"] = (
         "high" if lead.intent == "high" else "low" if lead.intent == "low" else "normal")
     return TaskRequest(lead=context, owner_id=str(lead.owner_id), subject=f"{verb}: {lead.name} ({lead.company})",
-                       body=body, due_at=due, priority=priority)
+                       body=body, due_at=due, priority=priority, due_tz=tz)
 
 
 def _to_review(session: Session, lead: Lead, context: LeadContext, row: AuditRow, clock: Clock,
