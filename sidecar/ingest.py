@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sidecar.domain import Intent, LeadSnapshot, LeadState, ProgressActivity, is_canonical
+from sidecar.domain import Intent, LeadSnapshot, LeadState, ProgressActivity, ProgressKind, is_canonical
 from sidecar.engine import clocks
 from sidecar.engine.policies import PolicyBook
 from sidecar.policy.model import Policy
@@ -174,8 +174,13 @@ def _activity(session: Session, book: PolicyBook, lead: Lead, activity: Progress
         return event
     if activity.kind.value in book.get(session, clock.policy_version).progress_kinds(LeadState(clock.state)):
         clocks.close(clock, activity.at, "progress")
-        clocks.start_clock(session, book, lead, activity.at)
         event.detail = {**event.detail, "reset_clock": clock.id}
+        if activity.kind is ProgressKind.FIRST_RESPONSE_TASK_COMPLETED:
+            # The first-response task is what the NEW window asked for: done, its ladder stops for good
+            # (a logged call only restarts the window: the lead still waits for its next step).
+            event.detail = {**event.detail, "first_response_done": True}
+            return event
+        clocks.start_clock(session, book, lead, activity.at)
     return event
 
 
