@@ -61,7 +61,7 @@ def create_for(session: Session, ctx: EngineContext, lead: Lead, now: datetime, 
                depends_on: OutboxRow | None = None) -> AuditRow | None:
     """Decide the lead's first-response task (audit + outbox) if it is due one; None otherwise."""
     clock = _arrival_clock(session, ctx, lead)
-    if clock is None:
+    if clock is None or _decided(session, lead):
         return None
     policy = ctx.book.get(session, clock.policy_version)
     section = policy.first_response
@@ -109,6 +109,13 @@ def hand_over(session: Session, ctx: EngineContext, lead: Lead, decision: AuditR
                         new_owner_id=None if close else lead.owner_id, close=close)
     return outbox.enqueue(session, key=keys.task_update_key(decision.step_key), request=update, now=now,
                           audit_id=decision.id, depends_on=depends_on)
+
+
+def _decided(session: Session, lead: Lead) -> bool:
+    """The lead had its task already (an owner change in the CRM later is the human's to handle:
+    Salesforce and HubSpot offer to move open tasks with it)."""
+    return session.scalars(select(AuditRow.id).where(
+        AuditRow.step_key == keys.first_response_key(lead.id))).first() is not None
 
 
 def _arrival_clock(session: Session, ctx: EngineContext, lead: Lead) -> Clock | None:
