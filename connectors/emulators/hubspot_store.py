@@ -260,7 +260,7 @@ class Store:
         `hubspot_owner_id` must be an owner of the portal (HubSpot assigns tasks to owners, not to
         teams or queues): refused as HubSpot refuses invalid property values, 400 VALIDATION_ERROR
         with an error per property (INVALID_OPTION, INVALID_OWNER_ID)."""
-        errors = []
+        errors: list[dict[str, Any]] = []
         for name, raw in props.items():
             text, definition = str(raw or ""), defs.get(name)
             if not text or definition is None:
@@ -277,7 +277,7 @@ class Store:
                 errors.append({"message": f"{text} was not one of the allowed options: [{allowed}]",
                                "code": "INVALID_OPTION", "context": {"propertyName": [name]}})
         if errors:
-            reasons = ", ".join(error["message"] for error in errors)
+            reasons = ", ".join(str(error["message"]) for error in errors)
             raise ApiError(400, "VALIDATION_ERROR", f"Property values were not valid: {reasons}", errors=errors)
 
     def check_unique(self, object_type: ObjectType, values: Mapping[str, str], own_id: int | None) -> None:

@@ -226,6 +226,10 @@ def _check_references(sections: dict[str, Any], out: _Collector) -> None:
     intent = sections.get("intent")
     for i, rule in enumerate(intent.rules if intent is not None else []):
         rule_id(("intent", "rules", i), rule.id)
+    for name, tier in (intent.tiers if intent is not None else {}).items():
+        for i, step in enumerate(tier.ladder or []):
+            rule_id(("intent", "tiers", name.value, "ladder", i), step.id)
+            personas(("intent", "tiers", name.value, "ladder", i), step.notify)
     for state, tokens in sections.get("progress", {}).items():
         for i, token in enumerate(tokens):
             if token not in PROGRESS_TOKENS:

@@ -158,7 +158,7 @@ class IntentTier(Strict):
         if match is None or match.group(2) == "bd":
             raise ValueError("ladder steps timed in minutes or hours need the tier's window in minutes or "
                              "hours (e.g. window: 15m), or give `at` as a fraction of the window")
-        window_s = duration_seconds(window, timedelta(0))
+        window_s = duration_seconds(str(window), timedelta(0))
         converted = []
         for step in steps:
             if isinstance(step, dict) and isinstance(step.get("at"), str):
@@ -352,7 +352,9 @@ class Policy(Strict):
 
     def tier(self, intent: str | None) -> IntentTier | None:
         """The policy's settings for an intent tier, if it has any."""
-        return self.intent.tiers.get(Intent(intent)) if intent in Intent.__members__.values() else None
+        if intent is None or intent not in {tier.value for tier in Intent}:
+            return None
+        return self.intent.tiers.get(Intent(intent))
 
     def tier_ladder(self, intent: str | None, state: str) -> str | None:
         """The tier whose window and ladder a new clock in `state` uses (stored on the clock), or None
