@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from sidecar.domain import Intent, LeadState
 from sidecar.engine.policies import PolicyBook
-from sidecar.policy.model import duration_seconds
+from sidecar.policy.model import Policy, duration_seconds
 from sidecar.store.models import Clock, Lead
 
 
@@ -26,23 +26,28 @@ def open_clock_of(session: Session, lead_id: int, kind: str = "sla") -> Clock | 
     ).first()
 
 
-def start_clock(session: Session, book: PolicyBook, lead: Lead, started_at: datetime) -> Clock | None:
-    """Start the clock for the lead's current state under the newest policy; None if no window."""
-    version, policy = book.active(session)
+def _window(book: PolicyBook, policy: Policy, lead: Lead, state: str) -> tuple[str, int, str | None] | None:
+    """(rule id, window seconds, tier ladder) for a clock of `lead` in `state`; None if no window."""
     intent = Intent(lead.intent) if lead.intent else None
-    rule = policy.window_for(lead.market, lead.source, LeadState(lead.state), intent)
+    rule = policy.window_for(lead.market, lead.source, LeadState(state), intent)
     if rule is None:
         return None
-    window_s = duration_seconds(rule.window, book.business_day(policy, lead.market))
-    ladder = policy.tier_ladder(lead.intent, lead.state)
+    ladder = policy.tier_ladder(lead.intent, state)
     tier = policy.tier(ladder)
     if tier is not None and tier.window is not None:
         # The tier's own first-response window (seed 002: high intent 15 minutes); the rule id
         # names the tier so that the audit says which window applied.
-        window_s = duration_seconds(tier.window, book.business_day(policy, lead.market))
-        rule_id = f"intent.tiers.{ladder}"
-    else:
-        rule_id = rule.id
+        return f"intent.tiers.{ladder}", duration_seconds(tier.window, book.business_day(policy, lead.market)), ladder
+    return rule.id, duration_seconds(rule.window, book.business_day(policy, lead.market)), ladder
+
+
+def start_clock(session: Session, book: PolicyBook, lead: Lead, started_at: datetime) -> Clock | None:
+    """Start the clock for the lead's current state under the newest policy; None if no window."""
+    version, policy = book.active(session)
+    window = _window(book, policy, lead, lead.state)
+    if window is None:
+        return None
+    rule_id, window_s, ladder = window
     # Leads already waiting when the sidecar went live get a full window from then, not an instant
     # escalation for time nobody was watching (a first backfill would otherwise breach them all at once).
     go_live = book.go_live(session)
@@ -135,19 +140,16 @@ def recompute(session: Session, book: PolicyBook, now: datetime) -> int:
     for clock in session.scalars(select(Clock).where(Clock.status != "closed", Clock.policy_version != version)):
         lead = session.get(Lead, clock.lead_id)
         assert lead is not None
-        intent = Intent(lead.intent) if lead.intent else None
-        rule = policy.window_for(lead.market, lead.source, LeadState(clock.state), intent)
-        if rule is None:
+        window = _window(book, policy, lead, clock.state)
+        if window is None:
             close(clock, now, "no window in the new policy")
             continue
         if clock.status == "open":
             clock.consumed_s, clock.running_since = used_seconds(clock, book, session, now), now
-        old_version = clock.policy_version
-        clock.policy_version, clock.rule_id = version, rule.id
-        clock.window_s = duration_seconds(rule.window, book.business_day(policy, lead.market))
+        old_ladder = book.get(session, clock.policy_version).ladder_of(clock.ladder)
+        clock.policy_version, (clock.rule_id, clock.window_s, clock.ladder) = version, window
         clock.market = book.market(policy, lead.market)[0]
         # Keep what was already said: the new ladder's steps up to the highest fraction already fired.
-        old_ladder = book.get(session, old_version).ladder_of(clock.ladder)
         fired = old_ladder[clock.steps_fired - 1].at if clock.steps_fired else 0.0
         clock.steps_fired = sum(1 for step in policy.ladder_of(clock.ladder) if step.at <= fired)
         plan(clock, book, session)

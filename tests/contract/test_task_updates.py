@@ -73,6 +73,7 @@ def test_salesforce_task_is_re_owned_then_closed_and_a_completed_one_is_left_alo
     writer.update_task(TaskUpdate(lead_context(Crm.SALESFORCE, lead_id, second), KEY, close=True), "u2")
     task = emu.get("Task", task_id)
     assert task is not None and (task["Status"], task["IsClosed"], task["OwnerId"]) == ("Completed", True, second)
+    assert task["CompletedDateTime"] == "2026-11-25T14:00:00.000+0000"  # stamped by Salesforce on closing
     answer = writer.update_task(TaskUpdate(lead_context(Crm.SALESFORCE, lead_id, first), KEY, first), "u3")
     assert answer == f"already closed:{task_id}" and emu.get("Task", task_id)["OwnerId"] == second  # type: ignore[index]
 

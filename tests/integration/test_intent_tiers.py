@@ -172,3 +172,22 @@ def test_one_task_per_lead_whatever_snapshots_and_progress_follow(sessions: sess
     assert [t.payload["owner_id"] for t in tasks(sessions)] == ["r1", "r3"]
     # due when the clock that started at arrival (08:00) breaches, not an hour from the owner change
     assert due(tasks(sessions)[1]) == ny(24, 9)
+
+
+def test_recompute_moves_a_running_clock_onto_its_tiers_window_and_ladder(sessions: sessionmaker[Session]) -> None:
+    from sidecar.engine.clocks import recompute
+
+    ctx = context()
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions)
+    arrive(sessions, snapshot(at=ny(24, 8), intent=Intent.HIGH), ctx)  # main ladder, 1h window
+    v2 = apply_policy(sessions, with_tiers(high=HIGH_TIER), ny(24, 8, 5))
+    with transaction(sessions) as session:
+        assert recompute(session, ctx.book, ny(24, 8, 5).astimezone(UTC)) == 1
+        clock = session.scalars(select(Clock)).one()
+        assert (clock.policy_version, clock.ladder, clock.rule_id, clock.window_s, clock.consumed_s) == (
+            v2, "high", "intent.tiers.high", 900, 300.0)
+    run_minutes(sessions, ctx, ny(24, 8, 5), ny(24, 8, 25))
+    # 5 minutes used before the change count: the tier's reminder at 10 and manager at 20 minutes
+    assert [(r.rule_id, r.at) for r in rows(sessions) if r.pattern == "sla" and r.kind != "notification_ignored"] \
+        == [("high.reminder", ny(24, 8, 10)), ("high.manager", ny(24, 8, 20))]
