@@ -100,15 +100,33 @@ def hand_over(session: Session, ctx: EngineContext, lead: Lead, decision: AuditR
         OutboxRow.audit_id == first.id, OutboxRow.action == "create_task").order_by(OutboxRow.id)).first()
     if task is None or task.status in ("dead", "skipped") or decision.step_key is None:
         return None  # no task was ever written: nothing to move
+    holder = _task_holder(session, lead, task)
+    if holder is None:
+        return None  # closed by an earlier hand-over
     section = ctx.book.get(session, str(first.policy_version)).first_response
     person = _person_owns(session, lead)
     close = not person or (section is not None and section.on_reassign == "close")
-    if not close and task.payload.get("owner_id") == lead.owner_id:
-        return None  # back with the rep it was created for (and never moved since): nothing to do
+    if not close and holder == lead.owner_id:
+        return None  # the task is with the lead's owner already (e.g. a revert of a refused move)
     update = TaskUpdate(lead=lead_context(session, ctx, lead), task_key=task.idempotency_key,
                         new_owner_id=None if close else lead.owner_id, close=close)
     return outbox.enqueue(session, key=keys.task_update_key(decision.step_key), request=update, now=now,
                           audit_id=decision.id, depends_on=depends_on)
+
+
+def _task_holder(session: Session, lead: Lead, task: OutboxRow) -> str | None:
+    """Who holds the task after the hand-overs decided so far (None: closed). A hand-over that will
+    not happen (failed, skipped, or waiting on an owner change that was cancelled) does not count."""
+    holder: str | None = str(task.payload.get("owner_id"))
+    updates = session.scalars(select(OutboxRow).join(AuditRow, AuditRow.id == OutboxRow.audit_id).where(
+        AuditRow.lead_id == lead.id, OutboxRow.action == "update_task").order_by(OutboxRow.id))
+    for update in updates:
+        parent = session.get(OutboxRow, update.depends_on) if update.depends_on else None
+        if update.status in ("dead", "skipped") or (parent is not None and parent.status in ("dead", "skipped")):
+            continue
+        if update.payload.get("task_key") == task.idempotency_key:
+            holder = None if update.payload.get("close") else update.payload.get("new_owner_id")
+    return holder
 
 
 def _decided(session: Session, lead: Lead) -> bool:
