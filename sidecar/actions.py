@@ -155,7 +155,7 @@ def _snooze(session: Session, ctx: EngineContext, click: _Click, lead: Lead, rep
     if clock is None or clock.lead_id != lead.id or clock.status != "open" or clock.next_due_at is None:
         raise _Refused("clock_not_running", f"{lead.name}'s SLA clock is not running, so there is nothing "
                                             "to snooze.")
-    ladder = ctx.book.get(session, clock.policy_version).ladder
+    ladder = ctx.book.get(session, clock.policy_version).ladder_of(clock.ladder)
     # Same rule as the ladder's "urgent": breaches and reassignments are never snoozable.
     if index >= len(ladder) or ladder[index].at >= 1.0 or ladder[index].reassign is not None:
         raise _Refused("breach_step", "The SLA is already breached; a breach cannot be snoozed.")

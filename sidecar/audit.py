@@ -59,6 +59,9 @@ def record(session: Session, *, at: datetime, kind: str, lead: Lead | None = Non
         existing = session.scalars(select(AuditRow).where(AuditRow.step_key == step_key)).first()
         if existing is not None:
             return existing
+    if lead is not None:
+        # Every row of a lead says which intent tier applied and which rule chose it (seed 002).
+        details = {**(details or {}), "intent_tier": lead.intent, "intent_rule": lead.intent_rule}
     row = AuditRow(at=at, kind=kind, lead_id=lead.id if lead else None, crm=lead.crm if lead else None,
                    owner_id=lead.owner_id if lead else None, rule_id=rule_id, policy_version=policy_version,
                    elapsed_business_s=elapsed_business_s, window_s=window_s, actor=actor,

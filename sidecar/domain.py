@@ -63,6 +63,9 @@ class ProgressKind(StrEnum):
     EMAIL_SENT = "email_sent"
     MEETING_HELD = "meeting_held"
     DISQUALIFIED = "disqualified"
+    # The owner completed the first-response task the sidecar created (its key starts with
+    # `ports.FIRST_RESPONSE_TASK_PREFIX`): connectors report it from the CRM's closed task.
+    FIRST_RESPONSE_TASK_COMPLETED = "first_response_task_completed"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sidecar import audit, review_queue
-from sidecar.domain import Intent, LeadSnapshot, LeadState, ProgressActivity, is_canonical
+from sidecar.domain import Intent, LeadSnapshot, LeadState, ProgressActivity, ProgressKind, is_canonical
 from sidecar.engine import clocks
 from sidecar.engine.policies import PolicyBook
 from sidecar.policy.model import Policy
@@ -37,16 +37,24 @@ def canonical_state(policy: Policy, crm: str, status: str) -> str:
     return mapped.value if mapped is not None else UNMAPPED
 
 
+CRM_INTENT, DEFAULT_INTENT = "crm", "default"  # `Lead.intent_rule` when no intent rule chose it
+
+
 def derive_intent(policy: Policy, snapshot: LeadSnapshot) -> Intent:
+    return intent_with_rule(policy, snapshot)[0]
+
+
+def intent_with_rule(policy: Policy, snapshot: LeadSnapshot) -> tuple[Intent, str]:
+    """The lead's intent tier and what chose it: an intent rule's id, "crm" or "default"."""
     if snapshot.intent is not None:
-        return snapshot.intent
+        return snapshot.intent, CRM_INTENT
     for rule in policy.intent.rules:
         if rule.sources and snapshot.source not in rule.sources:
             continue
         if rule.min_score is not None and (snapshot.score is None or snapshot.score < rule.min_score):
             continue
-        return rule.intent
-    return policy.intent.default
+        return rule.intent, rule.id
+    return policy.intent.default, DEFAULT_INTENT
 
 
 def apply_snapshot(session: Session, book: PolicyBook, snapshot: LeadSnapshot) -> Applied:
@@ -70,11 +78,12 @@ def _team_of(session: Session, owner_id: str | None) -> str | None:
 
 
 def _fields(policy: Policy, snapshot: LeadSnapshot) -> dict[str, Any]:
+    intent, intent_rule = intent_with_rule(policy, snapshot)
     return {
         "name": _clip(snapshot.name) or "", "company": _clip(snapshot.company) or "",
         "email": _clip(snapshot.email, 320) or "", "market": _clip(snapshot.market, 64),
         "source": _clip(snapshot.source, 100),
-        "intent": derive_intent(policy, snapshot).value, "score": snapshot.score, "tier": _clip(snapshot.tier, 50),
+        "intent": intent.value, "intent_rule": intent_rule, "score": snapshot.score, "tier": _clip(snapshot.tier, 50),
         "deal_size": snapshot.deal_size, "flags": sorted(snapshot.flags),
         "country": _clip(snapshot.country.upper() if snapshot.country else None, 64),
     }
@@ -183,8 +192,13 @@ def _activity(session: Session, book: PolicyBook, lead: Lead, activity: Progress
         return event
     if activity.kind.value in book.get(session, clock.policy_version).progress_kinds(LeadState(clock.state)):
         clocks.close(clock, activity.at, "progress")
-        clocks.start_clock(session, book, lead, activity.at, clocks.SLA)
         event.detail = {**event.detail, "reset_clock": clock.id}
+        if activity.kind is ProgressKind.FIRST_RESPONSE_TASK_COMPLETED:
+            # The first-response task is what the NEW window asked for: done, its ladder stops for good
+            # (a logged call only restarts the window: the lead still waits for its next step).
+            event.detail = {**event.detail, "first_response_done": True}
+            return event
+        clocks.start_clock(session, book, lead, activity.at, clocks.SLA)
     return event
 
 

@@ -35,6 +35,7 @@ from sidecar.ports import (
     OwnerChange,
     PermanentError,
     TaskRequest,
+    TaskUpdate,
     TransientError,
 )
 from sidecar.store.db import transaction
@@ -42,13 +43,14 @@ from sidecar.store.models import AuditRow, Lead, OutboxRow
 
 log = logging.getLogger(__name__)
 
-Request = Notification | TaskRequest | NoteRequest | OwnerChange | LeadUpdate
+Request = Notification | TaskRequest | NoteRequest | OwnerChange | LeadUpdate | TaskUpdate
 ACTIONS: dict[str, tuple[str, type[Any]]] = {
     "notify": ("notifier", Notification),
     "create_task": ("crm_writer", TaskRequest),
     "add_note": ("crm_writer", NoteRequest),
     "change_owner": ("crm_writer", OwnerChange),
     "update_lead": ("crm_writer", LeadUpdate),
+    "update_task": ("crm_writer", TaskUpdate),
 }
 _ADAPTERS = {action: TypeAdapter(kind) for action, (_port, kind) in ACTIONS.items()}
 _ACTION_OF = {kind: action for action, (_port, kind) in ACTIONS.items()}
@@ -188,6 +190,8 @@ def _perform(ports: Ports, claim: _Claim) -> str:
     if isinstance(request, LeadUpdate):
         writer.update_lead(request, claim.key)
         return f"status:{request.crm_status}" if request.crm_status else "tags"
+    if isinstance(request, TaskUpdate):
+        return writer.update_task(request, claim.key)
     writer.change_owner(request, claim.key)
     return f"owner:{request.to_owner_id}"
 

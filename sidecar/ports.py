@@ -82,6 +82,24 @@ class TaskRequest:
     body: str
     due_at: datetime
     priority: Literal["high", "normal", "low"] = "normal"
+    due_tz: str | None = None  # the lead market's time zone: a CRM's due *date* is the date there
+
+
+# Idempotency keys of first-response tasks start with this (see engine.patterns.keys): a connector
+# that reads a closed task carrying such a key reports it as ProgressKind.FIRST_RESPONSE_TASK_COMPLETED.
+FIRST_RESPONSE_TASK_PREFIX = "first-response:"
+
+
+@dataclass(frozen=True)
+class TaskUpdate:
+    """Re-own or close a task the sidecar created, addressed by that task's outbox idempotency key
+    (a reassigned lead's open first-response task follows the lead, or is closed: no orphan task).
+    A task already completed in the CRM is left alone."""
+
+    lead: LeadContext
+    task_key: str
+    new_owner_id: str | None = None
+    close: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,6 +157,11 @@ class CrmWriter(Protocol):
     def update_lead(self, update: LeadUpdate, idempotency_key: str) -> None:
         """Set the lead's status and/or add tags; a replay changes nothing. Raises ConflictError when
         `update.expect_status` is set and a person changed the status since."""
+        ...
+
+    def update_task(self, update: TaskUpdate, idempotency_key: str) -> str:
+        """Re-own or close the task created under `update.task_key`; returns what was done (e.g.
+        "owner:005...", "closed", "already closed"). PermanentError when no such task exists."""
         ...
 
 

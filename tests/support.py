@@ -19,7 +19,7 @@ from sidecar.ingest import apply_snapshot
 from sidecar.links import RecordLinks
 from sidecar.policy import validate_policy
 from sidecar.policy.version import record_version
-from sidecar.ports import ConflictError, LeadUpdate, NoteRequest, Notification, OwnerChange, TaskRequest
+from sidecar.ports import ConflictError, LeadUpdate, NoteRequest, Notification, OwnerChange, TaskRequest, TaskUpdate
 from sidecar.store.db import transaction
 from sidecar.store.models import Rep, Team
 from tests.conftest import EXAMPLE_POLICY
@@ -131,6 +131,11 @@ class FakeWriter:
     def update_lead(self, update: LeadUpdate, idempotency_key: str) -> None:
         self.calls.append(idempotency_key)
         self.effects.setdefault(idempotency_key, update)
+
+    def update_task(self, update: TaskUpdate, idempotency_key: str) -> str:
+        self.calls.append(idempotency_key)
+        self.effects.setdefault(idempotency_key, update)
+        return "closed" if update.close else f"owner:{update.new_owner_id}"
 
 
 def minutes(n: float) -> timedelta:

@@ -131,7 +131,8 @@ _SPECIFIC: dict[str, list[tuple[str, str, str]]] = {
               ("hs_lead_label", "enumeration", "select")],
     "tasks": [("hs_timestamp", "datetime", "date"), ("hs_task_subject", "string", "text"),
               ("hs_task_body", "string", "html"), ("hs_task_status", "enumeration", "select"),
-              ("hs_task_priority", "enumeration", "select"), ("hs_task_type", "enumeration", "select")],
+              ("hs_task_priority", "enumeration", "select"), ("hs_task_type", "enumeration", "select"),
+              ("hs_task_completion_date", "datetime", "date")],  # set by HubSpot when completed
     "notes": [("hs_timestamp", "datetime", "date"), ("hs_note_body", "string", "html")],
     "calls": [("hs_timestamp", "datetime", "date"), ("hs_call_title", "string", "text"),
               ("hs_call_body", "string", "html"), ("hs_call_direction", "enumeration", "select"),
@@ -248,6 +249,8 @@ class Store:
                          "context": {"propertyName": [n]}} for n in unknown],
             )
         out = {}
+        if strict and object_type.name == "tasks":
+            self._check_task_values(defs, props)
         for name, raw in props.items():
             text = "" if raw is None else ("true" if raw is True else "false" if raw is False else str(raw))
             definition = defs.get(name)
@@ -279,6 +282,31 @@ class Store:
         raise ApiError(400, "VALIDATION_ERROR", f"Property values were not valid: [{message}]",
                        errors=[{"isValid": False, "message": message, "error": "INVALID_OPTION",
                                 "name": definition.name, "localizedErrorMessage": message}])
+
+    def _check_task_values(self, defs: Mapping[str, PropertyDef], props: Mapping[str, Any]) -> None:
+        """Tasks: an enumeration takes one of its options (hs_task_status, hs_task_priority) and
+        `hubspot_owner_id` must be an owner of the portal (HubSpot assigns tasks to owners, not to
+        teams or queues): refused as HubSpot refuses invalid property values, 400 VALIDATION_ERROR
+        with an error per property (INVALID_OPTION, INVALID_OWNER_ID)."""
+        errors: list[dict[str, Any]] = []
+        for name, raw in props.items():
+            text, definition = str(raw or ""), defs.get(name)
+            if not text or definition is None:
+                continue
+            if name == "hubspot_owner_id":
+                # (A portal set up without any owners, as some contract tests are, accepts any id.)
+                if self.owners and (not text.isdigit() or int(text) not in self.owners
+                                    or self.owners[int(text)].archived):
+                    errors.append({"message": f"{text} is not a valid owner id", "code": "INVALID_OWNER_ID",
+                                   "context": {"propertyName": [name]}})
+            elif definition.type == "enumeration" and definition.options and text not in {
+                    option["value"] for option in definition.options}:
+                allowed = ", ".join(option["value"] for option in definition.options)
+                errors.append({"message": f"{text} was not one of the allowed options: [{allowed}]",
+                               "code": "INVALID_OPTION", "context": {"propertyName": [name]}})
+        if errors:
+            reasons = ", ".join(str(error["message"]) for error in errors)
+            raise ApiError(400, "VALIDATION_ERROR", f"Property values were not valid: {reasons}", errors=errors)
 
     def check_unique(self, object_type: ObjectType, values: Mapping[str, str], own_id: int | None) -> None:
         defs = self.property_defs[object_type.name]
@@ -323,6 +351,11 @@ class Store:
                 continue
             record.history.setdefault(name, []).insert(0, Version(value, now, source))
             changed.append(name)
+        if record.object_type.name == "tasks" and "hs_task_status" in changed:
+            # HubSpot stamps the completion time itself (and clears it when a task is reopened).
+            done = record.value("hs_task_status") == "COMPLETED"
+            record.history.setdefault("hs_task_completion_date", []).insert(
+                0, Version(iso_ms(now) if done else "", now, "CALCULATED"))
         if values:
             # Any write bumps the modification stamp, even a no-op one, as HubSpot does.
             modified = record.object_type.modified_prop

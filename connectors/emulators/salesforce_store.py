@@ -327,6 +327,13 @@ class OrgStore:
             record["Name"] = " ".join(p for p in (record.get("FirstName"), record.get("LastName")) if p)
         if sobject == "Task":
             record["IsClosed"] = record.get("Status") in self.closed_task_statuses
+            if "CompletedDateTime" in record:  # where the org's schema has it (see reps.py)
+                # Salesforce stamps CompletedDateTime when a task is closed and clears it when it is
+                # reopened; a value given on create (an import, a test helper) is kept.
+                if not record["IsClosed"]:
+                    record["CompletedDateTime"] = None
+                elif record["CompletedDateTime"] is None:
+                    record["CompletedDateTime"] = self.now()
 
     def _history(self, lead_id: str, field: str, old: Any, new: Any, actor: str, now: str) -> None:
         # An owner change writes two rows in a real org: one with the owners' names, one with their

@@ -1,4 +1,5 @@
-"""Calls, emails and meetings as progress on the leads they are associated with.
+"""Calls, emails, meetings and completed first-response tasks as progress on the leads they are
+associated with.
 
 Why a stream of its own: logging an engagement need not change any property of the contact, and
 we could not confirm that HubSpot always bumps the contact's `lastmodifieddate` when one is
@@ -29,7 +30,9 @@ from connectors.hubspot.api import HubSpotApi
 from connectors.hubspot.errors import Rejected
 from connectors.hubspot.mapping import parse_time
 from connectors.hubspot.search import Sweep
+from connectors.hubspot.writer import KEY_PROPERTY
 from sidecar.domain import ProgressActivity, ProgressKind
+from sidecar.ports import FIRST_RESPONSE_TASK_PREFIX
 
 BATCH = 100
 
@@ -42,6 +45,9 @@ class EngagementKind:
     # Outcomes that mean the work did not happen (a cancelled meeting is not progress).
     not_progress: frozenset[str]
     end_property: str | None = None  # meetings: when it ends; an empty outcome counts only after it
+    # Tasks: only the sidecar's own first-response tasks count (this property holds their key, which
+    # starts with FIRST_RESPONSE_TASK_PREFIX), once COMPLETED, at their completion time.
+    key_property: str | None = None
 
 
 def _utc_now() -> datetime:
@@ -55,11 +61,16 @@ KINDS = (
                    frozenset({"INCOMING_EMAIL"})),  # the lead writing to us is not our progress
     EngagementKind("meetings", ProgressKind.MEETING_HELD, "hs_meeting_outcome",
                    frozenset({"CANCELED", "NO_SHOW", "RESCHEDULED", "SCHEDULED"}), "hs_meeting_end_time"),
+    EngagementKind("tasks", ProgressKind.FIRST_RESPONSE_TASK_COMPLETED, "hs_task_status", frozenset(),
+                   key_property=KEY_PROPERTY),
 )
+TASK_COMPLETED_AT = "hs_task_completion_date"  # set by HubSpot when a task is marked completed
 
 
 def _properties(kind: EngagementKind) -> list[str]:
     names = ["hs_timestamp", "hubspot_owner_id", kind.status_property]
+    if kind.key_property:
+        names += [kind.key_property, TASK_COMPLETED_AT, "hs_lastmodifieddate"]
     return [*names, kind.end_property] if kind.end_property else names
 
 
@@ -195,6 +206,11 @@ def _activity(record: dict[str, Any], kind: EngagementKind, now: datetime) -> Pr
     if status in kind.not_progress:
         return None
     at = parse_time(props.get("hs_timestamp")) or parse_time(props.get("hs_createdate"))
+    if kind.key_property:  # a task's hs_timestamp is when it was due, not when it was done
+        if status != "COMPLETED" or not str(props.get(kind.key_property) or "").startswith(
+                FIRST_RESPONSE_TASK_PREFIX):
+            return None  # a rep's own task, or ours still open
+        at = parse_time(props.get(TASK_COMPLETED_AT)) or parse_time(props.get("hs_lastmodifieddate"))
     if kind.end_property:
         at = parse_time(props.get(kind.end_property)) or at  # a meeting is held when it ends
         if status != "COMPLETED" and status != "":

@@ -31,6 +31,7 @@ from sidecar.ports import (
     OwnerChange,
     PermanentError,
     TaskRequest,
+    TaskUpdate,
     TransientError,
 )
 
@@ -142,6 +143,31 @@ class HubSpotWriter:
                 "hs_task_body": _with_link(task.body, task.lead.record_url),
                 "hs_task_status": "NOT_STARTED", "hs_task_priority": PRIORITY[task.priority],
                 "hs_task_type": self.task_type, "hubspot_owner_id": task.owner_id}
+
+    def update_task(self, update: TaskUpdate, idempotency_key: str) -> str:
+        """Re-own (`hubspot_owner_id`) or close (`hs_task_status` COMPLETED) the task written under
+        `update.task_key`, found by searching its key property (HubSpot reads by idProperty only on
+        unique properties). The task was created at the lead's arrival, long before it changes hands,
+        so the search index has it; if not yet, the update is retried later. A completed task is left
+        as it is; a replay finds the change made and writes nothing."""
+        task_id = self.creates.search("tasks", [update.task_key]).get(update.task_key)
+        if task_id is None:
+            # Its create may still be on its way (or retrying), or the index lags: try again later.
+            raise TransientError(f"no HubSpot task carries key {update.task_key} yet", retry_after=60)
+        record = self.api.call("general", "crm.objects.basic_api", "get_by_id", "tasks", task_id,
+                               properties=["hs_task_status", "hubspot_owner_id"], scope="crm.objects.contacts.read")
+        props = (record or {}).get("properties") or {}
+        if props.get("hs_task_status") == "COMPLETED":
+            return f"already closed:{task_id}"
+        if update.close:
+            values = {"hs_task_status": "COMPLETED"}
+        elif update.new_owner_id and props.get("hubspot_owner_id") != update.new_owner_id:
+            values = {"hubspot_owner_id": update.new_owner_id}
+        else:
+            return f"owner:{update.new_owner_id}:{task_id}"
+        self.api.call("general", "crm.objects.basic_api", "update", "tasks", task_id, {"properties": values},
+                      scope=WRITE_SCOPE)
+        return f"closed:{task_id}" if update.close else f"owner:{update.new_owner_id}:{task_id}"
 
     # -- owner change ------------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ from connectors.salesforce.client import SalesforceClient
 from connectors.salesforce.fields import FieldMap
 from connectors.salesforce.mapping import LEAD_PREFIX, Related, stamp_of, to_snapshot
 from connectors.salesforce.reader import PAGE_MAX, SalesforceReader, seen_key
-from sidecar.ports import ChangePage, Cursor
+from sidecar.ports import ChangePage, Cursor, PermanentError
 
 BULK_THRESHOLD = 10_000  # below this, REST pages (2,000 rows a call) cost fewer calls than job polling
 
@@ -100,7 +100,15 @@ def _related(reader: SalesforceReader, sleep: Sleep, max_records: int) -> tuple[
     soql = [queries.history_all(), queries.tasks_all(fields)]
     if fields.meetings:
         soql.append(queries.events_all(reader.clock()))
-    jobs = [create_job(client, q) for q in soql]
+    jobs = [create_job(client, soql[0])]
+    try:
+        jobs.append(create_job(client, soql[1]))
+    except PermanentError as exc:
+        if not reader.key_field_missing(exc):  # the org lacks the Task key field: select without it
+            raise
+        fields = reader.fields
+        jobs.append(create_job(client, queries.tasks_all(fields)))
+    jobs += [create_job(client, q) for q in soql[2:]]
     for job in jobs:
         wait_for_job(client, job, sleep)
     rows = [[row for chunk in job_results(client, job, max_records=max_records) for row in chunk] for job in jobs]

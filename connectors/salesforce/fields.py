@@ -89,6 +89,8 @@ class FieldMap:
 
     def task_fields(self) -> list[str]:
         fields = ["Id", "WhoId", "TaskSubtype", "LastModifiedDate", "SystemModstamp", "OwnerId"]
+        if self.key_field:  # recognises the sidecar's first-response tasks when completed
+            fields.append(self.key_field)
         return [*fields, self.task_completed_at] if self.task_completed_at else fields
 
     def writer_task_fields(self) -> list[str]:

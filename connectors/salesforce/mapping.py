@@ -16,6 +16,7 @@ from typing import Any
 
 from connectors.salesforce.fields import FieldMap
 from sidecar.domain import Crm, Intent, LeadSnapshot, ProgressActivity, ProgressKind
+from sidecar.ports import FIRST_RESPONSE_TASK_PREFIX
 
 CONVERTED_STATUS = "Closed - Converted"
 DELETED_STATUS = "Closed - Not Converted"
@@ -54,6 +55,8 @@ class Related:
     def add_tasks(self, rows: Iterable[Mapping[str, Any]], fields: FieldMap) -> None:
         for row in rows:
             kind = fields.task_kinds.get(str(row.get("TaskSubtype")))
+            if fields.key_field and str(row.get(fields.key_field) or "").startswith(FIRST_RESPONSE_TASK_PREFIX):
+                kind = ProgressKind.FIRST_RESPONSE_TASK_COMPLETED  # our own task, completed by the rep
             who = str(row.get("WhoId") or "")
             completed = row.get(fields.task_completed_at) if fields.task_completed_at else None
             at = parse_time(completed) or parse_time(row.get("LastModifiedDate"))

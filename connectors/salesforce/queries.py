@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 from simple_salesforce.format import format_soql
 
 from connectors.salesforce.fields import FieldMap
+from sidecar.ports import FIRST_RESPONSE_TASK_PREFIX
 
 MAX_QUERY_BYTES = 12_000  # leaves room for headers within Salesforce's 16,384-byte request line+headers
 MAX_IDS = 2000
@@ -91,6 +92,10 @@ def leads_by_id(fields: FieldMap, ids: Sequence[str]) -> Iterator[str]:
 
 def _task_filter(fields: FieldMap) -> str:
     # IsClosed, not Status = 'Completed': which Status values close a task is configured per org.
+    if fields.key_field:
+        # Also the sidecar's own first-response tasks (subtype Task), known by their key's prefix.
+        return format_soql("IsClosed = true AND WhoId != null AND (TaskSubtype IN {} OR {:literal} LIKE '{:like}%')",
+                           sorted(fields.task_kinds), fields.key_field, FIRST_RESPONSE_TASK_PREFIX)
     return format_soql("IsClosed = true AND TaskSubtype IN {} AND WhoId != null", sorted(fields.task_kinds))
 
 

@@ -39,7 +39,9 @@ related rows, not 50 x 3 x chunks of IN queries. For very large orgs see backfil
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import chain
@@ -51,8 +53,9 @@ from connectors.salesforce.client import Pages, SalesforceClient, Soql
 from connectors.salesforce.fields import FieldMap
 from connectors.salesforce.mapping import LEAD_PREFIX, Related, parse_time, stamp_of, to_snapshot
 from sidecar.domain import Crm, LeadSnapshot
-from sidecar.ports import ChangePage, Cursor, DirectoryUser
+from sidecar.ports import ChangePage, Cursor, DirectoryUser, PermanentError
 
+log = logging.getLogger(__name__)
 Row = Mapping[str, Any]
 PAGE_MAX = 2000
 
@@ -145,7 +148,8 @@ class SalesforceReader:
                  Soql(queries.tasks_all(self.fields))]
         if self.fields.meetings:
             batch.append(Soql(queries.events_all(now)))
-        pages, *related_pages = self.client.query_batch(batch)  # the Lead query runs first
+        pages, *related_pages = self._query_batch(batch, lambda: [  # the Lead query runs first
+            *batch[:2], Soql(queries.tasks_all(self.fields)), *batch[3:]])
         first = next(pages)
         if not first:
             return  # an empty org: the cursor stays unset; the related pages are left unread
@@ -178,7 +182,7 @@ class SalesforceReader:
         if floor < at:
             batch.append(Soql(queries.lead_range(self.fields, floor, at), include_deleted=True))
         batch.append(Soql(queries.lead_changes(self.fields, at), include_deleted=True))
-        results = self.client.query_batch(batch)  # ONE API call
+        results = self._query_batch(batch, lambda: [Soql(queries.task_stream(self.fields, floor)), *batch[1:]])
         streams = 2 if self.fields.meetings else 1
         activity_rows = [r for stream in results[:streams] for page in stream for r in page]
         behind = results[-2] if floor < at else None
@@ -234,6 +238,26 @@ class SalesforceReader:
                         yield ChangePage(self._snapshots(fresh), Cursor(at, window.keys()))
         self.events_until = now
 
+    def _query_batch(self, batch: list[Soql], rebuild: Callable[[], list[Soql]]) -> list[Pages]:
+        """ONE API call; once more with `rebuild()`'s queries if the org lacks the Task key field."""
+        try:
+            return self.client.query_batch(batch)
+        except PermanentError as exc:
+            if not self.key_field_missing(exc):
+                raise
+        return self.client.query_batch(rebuild())
+
+    def key_field_missing(self, exc: PermanentError) -> bool:
+        """The org has no Task key field (the writer falls back to Description markers then): stop
+        selecting it. Completed first-response tasks are then not recognised as progress."""
+        key = self.fields.key_field
+        if key is None or "INVALID_FIELD" not in str(exc) or key.lower() not in str(exc).lower():
+            return False
+        log.warning("Task.%s does not exist: completed first-response tasks cannot be recognised as progress "
+                    "(create the field, see `sidecar check`)", key)
+        self.fields = dataclasses.replace(self.fields, key_field=None)
+        return True
+
     # --- targeted reads -----------------------------------------------------------------------------
 
     def read_leads(self, crm_ids: Sequence[str]) -> list[LeadSnapshot]:
@@ -255,12 +279,19 @@ class SalesforceReader:
             return related
         for soql in queries.history_for(lead_ids):
             related.add_history(self.client.query_all(soql))
-        for soql in queries.tasks_for(self.fields, lead_ids):
-            related.add_tasks(self.client.query_all(soql), self.fields)
+        try:
+            related.add_tasks(self._tasks_of(lead_ids), self.fields)
+        except PermanentError as exc:
+            if not self.key_field_missing(exc):
+                raise
+            related.add_tasks(self._tasks_of(lead_ids), self.fields)
         if self.fields.meetings:
             for soql in queries.events_for(lead_ids, self.clock()):
                 related.add_events(self.client.query_all(soql))
         return related
+
+    def _tasks_of(self, lead_ids: Sequence[str]) -> list[Row]:
+        return [row for soql in queries.tasks_for(self.fields, lead_ids) for row in self.client.query_all(soql)]
 
     def related_everywhere(self, pages: Sequence[Pages]) -> tuple[Related, list[dict[str, Any]]]:
         """Related rows of the whole org from the pages of history_all, tasks_all (, events_all)."""

@@ -42,6 +42,7 @@ from datetime import UTC
 from email.utils import format_datetime
 from functools import partial
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import requests
 from simple_salesforce.api import Salesforce
@@ -61,6 +62,7 @@ from sidecar.ports import (
     OwnerChange,
     PermanentError,
     TaskRequest,
+    TaskUpdate,
     TransientError,
 )
 
@@ -68,6 +70,7 @@ log = logging.getLogger(__name__)
 COMPOSITE_MAX = 200
 UPSERT_MIN_VERSION = (46, 0)
 NOTE_SUBJECT = "SLA breach note"
+CLOSED_STATUS = "Completed"  # the standard closed Task status; update_task closes with it
 _PRIORITY = {"high": "High", "normal": "Normal", "low": "Low"}
 # Left out of an upsert, see the module docstring: Status so a replay never reopens a completed task,
 # TaskSubtype because Task lets it be set on create only (an update naming it would be refused).
@@ -138,7 +141,8 @@ class SalesforceWriter:
         values: dict[str, Any] = {
             "WhoId": task.lead.crm_id, "OwnerId": task.owner_id, "Subject": task.subject[:255],
             "Description": _describe(task.lead, task.body, key),
-            "ActivityDate": task.due_at.astimezone(UTC).date().isoformat(),
+            # The due date as the lead's market reads it (a 20:00 New York deadline is not tomorrow).
+            "ActivityDate": task.due_at.astimezone(ZoneInfo(task.due_tz) if task.due_tz else UTC).date().isoformat(),
             "Priority": _PRIORITY[task.priority], "Status": "Not Started", "TaskSubtype": "Task",
         }
         if self.fields.reminders:
@@ -329,6 +333,27 @@ class SalesforceWriter:
         todo = [(key, task) for key, task in wanted.items() if key not in results]
         answered = self._send_chunks("composite/sobjects", "POST", todo, self.task_fields, results)
         return self._settle(answered or [], results, leads)
+
+    def update_task(self, update: TaskUpdate, idempotency_key: str) -> str:
+        """Re-own (OwnerId) or close (Status Completed) the task written under `update.task_key`, found
+        by its key like a replayed create; a task the rep already closed is left as it is. Three calls:
+        find by key, read owner and IsClosed, PATCH. A replay finds the change made and writes nothing."""
+        lead_id = update.lead.crm_id
+        task_id = self.find_task(update.task_key, lead_id)
+        if task_id is None:
+            # Its create may still be on its way (or retrying): try again later, then dead-letter.
+            raise TransientError(f"no Salesforce Task carries key {update.task_key} yet")
+        current = self.client.rest("GET", f"sobjects/Task/{task_id}", params={"fields": "OwnerId,IsClosed"}) or {}
+        if current.get("IsClosed"):
+            return f"already closed:{task_id}"
+        if update.close:
+            values: dict[str, Any] = {"Status": CLOSED_STATUS}
+        elif update.new_owner_id and not _same_id(str(current.get("OwnerId") or ""), update.new_owner_id):
+            values = {"OwnerId": update.new_owner_id}
+        else:
+            return f"owner:{update.new_owner_id}:{task_id}"
+        self.client.rest("PATCH", f"sobjects/Task/{task_id}", json=values)
+        return f"closed:{task_id}" if update.close else f"owner:{update.new_owner_id}:{task_id}"
 
     # --- owner ------------------------------------------------------------------------------------------
 

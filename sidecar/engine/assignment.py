@@ -21,7 +21,7 @@ from sidecar.audit import Pattern, StepAction
 from sidecar.domain import TERMINAL_STATES, Intent
 from sidecar.engine import clocks
 from sidecar.engine.ownership import SALESFORCE_QUEUE_PREFIX, needs_owner, queue_ids
-from sidecar.engine.patterns import keys
+from sidecar.engine.patterns import first_response, keys
 from sidecar.engine.patterns.shared import EngineContext, create_task, lead_context, record_step
 from sidecar.engine.policies import PolicyBook
 from sidecar.engine.routing import availability, next_in_turn, summarize, team_reps
@@ -115,6 +115,9 @@ def plan_assignment(session: Session, ctx: EngineContext, version: str, policy: 
     context = lead_context(session, ctx, lead)
     change = OwnerChange(lead=context, from_owner_id=lead.owner_id, to_owner_id=assignment.rep.id,
                          seen_modified_at=lead.crm_modified_at)
+    if policy.first_response is not None and policy.first_response.enabled:
+        # The first-response pattern writes the task (assign_on_arrival hands it over).
+        return AssignmentPlan(assignment, "lead_assigned", key, details, change)
     due = _deadline(session, ctx.book, lead) or at + timedelta(hours=1)
     task = TaskRequest(lead=context, owner_id=assignment.rep.id,
                        subject=f"First response: {lead.name} ({lead.company})",
@@ -147,7 +150,14 @@ def assign_on_arrival(session: Session, ctx: EngineContext, lead: Lead, at: date
     """The one call for ingest: plan under the active policy (its rules unless given) and record it."""
     version, policy = ctx.book.active(session)
     plan = plan_assignment(session, ctx, version, policy, lead, at, rules)
-    return record_assignment(session, plan, lead, version, at) if plan is not None else None
+    if plan is None:
+        return None
+    row = record_assignment(session, plan, lead, version, at)
+    if plan.owner_change is not None and plan.task is None:
+        change = session.scalars(select(OutboxRow).where(
+            OutboxRow.idempotency_key == keys.effect_key(plan.step_key, "owner"))).first()
+        first_response.hand_over(session, ctx, lead, row, at, depends_on=change)  # the new owner's task
+    return row
 
 
 def assign_pending(session: Session, ctx: EngineContext, at: datetime, limit: int = 200,

@@ -34,11 +34,27 @@ SLA, STUCK = "sla", "stuck"
 KINDS = (SLA, STUCK)
 
 
-def thresholds(policy: Policy, kind: str) -> list[float]:
-    """When each step of a clock of `kind` is due, as multiples of its window, in firing order."""
+def thresholds(policy: Policy, kind: str, ladder: str | None = None) -> list[float]:
+    """When each step of a clock of `kind` is due, as multiples of its window, in firing order:
+    the stuck multiples, or the fractions of the clock's ladder (its intent tier's, else the main one)."""
     if kind == STUCK:
         return sorted(step.multiple for step in policy.stuck)
-    return [step.at for step in policy.ladder]
+    return [step.at for step in policy.ladder_of(ladder)]
+
+
+def _window(book: PolicyBook, policy: Policy, lead: Lead, state: str) -> tuple[str, int, str | None] | None:
+    """(rule id, window seconds, tier ladder) for a clock of `lead` in `state`; None if no window."""
+    intent = Intent(lead.intent) if lead.intent else None
+    rule = policy.window_for(lead.market, lead.source, LeadState(state), intent)
+    if rule is None:
+        return None
+    ladder = policy.tier_ladder(lead.intent, state)
+    tier = policy.tier(ladder)
+    if tier is not None and tier.window is not None:
+        # The tier's own first-response window (seed 002: high intent 15 minutes); the rule id
+        # names the tier so that the audit says which window applied.
+        return f"intent.tiers.{ladder}", duration_seconds(tier.window, book.business_day(policy, lead.market)), ladder
+    return rule.id, duration_seconds(rule.window, book.business_day(policy, lead.market)), ladder
 
 
 def start_clock(session: Session, book: PolicyBook, lead: Lead, started_at: datetime,
@@ -48,20 +64,20 @@ def start_clock(session: Session, book: PolicyBook, lead: Lead, started_at: date
     version, policy = book.active(session)
     if kind == STUCK and (not policy.stuck or LeadState(lead.state) in TERMINAL_STATES):
         return None
-    intent = Intent(lead.intent) if lead.intent else None
-    rule = policy.window_for(lead.market, lead.source, LeadState(lead.state), intent)
-    if rule is None:
+    window = _window(book, policy, lead, lead.state)
+    if window is None:
         return None
-    window_s = duration_seconds(rule.window, book.business_day(policy, lead.market))
+    rule_id, window_s, ladder = window
     # Leads already waiting when the sidecar went live get a full window from then, not an instant
     # escalation for time nobody was watching (a first backfill would otherwise breach them all at once).
     go_live = book.go_live(session)
     if go_live is not None and started_at < go_live:
         started_at = go_live
     clock = Clock(
-        lead_id=lead.id, kind=kind, state=lead.state, rule_id=rule.id, policy_version=version,
+        lead_id=lead.id, kind=kind, state=lead.state, rule_id=rule_id, policy_version=version,
         market=book.market(policy, lead.market)[0], window_s=window_s, started_at=started_at,
         consumed_s=0.0, running_since=started_at, steps_fired=0, status="open",
+        ladder=ladder if kind == SLA else None,  # a stuck clock follows the stuck multiples, not a tier ladder
     )
     plan(clock, book, session)
     session.add(clock)
@@ -81,10 +97,12 @@ def due_at(clock: Clock, book: PolicyBook, session: Session, step_index: int) ->
     """The instant step `step_index` (of the ladder, or of the stuck steps) crosses, if the clock
     keeps running from now on."""
     policy = book.get(session, clock.policy_version)
-    steps = thresholds(policy, clock.kind)
+    steps = thresholds(policy, clock.kind, clock.ladder)
     if clock.running_since is None or step_index >= len(steps):
         return None
-    target = steps[step_index] * clock.window_s
+    # Rounded to the millisecond: a step timed "10m" of a 15m window is stored as the fraction 2/3,
+    # whose product with the window must land on the exact minute (no effect on whole seconds).
+    target = round(steps[step_index] * clock.window_s, 3)
     remaining = max(0.0, target - clock.consumed_s)
     calendar = book.calendar(clock.policy_version, policy, clock.market)
     return calendar.add(clock.running_since, timedelta(seconds=remaining))
@@ -144,21 +162,18 @@ def recompute(session: Session, book: PolicyBook, now: datetime) -> int:
     for clock in session.scalars(select(Clock).where(Clock.status != "closed", Clock.policy_version != version)):
         lead = session.get(Lead, clock.lead_id)
         assert lead is not None
-        intent = Intent(lead.intent) if lead.intent else None
-        rule = policy.window_for(lead.market, lead.source, LeadState(clock.state), intent)
-        if rule is None:
+        window = _window(book, policy, lead, clock.state)
+        if window is None:
             close(clock, now, "no window in the new policy")
             continue
         if clock.status == "open":
             clock.consumed_s, clock.running_since = used_seconds(clock, book, session, now), now
-        old_version = clock.policy_version
-        clock.policy_version, clock.rule_id = version, rule.id
-        clock.window_s = duration_seconds(rule.window, book.business_day(policy, lead.market))
+        old_steps = thresholds(book.get(session, clock.policy_version), clock.kind, clock.ladder)
+        clock.policy_version, (clock.rule_id, clock.window_s, clock.ladder) = version, window
         clock.market = book.market(policy, lead.market)[0]
         # Keep what was already said: the new steps up to the highest fraction (multiple) already fired.
-        old_steps = thresholds(book.get(session, old_version), clock.kind)
         fired = old_steps[clock.steps_fired - 1] if clock.steps_fired else 0.0
-        clock.steps_fired = sum(1 for at in thresholds(policy, clock.kind) if at <= fired)
+        clock.steps_fired = sum(1 for at in thresholds(policy, clock.kind, clock.ladder) if at <= fired)
         plan(clock, book, session)
         moved += 1
     return moved

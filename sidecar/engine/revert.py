@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from sidecar.audit import Pattern, StepAction
 from sidecar.domain import is_canonical
 from sidecar.engine import clocks
-from sidecar.engine.patterns import keys
+from sidecar.engine.patterns import first_response, keys
 from sidecar.engine.patterns.shared import EngineContext, change_owner, lead_context, record_step, refresh_team
 from sidecar.store.models import AuditRow, Lead, OutboxRow
 
@@ -55,13 +55,17 @@ def revert_reassignment(session: Session, ctx: EngineContext, crm: str, crm_id: 
                       actor=actor, step_key=keys.revert_key(last.id),
                       details={"reverts_audit_id": last.id, "from_owner": given_to, "to_owner": original,
                                "reason": reason})
+    back = None
     if change is not None and change.status == "pending":
         # Not written to the CRM yet: cancel it (and with it the new owner's task and messages).
         change.status, change.last_error, change.done_at = "skipped", "reverted before it was made", now
     else:
-        change_owner(session, row, lead, lead_context(session, ctx, lead), original, now, depends_on=change)
+        back = change_owner(session, row, lead, lead_context(session, ctx, lead), original, now,
+                            depends_on=change)
     lead.owner_id = original
     refresh_team(session, lead)
+    # The first-response task goes back with the lead (after the owner change back, if one is made).
+    first_response.hand_over(session, ctx, lead, row, now, depends_on=back)
     _fresh_clock(session, ctx, lead, now)
     return row
 

@@ -243,11 +243,16 @@ def _check_references(sections: dict[str, Any], positions: dict[str, list[int]],
     intent = sections.get("intent")
     for i, rule in enumerate(intent.rules if intent is not None else []):
         rule_id(("intent", "rules", i), rule.id)
+    for name, tier in (intent.tiers if intent is not None else {}).items():
+        for i, step in enumerate(tier.ladder or []):
+            rule_id(("intent", "tiers", name.value, "ladder", i), step.id)
+            personas(("intent", "tiers", name.value, "ladder", i), step.notify)
     for state, tokens in sections.get("progress", {}).items():
         for i, token in enumerate(tokens):
             if token not in PROGRESS_TOKENS:
                 out.add(("progress", state.value, i), f"unknown progress event {token!r}",
-                        "use call_logged, email_sent, meeting_held, disqualified or state:<STATE>")
+                        "use call_logged, email_sent, meeting_held, disqualified, "
+                        "first_response_task_completed or state:<STATE>")
     for persona, route in routes.items():
         if route.via == "channel" and not route.channel:
             out.add(("notifications", persona.value, "channel"), "a channel route needs a channel",

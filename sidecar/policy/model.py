@@ -127,9 +127,58 @@ class IntentRule(Strict):
     purpose: str = ""
 
 
+class IntentTier(Strict):
+    """What one intent tier changes (seed 002: not every lead needs the same SLA). Applies to the
+    first-response (NEW) clock of a lead of this tier; later states use the main ladder.
+
+    `ladder` steps take `at` as a fraction of the window (0.8) or as business time from arrival
+    ("10m", "1h"); times need the tier's own `window` in minutes or hours and are stored as the
+    fraction of it they are. `escalation`: `ladder` (the tier's ladder, else the main one),
+    `qualification_task` (the first-response task asks to qualify the lead; no ladder), or
+    `review_queue` (that task, and the lead goes to its team's ops review queue; no ladder)."""
+
+    first_action: str = ""  # the recommended first action written into the first-response task
+    window: Duration | None = None  # NEW leads of this tier: replaces the matching window rule
+    ladder: list[LadderStep] | None = None
+    escalation: Literal["ladder", "qualification_task", "review_queue"] = "ladder"
+    purpose: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absolute_steps(cls, data: Any) -> Any:
+        """Steps given as business time ("10m") become fractions of the tier's window."""
+        if not isinstance(data, dict) or not isinstance(data.get("ladder"), list):
+            return data
+        steps = data["ladder"]
+        timed = [step for step in steps if isinstance(step, dict) and isinstance(step.get("at"), str)]
+        if not timed:
+            return data
+        window = data.get("window")
+        match = _DURATION.match(window) if isinstance(window, str) else None
+        if match is None or match.group(2) == "bd":
+            raise ValueError("ladder steps timed in minutes or hours need the tier's window in minutes or "
+                             "hours (e.g. window: 15m), or give `at` as a fraction of the window")
+        window_s = duration_seconds(str(window), timedelta(0))
+        converted = []
+        for step in steps:
+            if isinstance(step, dict) and isinstance(step.get("at"), str):
+                _check_duration(step["at"])
+                step = {**step, "at": duration_seconds(step["at"], timedelta(0)) / window_s}
+            converted.append(step)
+        return {**data, "ladder": converted}
+
+    @model_validator(mode="after")
+    def _ladder_in_order(self) -> IntentTier:
+        problems = ladder_order_problems(self.ladder or [])
+        if problems:
+            raise ValueError(problems[0][1])
+        return self
+
+
 class IntentPolicy(Strict):
     rules: list[IntentRule] = Field(default_factory=list)
     default: Intent = Intent.UNCLEAR
+    tiers: dict[Intent, IntentTier] = Field(default_factory=dict)
 
 
 class LadderStep(Strict):
@@ -258,6 +307,20 @@ class AssignmentPolicy(Strict):
         return self
 
 
+class FirstResponse(Strict):
+    """Seed 002 "Timed tasks": every new lead gets a CRM task for its owner, due when its first
+    SLA window runs out, saying who the lead is and what to do first (`intent.tiers.<tier>.first_action`,
+    else `first_action` here). Completing it is progress when `progress.NEW` lists
+    `first_response_task_completed`."""
+
+    id: Annotated[str, Field(pattern=RULE_ID)] = "first_response"
+    enabled: bool = True
+    kind: Annotated[str, Field(pattern=r"^[a-z_]+$")] = "first_response_task"  # the audit label
+    first_action: str = "Call the lead, or email them if no number is given."
+    on_reassign: Literal["reown", "close"] = "reown"  # the old owner's open task follows the lead, or is closed
+    purpose: str = ""
+
+
 class StateMap(Strict):
     field: str
     map: dict[str, LeadState]
@@ -281,6 +344,7 @@ class Policy(Strict):
     reassignment: Reassignment = Reassignment()
     noise: NoiseControl = NoiseControl()
     assignment: AssignmentPolicy = AssignmentPolicy()
+    first_response: FirstResponse | None = None
 
     @model_validator(mode="after")
     def _ladder_in_order(self) -> Policy:
@@ -303,6 +367,31 @@ class Policy(Strict):
 
     def progress_kinds(self, state: LeadState) -> set[str]:
         return set(self.progress.get(state, []))
+
+    def tier(self, intent: str | None) -> IntentTier | None:
+        """The policy's settings for an intent tier, if it has any."""
+        if intent is None or intent not in {tier.value for tier in Intent}:
+            return None
+        return self.intent.tiers.get(Intent(intent))
+
+    def tier_ladder(self, intent: str | None, state: str) -> str | None:
+        """The tier whose window and ladder a new clock in `state` uses (stored on the clock), or None
+        for the window rules and the main ladder: only NEW clocks, only tiers that change either."""
+        tier = self.tier(intent)
+        if state != LeadState.NEW or tier is None or (
+                tier.ladder is None and tier.window is None and tier.escalation == "ladder"):
+            return None
+        return str(intent)
+
+    def ladder_of(self, tier_name: str | None) -> list[LadderStep]:
+        """The ladder a clock follows: its tier's (empty when the tier qualifies or queues instead
+        of escalating), else the main one."""
+        tier = self.tier(tier_name) if tier_name else None
+        if tier is None:
+            return self.ladder
+        if tier.escalation != "ladder":
+            return []
+        return tier.ladder if tier.ladder is not None else self.ladder
 
 
 PROGRESS_TOKENS = {kind.value for kind in ProgressKind} | {f"state:{s.value}" for s in LeadState}

@@ -6,7 +6,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.policy.enforcement import enforced
-from sidecar.policy.model import ComplianceRule, FlagRule, HighValueRule, LadderStep, Policy, StuckStep, WindowRule
+from sidecar.policy.model import (
+    ComplianceRule,
+    FlagRule,
+    HighValueRule,
+    IntentTier,
+    LadderStep,
+    Policy,
+    StuckStep,
+    WindowRule,
+)
 
 NOT_YET = " (not enforced yet)"
 
@@ -37,6 +46,19 @@ def _ladder_purpose(step: LadderStep) -> str:
     if step.reassign:
         actions.append("reassign to an available rep of the same team")
     return f"at {step.at:.0%} of the window: audit {step.kind}; " + "; ".join(actions)
+
+
+def _tier_purpose(intent: str, tier: IntentTier) -> str:
+    parts = [f"{intent} intent"]
+    if tier.window:
+        parts.append(f"first response within {tier.window}")
+    if tier.escalation != "ladder":
+        parts.append(f"no ladder: {tier.escalation.replace('_', ' ')}")
+    elif tier.ladder is not None:
+        parts.append(f"own ladder of {len(tier.ladder)} steps")
+    if tier.first_action:
+        parts.append(f"first action: {tier.first_action}")
+    return "; ".join(parts)
 
 
 def _stuck_purpose(step: StuckStep) -> str:
@@ -91,6 +113,17 @@ def rule_lines(policy: Policy) -> list[RuleLine]:
         add(window.id, "windows", window.purpose or _window_purpose(window), window)
     for step in policy.ladder:
         add(step.id, "ladder", step.purpose or _ladder_purpose(step), step)
+    for intent, tier in policy.intent.tiers.items():
+        add(f"intent.tiers.{intent.value}", "intent", tier.purpose or _tier_purpose(intent.value, tier), tier)
+        for step in tier.ladder or []:
+            add(step.id, "intent", step.purpose or f"{intent.value} intent: " + _ladder_purpose(step), step)
+    if policy.first_response is not None:
+        fr = policy.first_response
+        handed = "re-owned" if fr.on_reassign == "reown" else "closed"
+        add(fr.id, "first_response", fr.purpose or (
+            "every new lead gets a CRM task for its owner, due when its first window runs out, with the "
+            f"tier's first action; on reassignment the open task is {handed}"
+            if fr.enabled else "first-response tasks are off"), fr)
     # Sections the engine validates and versions but does not act on yet say so, so that `policy
     # show` never claims behaviour the sidecar does not have.
     # (sidecar.policy.enforcement says which).

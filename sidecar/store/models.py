@@ -70,6 +70,8 @@ class Lead(Base):
     market: Mapped[str | None] = mapped_column(String(64))
     source: Mapped[str | None] = mapped_column(String(100))
     intent: Mapped[str | None] = mapped_column(String(20))
+    # Which rule gave `intent`: an intent rule's id, "crm" (the CRM said), or "default".
+    intent_rule: Mapped[str | None] = mapped_column(String(100))
     score: Mapped[float | None] = mapped_column(Float)
     tier: Mapped[str | None] = mapped_column(String(50))
     deal_size: Mapped[float | None] = mapped_column(Float)
@@ -129,6 +131,8 @@ class Clock(Base):
     status: Mapped[str] = mapped_column(String(10), default="open")  # open | paused | closed
     closed_at: Mapped[datetime | None]
     close_reason: Mapped[str | None] = mapped_column(String(100))
+    # The intent tier whose ladder this clock follows (Policy.ladder_of); None: the main ladder.
+    ladder: Mapped[str | None] = mapped_column(String(20))
 
 
 class AuditRow(Base):

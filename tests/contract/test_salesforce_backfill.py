@@ -18,7 +18,10 @@ from sidecar.ports import ChangePage, Cursor
 from tests.contract.harness import Clock, Serve
 
 START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
-FIELDS = FieldMap(score="Lead_Score__c", flags={"Sanctions_Match__c": "sanctions_match"})
+# This emulated org has no Task key field, and its field map says so (writer.key_field: null), as
+# `sidecar check` advises: the readers then select no key (with the default map they would find out
+# with one refused call, see test_a_missing_task_key_field_costs_one_refused_query_then_polls_without_it).
+FIELDS = FieldMap(score="Lead_Score__c", flags={"Sanctions_Match__c": "sanctions_match"}, key_field=None)
 
 
 @pytest.fixture

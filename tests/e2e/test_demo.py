@@ -99,12 +99,16 @@ def test_crm_tasks_notes_and_owner_changes_match_the_audit_one_to_one(demo_out: 
     rows = audit_rows(demo_out)
     breaches = [r for r in rows if r["kind"] == "sla_breach"]
     reassigned = [r for r in rows if r["kind"] == "sla_breach_auto_reassign" and r["details"]["to_owner"]]
+    first_response = [r for r in rows if r["kind"] == "first_response_task"]
     assert sum(row.action == "add_note" for row in written.values()) == len(breaches)
-    assert sum(row.action == "create_task" for row in written.values()) == len(reassigned)
+    assert sum(row.action == "create_task" for row in written.values()) == len(reassigned) + len(first_response)
+    assert sum(key.startswith("first-response:") for key in written) == len(first_response) > 0
     # every reassignment is an owner change in its CRM, to the rep the audit names
     sf_owner_changes = Counter((h["LeadId"], h["NewValue"]) for h in crm["salesforce"]["LeadHistory"]
                                if h["Field"] == "Owner")
-    hs_tasks_by_owner = Counter((r["associations"]["contacts"][0], r["owner"]) for r in crm["hubspot"]["tasks"])
+    # (first-response tasks follow a reassigned lead too: count the reassignment's own tasks)
+    hs_tasks_by_owner = Counter((r["associations"]["contacts"][0], r["owner"]) for r in crm["hubspot"]["tasks"]
+                                if not r["properties"]["sidecar_idempotency_key"].startswith("first-response:"))
     for row in reassigned:
         to_owner = row["details"]["to_owner"]
         if row["crm"] == "salesforce":

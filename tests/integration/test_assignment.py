@@ -15,10 +15,12 @@ from sidecar.engine.assignment import (
     AssignmentPolicy,
     AssignmentRule,
     assign_new_lead,
+    assign_on_arrival,
     assign_pending,
     plan_assignment,
     record_assignment,
 )
+from sidecar.engine.patterns.keys import first_response_key
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.policy.model import Policy
 from sidecar.store.db import transaction
@@ -70,10 +72,12 @@ def test_high_intent_paid_social_us_lead_goes_to_the_rules_team_in_turn(sessions
     arrive(sessions, ctx, "00QPAID")
     with transaction(sessions) as session:
         lead = session.scalars(select(Lead).where(Lead.crm_id == "00QPAID")).one()
-        plan = plan_assignment(session, ctx, version, ctx.book.get(session, version), lead, MORNING, RULES)
-        assert plan is not None
-        row = record_assignment(session, plan, lead, version, MORNING)
+        row = assign_on_arrival(session, ctx, lead, MORNING, RULES)
+        assert row is not None
         effects = {r.action: r for r in session.scalars(select(OutboxRow).where(OutboxRow.audit_id == row.id))}
+        # the arrival found nobody to give a task to; the assignment hands the first-response task over
+        first = session.scalars(select(AuditRow).where(AuditRow.step_key == first_response_key(lead.id))).one()
+        effects.update({r.action: r for r in session.scalars(select(OutboxRow).where(OutboxRow.audit_id == first.id))})
     assert (row.kind, row.rule_id, row.policy_version) == ("lead_assigned", "assign.paid.high", version)
     assert row.details["to_owner"] == "005A1" and row.details["team"] == "inbound"
     assert effects["change_owner"].payload["to_owner_id"] == "005A1"
@@ -81,6 +85,7 @@ def test_high_intent_paid_social_us_lead_goes_to_the_rules_team_in_turn(sessions
     # the first-response task waits for the owner change and is due at the 1h paid-social deadline
     assert effects["create_task"].depends_on == effects["change_owner"].id
     assert effects["create_task"].payload["due_at"].startswith("2026-11-24T16:00")
+    assert effects["create_task"].payload["owner_id"] == "005A1"
     # the shadow owner moved at once: the lead is not decided again, and the next lead is next in turn
     assert decide(sessions, ctx, version, "00QPAID") is None
     arrive(sessions, ctx, "00QPAID2")

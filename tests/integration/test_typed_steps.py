@@ -162,5 +162,6 @@ def test_event_handlers_run_after_each_applied_snapshot_and_a_failing_one_is_aud
         assert len(list(session.scalars(select(Lead)))) == 2  # ingest went on despite the broken pattern
         failed = list(session.scalars(select(AuditRow).where(AuditRow.kind == "pattern_failed")))
         assert [json.dumps(row.details, sort_keys=True) for row in failed] == [
-            json.dumps({"error": "RuntimeError: boom", "pattern": "broken"}, sort_keys=True)] * 2
+            json.dumps({"error": "RuntimeError: boom", "pattern": "broken", "intent_tier": "unclear",
+                        "intent_rule": "default"}, sort_keys=True)] * 2  # every row of a lead names its tier
         assert not list(session.scalars(select(AuditRow).where(AuditRow.kind == "half_done")))  # rolled back

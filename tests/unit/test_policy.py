@@ -93,7 +93,7 @@ def test_cross_section_problems_are_reported_with_fixes() -> None:
     assert "unknown market 'APAC'" in messages["windows[7].market"].message
     assert "never applies" in messages["windows[7].state"].message
     assert "regional_vp" in messages["high_value.notify[2]"].message
-    assert "viewed" in messages["progress.NEW[3]"].message
+    assert "viewed" in messages["progress.NEW[4]"].message
     assert messages["bogus"].fix
     assert all(p.fix for p in caught.value.problems)
 

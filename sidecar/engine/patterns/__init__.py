@@ -16,7 +16,7 @@ Adding a pattern:
 
 from __future__ import annotations
 
-from sidecar.engine.patterns import compliance, sla_ladder, stuck
+from sidecar.engine.patterns import compliance, first_response, sla_ladder, stuck
 from sidecar.engine.patterns.registry import (
     ClockHandler,
     EventHandler,
@@ -28,6 +28,8 @@ from sidecar.engine.patterns.registry import (
 
 register_clock("sla", sla_ladder.fire_step)
 register_clock("stuck", stuck.fire)
+# Order matters: a lead held for compliance review (clocks paused) gets no first-response task yet.
 register_event("compliance", compliance.on_applied)
+register_event("first_response", first_response.on_applied)
 
 __all__ = ["ClockHandler", "EventHandler", "clock_handler", "on_applied", "register_clock", "register_event"]

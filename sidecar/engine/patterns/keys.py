@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+from sidecar.ports import FIRST_RESPONSE_TASK_PREFIX
+
 _STEP = re.compile(r"clock:(\d+):step:(\d+)")
 
 
@@ -73,3 +75,15 @@ def review_resolved_key(item_id: int) -> str:
 def review_surfaced_key(item_id: int, day: str) -> str:
     """An aging review item shown to its queue's channel again, at most once per UTC day."""
     return f"review:{item_id}:surfaced@{day}"
+
+
+def first_response_key(lead_id: int) -> str:
+    """The first-response decision of a lead: one per lead, for the clock it arrived with. Its task's
+    key (`effect_key(this, "task", owner)`) starts with `ports.FIRST_RESPONSE_TASK_PREFIX`, which
+    is how connectors recognise the task when it is completed."""
+    return f"{FIRST_RESPONSE_TASK_PREFIX}lead:{lead_id}"
+
+
+def task_update_key(decision_key: str) -> str:
+    """The re-owning or closing of a lead's first-response task by a decision that moved the lead."""
+    return effect_key(decision_key, "task-update")

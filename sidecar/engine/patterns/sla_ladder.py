@@ -17,7 +17,7 @@ from sidecar import audit
 from sidecar.audit import Pattern, StepAction
 from sidecar.domain import Persona
 from sidecar.engine import clocks
-from sidecar.engine.patterns import keys
+from sidecar.engine.patterns import first_response, keys
 from sidecar.engine.patterns.shared import (
     EngineContext,
     Message,
@@ -43,7 +43,7 @@ def fire_step(session: Session, ctx: EngineContext, clock: Clock, lead: Lead, no
     policy = ctx.book.get(session, clock.policy_version)
     index, due = clock.steps_fired, clock.next_due_at
     assert due is not None
-    step = policy.ladder[index]
+    step = policy.ladder_of(clock.ladder)[index]
     refresh_team(session, lead)
     breach_at = clocks.breach_at(clock, ctx.book, session)
     details: dict[str, object] = {
@@ -93,10 +93,12 @@ def fire_step(session: Session, ctx: EngineContext, clock: Clock, lead: Lead, no
         # refuses the change, the next poll brings the true owner back.
         clocks.close(clock, now, "reassigned")
         lead.owner_id = choice.rep.id
+        first_response.hand_over(session, ctx, lead, row, now, depends_on=change)  # no orphan task
         clocks.start_clock(session, ctx.book, lead, now, clocks.SLA)
     elif queued is not None:
         clocks.close(clock, now, "queued")  # a queue is not a person: ops review takes it from here
         lead.owner_id = queued.payload["to_owner_id"]
+        first_response.hand_over(session, ctx, lead, row, now, depends_on=queued)  # a queue works no task
     else:
         clocks.plan(clock, ctx.book, session)
     return row
@@ -121,7 +123,7 @@ def _record_ignored_warnings(session: Session, clock: Clock, policy: Policy, ste
     the clock): audit each as ignored, linked to the warning, for quarterly calibration."""
     if step.at < 1.0:
         return
-    for index, earlier in enumerate(policy.ladder[: clock.steps_fired]):
+    for index, earlier in enumerate(policy.ladder_of(clock.ladder)[: clock.steps_fired]):
         if earlier.at >= 1.0 or not earlier.notify:
             continue
         warning = session.scalars(select(AuditRow).where(AuditRow.step_key == keys.step_key(clock.id, index))).first()

@@ -1,7 +1,7 @@
 """review queues and lead countries: the ops review and compliance queues as rows
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 
 `review_items` holds what a person has to look at (a lead stuck for 4x its window, a lead on
 compliance hold) until someone resolves it; `leads.country` is the jurisdiction the compliance
@@ -16,7 +16,7 @@ from alembic import op
 from sidecar.store.types import UTCDateTime
 
 revision = '0004'
-down_revision = '0002'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 
