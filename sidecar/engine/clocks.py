@@ -170,6 +170,8 @@ def recompute(session: Session, book: PolicyBook, now: datetime) -> int:
             clock.consumed_s, clock.running_since = used_seconds(clock, book, session, now), now
         old_steps = thresholds(book.get(session, clock.policy_version), clock.kind, clock.ladder)
         clock.policy_version, (clock.rule_id, clock.window_s, clock.ladder) = version, window
+        if clock.kind == STUCK:
+            clock.ladder = None  # stuck clocks follow the stuck multiples, never a tier ladder
         clock.market = book.market(policy, lead.market)[0]
         # Keep what was already said: the new steps up to the highest fraction (multiple) already fired.
         fired = old_steps[clock.steps_fired - 1] if clock.steps_fired else 0.0

@@ -118,7 +118,7 @@ def test_a_merge_closes_the_dead_ids_clock_and_links_both_leads(
     poll(sessions, ctx, reader, clock())
     with transaction(sessions) as session:
         leads = leads_by_crm_id(session)
-        assert open_clock_of(session, leads[primary].id) and open_clock_of(session, leads[secondary].id)
+        assert open_clock_of(session, leads[primary].id, "sla") and open_clock_of(session, leads[secondary].id, "sla")
     clock.advance(600)
     emulator.configure_webhooks("http://127.0.0.1:9/hooks", "secret", subscriptions=["contact.merge"])
     emulator.merge("contacts", primary, secondary)
@@ -128,10 +128,10 @@ def test_a_merge_closes_the_dead_ids_clock_and_links_both_leads(
     with transaction(sessions) as session:
         leads = leads_by_crm_id(session)
         dead, survivor = leads[secondary], leads[primary]
-        assert open_clock_of(session, dead.id) is None  # nothing left to escalate the dead id
-        (closed,) = session.scalars(select(ClockRow).where(ClockRow.lead_id == dead.id))
-        assert closed.close_reason == "merged" and dead.state == "CLOSED"
-        assert open_clock_of(session, survivor.id) is not None  # the survivor's clock carries on
+        assert open_clock_of(session, dead.id, "sla") is None  # nothing left to escalate the dead id
+        closed = {(c.kind, c.close_reason) for c in session.scalars(select(ClockRow).where(ClockRow.lead_id == dead.id))}
+        assert closed == {("sla", "merged"), ("stuck", "merged")} and dead.state == "CLOSED"
+        assert open_clock_of(session, survivor.id, "sla") is not None  # the survivor's clock carries on
         merged = {(e.lead_id, e.old, e.new)
                   for e in session.scalars(select(LeadEvent).where(LeadEvent.kind == "merged"))}
         assert merged == {(dead.id, secondary, primary), (survivor.id, secondary, primary)}
@@ -160,8 +160,8 @@ def test_a_poll_alone_closes_a_merged_away_lead(
     poll(sessions, ctx, reader, clock())
     with transaction(sessions) as session:
         leads = leads_by_crm_id(session)
-        assert leads[secondary].state == "CLOSED" and open_clock_of(session, leads[secondary].id) is None
-        assert leads[primary].state == "NEW" and open_clock_of(session, leads[primary].id) is not None
+        assert leads[secondary].state == "CLOSED" and open_clock_of(session, leads[secondary].id, "sla") is None
+        assert leads[primary].state == "NEW" and open_clock_of(session, leads[primary].id, "sla") is not None
 
 
 def test_a_merge_of_a_lead_never_tracked_records_nothing(
