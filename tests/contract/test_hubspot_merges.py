@@ -129,7 +129,8 @@ def test_a_merge_closes_the_dead_ids_clock_and_links_both_leads(
         leads = leads_by_crm_id(session)
         dead, survivor = leads[secondary], leads[primary]
         assert open_clock_of(session, dead.id, "sla") is None  # nothing left to escalate the dead id
-        closed = {(c.kind, c.close_reason) for c in session.scalars(select(ClockRow).where(ClockRow.lead_id == dead.id))}
+        closed = {(c.kind, c.close_reason)
+                  for c in session.scalars(select(ClockRow).where(ClockRow.lead_id == dead.id))}
         assert closed == {("sla", "merged"), ("stuck", "merged")} and dead.state == "CLOSED"
         assert open_clock_of(session, survivor.id, "sla") is not None  # the survivor's clock carries on
         merged = {(e.lead_id, e.old, e.new)
