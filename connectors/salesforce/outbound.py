@@ -88,13 +88,14 @@ def _local(tag: str) -> str:
 
 
 def parse_notifications(body: bytes, organization_id: str) -> Parsed:
-    """(notification Id, Lead Id) pairs and what was skipped; OutboundRefused(400|403) when the
-    message is malformed, carries a DTD, or comes from another org. `organization_id`: 18 chars."""
+    """(notification Id, Lead Id) pairs and what was skipped (no pairs: nothing usable); raises
+    OutboundRefused(400|403) when the message is malformed, carries a DTD, or comes from another
+    org. `organization_id`: the 18-character form."""
     try:
         root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as exc:
         raise OutboundRefused(400, "DTDs and entities are not accepted") from exc
-    except ET.ParseError as exc:
+    except (ET.ParseError, ValueError, LookupError) as exc:  # ValueError: expat on e.g. encoding="UTF-16-LE"
         raise OutboundRefused(400, f"malformed XML: {exc}") from exc
     notifications = root.find(f".//{{{OUTBOUND_NS}}}notifications")
     if notifications is None:
@@ -103,8 +104,7 @@ def parse_notifications(body: bytes, organization_id: str) -> Parsed:
     if not same_org(org, organization_id):
         raise OutboundRefused(403, "OrganizationId does not match this sidecar's org")
     parsed = Parsed([])
-    notes = notifications.findall(f"{{{OUTBOUND_NS}}}Notification")
-    for note in notes:
+    for note in notifications.findall(f"{{{OUTBOUND_NS}}}Notification"):
         note_id = (note.findtext(f"{{{OUTBOUND_NS}}}Id") or "").strip()
         sobject = note.find(f"{{{OUTBOUND_NS}}}sObject")
         ids = [(child.text or "").strip() for child in sobject if _local(child.tag) == "Id"] \
@@ -116,10 +116,6 @@ def parse_notifications(body: bytes, organization_id: str) -> Parsed:
             parsed.skipped["bad_record_id"] += 1  # missing, another object's id, or no id at all
         else:
             parsed.pairs.append((note_id, record_id))
-    if not notes:
-        raise OutboundRefused(400, "no Notification elements")
-    if not parsed.pairs:
-        raise OutboundRefused(400, "no notification carries a well-formed Id and Lead Id")
     return parsed
 
 
@@ -142,6 +138,8 @@ def salesforce_outbound_router(organization_id: str, on_ids: Callable[[list[tupl
         if parsed.skipped:
             skipped.update({f"salesforce.{k}": n for k, n in parsed.skipped.items()})
             log.warning("Outbound Message: skipped %s", ", ".join(f"{n} {k}" for k, n in parsed.skipped.items()))
+        if not parsed.pairs:
+            return _fault(400, "no notification carries a well-formed Id and Lead Id")
         # An exception here means no Ack: Salesforce delivers the message again later.
         await run_in_threadpool(on_ids, parsed.pairs)
         return Response(ACK, media_type="text/xml")
