@@ -112,7 +112,8 @@ def soap(lead_ids: list[str], org_id: str = ORG_18, note_ids: list[str] | None =
     notes = note_ids or [to_18(f"04lHp{i:010d}") for i in range(len(lead_ids))]
     body = "".join(f'<Notification><Id>{n}</Id><sObject xsi:type="sf:Lead" '
                    f'xmlns:sf="urn:sobject.enterprise.soap.sforce.com"><sf:Id>{lead}</sf:Id>'
-                   f"<sf:Status>Open</sf:Status></sObject></Notification>" for n, lead in zip(notes, lead_ids, strict=True))
+                   f"<sf:Status>Open</sf:Status></sObject></Notification>"
+                   for n, lead in zip(notes, lead_ids, strict=True))
     text = (f'<?xml version="1.0" encoding="{encoding}"?>{prolog}'
             '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
             'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.emulators.soql_lexer import to_18
-from tests.security.support import NOW, ORG_18, PORTAL, App, Took, hubspot_event, soap
+from tests.security.support import NOW, ORG_18, App, Took, hubspot_event, soap
 
 LEAD = to_18("00QHp0000000001")
 
@@ -176,6 +176,3 @@ def test_a_9000_notification_message_is_stored_and_acknowledged_within_a_second(
     assert len(app.intake("salesforce")) == 9_000
     assert took.cpu < 1.0 and took.wall < 5.0, f"took {took.cpu:.2f} s CPU, {took.wall:.2f} s wall"
 
-
-def test_the_portal_constant_is_what_the_app_checks() -> None:
-    assert PORTAL == str(int(PORTAL))  # hubspot_event sends it as a JSON number, as HubSpot does
