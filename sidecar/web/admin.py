@@ -49,6 +49,7 @@ def status_json(status: Status, now: datetime) -> dict[str, Any]:
         "outbox": status.outbox,
         "dead": [{"key": key, "action": action, "reason": reason} for key, action, reason in status.dead],
         "last_polls": {crm: at.isoformat() if at else None for crm, at in status.last_polls.items()},
+        "dead_intake": [{"crm": crm, "crm_id": crm_id[:40], "reason": why} for crm, crm_id, why in status.dead_intake],
     }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
@@ -71,46 +72,42 @@ def _guard(app: FastAPI, guarded: Sequence[GuardedRouter]) -> None:
     """Token middleware per guarded prefix; the public schema leaves their paths out."""
     prefixes = [r.prefix for r in guarded]
 
-    def schema(public: bool) -> dict[str, object]:
-        routes = [r for r in app.routes if not (public and any(under(getattr(r, "path", ""), p) for p in prefixes))]
-        return get_openapi(title=app.title, version=app.version, routes=routes)
+    def full_schema() -> dict[str, Any]:
+        return get_openapi(title=app.title, version=app.version, routes=app.routes)
 
-    def public_schema() -> dict[str, object]:
+    def public_schema() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = schema(public=True)
+            app.openapi_schema = without_paths(full_schema(), prefixes)
         return app.openapi_schema
 
     app.openapi = public_schema  # type: ignore[method-assign]  # FastAPI's documented override
     for router in guarded:
         app.add_middleware(BearerGuard, prefix=router.prefix, token=router.token)
-        app.add_api_route(f"{router.prefix}/openapi.json", lambda: schema(public=False), include_in_schema=False)
+        app.add_api_route(f"{router.prefix}/openapi.json", full_schema, include_in_schema=False)
 
 
-class ListenError(RuntimeError):
-    """The web server could not open its port; the message names the address."""
+def without_paths(schema: dict[str, Any], prefixes: Sequence[str]) -> dict[str, Any]:
+    """`schema` without the paths under `prefixes` and without the components only they used."""
+    paths = {p: v for p, v in schema.get("paths", {}).items() if not any(under(p, x) for x in prefixes)}
+    components = schema.get("components", {}).get("schemas", {})
+    used: set[str] = set()
+    todo = _refs(paths)
+    while todo:
+        name = todo.pop()
+        if name not in used and name in components:
+            used.add(name)
+            todo |= _refs(components[name])
+    kept = {**schema, "paths": paths}
+    if "components" in schema:
+        kept["components"] = {**schema["components"], "schemas": {k: v for k, v in components.items() if k in used}}
+    return kept
 
 
-class BackgroundServer:
-    """uvicorn in a thread (the demo and tests); `sidecar run` uses the same app."""
-
-    def __init__(self, app: FastAPI, port: int = 0, host: str = "127.0.0.1") -> None:
-        # access_log off: one line per webhook would drown the operator's log; problems are logged.
-        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                     lifespan="off", access_log=False, log_config=None))
-        self._host, self._port = host, port
-        self._thread = threading.Thread(target=self._server.run, name="sidecar-web", daemon=True)
-
-    def start(self) -> str:
-        self._thread.start()
-        while not self._server.started:  # startup takes a few ms; nothing to inject here
-            if not self._thread.is_alive():
-                raise ListenError(f"cannot listen on {self._host}:{self._port}: the port is in use by another "
-                                  "process, or the address is not this machine's")
-            self._thread.join(0.01)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        host = self._host if ":" not in self._host else f"[{self._host}]"
-        return f"http://{host}:{port}"
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(5)
+def _refs(node: object) -> set[str]:
+    """Names of the component schemas `node` refers to ("#/components/schemas/<name>")."""
+    if isinstance(node, dict):
+        found = {node["$ref"].rsplit("/", 1)[-1]} if isinstance(node.get("$ref"), str) else set()
+        return found.union(*(_refs(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_refs(v) for v in node))
+    return set()
