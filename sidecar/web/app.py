@@ -111,3 +111,33 @@ def _refs(node: object) -> set[str]:
     if isinstance(node, list):
         return set().union(*(_refs(v) for v in node))
     return set()
+
+
+class ListenError(RuntimeError):
+    """The web server could not open its port; the message names the address."""
+
+
+class BackgroundServer:
+    """uvicorn in a thread (the demo and tests); `sidecar run` uses the same app."""
+
+    def __init__(self, app: FastAPI, port: int = 0, host: str = "127.0.0.1") -> None:
+        # access_log off: one line per webhook would drown the operator's log; problems are logged.
+        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                     lifespan="off", access_log=False, log_config=None))
+        self._host, self._port = host, port
+        self._thread = threading.Thread(target=self._server.run, name="sidecar-web", daemon=True)
+
+    def start(self) -> str:
+        self._thread.start()
+        while not self._server.started:  # startup takes a few ms; nothing to inject here
+            if not self._thread.is_alive():
+                raise ListenError(f"cannot listen on {self._host}:{self._port}: the port is in use by another "
+                                  "process, or the address is not this machine's")
+            self._thread.join(0.01)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        host = self._host if ":" not in self._host else f"[{self._host}]"
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(5)
