@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -82,6 +83,15 @@ class Settings(BaseSettings):
         if parts.query or parts.fragment:
             raise ValueError("SIDECAR_PUBLIC_URL must not have a query or fragment: give the base URL only")
         return value.rstrip("/")
+
+    @field_validator("sf_organization_id")
+    @classmethod
+    def _org_id_shape(cls, value: str | None) -> str | None:
+        # The receiver compares all 18 characters (a 15-character id gets its checksum suffix there).
+        if value and not re.fullmatch(r"00D[0-9A-Za-z]{12}(?:[0-9A-Z]{3})?", value.strip(), re.ASCII):
+            raise ValueError("SIDECAR_SF_ORGANIZATION_ID must be the 15- or 18-character organization id "
+                             "starting 00D (Setup > Company Information)")
+        return value.strip() if value else None
 
     @field_validator("max_body_bytes")
     @classmethod

@@ -62,13 +62,16 @@ def _escape(text: str) -> str:
 
 
 def org_id_18(configured: str) -> str:
-    """The configured org id in the 18-character form Outbound Messages carry (a 15-character one
-    from Setup > Company Information gets its suffix computed); ValueError if it is no org id."""
-    if not is_record_id(configured.strip(), ORG_PREFIX):
+    """The configured org id in the 18-character form Outbound Messages carry. The first 15
+    characters are the id (Setup > Company Information shows them); the suffix is computed from
+    them, so a configured 18-character id with a mistyped suffix still names the right org.
+    ValueError if it is no org id at all (settings already refuse that with a clear message)."""
+    id15 = configured.strip()[:15]
+    if not is_record_id(id15, ORG_PREFIX) or len(configured.strip()) not in (15, 18):
         raise ValueError(f"SIDECAR_SF_ORGANIZATION_ID {configured!r} is not an organization id: 15 or 18 "
                          "letters and digits starting 00D (Setup > Company Information > Salesforce.com "
                          "Organization ID)")
-    return to_18(configured.strip())
+    return to_18(id15)
 
 
 def same_org(given: str, expected_18: str) -> bool:

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.emulators.soql_lexer import to_18
+from sidecar.settings import Settings
 from tests.security.support import NOW, ORG_18, App, Took, hubspot_event, soap
 
 LEAD = to_18("00QHp0000000001")
@@ -176,3 +177,10 @@ def test_a_9000_notification_message_is_stored_and_acknowledged_within_a_second(
     assert len(app.intake("salesforce")) == 9_000
     assert took.cpu < 1.0 and took.wall < 5.0, f"took {took.cpu:.2f} s CPU, {took.wall:.2f} s wall"
 
+
+
+@pytest.mark.parametrize("configured", ["00QHp0000000001", "00DHp00000000", "00DHp0000000001' OR '1", "x" * 18])
+def test_a_configured_organization_id_of_the_wrong_shape_is_one_clear_settings_error(configured: str) -> None:
+    with pytest.raises(ValueError, match="SIDECAR_SF_ORGANIZATION_ID must be the 15- or 18-character"):
+        Settings(_env_file=None, sf_organization_id=configured)  # type: ignore[call-arg]
+    assert Settings(_env_file=None, sf_organization_id=ORG_18).sf_organization_id == ORG_18  # type: ignore[call-arg]
