@@ -26,6 +26,7 @@ from sidecar.store.db import transaction
 from sidecar.store.models import IntakeItem, SyncCursor
 
 log = logging.getLogger(__name__)
+DELIVERY_ID_WIDTH, CRM_ID_WIDTH = 100, 64  # the intake table's columns
 
 
 @dataclass
@@ -90,18 +91,24 @@ def apply_page(sessions: sessionmaker[Session], ctx: EngineContext, crm: str, pa
 def enqueue_intake(session: Session, crm: str, items: Iterable[tuple[str, str]], now: datetime) -> int:
     """Store (delivery id, lead id) pairs; repeated deliveries are ignored. Returns how many are new.
 
-    One INSERT ... ON CONFLICT DO NOTHING for the whole batch (executed as a few multi-row
-    statements by the driver): a webhook of any allowed size is stored in milliseconds, and a
-    delivery racing in through another request or instance is skipped by the unique constraint."""
+    One INSERT ... ON CONFLICT DO NOTHING for the whole batch (sent as a few multi-row statements):
+    a webhook of any allowed size is stored in milliseconds, and a delivery racing in through another
+    request or instance is skipped by the unique constraint. The receivers check ids by shape; an id
+    longer than its column (no CRM id is) is dropped here too, so one can never fail the batch."""
     first: dict[str, str] = {}
     for delivery_id, crm_id in items:
+        if len(delivery_id) > DELIVERY_ID_WIDTH or len(crm_id) > CRM_ID_WIDTH:
+            log.warning("%s webhook: dropped an id too long to be one (%d characters)", crm, len(crm_id))
+            continue
         first.setdefault(delivery_id, crm_id)
     rows = [{"crm": crm, "delivery_id": d, "crm_id": c, "received_at": now} for d, c in first.items()]
     if not rows:
         return 0
+    table = IntakeItem.__table__
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    insert = dialect.insert(IntakeItem.__table__).on_conflict_do_nothing(index_elements=["crm", "delivery_id"])
-    return max(session.connection().execute(insert, rows).rowcount, 0)
+    insert = dialect.insert(table).on_conflict_do_nothing(index_elements=["crm", "delivery_id"])
+    # RETURNING lists only the rows inserted; executemany's rowcount is not summed by every driver.
+    return len(session.connection().execute(insert.returning(table.c.id), rows).all())
 
 
 def _transient(exc: Exception) -> bool:

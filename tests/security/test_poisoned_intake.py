@@ -21,7 +21,7 @@ from sidecar.store.models import IntakeItem, Lead
 from sidecar.sync import drain_intake, enqueue_intake
 from tests.support import apply_policy, context, ny, policy_raw, snapshot
 
-POISON = "9" * 10_000
+POISON = "9" * 60  # no HubSpot id (those are below 2**63) yet it fits the intake's column
 
 
 class CrmLikeReader:
@@ -86,6 +86,12 @@ def test_a_poisoned_id_is_set_aside_alone_and_the_ids_behind_it_are_applied(sess
     # Halving isolates a bad id in about 2*log2(100) extra calls, not one call per id.
     assert len(reader.calls) <= 2 + 2 * 2 * 7
     assert drain_intake(sessions, context(), reader, ny(24, 8, 10)) == 0  # never read again
+
+
+def test_an_id_longer_than_any_crm_id_is_never_stored(sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as session:  # a 10,000-digit string no longer fails the whole insert
+        assert enqueue_intake(session, "hubspot", [("d-1", "9" * 10_000), ("d-2", "1001")], ny(24, 8)) == 1
+    assert pending(sessions) == 1
 
 
 @pytest.mark.usefixtures("policy")
