@@ -184,3 +184,22 @@ def test_a_configured_organization_id_of_the_wrong_shape_is_one_clear_settings_e
     with pytest.raises(ValueError, match="SIDECAR_SF_ORGANIZATION_ID must be the 15- or 18-character"):
         Settings(_env_file=None, sf_organization_id=configured)  # type: ignore[call-arg]
     assert Settings(_env_file=None, sf_organization_id=ORG_18).sf_organization_id == ORG_18  # type: ignore[call-arg]
+
+
+def test_skipped_events_are_counted_on_healthz(sessions: sessionmaker[Session]) -> None:
+    from connectors.hubspot.webhooks import hubspot_webhook_router
+    from sidecar.web.app import create_app, intake_callback
+    from tests.security.support import HUBSPOT_SECRET, TestClient, sign_hubspot
+    from tests.support import ny
+
+    store = intake_callback(sessions, "hubspot", lambda: ny(24, 8))
+    app = create_app(sessions, [hubspot_webhook_router(HUBSPOT_SECRET, store, clock=lambda: NOW)])  # its own counter
+    client = TestClient(app)
+    before = client.get("/healthz").json()["intake_skipped"].get("hubspot.unknown_event_type", 0)
+    body = json.dumps([hubspot_event(1, kind="ticket.creation"), hubspot_event(2, kind="x.y")]).encode()
+    stamp = str(int(NOW * 1000))
+    response = client.post("/webhooks/hubspot", content=body, headers={
+        "X-HubSpot-Signature-v3": sign_hubspot(HUBSPOT_SECRET, body, stamp), "X-HubSpot-Request-Timestamp": stamp,
+        "Content-Type": "application/json"})
+    assert response.status_code == 204
+    assert client.get("/healthz").json()["intake_skipped"]["hubspot.unknown_event_type"] == before + 2
