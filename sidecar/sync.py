@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import String, bindparam, func, literal, select, true
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar import audit
@@ -101,14 +102,26 @@ def enqueue_intake(session: Session, crm: str, items: Iterable[tuple[str, str]],
             log.warning("%s webhook: dropped an id too long to be one (%d characters)", crm, len(crm_id))
             continue
         first.setdefault(delivery_id, crm_id)
-    rows = [{"crm": crm, "delivery_id": d, "crm_id": c, "received_at": now} for d, c in first.items()]
-    if not rows:
+    if not first:
         return 0
     table = IntakeItem.__table__
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    insert = dialect.insert(table).on_conflict_do_nothing(index_elements=["crm", "delivery_id"])
-    # RETURNING lists only the rows inserted; executemany's rowcount is not summed by every driver.
-    return len(session.connection().execute(insert.returning(table.c.id), rows).all())
+    columns = ["crm", "delivery_id", "crm_id", "received_at"]
+    if session.get_bind().dialect.name == "postgresql":
+        # Two array parameters and one statement: psycopg spends more time splitting a 20,000-row
+        # VALUES list than PostgreSQL spends inserting it.
+        pairs = func.unnest(bindparam("ds", list(first), ARRAY(String)),
+                            bindparam("cs", list(first.values()), ARRAY(String))
+                            ).table_valued("d", "c").render_derived()
+        # WHERE true: without it PostgreSQL would read "ON CONFLICT" as the start of a join condition.
+        source = select(literal(crm, String), pairs.c.d, pairs.c.c,
+                        literal(now, table.c.received_at.type)).where(true())
+        insert = postgresql.insert(table).from_select(columns, source)
+        statement = insert.on_conflict_do_nothing(index_elements=["crm", "delivery_id"]).returning(table.c.id)
+        return len(session.connection().execute(statement).all())
+    rows = [dict(zip(columns, (crm, d, c, now), strict=True)) for d, c in first.items()]
+    statement = sqlite.insert(table).on_conflict_do_nothing(index_elements=["crm", "delivery_id"])
+    # RETURNING lists only the rows inserted (executemany's rowcount is not summed by every driver).
+    return len(session.connection().execute(statement.returning(table.c.id), rows).all())
 
 
 def _transient(exc: Exception) -> bool:
