@@ -104,7 +104,6 @@ def enqueue_intake(session: Session, crm: str, items: Iterable[tuple[str, str]],
         first.setdefault(delivery_id, crm_id)
     if not first:
         return 0
-    table = IntakeItem.__table__
     columns = ["crm", "delivery_id", "crm_id", "received_at"]
     if session.get_bind().dialect.name == "postgresql":
         # Two array parameters and one statement: psycopg spends more time splitting a 20,000-row
@@ -114,14 +113,14 @@ def enqueue_intake(session: Session, crm: str, items: Iterable[tuple[str, str]],
                             ).table_valued("d", "c").render_derived()
         # WHERE true: without it PostgreSQL would read "ON CONFLICT" as the start of a join condition.
         source = select(literal(crm, String), pairs.c.d, pairs.c.c,
-                        literal(now, table.c.received_at.type)).where(true())
-        insert = postgresql.insert(table).from_select(columns, source)
-        statement = insert.on_conflict_do_nothing(index_elements=["crm", "delivery_id"]).returning(table.c.id)
-        return len(session.connection().execute(statement).all())
+                        literal(now, IntakeItem.received_at.type)).where(true())
+        insert = postgresql.insert(IntakeItem).from_select(columns, source)
+        returning = insert.on_conflict_do_nothing(index_elements=["crm", "delivery_id"]).returning(IntakeItem.id)
+        return len(session.connection().execute(returning).all())
     rows = [dict(zip(columns, (crm, d, c, now), strict=True)) for d, c in first.items()]
-    statement = sqlite.insert(table).on_conflict_do_nothing(index_elements=["crm", "delivery_id"])
+    statement = sqlite.insert(IntakeItem).on_conflict_do_nothing(index_elements=["crm", "delivery_id"])
     # RETURNING lists only the rows inserted (executemany's rowcount is not summed by every driver).
-    return len(session.connection().execute(statement.returning(table.c.id), rows).all())
+    return len(session.connection().execute(statement.returning(IntakeItem.id), rows).all())
 
 
 def _transient(exc: Exception) -> bool:
