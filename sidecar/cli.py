@@ -144,6 +144,13 @@ def status() -> None:
         for key, action, reason in report.dead:
             table.add_row(key, action, reason)
         console.print(table)
+    if report.dead_intake:
+        table = Table(title="webhook ids the CRM refused to read (set aside; polling still covers real leads)")
+        for column in ("crm", "id", "why"):
+            table.add_column(column)
+        for crm, crm_id, why in report.dead_intake:
+            table.add_row(crm, crm_id[:40], why)
+        console.print(table)
 
 
 @audit_app.command("export")

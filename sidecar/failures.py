@@ -89,6 +89,11 @@ def _network_problem(exc: BaseException) -> str | None:
     return None
 
 
+def is_network_problem(exc: BaseException) -> bool:
+    """Could not reach the server at all (refused, reset, timed out, unknown host, TLS)."""
+    return any(_network_problem(e) for e in _chain(exc))
+
+
 def describe(exc: BaseException) -> str:
     """What went wrong, in plain words: "cannot reach api.hubapi.com (connection refused)" for a
     network problem, else the error's own first line (connectors word their errors for admins)."""

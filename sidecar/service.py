@@ -71,7 +71,8 @@ def _run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[]
         raise CannotStart("no CRM configured: set Salesforce or HubSpot credentials in .env (see .env.example)")
     routers = wiring.web_routers(settings, sessions, runtime.ctx)
     paths = ["/healthz", "/readyz", *sorted({getattr(route, "path", "") for r in routers for route in r.routes} - {""})]
-    web = BackgroundServer(create_app(sessions, routers, runtime.failures), settings.web_port, settings.web_host)
+    web = BackgroundServer(create_app(sessions, routers, runtime.failures, max_body_bytes=settings.max_body_bytes),
+                           settings.web_port, settings.web_host)
     try:
         listen_url = web.start()
     except ListenError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -24,6 +25,9 @@ class Settings(BaseSettings):
     # The URL the outside world (HubSpot, Salesforce, Slack) calls, e.g. https://sidecar.example.com, when
     # a reverse proxy or load balancer sits in front: HubSpot signs the URL it called, not ours.
     public_url: str | None = None
+    # Largest request body any route accepts (413 above it, before reading or checking anything);
+    # HubSpot batches (<= 100 events) and Salesforce Outbound Messages (<= 100 notifications) fit easily.
+    max_body_bytes: int = 5 * 1024 * 1024
 
     # Job intervals of `sidecar run`, in seconds; a failing CRM is retried with a doubling backoff
     # starting at its job's interval, up to `backoff_cap_seconds`.
@@ -79,6 +83,22 @@ class Settings(BaseSettings):
         if parts.query or parts.fragment:
             raise ValueError("SIDECAR_PUBLIC_URL must not have a query or fragment: give the base URL only")
         return value.rstrip("/")
+
+    @field_validator("sf_organization_id")
+    @classmethod
+    def _org_id_shape(cls, value: str | None) -> str | None:
+        # The receiver compares all 18 characters (a 15-character id gets its checksum suffix there).
+        if value and not re.fullmatch(r"00D[0-9A-Za-z]{12}(?:[0-9A-Z]{3})?", value.strip(), re.ASCII):
+            raise ValueError("SIDECAR_SF_ORGANIZATION_ID must be the 15- or 18-character organization id "
+                             "starting 00D (Setup > Company Information)")
+        return value.strip() if value else None
+
+    @field_validator("max_body_bytes")
+    @classmethod
+    def _at_least_a_kilobyte(cls, value: int) -> int:
+        if value < 1024:
+            raise ValueError("SIDECAR_MAX_BODY_BYTES must be at least 1024 (the default is 5242880, 5 MB)")
+        return value
 
     @field_validator("poll_interval_seconds", "webhook_drain_interval_seconds", "evaluate_interval_seconds",
                      "dispatch_interval_seconds", "directory_sync_interval_seconds", "backoff_cap_seconds")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from sidecar.store.models import Clock, OutboxRow, SyncCursor
+from sidecar.store.models import Clock, IntakeItem, OutboxRow, SyncCursor
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,8 @@ class Status:
     outbox: dict[str, int]
     dead: list[tuple[str, str, str]]  # (key, action, reason), newest first
     last_polls: dict[str, datetime | None]
+    # Webhook-announced ids the CRM refused to read, set aside: (crm, id, why), newest first.
+    dead_intake: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def gather(session: Session, now: datetime, dead_limit: int = 10) -> Status:
@@ -33,5 +35,7 @@ def gather(session: Session, now: datetime, dead_limit: int = 10) -> Status:
         .limit(dead_limit))]
     polls = {row.crm: row.last_poll_at for row in session.scalars(
         select(SyncCursor).where(SyncCursor.stream == "leads"))}
+    dead_intake = [(row.crm, row.crm_id, row.error or "") for row in session.scalars(
+        select(IntakeItem).where(IntakeItem.error.is_not(None)).order_by(IntakeItem.id.desc()).limit(dead_limit))]
     return Status(int(clocks.get("open", 0)), int(clocks.get("paused", 0)), int(due),
-                  {str(k): int(v) for k, v in outbox.items()}, dead, polls)
+                  {str(k): int(v) for k, v in outbox.items()}, dead, polls, dead_intake)

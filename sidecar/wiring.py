@@ -184,10 +184,13 @@ def web_routers(settings: Settings, sessions: sessionmaker[Session], ctx: Engine
     if settings.hubspot_app_secret:
         from connectors.hubspot.webhooks import hubspot_webhook_router
 
+        hs_fields = _hubspot_fields()
+        # Events of any other portal are refused; "0" is the field map's "not set".
+        portal = settings.hubspot_portal_id or (hs_fields.portal_id if hs_fields.portal_id != "0" else None)
         routers.append(hubspot_webhook_router(_secret(settings.hubspot_app_secret) or "",
                                               intake_callback(sessions, "hubspot", now),
                                               public_base_url=settings.public_url,
-                                              object_type_id=_hubspot_fields().type_id))
+                                              object_type_id=hs_fields.type_id, portal_id=portal))
     if settings.slack_signing_secret:
         from connectors.slack.actions import slack_actions_router
 

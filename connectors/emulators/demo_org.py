@@ -173,5 +173,5 @@ class DemoOrg:
         if hubspot is not None:
             routers.append(hubspot_webhook_router(self.HUBSPOT_APP_SECRET,
                                                   intake_callback(sessions, "hubspot", clock.now),
-                                                  clock=clock.epoch))
+                                                  clock=clock.epoch, portal_id=str(hubspot.portal_id)))
         return create_app(sessions, routers)

@@ -19,6 +19,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 import requests
 
+from connectors.emulators.soql_lexer import to_18
+
 OUTBOUND_NS = "http://soap.sforce.com/2005/09/outbound"
 SOBJECT_NS = "urn:sobject.enterprise.soap.sforce.com"
 MAX_NOTIFICATIONS = 100
@@ -76,7 +78,7 @@ class OutboundQueue:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _new_id(self, prefix: str) -> str:
-        return f"{prefix}Hp0{next(self._ids):09d}AAA"
+        return to_18(f"{prefix}Hp0{next(self._ids):09d}")  # a real id: the receiver checks the suffix
 
     def configure(self, url: str, org_id: str, fields: list[str], trigger: Trigger | str) -> OutboundConfig:
         if isinstance(trigger, str):

@@ -2,25 +2,42 @@
 
 Salesforce POSTs up to 100 notifications per message and re-sends the whole message, with back-off,
 for up to 24 hours until it gets `<Ack>true</Ack>`; messages may repeat and arrive out of order.
-So the receiver only checks the sender (OrganizationId), hands (notification Id, record Id) pairs
-to `on_ids` (the core stores them durably, de-duplicated by notification Id) and acknowledges
-only after that returned: a crash before the Ack means Salesforce sends again, never a lost id.
+So the receiver only checks the sender (OrganizationId, all 18 characters), hands (notification Id,
+record Id) pairs to `on_ids` (the core stores them durably in one insert, de-duplicated by
+notification Id) and acknowledges only after that returned: a crash before the Ack means
+Salesforce sends again, never a lost id. Reading the leads happens later, off the request path.
 
-The body is parsed with the standard library after refusing any DOCTYPE: outbound messages never
-carry one, and refusing it rules out entity-expansion and external-entity attacks.
+A notification whose Id or Lead Id is not a well-formed Salesforce id is skipped and counted, and
+the rest are stored and acknowledged: a fault for the whole message would only have Salesforce
+re-send it, bad notification included, until it drops the valid ones beside it after 24 hours.
+
+The body is parsed with defusedxml, which refuses any DTD, entity declaration or external
+reference however the document is encoded (a byte search for "<!DOCTYPE" misses UTF-16).
 """
 
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from connectors.salesforce.ids import LEAD_PREFIX, ORG_PREFIX, is_record_id, to_18
+from sidecar.web.counters import SKIPPED
+from sidecar.web.limits import media_type
+
+log = logging.getLogger(__name__)
+
 OUTBOUND_NS = "http://soap.sforce.com/2005/09/outbound"
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
-MAX_BODY_BYTES = 2_000_000  # 100 notifications with a few fields each are far below this
+# SOAP 1.1 is text/xml (what Salesforce sends); the other two are XML all the same.
+XML_TYPES = {"text/xml", "application/xml", "application/soap+xml"}
 _ENVELOPE = ('<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="' + SOAP_NS + '">'
              "<soapenv:Body>{}</soapenv:Body></soapenv:Envelope>")
 ACK = _ENVELOPE.format(f'<notificationsResponse xmlns="{OUTBOUND_NS}"><Ack>true</Ack>'
@@ -44,24 +61,44 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def same_org(a: str, b: str) -> bool:
-    """Org ids compare on their 15-character case-sensitive form (the 18-char suffix is a checksum)."""
-    return len(a) in (15, 18) and len(b) in (15, 18) and a[:15] == b[:15]
+def org_id_18(configured: str) -> str:
+    """The configured org id in the 18-character form Outbound Messages carry. The first 15
+    characters are the id (Setup > Company Information shows them); the suffix is computed from
+    them, so a configured 18-character id with a mistyped suffix still names the right org.
+    ValueError if it is no org id at all (settings already refuse that with a clear message)."""
+    id15 = configured.strip()[:15]
+    if not is_record_id(id15, ORG_PREFIX) or len(configured.strip()) not in (15, 18):
+        raise ValueError(f"SIDECAR_SF_ORGANIZATION_ID {configured!r} is not an organization id: 15 or 18 "
+                         "letters and digits starting 00D (Setup > Company Information > Salesforce.com "
+                         "Organization ID)")
+    return to_18(id15)
+
+
+def same_org(given: str, expected_18: str) -> bool:
+    """All 18 characters, case-sensitive: a sender matching only the first 15 is another org (or a
+    forgery), since the suffix is derived from them and Salesforce always sends the 18-character id."""
+    return len(given) == 18 and given == expected_18
+
+
+@dataclass
+class Parsed:
+    pairs: list[tuple[str, str]]
+    skipped: Counter[str] = field(default_factory=Counter)
 
 
 def _local(tag: str) -> str:
     return tag.rpartition("}")[2]
 
 
-def parse_notifications(body: bytes, organization_id: str) -> list[tuple[str, str]]:
-    """(notification Id, sObject Id) pairs; OutboundRefused(400|403) when malformed or foreign."""
-    if len(body) > MAX_BODY_BYTES:
-        raise OutboundRefused(400, "message too large")
-    if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
-        raise OutboundRefused(400, "DTDs and entities are not accepted")
+def parse_notifications(body: bytes, organization_id: str) -> Parsed:
+    """(notification Id, Lead Id) pairs and what was skipped (no pairs: nothing usable); raises
+    OutboundRefused(400|403) when the message is malformed, carries a DTD, or comes from another
+    org. `organization_id`: the 18-character form."""
     try:
-        root = ET.fromstring(body)  # noqa: S314 - DOCTYPE/ENTITY refused above, nothing to expand
-    except ET.ParseError as exc:
+        root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as exc:
+        raise OutboundRefused(400, "DTDs and entities are not accepted") from exc
+    except (ET.ParseError, ValueError, LookupError) as exc:  # ValueError: expat on e.g. encoding="UTF-16-LE"
         raise OutboundRefused(400, f"malformed XML: {exc}") from exc
     notifications = root.find(f".//{{{OUTBOUND_NS}}}notifications")
     if notifications is None:
@@ -69,35 +106,45 @@ def parse_notifications(body: bytes, organization_id: str) -> list[tuple[str, st
     org = (notifications.findtext(f"{{{OUTBOUND_NS}}}OrganizationId") or "").strip()
     if not same_org(org, organization_id):
         raise OutboundRefused(403, "OrganizationId does not match this sidecar's org")
-    pairs: list[tuple[str, str]] = []
+    parsed = Parsed([])
     for note in notifications.findall(f"{{{OUTBOUND_NS}}}Notification"):
         note_id = (note.findtext(f"{{{OUTBOUND_NS}}}Id") or "").strip()
         sobject = note.find(f"{{{OUTBOUND_NS}}}sObject")
-        record_id = ""
-        if sobject is not None:
-            ids = [(child.text or "").strip() for child in sobject if _local(child.tag) == "Id"]
-            record_id = ids[0] if ids else ""
-        if not note_id or not record_id:
-            raise OutboundRefused(400, "a notification lacks its Id or its sObject Id")
-        pairs.append((note_id, record_id))
-    if not pairs:
-        raise OutboundRefused(400, "no Notification elements")
-    return pairs
+        ids = [(child.text or "").strip() for child in sobject if _local(child.tag) == "Id"] \
+            if sobject is not None else []
+        record_id = ids[0] if ids else ""
+        if not is_record_id(note_id):
+            parsed.skipped["bad_notification_id"] += 1
+        elif not is_record_id(record_id, LEAD_PREFIX):
+            parsed.skipped["bad_record_id"] += 1  # missing, another object's id, or no id at all
+        else:
+            parsed.pairs.append((note_id, record_id))
+    return parsed
 
 
-def salesforce_outbound_router(organization_id: str,
-                               on_ids: Callable[[list[tuple[str, str]]], None]) -> APIRouter:
+def salesforce_outbound_router(organization_id: str, on_ids: Callable[[list[tuple[str, str]]], None],
+                               skipped: Counter[str] = SKIPPED) -> APIRouter:
     """`POST /webhooks/salesforce`. `on_ids` must store the pairs durably before returning."""
     router = APIRouter()
+    expected_org = org_id_18(organization_id)
 
     @router.post("/webhooks/salesforce")
     async def receive(request: Request) -> Response:
+        if media_type(request.headers.get("content-type")) not in XML_TYPES:
+            return _fault(415, "expected a SOAP message (Content-Type: text/xml)")
+        body = await request.body()
         try:
-            pairs = parse_notifications(await request.body(), organization_id)
+            # In a worker thread: parsing a large message must not hold up the event loop.
+            parsed = await run_in_threadpool(parse_notifications, body, expected_org)
         except OutboundRefused as exc:
             return _fault(exc.status, str(exc))
+        if parsed.skipped:
+            skipped.update({f"salesforce.{k}": n for k, n in parsed.skipped.items()})
+            log.warning("Outbound Message: skipped %s", ", ".join(f"{n} {k}" for k, n in parsed.skipped.items()))
+        if not parsed.pairs:
+            return _fault(400, "no notification carries a well-formed Id and Lead Id")
         # An exception here means no Ack: Salesforce delivers the message again later.
-        await run_in_threadpool(on_ids, pairs)
+        await run_in_threadpool(on_ids, parsed.pairs)
         return Response(ACK, media_type="text/xml")
 
     return router

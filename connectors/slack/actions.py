@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -21,10 +22,13 @@ from fastapi.responses import JSONResponse, Response
 from slack_sdk.signature import Clock, SignatureVerifier
 
 from connectors.slack.messages import OPEN_RECORD_ACTION
+from sidecar.web.limits import media_type
 
 log = logging.getLogger(__name__)
 Submit = Callable[[Callable[[], None]], object]  # runs the work elsewhere, returns at once
 CLICK_WORKERS = 4  # clicks being processed at once; more wait in the executor's queue, already acked
+# ASCII digits only: str.isdigit() and int() also accept "²" or "٣", and int("²") raises (a 500).
+_TIMESTAMP = re.compile(r"[0-9]{1,15}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -144,9 +148,12 @@ def slack_actions_router(signing_secret: str, on_action: Callable[[SlackAction],
         body = await request.body()  # the raw bytes: the signature covers them exactly
         timestamp = request.headers.get("x-slack-request-timestamp", "")
         signature = request.headers.get("x-slack-signature")
-        # int() inside the verifier would raise on garbage, so only digits reach it.
-        if not timestamp.isdigit() or not _valid(verifier, body, timestamp, signature):
+        # int() inside the verifier would raise on garbage, so only ASCII digits reach it.
+        if not _TIMESTAMP.fullmatch(timestamp) or not _valid(verifier, body, timestamp, signature):
             return JSONResponse({"error": "invalid or stale Slack signature"}, status_code=401)
+        if media_type(request.headers.get("content-type")) != "application/x-www-form-urlencoded":
+            return JSONResponse({"error": "expected Content-Type: application/x-www-form-urlencoded"},
+                                status_code=415)
         try:
             action = parse_action(body)
         except MalformedPayload as err:

@@ -211,6 +211,8 @@ class IntakeItem(Base):
     crm_id: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime]
     processed_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Set when the CRM refused to read this id on its own: dead-lettered, shown by `sidecar status`.
+    error: Mapped[str | None] = mapped_column(String(500))
 
 
 class ReviewItem(Base):

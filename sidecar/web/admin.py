@@ -2,7 +2,10 @@
 audit export, behind one bearer token.
 
 The token is compared in constant time and never logged or echoed; a missing or wrong token gets
-the same 401, so a caller cannot tell which one it was.
+the same 401, so a caller cannot tell which one it was. `create_app` checks it in a middleware
+(`sidecar.web.guard`) before any body is read; the dependency below checks it again and puts the
+bearer scheme into the (token-protected) schema at /admin/openapi.json. There is one token and so
+one role: every holder may do everything here.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
@@ -26,6 +29,7 @@ from sidecar.engine.revert import RevertError, revert_reassignment
 from sidecar.status import Status, gather
 from sidecar.store.db import transaction
 from sidecar.store.models import Lead
+from sidecar.web.guard import GuardedRouter
 
 # Module level on purpose: FastAPI resolves the (postponed) annotations below in module globals.
 _BEARER = HTTPBearer(auto_error=False)  # we answer 401 ourselves, the same way for every failure
@@ -52,11 +56,12 @@ def status_json(status: Status, now: datetime) -> dict[str, Any]:
         "outbox": status.outbox,
         "dead": [{"key": key, "action": action, "reason": reason} for key, action, reason in status.dead],
         "last_polls": {crm: at.isoformat() if at else None for crm, at in status.last_polls.items()},
+        "dead_intake": [{"crm": crm, "crm_id": crm_id[:40], "reason": why} for crm, crm_id, why in status.dead_intake],
     }
 
 
 def admin_router(sessions: sessionmaker[Session], ctx: EngineContext, admin_token: str,
-                 clock: Callable[[], datetime]) -> APIRouter:
+                 clock: Callable[[], datetime]) -> GuardedRouter:
     """`/admin/*` routes; every one needs `Authorization: Bearer <admin_token>`."""
     if not admin_token:
         # An empty token would make compare_digest(b"", b"") succeed for every anonymous caller.
@@ -69,7 +74,7 @@ def admin_router(sessions: sessionmaker[Session], ctx: EngineContext, admin_toke
             raise HTTPException(status_code=401, detail="missing or wrong admin token",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    router = APIRouter(prefix="/admin", dependencies=[Depends(authorize)])
+    router = GuardedRouter(prefix="/admin", token=admin_token, dependencies=[Depends(authorize)])
 
     @router.get("/status")
     def status() -> dict[str, Any]:

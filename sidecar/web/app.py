@@ -6,9 +6,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,6 +19,9 @@ from sidecar.failures import FailureTracker
 from sidecar.store.db import reading, transaction
 from sidecar.store.models import IntakeItem
 from sidecar.sync import enqueue_intake
+from sidecar.web.counters import SKIPPED
+from sidecar.web.guard import BearerGuard, GuardedRouter, under
+from sidecar.web.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 
 
 def intake_callback(sessions: sessionmaker[Session], crm: str,
@@ -29,9 +34,15 @@ def intake_callback(sessions: sessionmaker[Session], crm: str,
 
 
 def create_app(sessions: sessionmaker[Session], routers: Sequence[APIRouter],
-               failures: FailureTracker | None = None) -> FastAPI:
+               failures: FailureTracker | None = None, *,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """`/healthz` is liveness (the process answers and its database too: restart it if not);
-    `/readyz` is readiness (503 while a CRM poll or a job keeps failing: alert, do not restart)."""
+    `/readyz` is readiness (503 while a CRM poll or a job keeps failing: alert, do not restart).
+
+    Every route, including ones added later, sits behind the body limit (`sidecar.web.limits`);
+    a `GuardedRouter` (the admin API) behind its token (`sidecar.web.guard`), checked before any
+    body is read, and its part of the OpenAPI schema only at `<prefix>/openapi.json`, with the token.
+    No CORS middleware: browsers on other origins get no access to anything."""
     app = FastAPI(title="Lead-SLA sidecar", docs_url=None, redoc_url=None)
 
     @app.get("/healthz")
@@ -39,7 +50,7 @@ def create_app(sessions: sessionmaker[Session], routers: Sequence[APIRouter],
         with reading(sessions) as session:  # answers even while a job holds the write lock
             waiting = session.scalar(select(func.count()).select_from(IntakeItem)
                                      .where(IntakeItem.processed_at.is_(None)))
-        return {"ok": True, "intake_waiting": waiting}
+        return {"ok": True, "intake_waiting": waiting, "intake_skipped": dict(SKIPPED)}
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
@@ -51,7 +62,55 @@ def create_app(sessions: sessionmaker[Session], routers: Sequence[APIRouter],
 
     for router in routers:
         app.include_router(router)
+    _guard(app, [r for r in routers if isinstance(r, GuardedRouter)])
+    # Added last, so outermost: the limit holds before any guard, route or parser sees the request.
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     return app
+
+
+def _guard(app: FastAPI, guarded: Sequence[GuardedRouter]) -> None:
+    """Token middleware per guarded prefix; the public schema leaves their paths out."""
+    prefixes = [r.prefix for r in guarded]
+
+    def full_schema() -> dict[str, Any]:
+        return get_openapi(title=app.title, version=app.version, routes=app.routes)
+
+    def public_schema() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = without_paths(full_schema(), prefixes)
+        return app.openapi_schema
+
+    app.openapi = public_schema  # type: ignore[method-assign]  # FastAPI's documented override
+    for router in guarded:
+        app.add_middleware(BearerGuard, prefix=router.prefix, token=router.token)
+        app.add_api_route(f"{router.prefix}/openapi.json", full_schema, include_in_schema=False)
+
+
+def without_paths(schema: dict[str, Any], prefixes: Sequence[str]) -> dict[str, Any]:
+    """`schema` without the paths under `prefixes` and without the components only they used."""
+    paths = {p: v for p, v in schema.get("paths", {}).items() if not any(under(p, x) for x in prefixes)}
+    components = schema.get("components", {}).get("schemas", {})
+    used: set[str] = set()
+    todo = _refs(paths)
+    while todo:
+        name = todo.pop()
+        if name not in used and name in components:
+            used.add(name)
+            todo |= _refs(components[name])
+    kept = {**schema, "paths": paths}
+    if "components" in schema:
+        kept["components"] = {**schema["components"], "schemas": {k: v for k, v in components.items() if k in used}}
+    return kept
+
+
+def _refs(node: object) -> set[str]:
+    """Names of the component schemas `node` refers to ("#/components/schemas/<name>")."""
+    if isinstance(node, dict):
+        found = {node["$ref"].rsplit("/", 1)[-1]} if isinstance(node.get("$ref"), str) else set()
+        return found.union(*(_refs(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_refs(v) for v in node))
+    return set()
 
 
 class ListenError(RuntimeError):

@@ -77,13 +77,14 @@ def test_status_reports_clocks_and_outbox(harness: Harness) -> None:
     response = harness.client.get("/admin/status", headers=AUTH)
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"now", "open_clocks", "paused_clocks", "due_next_hour", "outbox", "dead", "last_polls"}
+    assert set(body) == {"now", "open_clocks", "paused_clocks", "due_next_hour", "outbox", "dead", "last_polls",
+                         "dead_intake"}
     with transaction(harness.sessions) as session:
         pending = len(list(session.scalars(select(OutboxRow).where(OutboxRow.status == "pending"))))
     assert pending > 0
     assert (body["open_clocks"], body["paused_clocks"], body["due_next_hour"]) == (2, 0, 2)
     assert body["outbox"] == {"pending": pending}
-    assert (body["dead"], body["last_polls"]) == ([], {})
+    assert (body["dead"], body["last_polls"], body["dead_intake"]) == ([], {}, [])
     assert datetime.fromisoformat(body["now"]) == ny(24, 9)
 
 

@@ -153,7 +153,7 @@ def test_the_uri_is_verified_with_the_characters_hubspot_decodes_before_signing(
     sent = "/webhooks/hubspot?portal=1&tag=a%3Ab%40c%2Cd%2a%20e"
     hubspot_signed = "http://testserver/webhooks/hubspot?portal=1&tag=a:b@c,d*%20e"  # %20 is kept
     headers = {"X-HubSpot-Signature-v3": sign_v3(SECRET, "POST", hubspot_signed, body, stamp),
-               "X-HubSpot-Request-Timestamp": stamp}
+               "X-HubSpot-Request-Timestamp": stamp, "Content-Type": "application/json"}
     assert harness.client.post(sent, content=body, headers=headers).status_code == 204
     assert signed_uri("https://x/h?q=%3A%2F%3F%40%21%24%27%28%29%2A%2C%3B%20") == "https://x/h?q=:/?@!$'()*,;%20"
 
@@ -167,7 +167,8 @@ def test_on_ids_runs_outside_the_event_loop_thread() -> None:
     body = json.dumps(EVENTS[:1]).encode()
     stamp = str(int(NOW * 1000))
     headers = {"X-HubSpot-Signature-v3": sign_v3(SECRET, "POST", "http://testserver/webhooks/hubspot", body,
-                                                 stamp), "X-HubSpot-Request-Timestamp": stamp}
+                                                 stamp), "X-HubSpot-Request-Timestamp": stamp,
+               "Content-Type": "application/json"}
     loop_thread: list[str] = []
 
     @app.get("/loop")

@@ -14,15 +14,16 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from connectors.emulators.salesforce_outbound import OutboundQueue
-from connectors.salesforce.outbound import salesforce_outbound_router, same_org
+from connectors.emulators.soql_lexer import to_18
+from connectors.salesforce.outbound import org_id_18, salesforce_outbound_router, same_org
 
-ORG_18 = "00DHp0000000001AAA"
-ORG_15 = ORG_18[:15]
+ORG_15 = "00DHp0000000001"
+ORG_18 = to_18(ORG_15)  # Salesforce's own suffix: the receiver checks it
+LEAD_1, LEAD_2 = to_18("00QHp0000000001"), to_18("00QHp0000000002")
+XML = {"Content-Type": "text/xml; charset=utf-8"}  # what Salesforce sends
 
 
-def envelope(
-    org_id: str = ORG_18, ids: tuple[str, ...] = ("00QHp0000000001AAA", "00QHp0000000002AAA")
-) -> bytes:
+def envelope(org_id: str = ORG_18, ids: tuple[str, ...] = (LEAD_1, LEAD_2)) -> bytes:
     """A message exactly as the emulator's outbound queue renders it for Salesforce."""
     queue = OutboundQueue(lambda: datetime(2026, 11, 25, tzinfo=UTC))
     queue.configure("http://unused", org_id, ["Id", "Status"], "on lead change")
@@ -46,18 +47,18 @@ def client(received: list[list[tuple[str, str]]]) -> TestClient:
 def test_valid_message_passes_ids_then_acks(
     client: TestClient, received: list[list[tuple[str, str]]]
 ) -> None:
-    response = client.post("/webhooks/salesforce", content=envelope(), headers={"Content-Type": "text/xml"})
+    response = client.post("/webhooks/salesforce", content=envelope(), headers=XML)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/xml")
     assert "<Ack>true</Ack>" in response.text
     [pairs] = received
-    assert [record for _, record in pairs] == ["00QHp0000000001AAA", "00QHp0000000002AAA"]
+    assert [record for _, record in pairs] == [LEAD_1, LEAD_2]
     assert all(note.startswith("04l") for note, _ in pairs) and len({n for n, _ in pairs}) == 2
 
 
 def test_wrong_org_is_403_and_nothing_passed(
     client: TestClient, received: list[list[tuple[str, str]]]
 ) -> None:
-    response = client.post("/webhooks/salesforce", content=envelope("00DHp0000000999AAA"))
+    response = client.post("/webhooks/salesforce", content=envelope(to_18("00DHp0000000999")), headers=XML)
     assert response.status_code == 403 and "soapenv:Fault" in response.text
     assert "<Ack>" not in response.text and received == []
 
@@ -73,7 +74,7 @@ def test_wrong_org_is_403_and_nothing_passed(
 def test_malformed_is_400_and_nothing_passed(
     client: TestClient, received: list[list[tuple[str, str]]], body: bytes
 ) -> None:
-    response = client.post("/webhooks/salesforce", content=body)
+    response = client.post("/webhooks/salesforce", content=body, headers=XML)
     assert response.status_code == 400 and "soapenv:Fault" in response.text and received == []
 
 
@@ -83,11 +84,17 @@ def test_a_failing_store_means_no_ack() -> None:
 
     app = FastAPI()
     app.include_router(salesforce_outbound_router(ORG_18, broken))
-    response = TestClient(app, raise_server_exceptions=False).post("/webhooks/salesforce", content=envelope())
+    response = TestClient(app, raise_server_exceptions=False).post("/webhooks/salesforce", content=envelope(),
+                                                                      headers=XML)
     assert response.status_code == 500 and "<Ack>true</Ack>" not in response.text
 
 
-def test_org_ids_compare_in_15_and_18_character_forms() -> None:
-    assert same_org(ORG_15, ORG_18) and same_org(ORG_18, ORG_18)
-    assert not same_org(ORG_15.lower(), ORG_18)  # ids are case-sensitive
+def test_org_ids_compare_on_all_18_characters() -> None:
+    assert org_id_18(ORG_15) == org_id_18(ORG_18) == ORG_18  # a configured 15-char id gets its suffix
+    assert same_org(ORG_18, ORG_18)
+    assert not same_org(ORG_15, ORG_18)  # Salesforce always sends 18 characters
+    assert not same_org(ORG_15 + "ZZZ", ORG_18)  # the first 15 alone do not make the org
+    assert not same_org(ORG_18.lower(), ORG_18)  # ids are case-sensitive
     assert not same_org("", ORG_18)
+    with pytest.raises(ValueError, match="SIDECAR_SF_ORGANIZATION_ID"):
+        org_id_18("00QHp0000000001")  # a lead id, not an org id
