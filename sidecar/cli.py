@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sidecar import audit
+from sidecar import audit, cli_explain
 from sidecar.cli_common import EXAMPLES, PolicyOption, console, errors, load_or_exit, now, sessions
 from sidecar.cli_directory import directory_app
 from sidecar.cli_policy import policy_app
@@ -26,6 +26,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(directory_app, name="directory")
 audit_app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+app.command(name="explain")(cli_explain.explain)
 
 
 
@@ -155,6 +156,9 @@ def demo(
         start: list[datetime] = []
 
         def show(at: datetime, summary: object) -> None:
+            if not start and getattr(summary, "webhook_url", ""):
+                console.print(f"dashboard {summary.webhook_url}/dashboard/ while the demo runs (tokens "  # type: ignore[attr-defined]
+                              "demo-viewer-token, demo-manager-token, demo-admin-token)")
             start.append(start[0] if start else at)
             kinds = getattr(summary, "kinds", {})
             bar.update(task, completed=(at - start[0]).total_seconds(),
