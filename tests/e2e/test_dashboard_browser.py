@@ -21,6 +21,7 @@ from tests.e2e.visibility_fixture import Morning, serve_morning
 
 webdriver = pytest.importorskip("selenium.webdriver")
 By = pytest.importorskip("selenium.webdriver.common.by").By
+WebDriverWait = pytest.importorskip("selenium.webdriver.support.wait").WebDriverWait
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 SHOTS = ROOT / "artifacts" / "screenshots"
 pytestmark = pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
@@ -42,6 +43,7 @@ def browser() -> Iterator[object]:
                  "--window-size=1366,1000"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
+    driver.implicitly_wait(10)  # find_element waits for the element of a page still loading
     try:
         yield driver
     finally:
@@ -54,7 +56,17 @@ def login(driver: object, url: str, token: str) -> None:
     assert driver.current_url.endswith("/dashboard/login")  # type: ignore[attr-defined]
     driver.find_element(By.ID, "token").send_keys(token)  # type: ignore[attr-defined]
     driver.find_element(By.ID, "login").click()  # type: ignore[attr-defined]
-    assert driver.current_url.endswith("/dashboard/")  # type: ignore[attr-defined]
+    # A click returns before the next page loads: wait (bounded) for the browser to land on the overview.
+    WebDriverWait(driver, 10).until(lambda d: d.current_url.endswith("/dashboard/"))
+
+
+def absent(driver: object, element_id: str) -> bool:
+    """No such element on the loaded page (without the implicit wait a missing element would cost)."""
+    driver.implicitly_wait(0)  # type: ignore[attr-defined]
+    try:
+        return driver.find_elements(By.ID, element_id) == []  # type: ignore[attr-defined]
+    finally:
+        driver.implicitly_wait(10)  # type: ignore[attr-defined]
 
 
 def text(driver: object, element_id: str) -> str:
@@ -77,13 +89,14 @@ def test_overview_matches_the_audit_and_a_lead_opens_its_timeline(morning: Morni
 
     browser.find_element(By.LINK_TEXT, "Leads").click()  # type: ignore[attr-defined]
     browser.find_element(By.LINK_TEXT, "Aisha Al-Mansoori").click()  # type: ignore[attr-defined]
+    WebDriverWait(browser, 10).until(lambda d: "/dashboard/leads/salesforce/" in d.current_url)
     assert browser.current_url.endswith(f"/dashboard/leads/salesforce/{morning.lead_id('Aisha Al-Mansoori')}")  # type: ignore[attr-defined]
     timeline = text(browser, "timeline")
     for words in ("created", "clock started", "sla breach imminent", "sla breach auto reassign",
                   "change owner", "done", "sla.reassign"):
         assert words in timeline
     assert "beat new.paid_social (1h): as specific (1) but later in the file" in text(browser, "explain")
-    assert browser.find_elements(By.ID, "revert") == []  # type: ignore[attr-defined]
+    assert absent(browser, "revert")
     browser.save_screenshot(str(SHOTS / "lead.png"))  # type: ignore[attr-defined]
 
     browser.find_element(By.LINK_TEXT, "Charts").click()  # type: ignore[attr-defined]
@@ -96,7 +109,7 @@ def test_a_viewer_cannot_revert_and_a_manager_can(morning: Morning, browser: obj
     page = f"{morning.url}/dashboard/leads/salesforce/{aisha}"
     login(browser, morning.url, "demo-viewer-token")
     browser.get(page)  # type: ignore[attr-defined]
-    assert browser.find_elements(By.ID, "revert") == []  # type: ignore[attr-defined]
+    assert absent(browser, "revert")
     assert "You are a viewer" in text(browser, "actions")
     cookie = browser.get_cookie("sidecar_session")["value"]  # type: ignore[attr-defined]
     csrf = browser.find_element(By.NAME, "csrf").get_attribute("value")  # type: ignore[attr-defined]
@@ -118,8 +131,9 @@ def test_a_viewer_cannot_revert_and_a_manager_can(morning: Morning, browser: obj
         original = str(last.details["from_owner"])
     browser.find_element(By.NAME, "reason").send_keys("rep was with a customer")  # type: ignore[attr-defined]
     browser.find_element(By.ID, "revert").click()  # type: ignore[attr-defined]
+    WebDriverWait(browser, 10).until(lambda d: "done=" in d.current_url)
     assert text(browser, "flash").startswith(f"reverted: the lead goes back to {original}")
-    assert browser.find_elements(By.ID, "revert") == []  # type: ignore[attr-defined]
+    assert absent(browser, "revert")
     with transaction(morning.demo.sessions) as session:
         revert = session.scalars(select(AuditRow).where(AuditRow.action == StepAction.REVERT.value)).one()
         assert (revert.actor, revert.details["reason"], revert.to_owner) == (

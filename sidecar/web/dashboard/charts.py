@@ -16,6 +16,8 @@ from sidecar.web.dashboard.ladder import ladders
 from sidecar.web.dashboard.people import team_rows
 from sidecar.web.dashboard.queries import breach_rows
 
+# A clock stopped by progress or by the lead moving on (e.g. to CONTACTED) was answered.
+ANSWERED = ("progress", "state_left")
 # Share of the window used when the clock stopped (progress); the last two are past the deadline.
 BUCKETS = (("≤50%", 0.5), ("50–80%", 0.8), ("80–100%", 1.0), ("100–150%", 1.5), (">150%", float("inf")))
 
@@ -34,11 +36,11 @@ def breaches_over_time(session: Session, book: PolicyBook, now: datetime, by: st
 def response_distribution(session: Session, book: PolicyBook) -> tuple[Markup, Counter[str]]:
     """How much of its window each answered clock used (business time), bucketed."""
     counts: Counter[str] = Counter()
-    for clock in session.scalars(select(Clock).where(Clock.close_reason == "progress")):
+    for clock in session.scalars(select(Clock).where(Clock.close_reason.in_(ANSWERED))):
         if clock.closed_at is None or clock.window_s <= 0:
             continue
         calendar = book.calendar(clock.policy_version, book.get(session, clock.policy_version), clock.market)
-        # Pauses are not subtracted: a clock closed by progress rarely paused, and it only errs late.
+        # Pauses are not subtracted: an answered clock rarely paused, and it only errs late.
         share = calendar.elapsed(clock.started_at, clock.closed_at).total_seconds() / clock.window_s
         counts[next(label for label, upper in BUCKETS if share <= upper)] += 1
     labels = [label for label, _ in BUCKETS]

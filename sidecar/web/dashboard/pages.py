@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ STYLE = (HERE / "static" / "style.css").read_text(encoding="utf-8")
 
 
 def _when(at: datetime | None) -> str:
-    return f"{at:%a %d %b %H:%M} UTC" if at is not None else "never"
+    return f"{at.astimezone(UTC):%a %d %b %H:%M} UTC" if at is not None else "never"
 
 
 def _percent(share: float | None) -> str:

@@ -125,7 +125,7 @@ def dashboard_router(sessions: sessionmaker[Session], ctx: EngineContext, users:
                 return render("missing.html", 404, who=who, page="leads", crm=crm, crm_id=crm_id)
             reps, teams = queries.names(session)
             return render("lead.html", who=who, page="leads", lead=lead, reps=reps, teams=teams,
-                          entries=timeline.timeline(session, lead), can=timeline.actions(session, ctx.book, lead),
+                          entries=timeline.timeline(session, lead, reps), can=timeline.actions(session, ctx.book, lead),
                           explained=explain(session, ctx.book, crm, crm_id, clock()),
                           record_url=ctx.links.url(crm, crm_id), done=done, error=error)
 

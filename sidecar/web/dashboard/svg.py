@@ -58,7 +58,7 @@ def hbars(title: str, rows: list[tuple[str, float | None, str]], width: int = 64
     """Horizontal bars of a 0..1 share per row (e.g. hit rate per team); `note` is written beside."""
     label_w, row_h, top = 170, 26, 30
     height = top + row_h * max(len(rows), 1) + 10
-    plot_w = width - label_w - 150
+    plot_w = width - label_w - 240
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
              f'aria-label="{escape(title)}" class="chart">', f"<title>{escape(title)}</title>",
              _text(8, 16, title, "start", 13, "chart-title")]

@@ -48,21 +48,21 @@ def _clocks(session: Session, lead: Lead) -> list[Entry]:
     for clock in session.scalars(select(Clock).where(Clock.lead_id == lead.id)):
         window = f"{clock.kind} clock for {clock.state}, window {clock.window_s // 60} business min"
         entries.append(Entry(clock.started_at, "clock", "clock started", window, clock.rule_id,
-                             clock.policy_version, clock.status))
+                             clock.policy_version, "" if clock.status == "closed" else clock.status))
         if clock.closed_at is not None:
             entries.append(Entry(clock.closed_at, "clock", "clock closed", clock.close_reason or "",
                                  clock.rule_id, clock.policy_version, "closed"))
     return entries
 
 
-def _steps(session: Session, lead: Lead) -> list[Entry]:
+def _steps(session: Session, lead: Lead, names: dict[str, str]) -> list[Entry]:
     entries = []
     rows = list(session.scalars(select(AuditRow).where(AuditRow.lead_id == lead.id)))
     effects: dict[int, list[OutboxRow]] = {}
     for effect in session.scalars(select(OutboxRow).where(OutboxRow.audit_id.in_([row.id for row in rows]))):
         effects.setdefault(effect.audit_id or 0, []).append(effect)
     for row in rows:
-        did = " · ".join(filter(None, [row.pattern, row.action, f"to {row.to_owner}" if row.to_owner else "",
+        did = " · ".join(filter(None, [row.pattern, row.action, f"to {names.get(row.to_owner, row.to_owner)}" if row.to_owner else "",
                                        f"by {row.actor}" if row.actor != "system" else ""]))
         entries.append(Entry(row.at, "step", row.kind.replace("_", " "), did, row.rule_id or "",
                              row.policy_version or ""))
@@ -75,9 +75,10 @@ def _steps(session: Session, lead: Lead) -> list[Entry]:
     return entries
 
 
-def timeline(session: Session, lead: Lead) -> list[Entry]:
+def timeline(session: Session, lead: Lead, names: dict[str, str]) -> list[Entry]:
+    """`names`: rep id -> name, so that owner changes read as people."""
     order = {"crm": 0, "clock": 1, "step": 2, "effect": 3}
-    entries = _events(session, lead) + _clocks(session, lead) + _steps(session, lead)
+    entries = _events(session, lead) + _clocks(session, lead) + _steps(session, lead, names)
     return sorted(entries, key=lambda entry: (entry.at, order[entry.source]))
 
 
