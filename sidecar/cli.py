@@ -156,9 +156,10 @@ def demo(
         start: list[datetime] = []
 
         def show(at: datetime, summary: object) -> None:
-            if not start and getattr(summary, "webhook_url", ""):
-                console.print(f"dashboard {summary.webhook_url}/dashboard/ while the demo runs (tokens "  # type: ignore[attr-defined]
-                              "demo-viewer-token, demo-manager-token, demo-admin-token)")
+            url = str(getattr(summary, "webhook_url", ""))
+            if not start and url:
+                console.print(f"dashboard {url}/dashboard/ while the demo runs (tokens demo-viewer-token, "
+                              "demo-manager-token, demo-admin-token)")
             start.append(start[0] if start else at)
             kinds = getattr(summary, "kinds", {})
             bar.update(task, completed=(at - start[0]).total_seconds(),

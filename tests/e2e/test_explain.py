@@ -65,9 +65,9 @@ def test_an_escalated_lead_shows_why_its_rule_won_and_each_effect(morning: Morni
     assert lines[11].startswith("      effect add note: done (00T")
     reassign = next(line for line in lines if "step 3 sla.reassign" in line and "fired Tue 24 Nov 09:30" in line)
     assert "did: reassign to " in reassign
-    with pytest.raises(LookupError, match="no salesforce lead 00Qnope"):
-        with transaction(morning.demo.sessions) as session:
-            explain(session, morning.demo.runtime.ctx.book, "salesforce", "00Qnope", morning.demo.clock.now())
+    with pytest.raises(LookupError, match="no salesforce lead 00Qnope"), \
+            transaction(morning.demo.sessions) as session:
+        explain(session, morning.demo.runtime.ctx.book, "salesforce", "00Qnope", morning.demo.clock.now())
 
 
 def test_the_calendar_lines_skip_closed_hours_and_holidays() -> None:

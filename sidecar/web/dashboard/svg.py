@@ -35,7 +35,7 @@ def stacked_bars(title: str, labels: list[str], series: dict[str, list[int]],
              _text(left - 6, top + 4, str(peak), "end", 10), _text(left - 6, top + plot_h, "0", "end", 10)]
     color_of = {name: (colors or {}).get(name, PALETTE[i % len(PALETTE)]) for i, name in enumerate(series)}
     for i, label in enumerate(labels):
-        x, base = left + i * step + (step - bar_w) / 2, top + plot_h
+        x, base = left + i * step + (step - bar_w) / 2, float(top + plot_h)
         for name, values in series.items():
             h = values[i] / peak * plot_h
             if h > 0:

@@ -62,8 +62,9 @@ def _steps(session: Session, lead: Lead, names: dict[str, str]) -> list[Entry]:
     for effect in session.scalars(select(OutboxRow).where(OutboxRow.audit_id.in_([row.id for row in rows]))):
         effects.setdefault(effect.audit_id or 0, []).append(effect)
     for row in rows:
-        did = " · ".join(filter(None, [row.pattern, row.action, f"to {names.get(row.to_owner, row.to_owner)}" if row.to_owner else "",
-                                       f"by {row.actor}" if row.actor != "system" else ""]))
+        to = f"to {names.get(row.to_owner, row.to_owner)}" if row.to_owner else ""
+        by = f"by {row.actor}" if row.actor != "system" else ""
+        did = " · ".join(filter(None, [row.pattern, row.action, to, by]))
         entries.append(Entry(row.at, "step", row.kind.replace("_", " "), did, row.rule_id or "",
                              row.policy_version or ""))
         for effect in effects.get(row.id, []):
