@@ -40,7 +40,7 @@ def browser() -> Iterator[object]:
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
-                 "--window-size=1366,1000"):
+                 "--window-size=1366,1400"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
     driver.implicitly_wait(10)  # find_element waits for the element of a page still loading

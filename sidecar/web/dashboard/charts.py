@@ -47,7 +47,7 @@ def response_distribution(session: Session, book: PolicyBook) -> tuple[Markup, C
     colors = [svg.GOOD, svg.GOOD, svg.WARN, svg.BAD, svg.BAD]
     series = {label: [counts[label] if i == j else 0 for j in range(len(labels))] for i, label in enumerate(labels)}
     chart = svg.stacked_bars("Response time against the SLA window (answered clocks)", labels, series,
-                             colors=dict(zip(labels, colors, strict=True)))
+                             colors=dict(zip(labels, colors, strict=True)), legend=False)
     return chart, counts
 
 

@@ -20,8 +20,9 @@ def _text(x: float, y: float, text: str, anchor: str = "middle", size: int = 11,
 
 
 def stacked_bars(title: str, labels: list[str], series: dict[str, list[int]],
-                 colors: dict[str, str] | None = None, width: int = 640, height: int = 260) -> Markup:
-    """Vertical bars, one per label, stacked by series; a legend names the series."""
+                 colors: dict[str, str] | None = None, width: int = 640, height: int = 260,
+                 legend: bool = True) -> Markup:
+    """Vertical bars, one per label, stacked by series; a legend names the series (unless they are the labels)."""
     left, right, top, bottom = 36, 12, 28, 58
     plot_w, plot_h = width - left - right, height - top - bottom
     totals = [sum(values[i] for values in series.values()) for i in range(len(labels))]
@@ -46,7 +47,7 @@ def stacked_bars(title: str, labels: list[str], series: dict[str, list[int]],
             parts.append(_text(x + bar_w / 2, base - 3, str(totals[i]), size=10))
         parts.append(_text(x + bar_w / 2, top + plot_h + 14, label, size=10))
     legend_x = left
-    for name, color in color_of.items():
+    for name, color in color_of.items() if legend else ():
         parts.append(f'<rect x="{legend_x}" y="{height - 22}" width="10" height="10" fill="{color}"/>')
         parts.append(_text(legend_x + 14, height - 13, name, "start", 11))
         legend_x += 24 + 7 * len(name)
