@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 import requests
@@ -72,3 +73,57 @@ def test_metrics_in_prometheus_text(morning: Morning) -> None:
             'sidecar_steps_fired_total{pattern="sla",action="notify"} 6',
             "sidecar_outbox_dead_letters 0",
             'sidecar_poll_age_seconds{crm="salesforce"} 60'} <= lines
+
+
+def _login(url: str, token: str) -> requests.Session:
+    browser = requests.Session()
+    browser.trust_env = False
+    page = browser.get(f"{url}/dashboard/login", timeout=10)
+    nonce = page.text.split('name="nonce" value="')[1].split('"')[0]
+    landed = browser.post(f"{url}/dashboard/login", data={"nonce": nonce, "token": token}, timeout=10)
+    assert landed.url.endswith("/dashboard/")
+    return browser
+
+
+def test_pages_need_a_login_and_forbid_framing(morning: Morning) -> None:
+    anonymous = requests.get(f"{morning.url}/dashboard/rules", allow_redirects=False, timeout=10)
+    assert anonymous.status_code == 303 and anonymous.headers["location"] == "/dashboard/login"
+    wrong = _login_fails(morning.url)
+    assert "That token is not known" in wrong
+    page = _login(morning.url, "demo-viewer-token").get(f"{morning.url}/dashboard/rules", timeout=10)
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert "sla.breach" in page.text and "<script" not in page.text
+
+
+def _login_fails(url: str) -> str:
+    browser = requests.Session()
+    page = browser.get(f"{url}/dashboard/login", timeout=10)
+    nonce = page.text.split('name="nonce" value="')[1].split('"')[0]
+    return browser.post(f"{url}/dashboard/login", data={"nonce": nonce, "token": "not-a-user-token"}, timeout=10).text
+
+
+def test_a_manager_snoozes_a_pending_warning_once(morning: Morning) -> None:
+    from sqlalchemy import select
+
+    from sidecar.store.db import transaction
+    from sidecar.store.models import AuditRow, Clock, Lead
+
+    jonas = morning.lead_id("Jonas Becker")
+    page = f"{morning.url}/dashboard/leads/salesforce/{jonas}"
+    with transaction(morning.demo.sessions) as session:
+        lead = session.scalars(select(Lead).where(Lead.crm_id == jonas)).one()
+        before = session.scalars(select(Clock).where(Clock.lead_id == lead.id, Clock.status == "open")).one()
+        due = before.next_due_at
+    manager = _login(morning.url, "demo-manager-token")
+    html = manager.get(page, timeout=10).text
+    assert 'id="snooze"' in html and "Snooze sla.imminent 15 min" in html
+    csrf = html.split('name="csrf" value="')[1].split('"')[0]
+    done = manager.post(f"{page}/snooze", data={"csrf": csrf}, timeout=10)
+    assert "snoozed: the next step moves to" in done.text and 'id="snooze"' not in done.text
+    with transaction(morning.demo.sessions) as session:
+        clock = session.get(Clock, before.id)
+        assert clock is not None and due is not None and clock.next_due_at == due + timedelta(minutes=15)
+        row = session.scalars(select(AuditRow).where(AuditRow.kind == "notification_snoozed")).one()
+        assert (row.actor, row.rule_id, row.details["via"]) == ("dashboard:manager", "sla.imminent", "dashboard")
+    again = manager.post(f"{page}/snooze", data={"csrf": csrf}, timeout=10)
+    assert "nothing to snooze" in again.text
