@@ -127,3 +127,16 @@ def test_a_manager_snoozes_a_pending_warning_once(morning: Morning) -> None:
         assert (row.actor, row.rule_id, row.details["via"]) == ("dashboard:manager", "sla.imminent", "dashboard")
     again = manager.post(f"{page}/snooze", data={"csrf": csrf}, timeout=10)
     assert "nothing to snooze" in again.text
+
+
+def test_rules_count_clocks_for_windows_and_steps_for_the_ladder(morning: Morning) -> None:
+    from sidecar.store.db import transaction
+    from sidecar.web.dashboard.rules import rule_views
+
+    with transaction(morning.demo.sessions) as session:
+        views = {view.id: view for view in rule_views(session, morning.demo.runtime.ctx.book)}
+    # Aisha: three clocks under new.high_intent (two reassignments); Jonas: new.default, then contacted.default.
+    assert (views["new.high_intent"].fired, views["new.default"].fired, views["contacted.default"].fired) == (3, 1, 1)
+    assert (views["sla.imminent"].fired, views["sla.breach"].fired, views["sla.reassign"].fired) == (3, 3, 2)
+    assert views["sla.breach"].history == [(views["sla.breach"].history[0][0], "added")]
+    assert views["sla.breach"].section == "ladder" and "notify manager" in views["sla.breach"].purpose
