@@ -1,7 +1,7 @@
 """Owners and teams: who is overdue, how loaded, who is away, and how often they answer in time.
 
-On-time rate counts the clocks of the leads each person owns now (a clock does not store its owner;
-a reassigned lead's breached clock is closed, so it counts for nobody's current book except by the lead).
+A clock does not store its owner: a breached clock counts for the owner its breach step names; any
+other clock for the lead's owner now (reassignment only follows a breach, so that is the same rep).
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sidecar.directory import show_directory
+from sidecar.engine.patterns import keys
 from sidecar.engine.policies import PolicyBook
 from sidecar.store.models import Clock, Lead, RepPto, Team
 from sidecar.web.dashboard.ladder import ladders
+from sidecar.web.dashboard.queries import breach_rows
 
 
 @dataclass
@@ -59,13 +61,22 @@ class TeamRow:
 
 
 def tallies(session: Session, book: PolicyBook) -> tuple[dict[str, Tally], dict[str, Tally]]:
-    """Per owner id and per team id: on-time and breached clocks, and open clocks now overdue."""
+    """Per owner id and per team id: on-time and breached clocks, and open clocks now overdue.
+
+    A breach counts for whoever owned the lead when it breached (the breach step's audit row says),
+    not for the rep it was reassigned to afterwards."""
     facts = ladders(session, book)
+    breached_by: dict[int, str] = {}
+    for row, _ in breach_rows(session, facts, None):
+        step = keys.parse_step_key(row.step_key or "")
+        if step is not None and row.owner_id:
+            breached_by[step[0]] = row.owner_id
     owners: dict[str, Tally] = {}
     teams: dict[str, Tally] = {}
     for clock, owner, team in session.execute(
             select(Clock, Lead.owner_id, Lead.team_id).join(Lead, Lead.id == Clock.lead_id)):
         breached = facts.breached(clock)
+        owner = breached_by.get(clock.id, owner)
         for tally in (owners.setdefault(owner or "", Tally()), teams.setdefault(team or "", Tally())):
             tally.breached += breached
             tally.on_time += clock.status == "closed" and not breached

@@ -78,11 +78,11 @@ def week_start(now: datetime) -> datetime:
     return day - timedelta(days=day.weekday())
 
 
-def breach_rows(session: Session, facts: Ladders, since: datetime) -> list[tuple[AuditRow, Lead]]:
-    """Every breach step since `since` with its lead, oldest first."""
-    rows = session.execute(select(AuditRow, Lead).join(Lead, Lead.id == AuditRow.lead_id).where(
-        AuditRow.at >= since, AuditRow.rule_id.in_(set(facts.breach_rule.values())),
-        AuditRow.step_key.is_not(None)).order_by(AuditRow.at)).all()
+def breach_rows(session: Session, facts: Ladders, since: datetime | None) -> list[tuple[AuditRow, Lead]]:
+    """Every breach step (since `since`) with its lead, oldest first."""
+    query = select(AuditRow, Lead).join(Lead, Lead.id == AuditRow.lead_id).where(
+        AuditRow.rule_id.in_(set(facts.breach_rule.values())), AuditRow.step_key.is_not(None))
+    rows = session.execute((query.where(AuditRow.at >= since) if since else query).order_by(AuditRow.at)).all()
     # A warning's "ignored" row carries the warning's rule id, never the breach's; the version check
     # keeps a rule id that was a warning in another version out.
     return [(row, lead) for row, lead in rows
