@@ -38,6 +38,8 @@ def metrics_router(sessions: sessionmaker[Session], clock: Callable[[], datetime
 
 
 def visibility_routers(sessions: sessionmaker[Session], ctx: EngineContext, users: dict[str, User],
-                       cookie_secret: str | None, clock: Callable[[], datetime]) -> list[APIRouter]:
-    return [dashboard_router(sessions, ctx, users, Sessions(cookie_secret), clock),
+                       cookie_secret: str | None, clock: Callable[[], datetime],
+                       public_url: str | None = None) -> list[APIRouter]:
+    secure = bool(public_url and public_url.startswith("https://"))
+    return [dashboard_router(sessions, ctx, users, Sessions(cookie_secret), clock, secure),
             api_router(sessions, ctx, users, clock), metrics_router(sessions, clock)]

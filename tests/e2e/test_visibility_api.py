@@ -82,6 +82,8 @@ def _login(url: str, token: str) -> requests.Session:
     nonce = page.text.split('name="nonce" value="')[1].split('"')[0]
     landed = browser.post(f"{url}/dashboard/login", data={"nonce": nonce, "token": token}, timeout=10)
     assert landed.url.endswith("/dashboard/")
+    cookie = landed.history[0].headers["set-cookie"]
+    assert "sidecar_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
     return browser
 
 

@@ -52,7 +52,8 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def dashboard_router(sessions: sessionmaker[Session], ctx: EngineContext, users: dict[str, User],
-                     signer: Sessions, clock: Callable[[], datetime]) -> APIRouter:
+                     signer: Sessions, clock: Callable[[], datetime], secure: bool = False) -> APIRouter:
+    """`secure`: mark the session cookie Secure (the public URL is https, e.g. behind a TLS proxy)."""
     router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
     def viewer(request: Request) -> Viewer:
@@ -92,7 +93,8 @@ def dashboard_router(sessions: sessionmaker[Session], ctx: EngineContext, users:
             return RedirectResponse("/dashboard/login?error=token", 303)
         response = RedirectResponse("/dashboard/", 303)
         response.set_cookie(Sessions.COOKIE, signer.issue(user, clock()), httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https", max_age=int(Sessions.LIFETIME.total_seconds()))
+                            secure=secure or request.url.scheme == "https",
+                            max_age=int(Sessions.LIFETIME.total_seconds()))
         response.delete_cookie(LOGIN_NONCE, path="/dashboard")
         return response
 
