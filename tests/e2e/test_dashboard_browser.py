@@ -87,6 +87,7 @@ def test_overview_matches_the_audit_and_a_lead_opens_its_timeline(morning: Morni
     assert "US-East 3" in text(browser, "week-market") and "paid_social 3" in text(browser, "week-source")
     browser.save_screenshot(str(SHOTS / "overview.png"))  # type: ignore[attr-defined]
 
+    assert "Aisha Al-Mansoori" in text(browser, "overdue")
     browser.find_element(By.LINK_TEXT, "Leads").click()  # type: ignore[attr-defined]
     browser.find_element(By.LINK_TEXT, "Aisha Al-Mansoori").click()  # type: ignore[attr-defined]
     WebDriverWait(browser, 10).until(lambda d: "/dashboard/leads/salesforce/" in d.current_url)

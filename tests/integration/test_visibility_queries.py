@@ -51,6 +51,7 @@ def test_overview_owners_teams_and_rules(sessions: sessionmaker[Session]) -> Non
         fired = {row.id: row.fired for row in rules.rule_views(session, ctx.book)}
     assert view.waiting_first_response == 2
     assert [due.crm_id for due in view.due_next_hour] == ["00QA"]  # its new owner's 80 % at 10:18
+    assert [(late.crm_id, late.owner, late.rule_id) for late in view.overdue] == [("00QB", "Rep r1", "sla.reassign")]
     assert dict(view.overdue_by_owner) == {("Rep r1", "Team us"): 1} and dict(view.overdue_by_team) == {"Team us": 1}
     assert view.breaches_today == view.breaches_week == {"market": {"TEST": 2}, "source": {"web_form": 2}}
     assert (view.on_time, view.breached, view.hit_rate) == (0, 2, 0.0)

@@ -44,6 +44,7 @@ class Overview:
     now: datetime
     waiting_first_response: int = 0
     due_next_hour: list[DueLead] = field(default_factory=list)
+    overdue: list[DueLead] = field(default_factory=list)  # due_at: when the clock started
     overdue_by_owner: Counter[tuple[str, str]] = field(default_factory=Counter)  # (owner, team)
     overdue_by_team: Counter[str] = field(default_factory=Counter)
     breaches_today: dict[str, Counter[str]] = field(default_factory=dict)  # "market"/"source" -> value -> n
@@ -106,10 +107,13 @@ def _clocks(session: Session, view: Overview, facts: Ladders, reps: dict[str, st
         if breached:
             view.overdue_by_owner[(owner, team)] += 1
             view.overdue_by_team[team] += 1
+            view.overdue.append(DueLead(lead.crm, lead.crm_id, lead.name, owner, team,
+                                        facts.pending_rule(clock) or "-", clock.started_at))
         elif clock.next_due_at is not None and clock.next_due_at <= now + timedelta(hours=1):
             view.due_next_hour.append(DueLead(lead.crm, lead.crm_id, lead.name, owner, team,
                                               facts.pending_rule(clock) or clock.rule_id, clock.next_due_at))
     view.due_next_hour.sort(key=lambda due: due.due_at)
+    view.overdue.sort(key=lambda late: late.due_at)
 
 
 def overview(session: Session, book: PolicyBook, now: datetime) -> Overview:
