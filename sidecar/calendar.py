@@ -239,6 +239,26 @@ class BusinessCalendar:
             day = self._day(d)
         return t, d, day
 
+    # ---- explaining (sidecar.explain) -----------------------------------------------------------
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return self._tz
+
+    def is_holiday(self, d: date) -> bool:
+        """A local date closed by the holiday list (not merely a weekday without hours)."""
+        return d in self._holidays or (self._country is not None and d in self._country)
+
+    def open_intervals(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+        """The open periods between two instants, clipped to them, in UTC: what `elapsed` adds up."""
+        s, d, _ = self._locate(start, "start")
+        e, last, _ = self._locate(end, "end")
+        spans: list[tuple[datetime, datetime]] = []
+        while d <= last:
+            spans += [(_from_us(max(a, s)), _from_us(min(b, e))) for a, b in self._day(d).spans if b > s and a < e]
+            d += _DAY
+        return spans
+
     # ---- public API -----------------------------------------------------------------------------
 
     def is_open(self, at: datetime) -> bool:

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
-from sidecar import __version__, audit, cli_queue
+from sidecar import __version__, audit, cli_explain, cli_queue
 from sidecar.cli_common import (
     DAY,
     EXAMPLES,
@@ -43,6 +43,7 @@ app.add_typer(audit_app, name="audit")
 SALESFORCE_LEAD_ID = re.compile(r"^00Q[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?$")  # 15 or 18 characters
 CRMS = ("salesforce", "hubspot")
 cli_queue.register(app)  # `sidecar queue list|resolve`, `sidecar compliance clear|reject`
+app.command(name="explain")(cli_explain.explain)
 
 
 def _show_version(value: bool) -> None:
@@ -210,6 +211,10 @@ def demo(
         start: list[datetime] = []
 
         def show(at: datetime, summary: object) -> None:
+            url = str(getattr(summary, "webhook_url", ""))
+            if not start and url:
+                console.print(f"dashboard {url}/dashboard/ while the demo runs (tokens demo-viewer-token, "
+                              "demo-manager-token, demo-admin-token)")
             start.append(start[0] if start else at)
             kinds = getattr(summary, "kinds", {})
             bar.update(task, completed=(at - start[0]).total_seconds(),

@@ -48,7 +48,9 @@ def summary(settings: Settings, runtime: Runtime, sessions: sessionmaker[Session
         f"sidecar {sidecar.__version__} starting: database {safe_database_url(settings.database_url)}, "
         f"{policy_line(sessions)}, CRMs {', '.join(runtime.readers)}, {slack}",
         f"web {listen_url} (public URL {public}): {', '.join(paths)}; "
-        "dashboard: none yet (use `sidecar status`)",
+        f"dashboard {(settings.public_url or listen_url).rstrip('/')}/dashboard/ "
+        + ("(log in with a SIDECAR_DASHBOARD_USERS token)" if settings.dashboard_users or settings.admin_token
+           else "(set SIDECAR_DASHBOARD_USERS to log in)"),
     ]
 
 
@@ -69,8 +71,15 @@ def _run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[]
     runtime = wiring.build_runtime(settings, sessions)
     if not runtime.readers:
         raise CannotStart("no CRM configured: set Salesforce or HubSpot credentials in .env (see .env.example)")
-    routers = wiring.web_routers(settings, sessions, runtime.ctx)
-    paths = ["/healthz", "/readyz", *sorted({getattr(route, "path", "") for r in routers for route in r.routes} - {""})]
+    from sidecar.web.auth import UsersError
+
+    try:
+        routers = wiring.web_routers(settings, sessions, runtime.ctx)
+    except UsersError as exc:
+        raise CannotStart(str(exc)) from exc
+    paths = ["/healthz", "/readyz", *sorted({path for r in routers for route in r.routes
+                                            if (path := getattr(route, "path", "")) and path != "/"
+                                            and not path.startswith(("/dashboard/", "/api/"))})]
     web = BackgroundServer(create_app(sessions, routers, runtime.failures, max_body_bytes=settings.max_body_bytes),
                            settings.web_port, settings.web_host)
     try:

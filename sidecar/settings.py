@@ -63,6 +63,10 @@ class Settings(BaseSettings):
 
     # Admin API bearer token
     admin_token: SecretStr | None = None
+    # Dashboard and /api users: "name:role:token,..." with role viewer, manager or admin (sidecar.web.auth).
+    dashboard_users: SecretStr | None = None
+    # Signs dashboard session cookies; unset = a random key per process (everyone logs in again on restart).
+    dashboard_secret: SecretStr | None = None
 
     @field_validator("log_level")
     @classmethod

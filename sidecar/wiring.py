@@ -200,6 +200,11 @@ def web_routers(settings: Settings, sessions: sessionmaker[Session], ctx: Engine
         from sidecar.web.admin import admin_router
 
         routers.append(admin_router(sessions, ctx, _secret(settings.admin_token) or "", now))
+    from sidecar.web.auth import parse_users
+    from sidecar.web.visibility import visibility_routers
+
+    users = parse_users(_secret(settings.dashboard_users) or "", _secret(settings.admin_token))
+    routers += visibility_routers(sessions, ctx, users, _secret(settings.dashboard_secret), now, settings.public_url)
     return routers
 
 

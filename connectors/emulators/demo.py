@@ -130,7 +130,8 @@ class Demo:
             self.org.write_directory(session, policy)
         self.runtime = self.org.runtime(self.sessions, clock, self.salesforce, self.sf_http_or_none,
                                         self.hubspot, self.slack, seed)
-        self.web = BackgroundServer(self.org.web_app(self.sessions, clock, self.salesforce, self.hubspot),
+        self.web = BackgroundServer(self.org.web_app(self.sessions, clock, self.salesforce, self.hubspot,
+                                                        self.runtime.ctx),
                                     self.options.port)
         url = self.web.start()
         if self.salesforce is not None:

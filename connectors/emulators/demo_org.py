@@ -46,6 +46,8 @@ from sidecar.outbox import Ports, RetryPolicy
 from sidecar.policy import Policy
 from sidecar.ports import CrmReader, CrmWriter
 from sidecar.web.app import create_app, intake_callback
+from sidecar.web.auth import parse_users
+from sidecar.web.visibility import visibility_routers
 
 SALESFORCE_FIELDS = parse_field_map({"lead": {
     "market": {"field": "Market__c"}, "source": {"field": "LeadSource"}, "score": "Lead_Score__c",
@@ -90,6 +92,8 @@ class DemoOrg:
     HUBSPOT_APP_SECRET = "demo-app-secret"  # fixture values for the loopback demo, not credentials
     SLACK_TOKEN = "xoxb-emulator"
     FALLBACK_CHANNEL = "#sales-ops"
+    # Demo logins for the loopback dashboard (fixture values, printed by `sidecar demo`).
+    DASHBOARD_USERS = "viewer:viewer:demo-viewer-token,manager:manager:demo-manager-token,admin:admin:demo-admin-token"
 
     def __init__(self, teams: tuple[SynthTeam, ...], people: dict[str, Person], channels: dict[str, str]) -> None:
         self.teams, self.people, self.channels = teams, people, channels
@@ -165,8 +169,11 @@ class DemoOrg:
                        RetryPolicy(rng=random.Random(seed)))
 
     def web_app(self, sessions: sessionmaker[Session], clock: VirtualClockLike,
-                salesforce: SalesforceEmulator | None, hubspot: HubSpotEmulator | None) -> FastAPI:
+                salesforce: SalesforceEmulator | None, hubspot: HubSpotEmulator | None,
+                ctx: EngineContext | None = None) -> FastAPI:
         routers: list[APIRouter] = []
+        if ctx is not None:  # the dashboard, on virtual time, with the demo's fixed users
+            routers += visibility_routers(sessions, ctx, parse_users(self.DASHBOARD_USERS), None, clock.now)
         if salesforce is not None:
             routers.append(salesforce_outbound_router(salesforce.org_id,
                                                       intake_callback(sessions, "salesforce", clock.now)))
