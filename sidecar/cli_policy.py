@@ -10,6 +10,7 @@ from rich.table import Table
 
 from sidecar import audit
 from sidecar.cli_common import PolicyOption, console, fail, load_or_exit, now
+from sidecar.cli_policy_test import policy_test
 from sidecar.policy import Policy
 from sidecar.policy.rules import diff_policies, rule_lines
 from sidecar.policy.version import active_version, policy_of, record_version, version_of
@@ -102,3 +103,6 @@ def policy_apply(
                          details={"clocks_moved": moved})
     console.print(f"active policy {row.version} {row.label!r}" + (f"; {moved} running clocks moved" if recompute
                                                                    else ""))
+
+
+policy_app.command("test")(policy_test)
