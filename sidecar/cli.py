@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
-from sidecar import __version__, audit, cli_explain, cli_queue
+from sidecar import __version__, audit, cli_explain, cli_queue, cli_report
 from sidecar.cli_common import (
     DAY,
     EXAMPLES,
@@ -44,6 +44,7 @@ SALESFORCE_LEAD_ID = re.compile(r"^00Q[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?$")  # 1
 CRMS = ("salesforce", "hubspot")
 cli_queue.register(app)  # `sidecar queue list|resolve`, `sidecar compliance clear|reject`
 app.command(name="explain")(cli_explain.explain)
+app.command(name="report")(cli_report.report)
 
 
 def _show_version(value: bool) -> None:
