@@ -35,14 +35,14 @@ def as_json(report: Report) -> str:
     }, indent=1, default=str)
 
 
-_STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
+STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
           "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f3f3f3}"
           "p.how{color:#666;font-size:.9em}")
 
 
 def as_html(report: Report) -> str:
     parts = [f"<!doctype html><html lang=en><meta charset=utf-8><title>Lead SLA report</title>"
-             f"<style>{_STYLE}</style><h1>Lead SLA report</h1><p>{escape(_period(report))}</p>"]
+             f"<style>{STYLE}</style><h1>Lead SLA report</h1><p>{escape(_period(report))}</p>"]
     for section in report.sections:
         parts.append(f"<h2>{escape(section.question)}</h2>")
         if not section.rows:

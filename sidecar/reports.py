@@ -113,7 +113,8 @@ def _overdue_by_owner(session: Session, facts: _Facts, book: PolicyBook) -> Sect
                    "open SLA clocks past their breach step, by the lead's current owner, as of now")
 
 
-def _breaches(session: Session, book: PolicyBook, start: datetime, end: datetime) -> list[tuple[AuditRow, Lead]]:
+def breaches(session: Session, book: PolicyBook, start: datetime, end: datetime) -> list[tuple[AuditRow, Lead]]:
+    """Breach steps in [start, end) with their lead (the typed breach step of each policy version)."""
     ladder = ladders(session, book)
     rows = session.execute(select(AuditRow, Lead).join(Lead, Lead.id == AuditRow.lead_id).where(
         AuditRow.at >= start, AuditRow.at < end, AuditRow.step_key.is_not(None), AuditRow.action.is_not(None))
@@ -121,8 +122,8 @@ def _breaches(session: Session, book: PolicyBook, start: datetime, end: datetime
     return [(row, lead) for row, lead in rows if ladder.is_breach(row.policy_version, row.rule_id)]
 
 
-def _missed_by_source(facts: _Facts, breaches: list[tuple[AuditRow, Lead]]) -> Section:
-    missed = {lead.id for _, lead in breaches}
+def _missed_by_source(facts: _Facts, breached: list[tuple[AuditRow, Lead]]) -> Section:
+    missed = {lead.id for _, lead in breached}
     total: Counter[str] = Counter(lead.source or "unknown" for lead in facts.leads)
     late: Counter[str] = Counter(lead.source or "unknown" for lead in facts.leads if lead.id in missed)
     return Section("missed_by_source", "Which lead sources have the most missed SLAs?",
@@ -162,12 +163,12 @@ def _rules(session: Session, start: datetime, end: datetime) -> Section:
                    "steps taken in the period (notify, reassign, task...), by rule id")
 
 
-def _recovered(session: Session, facts: _Facts, breaches: list[tuple[AuditRow, Lead]],
+def _recovered(session: Session, facts: _Facts, breached: list[tuple[AuditRow, Lead]],
                start: datetime, end: datetime) -> Section:
     escalated: dict[int, tuple[datetime, Lead]] = {}
     reassigns = session.execute(select(AuditRow, Lead).join(Lead, Lead.id == AuditRow.lead_id).where(
         AuditRow.at >= start, AuditRow.at < end, AuditRow.action == StepAction.REASSIGN.value)).all()
-    for row, lead in sorted([*breaches, *reassigns], key=lambda pair: pair[0].at):
+    for row, lead in sorted([*breached, *reassigns], key=lambda pair: pair[0].at):
         escalated.setdefault(lead.id, (row.at, lead))
     rows = []
     for lead_id, (at, lead) in sorted(escalated.items(), key=lambda item: item[1][0]):
@@ -208,8 +209,8 @@ def _speed_vs_outcome(facts: _Facts) -> Section:
 
 def build_report(session: Session, book: PolicyBook, start: datetime, end: datetime, now: datetime) -> Report:
     facts = _Facts(session, start, end)
-    breaches = _breaches(session, book, start, end)
+    breached = breaches(session, book, start, end)
     return Report(start, end, now, [
-        _waiting(session, facts, now), _overdue_by_owner(session, facts, book), _missed_by_source(facts, breaches),
-        _slowest(facts), _rules(session, start, end), _recovered(session, facts, breaches, start, end),
+        _waiting(session, facts, now), _overdue_by_owner(session, facts, book), _missed_by_source(facts, breached),
+        _slowest(facts), _rules(session, start, end), _recovered(session, facts, breached, start, end),
         _speed_vs_outcome(facts)])

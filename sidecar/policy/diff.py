@@ -179,7 +179,7 @@ def _dump(value: Any) -> Any:
 # Which top-level sections each part of the diff speaks for (the rest fall back to field changes).
 _SECTIONS = ("label", "markets", "default_market", "states", "intent", "windows", "ladder", "stuck",
              "pause_states", "progress", "high_value", "compliance", "churn", "notifications", "reassignment",
-             "noise", "assignment", "first_response")
+             "noise", "assignment", "first_response", "calibration")
 
 
 def diff_policies(old: Policy, new: Policy) -> list[RuleChange]:

@@ -15,8 +15,9 @@ from sidecar.store.models import Clock, PolicyVersion
 
 
 def canonical_content(policy: Policy) -> dict[str, Any]:
-    """Everything that changes behaviour; the label is a name, not content."""
-    content: dict[str, Any] = policy.model_dump(mode="json", exclude={"label"})
+    """Everything that changes behaviour; the label is a name, and calibration thresholds only
+    change what the quarterly review flags, so neither is content."""
+    content: dict[str, Any] = policy.model_dump(mode="json", exclude={"label", "calibration"})
     return content
 
 

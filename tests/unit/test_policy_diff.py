@@ -70,6 +70,8 @@ CASES: list[tuple[str, Callable[[Raw], None], str, str]] = [
      "team: india-inside -> india-b"),
     ("first_response", lambda r: r["first_response"].update(on_reassign="close"), "first_response",
      "on_reassign: reown -> close"),
+    ("calibration", lambda r: r.update(calibration={"max_breach_rate": 0.3}), "calibration",
+     "max_breach_rate: 0.2 -> 0.3"),
 ]
 
 
