@@ -27,7 +27,7 @@ def calibrate_command(
     fmt: Annotated[str, typer.Option("--format", help="table or html")] = "table",
     out: Annotated[Path | None, typer.Option("--out", help="File to write the HTML to (default: stdout).")] = None,
 ) -> None:
-    """Quarterly calibration: breach rates, reassignments, ignored warnings.
+    """Quarterly calibration: what to retune, with numbers.
 
     Each (market, source), team and warning rule with its numbers, flagged above the thresholds
     in the policy's `calibration` section, with what to change."""

@@ -27,7 +27,7 @@ def report(
     fmt: Annotated[str, typer.Option("--format", help="table, csv, json or html")] = "table",
     out: Annotated[Path | None, typer.Option("--out", help="File to write (default: stdout).")] = None,
 ) -> None:
-    """Management report: waiting, overdue, missed SLAs, slow categories, rules, recoveries.
+    """Management report for a period, with names.
 
     Waiting for first response, overdue leads by owner, missed SLAs by source, slowest categories,
     rules firing most, recovered after escalation, response speed vs qualification and booking."""
