@@ -90,9 +90,10 @@ class _Facts:
 
 
 def _waiting(session: Session, facts: _Facts, now: datetime) -> Section:
-    rows = session.execute(select(Lead).join(Clock, Clock.lead_id == Lead.id).where(
-        Lead.state == LeadState.NEW.value, Lead.last_progress_at.is_(None), Clock.kind == "sla",
-        Clock.status != "closed").distinct().order_by(Lead.created_at)).scalars()
+    running = select(Clock.lead_id).where(Clock.kind == "sla", Clock.status != "closed")
+    rows = session.scalars(select(Lead).where(  # IN, not DISTINCT: PostgreSQL cannot compare JSON columns
+        Lead.state == LeadState.NEW.value, Lead.last_progress_at.is_(None), Lead.id.in_(running))
+        .order_by(Lead.created_at, Lead.id))
     return Section("waiting_first_response", "How many leads are waiting for a first response?",
                    ("lead", "owner", "team", "source", "arrived (UTC)", "waiting (min)"),
                    [(lead.name, facts.owner(lead.owner_id), facts.team(lead.team_id), lead.source or "-",
