@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from sidecar.store.models import AuditRow, Lead
+from sidecar.store.models import AuditRow, Lead, Rep, Team
 
 
 class Pattern(StrEnum):
@@ -44,8 +44,8 @@ class StepAction(StrEnum):
     UPDATE = "update"  # the lead's CRM status or tags were changed (compliance hold, clear, reject)
 
 
-EXPORT_KEYS = ("at", "lead_id", "crm", "kind", "rule_id", "policy_version", "owner_id",
-               "elapsed_business_s", "window_s", "actor", "details")
+EXPORT_KEYS = ("at", "lead_id", "lead_name", "crm", "kind", "rule_id", "policy_version", "owner_id", "owner_name",
+               "team_id", "team_name", "elapsed_business_s", "window_s", "actor", "details")
 
 
 def record(session: Session, *, at: datetime, kind: str, lead: Lead | None = None,
@@ -80,19 +80,25 @@ def action_counts(session: Session) -> dict[str, int]:
     return {str(action): int(n) for action, n in rows}
 
 
-def _as_dict(row: AuditRow, lead_crm_id: str | None) -> dict[str, Any]:
+def _as_dict(row: AuditRow, lead: Lead | None, owner: Rep | None, team: Team | None) -> dict[str, Any]:
     return {
-        "at": row.at.isoformat(), "lead_id": lead_crm_id,
+        "at": row.at.isoformat(), "lead_id": lead.crm_id if lead else None, "lead_name": lead.name if lead else None,
         "crm": row.crm, "kind": row.kind, "rule_id": row.rule_id, "policy_version": row.policy_version,
-        "owner_id": row.owner_id, "elapsed_business_s": row.elapsed_business_s, "window_s": row.window_s,
+        "owner_id": row.owner_id, "owner_name": owner.name if owner else None,
+        "team_id": team.id if team else None, "team_name": team.name if team else None,
+        "elapsed_business_s": row.elapsed_business_s, "window_s": row.window_s,
         "actor": row.actor, "details": row.details,
     }
 
 
 def export(session: Session, fmt: str, lead_crm_id: str | None = None,
            since: datetime | None = None) -> Iterator[str]:
-    """Audit rows as JSON lines or CSV, oldest first; `lead_id` is the CRM's id of the lead."""
-    query = (select(AuditRow, Lead.crm_id).outerjoin(Lead, Lead.id == AuditRow.lead_id)
+    """Audit rows as JSON lines or CSV, oldest first; `lead_id` is the CRM's id of the lead. Names
+    stand beside the ids: the lead's, its owner's at the time of the row, and that owner's team (else
+    the lead's team), so a reader needs no lookup."""
+    query = (select(AuditRow, Lead, Rep, Team).outerjoin(Lead, Lead.id == AuditRow.lead_id)
+             .outerjoin(Rep, Rep.id == AuditRow.owner_id)
+             .outerjoin(Team, Team.id == func.coalesce(Rep.team_id, Lead.team_id))
              .order_by(AuditRow.at, AuditRow.id))
     if since is not None:
         query = query.where(AuditRow.at >= since)
@@ -104,12 +110,12 @@ def export(session: Session, fmt: str, lead_crm_id: str | None = None,
         writer = csv.DictWriter(buffer, fieldnames=EXPORT_KEYS)
         writer.writeheader()
         yield buffer.getvalue()
-        for row, crm_id in rows:
+        for row, lead, owner, team in rows:
             buffer.seek(0)
             buffer.truncate()
-            data = _as_dict(row, crm_id)
+            data = _as_dict(row, lead, owner, team)
             writer.writerow({**data, "details": json.dumps(data["details"], sort_keys=True)})
             yield buffer.getvalue()
         return
-    for row, crm_id in rows:
-        yield json.dumps(_as_dict(row, crm_id), sort_keys=True) + "\n"
+    for row, lead, owner, team in rows:
+        yield json.dumps(_as_dict(row, lead, owner, team), sort_keys=True) + "\n"

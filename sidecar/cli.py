@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
-from sidecar import __version__, audit, cli_explain, cli_queue
+from sidecar import __version__, audit, cli_calibrate, cli_explain, cli_queue, cli_report
 from sidecar.cli_common import (
     DAY,
     EXAMPLES,
@@ -30,7 +30,7 @@ from sidecar.cli_errors import port_problem
 from sidecar.cli_policy import policy_app
 from sidecar.policy.version import record_version
 from sidecar.settings import Settings
-from sidecar.status import gather
+from sidecar.status import duration_words, gather, poll_words
 from sidecar.store.db import make_engine, migrate, session_factory, transaction
 
 app = typer.Typer(help="Lead-SLA sidecar: warns, escalates and reassigns before leads fall through.",
@@ -44,6 +44,8 @@ SALESFORCE_LEAD_ID = re.compile(r"^00Q[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?$")  # 1
 CRMS = ("salesforce", "hubspot")
 cli_queue.register(app)  # `sidecar queue list|resolve`, `sidecar compliance clear|reject`
 app.command(name="explain")(cli_explain.explain)
+app.command(name="report")(cli_report.report)
+app.command(name="calibrate")(cli_calibrate.calibrate_command)
 
 
 def _show_version(value: bool) -> None:
@@ -128,16 +130,32 @@ def check(
 
 @app.command()
 def status() -> None:
-    """Open clocks, steps due soon, outbox backlog, last polls.
+    """Overdue and due-soon leads, failed effects, last poll per CRM.
 
-    Steps due within the hour, effects that could not be delivered and what to fix, last poll per CRM."""
+    Leads by name with owner, rule and time left (overdue apart from due within the hour), effects
+    that could not be delivered and what to fix, and each CRM's last poll with its error."""
+    at = now()
     with transaction(sessions()) as session:
-        report = gather(session, now())
-    console.print(f"clocks: {report.open_clocks} running, {report.paused_clocks} paused, "
-                  f"{report.due_next_hour} steps due within the hour")
+        report = gather(session, at)
+    console.print(f"clocks: {report.open_clocks} running, {report.paused_clocks} paused; "
+                  f"{len(report.overdue)} leads overdue, {len(report.due)} due within the hour")
+    for title, lines, when in (("overdue (breached, nobody has acted yet)", report.overdue, "overdue for"),
+                               ("due within the hour", report.due, "time left")):
+        if not lines:
+            continue
+        console.print(f"{title}:", markup=False, highlight=False)  # not a table title: that would wrap
+        table = Table()
+        for column in ("lead", "owner", "team", "rule", when, "id"):
+            table.add_column(column)
+        for line in lines:
+            left = "due now" if line.left <= timedelta(0) and when == "time left" else duration_words(line.left)
+            table.add_row(line.name or "-", line.owner, line.team, line.rule_id, left, f"{line.crm} {line.crm_id}")
+        console.print(table)
     console.print("outbox: " + (", ".join(f"{n} {s}" for s, n in sorted(report.outbox.items())) or "empty"))
-    for crm, at in sorted(report.last_polls.items()):
-        console.print(f"last {crm} poll: {at.isoformat() if at else 'never'}")
+    for poll in report.polls:
+        console.print(f"last poll: {poll_words(poll, at)}", markup=False, highlight=False)
+    if not report.polls:
+        console.print("last poll: none yet (`sidecar run` polls each configured CRM)")
     if report.dead:
         table = Table(title="effects that could not be delivered (fix, then they are not retried)")
         for column in ("key", "effect", "what to fix"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar import outbox, sync
@@ -21,7 +22,7 @@ from sidecar.directory_sync import SyncResult, sync_users
 from sidecar.engine.assignment import assign_pending
 from sidecar.engine.evaluator import tick
 from sidecar.engine.patterns.shared import EngineContext
-from sidecar.failures import FailureTracker
+from sidecar.failures import FailureTracker, describe
 from sidecar.outbox import Ports
 from sidecar.ports import CrmReader
 from sidecar.store.db import transaction
@@ -53,10 +54,21 @@ def poll_all(rt: Runtime, now: datetime) -> dict[str, sync.PollStats]:
                 if leader:
                     stats[name] = sync.poll(rt.sessions, rt.ctx, reader, now)
         except Exception as exc:  # reported; the cursor did not move, the next poll tries again
-            rt.failures.failed("poll", name, now, exc)
+            failure = rt.failures.failed("poll", name, now, exc)
+            _remember_poll(rt, name, now, failure.cause, failure.since)
         else:
             rt.failures.succeeded("poll", name, now)
+            _remember_poll(rt, name, now, None, None)
     return stats
+
+
+def _remember_poll(rt: Runtime, crm: str, now: datetime, error: str | None, since: datetime | None) -> None:
+    """Store the poll's outcome for `sidecar status`; a store that cannot take it is reported by the
+    jobs that need the store, so this one line only says what was not kept."""
+    try:
+        sync.record_poll_outcome(rt.sessions, crm, now, error, since)
+    except SQLAlchemyError as exc:
+        log.warning("could not store the result of the %s poll: %s", crm, describe(exc))
 
 
 def sync_directory(rt: Runtime, now: datetime) -> list[SyncResult]:

@@ -59,6 +59,15 @@ def poll(sessions: sessionmaker[Session], ctx: EngineContext, reader: CrmReader,
     return stats
 
 
+def record_poll_outcome(sessions: sessionmaker[Session], crm: str, now: datetime, error: str | None,
+                        failing_since: datetime | None) -> None:
+    """Keep the last poll's outcome in the store: `sidecar status` runs in another process than the
+    poller and cannot see its in-memory failure tracker."""
+    with transaction(sessions) as session:
+        row = _cursor_row(session, crm, "leads")
+        row.last_attempt_at, row.last_error, row.failing_since = now, error[:500] if error else None, failing_since
+
+
 def _apply_one(session: Session, ctx: EngineContext, snapshot: LeadSnapshot, now: datetime) -> int:
     """Apply one snapshot in a savepoint, then let the event-driven patterns react to it; a snapshot
     that fails is audited and the rest go on, instead of one bad record blocking its page (and the

@@ -283,6 +283,34 @@ def run_demo(*, crm: str, seed: int, scenario: Path | None, policy: Path | None,
         demo.close()
 
 
+
+def _demo_modules() -> None:
+    """Import the emulators, or say how to install them (they are never on `sidecar run`'s path)."""
+    try:
+        import connectors.emulators.demo  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "trustme":
+            raise
+        raise DemoUnavailable("scenario replays need the `demo` extra: pip install -e \".[demo]\" "
+                              "(or \".[dev]\")") from exc
+
+
+def load_scenario_file(path: Path) -> Any:
+    """A scenario file (connectors.emulators.scenario.Scenario); ValueError lists every problem."""
+    _demo_modules()
+    from connectors.emulators.scenario import load_scenario
+
+    return load_scenario(path)
+
+
+def replay_scenario(scenario: Any, policy: Path, workdir: Path) -> Any:
+    """`sidecar policy test`: run a loaded scenario on virtual time under `policy` against the
+    emulators; returns connectors.emulators.replay.Replay (audit rows named by scenario keys)."""
+    _demo_modules()
+    from connectors.emulators.replay import replay
+
+    return replay(scenario, policy, workdir)
+
 # --- `sidecar check` (sidecar/preflight.py runs the steps; these reach the connectors for it) ---
 
 _ENABLES = {"salesforce": ("sf_username", "sf_client_id", "sf_session_id"),

@@ -4,6 +4,9 @@
     crm: salesforce                          # salesforce | hubspot | both
     directory: config/directory.yaml         # optional; default: the synthetic org's directory
     policy: config/policy.example.yaml       # optional
+    duration: 4h                             # optional: how long `sidecar policy test` replays it
+    expect:                                  # optional: checked by `sidecar policy test`
+      - {lead: L1, kind: sla_breach, at: "09:00 America/New_York"}
     events:
       - {at: 0m,  create_lead: {id: L1, name: Aisha Al-Mansoori, company: Emirates Group, market: US-East,
                                 source: paid_social, status: "Open - Not Contacted", owner: us-east-rep3}}
@@ -57,6 +60,8 @@ class Scenario:
     events: tuple[ScenarioEvent, ...]
     directory: Path | None = None
     policy: Path | None = None
+    duration: timedelta | None = None  # how long `sidecar policy test` replays it (default 1 day)
+    expect: tuple[Any, ...] = ()  # raw `expect:` items; sidecar.policy.expectations parses and checks them
 
 
 def parse_offset(text: str) -> timedelta:
@@ -69,6 +74,8 @@ def parse_offset(text: str) -> timedelta:
 def load_scenario(path: Path) -> Scenario:
     """Parse and check a scenario file; every problem is reported at once."""
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}:\n  the file must be a mapping with start, crm and events (see config/scenarios/)")
     problems: list[str] = []
     start = raw.get("start")
     if isinstance(start, str):
@@ -78,6 +85,15 @@ def load_scenario(path: Path) -> Scenario:
     crm = raw.get("crm", "salesforce")
     if crm not in ("salesforce", "hubspot", "both"):
         problems.append(f"crm: {crm!r} is not salesforce, hubspot or both")
+    duration = None
+    if raw.get("duration") is not None:
+        try:
+            duration = parse_offset(raw["duration"])
+        except ValueError as exc:
+            problems.append(f"duration: {exc}")
+    expect = raw.get("expect") or []
+    if not isinstance(expect, list):
+        problems.append("expect: give a list of expectations, e.g. - {lead: L1, kind: sla_breach}")
     events: list[ScenarioEvent] = []
     for i, item in enumerate(raw.get("events") or []):
         where = f"events[{i}]"
@@ -105,7 +121,7 @@ def load_scenario(path: Path) -> Scenario:
     base = path.parent
     return Scenario(start, crm, tuple(sorted(events, key=lambda e: e.at)),
                     base / raw["directory"] if raw.get("directory") else None,
-                    base / raw["policy"] if raw.get("policy") else None)
+                    base / raw["policy"] if raw.get("policy") else None, duration, tuple(expect))
 
 
 def _normalise(args: dict[str, Any]) -> dict[str, Any]:

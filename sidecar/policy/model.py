@@ -321,6 +321,16 @@ class FirstResponse(Strict):
     purpose: str = ""
 
 
+class Calibration(Strict):
+    """Thresholds of `sidecar calibrate` (seed 001 step 7). They change what the quarterly review
+    flags, not what the engine does, so they are not part of the policy version."""
+
+    max_breach_rate: Annotated[float, Field(gt=0, le=1)] = 0.2  # per (market, source): widen or staff up
+    max_reassign_rate: Annotated[float, Field(gt=0, le=1)] = 0.1  # per team: the routing rule is wrong
+    max_ignored_rate: Annotated[float, Field(gt=0, le=1)] = 0.5  # per warning rule: it is noise
+    min_count: Annotated[int, Field(ge=1)] = 5  # fewer leads or warnings than this are not judged
+
+
 class StateMap(Strict):
     field: str
     map: dict[str, LeadState]
@@ -345,6 +355,7 @@ class Policy(Strict):
     noise: NoiseControl = NoiseControl()
     assignment: AssignmentPolicy = AssignmentPolicy()
     first_response: FirstResponse | None = None
+    calibration: Calibration = Calibration()
 
     @model_validator(mode="after")
     def _ladder_in_order(self) -> Policy:

@@ -145,30 +145,3 @@ def rule_lines(policy: Policy) -> list[RuleLine]:
         add(f"notify.{persona.value}", "notifications",
             f"{persona.value} via {route.via}" + (f" {route.channel}" if route.channel else ""), route)
     return lines
-
-
-@dataclass(frozen=True)
-class RuleChange:
-    id: str
-    change: str  # added | removed | changed
-    detail: str
-
-
-def diff_policies(old: Policy, new: Policy) -> list[RuleChange]:
-    before = {line.id: line for line in rule_lines(old)}
-    after = {line.id: line for line in rule_lines(new)}
-    changes: list[RuleChange] = []
-    for rule_id in sorted(before.keys() - after.keys()):
-        changes.append(RuleChange(rule_id, "removed", before[rule_id].purpose))
-    for rule_id in sorted(after.keys() - before.keys()):
-        changes.append(RuleChange(rule_id, "added", after[rule_id].purpose))
-    for rule_id in sorted(before.keys() & after.keys()):
-        old_c, new_c = before[rule_id].content, after[rule_id].content
-        if old_c != new_c:
-            fields = [f"{k}: {old_c.get(k)!r} -> {new_c.get(k)!r}"
-                      for k in sorted(old_c.keys() | new_c.keys()) if old_c.get(k) != new_c.get(k)]
-            changes.append(RuleChange(rule_id, "changed", "; ".join(fields)))
-    for section in ("pause_states", "progress", "states", "reassignment"):
-        if getattr(old, section) != getattr(new, section):
-            changes.append(RuleChange(section, "changed", f"{section} differs"))
-    return changes

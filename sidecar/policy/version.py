@@ -7,16 +7,17 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sidecar.policy.model import Policy
-from sidecar.store.models import PolicyVersion
+from sidecar.store.models import Clock, PolicyVersion
 
 
 def canonical_content(policy: Policy) -> dict[str, Any]:
-    """Everything that changes behaviour; the label is a name, not content."""
-    content: dict[str, Any] = policy.model_dump(mode="json", exclude={"label"})
+    """Everything that changes behaviour; the label is a name, and calibration thresholds only
+    change what the quarterly review flags, so neither is content."""
+    content: dict[str, Any] = policy.model_dump(mode="json", exclude={"label", "calibration"})
     return content
 
 
@@ -53,3 +54,29 @@ def active_version(session: Session) -> PolicyVersion | None:
 def policy_of(row: PolicyVersion) -> Policy:
     """The exact policy a version was recorded with (clocks keep the version they started under)."""
     return Policy.model_validate({**row.content, "label": row.label})
+
+
+class UnknownVersion(LookupError):
+    """No recorded version starts with the text given, or more than one does."""
+
+
+def find_version(session: Session, ref: str) -> PolicyVersion:
+    """A recorded version by its hash or any unambiguous start of it (at least 4 characters)."""
+    text = ref.strip().lower()
+    if len(text) < 4 or not all(c in "0123456789abcdef" for c in text):
+        raise UnknownVersion(f"{ref!r} is not a policy version: give at least 4 hex characters of one "
+                             "(see `sidecar policy history`)")
+    rows = list(session.scalars(select(PolicyVersion).where(PolicyVersion.version.startswith(text))))
+    if not rows:
+        raise UnknownVersion(f"no recorded policy version starts with {text!r} (see `sidecar policy history`)")
+    if len(rows) > 1:
+        raise UnknownVersion(f"{text!r} matches {len(rows)} versions ({', '.join(r.version for r in rows)}); "
+                             "give more characters")
+    return rows[0]
+
+
+def running_clocks(session: Session) -> dict[str, int]:
+    """Open and paused clocks per policy version: the ones that keep their version on an apply."""
+    rows = session.execute(select(Clock.policy_version, func.count()).where(Clock.status.in_(("open", "paused")))
+                           .group_by(Clock.policy_version)).all()
+    return {str(version): int(n) for version, n in rows}

@@ -185,7 +185,12 @@ class SyncCursor(Base):
     stream: Mapped[str] = mapped_column(String(40), primary_key=True)  # leads | activities | users
     cursor_at: Mapped[datetime | None]
     cursor_ids: Mapped[list[Any]] = mapped_column(default=list)  # ids seen at cursor_at (boundary de-dup)
-    last_poll_at: Mapped[datetime | None]
+    last_poll_at: Mapped[datetime | None]  # last successful poll
+    # The last poll's outcome, for `sidecar status` (leads stream): when it ran, why it failed
+    # (None: it succeeded) and since when it has been failing.
+    last_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(String(500), default=None)
+    failing_since: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class RoutingPointer(Base):

@@ -97,7 +97,9 @@ def _by_market_source(rows: list[tuple[AuditRow, Lead]]) -> dict[str, Counter[st
 
 def _clocks(session: Session, view: Overview, facts: Ladders, reps: dict[str, str], teams: dict[str, str]) -> None:
     now = view.now
-    for clock, lead in session.execute(select(Clock, Lead).join(Lead, Lead.id == Clock.lead_id)):
+    # SLA clocks only: a stuck clock beside it has its own multiples, not the ladder's breach step.
+    for clock, lead in session.execute(select(Clock, Lead).join(Lead, Lead.id == Clock.lead_id)
+                                       .where(Clock.kind == "sla")):
         breached = facts.breached(clock)
         view.breached += breached
         view.on_time += clock.status == "closed" and not breached

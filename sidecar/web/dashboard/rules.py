@@ -42,8 +42,10 @@ def rule_views(session: Session, book: PolicyBook) -> list[RuleView]:
         select(AuditRow.rule_id, func.count()).where(AuditRow.rule_id.is_not(None), AuditRow.actor == "system",
                AuditRow.step_key.not_like("%:ignored"))
         .group_by(AuditRow.rule_id))}
-    # A window rule "fires" when a clock starts under it; clocks and steps use different rule ids.
-    for rule, n in session.execute(select(Clock.rule_id, func.count()).group_by(Clock.rule_id)):
+    # A window rule "fires" when an SLA clock starts under it (the stuck clock beside it names the same
+    # window rule, but it is the same start); clocks and steps use different rule ids.
+    for rule, n in session.execute(select(Clock.rule_id, func.count()).where(Clock.kind == "sla")
+                                   .group_by(Clock.rule_id)):
         fired[str(rule)] = fired.get(str(rule), 0) + int(n)
     history: dict[str, list[tuple[str, str]]] = {}
     previous: dict[str, object] = {}
