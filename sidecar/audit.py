@@ -27,6 +27,7 @@ class Pattern(StrEnum):
     FIRST_RESPONSE = "first_response"
     ASSIGNMENT = "assignment"
     REVERT = "revert"
+    OUTCOME = "outcome"
 
 
 class StepAction(StrEnum):
@@ -40,6 +41,7 @@ class StepAction(StrEnum):
     ASSIGN = "assign"  # an unowned lead got its first owner
     REASSIGN = "reassign"  # an owned lead was given to another rep: revertable
     REVERT = "revert"  # a reassignment was undone
+    TAG = "tag"  # the lead was tagged in the CRM (churn risk)
 
 
 EXPORT_KEYS = ("at", "lead_id", "crm", "kind", "rule_id", "policy_version", "owner_id",

@@ -28,6 +28,7 @@ from sidecar.ports import (
     BatchTaskWriter,
     ConflictError,
     CrmWriter,
+    LeadUpdate,
     NoteRequest,
     Notification,
     Notifier,
@@ -41,12 +42,13 @@ from sidecar.store.models import Lead, OutboxRow
 
 log = logging.getLogger(__name__)
 
-Request = Notification | TaskRequest | NoteRequest | OwnerChange
+Request = Notification | TaskRequest | NoteRequest | OwnerChange | LeadUpdate
 ACTIONS: dict[str, tuple[str, type[Any]]] = {
     "notify": ("notifier", Notification),
     "create_task": ("crm_writer", TaskRequest),
     "add_note": ("crm_writer", NoteRequest),
     "change_owner": ("crm_writer", OwnerChange),
+    "update_lead": ("crm_writer", LeadUpdate),
 }
 _ADAPTERS = {action: TypeAdapter(kind) for action, (_port, kind) in ACTIONS.items()}
 _ACTION_OF = {kind: action for action, (_port, kind) in ACTIONS.items()}
@@ -146,6 +148,9 @@ def _perform(ports: Ports, claim: _Claim) -> str:
         return writer.create_task(request, claim.key)
     if isinstance(request, NoteRequest):
         return writer.add_note(request, claim.key)
+    if isinstance(request, LeadUpdate):
+        writer.update_lead(request, claim.key)
+        return "updated"
     writer.change_owner(request, claim.key)
     return f"owner:{request.to_owner_id}"
 

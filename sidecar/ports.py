@@ -100,6 +100,15 @@ class OwnerChange:
     seen_modified_at: datetime
 
 
+@dataclass(frozen=True)
+class LeadUpdate:
+    """Change a lead's status and/or tags in the CRM (compliance hold, churn tag)."""
+    lead: LeadContext
+    crm_status: str | None = None       # a CRM status value, chosen by the core from the policy's state map
+    add_tags: tuple[str, ...] = ()      # e.g. ("churn-risk-elevated",); the connector stores them in its configured tags field
+    reason: str | None = None           # shown on the record (e.g. compliance rejection reason)
+
+
 class Notifier(Protocol):
     def send(self, notification: Notification, idempotency_key: str) -> str:
         """Deliver and return a message reference. Raises TransientError / PermanentError."""
@@ -122,6 +131,8 @@ class CrmWriter(Protocol):
     def change_owner(self, change: OwnerChange, idempotency_key: str) -> None:
         """Conditional owner change; raises ConflictError when the record changed meanwhile."""
         ...
+
+    def update_lead(self, update: LeadUpdate, idempotency_key: str) -> None: ...
 
 
 class BatchTaskWriter(Protocol):

@@ -19,7 +19,7 @@ from sidecar.ingest import apply_snapshot
 from sidecar.links import RecordLinks
 from sidecar.policy import validate_policy
 from sidecar.policy.version import record_version
-from sidecar.ports import ConflictError, NoteRequest, Notification, OwnerChange, TaskRequest
+from sidecar.ports import ConflictError, LeadUpdate, NoteRequest, Notification, OwnerChange, TaskRequest
 from sidecar.store.db import transaction
 from sidecar.store.models import Rep, Team
 from tests.conftest import EXAMPLE_POLICY
@@ -127,6 +127,10 @@ class FakeWriter:
         if self.conflict_owner_changes:
             raise ConflictError("owner changed in Salesforce after the decision")
         self.effects.setdefault(idempotency_key, change)
+
+    def update_lead(self, update: LeadUpdate, idempotency_key: str) -> None:
+        self.calls.append(idempotency_key)
+        self.effects.setdefault(idempotency_key, update)
 
 
 def minutes(n: float) -> timedelta:

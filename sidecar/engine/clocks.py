@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from sidecar.domain import Intent, LeadState
 from sidecar.engine.policies import PolicyBook
-from sidecar.policy.model import duration_seconds
+from sidecar.policy.model import Policy, duration_seconds
 from sidecar.store.models import Clock, Lead
 
 
@@ -33,7 +33,8 @@ def start_clock(session: Session, book: PolicyBook, lead: Lead, started_at: date
     rule = policy.window_for(lead.market, lead.source, LeadState(lead.state), intent)
     if rule is None:
         return None
-    window_s = duration_seconds(rule.window, book.business_day(policy, lead.market))
+    window_s, base_window_s, factor = tightened(policy, lead, duration_seconds(rule.window, book.business_day(
+        policy, lead.market)))
     # Leads already waiting when the sidecar went live get a full window from then, not an instant
     # escalation for time nobody was watching (a first backfill would otherwise breach them all at once).
     go_live = book.go_live(session)
@@ -43,10 +44,21 @@ def start_clock(session: Session, book: PolicyBook, lead: Lead, started_at: date
         lead_id=lead.id, kind="sla", state=lead.state, rule_id=rule.id, policy_version=version,
         market=book.market(policy, lead.market)[0], window_s=window_s, started_at=started_at,
         consumed_s=0.0, running_since=started_at, steps_fired=0, status="open",
+        base_window_s=base_window_s, window_factor=factor,
     )
     plan(clock, book, session)
     session.add(clock)
     return clock
+
+
+def tightened(policy: Policy, lead: Lead, window_s: int) -> tuple[int, int | None, float | None]:
+    """(window, original window, factor): a lead flagged high-value (seed 000 pattern 3) gets every
+    clock started after the flag shortened by the policy's `high_value.window_factor`; any other lead
+    keeps its window untouched (original and factor None)."""
+    rule = policy.high_value
+    if lead.high_value_at is None or rule is None or rule.window_factor >= 1.0:
+        return window_s, None, None
+    return max(1, round(window_s * rule.window_factor)), window_s, rule.window_factor
 
 
 def used_seconds(clock: Clock, book: PolicyBook, session: Session, now: datetime) -> float:
@@ -132,7 +144,8 @@ def recompute(session: Session, book: PolicyBook, now: datetime) -> int:
             clock.consumed_s, clock.running_since = used_seconds(clock, book, session, now), now
         old_version = clock.policy_version
         clock.policy_version, clock.rule_id = version, rule.id
-        clock.window_s = duration_seconds(rule.window, book.business_day(policy, lead.market))
+        clock.window_s, clock.base_window_s, clock.window_factor = tightened(
+            policy, lead, duration_seconds(rule.window, book.business_day(policy, lead.market)))
         clock.market = book.market(policy, lead.market)[0]
         # Keep what was already said: the new ladder's steps up to the highest fraction already fired.
         old_ladder = book.get(session, old_version).ladder

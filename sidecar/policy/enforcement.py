@@ -14,9 +14,7 @@ from sidecar.policy.model import Policy
 # high-value trigger and `reassign_to_senior`, used by the SLA ladder's reassignment) are absent.
 NOT_ENFORCED: dict[str, tuple[str, ...]] = {
     "stuck": ("multiple", "notify", "queue"),
-    "high_value": ("window_factor", "notify"),
     "compliance": ("flags", "notify", "pause_outreach"),
-    "churn": ("flags", "notify", "pause_outreach"),
 }
 
 

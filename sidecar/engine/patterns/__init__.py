@@ -16,7 +16,7 @@ Adding a pattern:
 
 from __future__ import annotations
 
-from sidecar.engine.patterns import sla_ladder
+from sidecar.engine.patterns import churn, high_value, sla_ladder
 from sidecar.engine.patterns.registry import (
     ClockHandler,
     EventHandler,
@@ -27,5 +27,7 @@ from sidecar.engine.patterns.registry import (
 )
 
 register_clock("sla", sla_ladder.fire_step)
+register_event("high_value", high_value.on_applied)
+register_event("churn", churn.on_applied)
 
 __all__ = ["ClockHandler", "EventHandler", "clock_handler", "on_applied", "register_clock", "register_event"]
