@@ -42,3 +42,5 @@ class Settings(BaseSettings):
 
     # Admin API bearer token
     admin_token: SecretStr | None = None
+    # POST /api/signals (churn-risk signals) bearer token; without it the admin token is accepted there
+    signals_token: SecretStr | None = None
