@@ -13,6 +13,7 @@ from rich.table import Table
 from sidecar import audit
 from sidecar.cli_common import EXAMPLES, PolicyOption, console, errors, load_or_exit, now, sessions
 from sidecar.cli_directory import directory_app
+from sidecar.cli_outcomes import outcomes_app
 from sidecar.cli_policy import policy_app
 from sidecar.policy.rules import rule_lines
 from sidecar.policy.version import record_version, version_of
@@ -24,6 +25,7 @@ app = typer.Typer(help="Lead-SLA sidecar: warns, escalates and reassigns before 
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(policy_app, name="policy")
 app.add_typer(directory_app, name="directory")
+app.add_typer(outcomes_app, name="outcomes")
 audit_app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 

@@ -105,7 +105,8 @@ class LeadUpdate:
     """Change a lead's status and/or tags in the CRM (compliance hold, churn tag)."""
     lead: LeadContext
     crm_status: str | None = None       # a CRM status value, chosen by the core from the policy's state map
-    add_tags: tuple[str, ...] = ()      # e.g. ("churn-risk-elevated",); the connector stores them in its configured tags field
+    # e.g. ("churn-risk-elevated",); the connector stores them in its configured tags field
+    add_tags: tuple[str, ...] = ()
     reason: str | None = None           # shown on the record (e.g. compliance rejection reason)
 
 

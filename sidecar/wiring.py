@@ -186,7 +186,8 @@ def web_routers(settings: Settings, sessions: sessionmaker[Session], ctx: Engine
     if settings.signals_token or settings.admin_token:
         from sidecar.web.signals import signals_router
 
-        routers.append(signals_router(sessions, ctx, _secret(settings.signals_token or settings.admin_token) or "", now))
+        token = _secret(settings.signals_token or settings.admin_token) or ""
+        routers.append(signals_router(sessions, ctx, token, now))
     return routers
 
 
