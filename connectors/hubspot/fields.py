@@ -56,6 +56,7 @@ class FieldMap:
     deal_size: str = ""
     intent: str = ""
     modified: str = ""
+    tags: str = ""  # a multiple-checkboxes property the sidecar adds tags to (each tag must be an option)
     market: ValueMap = field(default_factory=lambda: ValueMap("country"))
     source: ValueMap = field(default_factory=lambda: ValueMap("hs_analytics_source"))
     flags: Mapping[str, str] = field(default_factory=lambda: _frozen({}))  # property -> flag name
@@ -154,5 +155,6 @@ def missing_properties(api: HubSpotApi, field_map: FieldMap) -> list[str]:
     defined = {p["name"] for p in (body or {}).get("results") or []}
     # createdate/hs_createdate: only one of them exists per object; either is fine.
     wanted = [p for p in field_map.properties() if p not in ("createdate", "hs_createdate")]
+    wanted += [field_map.tags] if field_map.tags else []
     return [f"{field_map.object}.{name}: no such property in the portal (fix config/hubspot.fields.yaml "
             "or create it in HubSpot)" for name in wanted if name not in defined]

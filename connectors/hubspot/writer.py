@@ -22,7 +22,15 @@ from connectors.hubspot.errors import Rejected
 from connectors.hubspot.fields import FieldMap
 from connectors.hubspot.mapping import epoch_ms, parse_time
 from sidecar.domain import Crm
-from sidecar.ports import ConflictError, NoteRequest, OwnerChange, PermanentError, TaskRequest, TransientError
+from sidecar.ports import (
+    ConflictError,
+    LeadUpdate,
+    NoteRequest,
+    OwnerChange,
+    PermanentError,
+    TaskRequest,
+    TransientError,
+)
 
 KEY_PROPERTY = "sidecar_idempotency_key"
 BATCH = 100
@@ -220,6 +228,35 @@ class HubSpotWriter:
                                 f"{current or 'nobody'} stays")
         self.api.call("general", "crm.objects.basic_api", "update", self.fields.object, change.lead.crm_id,
                       {"properties": {owner_prop: change.to_owner_id}}, scope=WRITE_SCOPE)
+
+
+    # -- lead update (tags) ------------------------------------------------------------------------
+
+    def update_lead(self, update: LeadUpdate, idempotency_key: str) -> None:
+        """Tags only on this branch; the status change (compliance) comes with the port's owner's
+        version of this method, which calls `_apply_tags` the same way."""
+        if update.crm_status is not None:
+            raise PermanentError("this build of the HubSpot writer cannot change a lead's status yet")
+        if update.add_tags:
+            self._apply_tags(update.lead.crm_id, update.add_tags)
+
+    def _apply_tags(self, record_id: str, tags: Sequence[str]) -> None:
+        """Add `tags` to the configured multiple-checkboxes property, keeping the values it has: read,
+        union, PATCH. HubSpot takes several checkbox values as one ";"-separated string, and refuses
+        values that are not options of the property (developers.hubspot.com FAQ "How do I set multiple
+        values for checkbox properties?"; changelog 2023-05 "increased validation for contact updates").
+        A replay finds the tags present and writes nothing."""
+        prop = self.fields.tags
+        if not prop:
+            raise PermanentError("no HubSpot property for tags: set properties.tags in config/hubspot.fields.yaml "
+                                 "(a multiple-checkboxes property with the tag as an option)")
+        record = self.api.call("general", "crm.objects.basic_api", "get_by_id", self.fields.object, record_id,
+                               properties=[prop])
+        current = [t for t in str((record.get("properties") or {}).get(prop) or "").split(";") if t]
+        wanted = current + [t for t in tags if t not in current]
+        if wanted != current:
+            self.api.call("general", "crm.objects.basic_api", "update", self.fields.object, record_id,
+                          {"properties": {prop: ";".join(wanted)}}, scope=WRITE_SCOPE)
 
 
 def _one(results: Mapping[str, str | Exception], key: str) -> str:

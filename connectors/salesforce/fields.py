@@ -52,6 +52,7 @@ class FieldMap:
     deal_size: str | None = None
     intent: MappedField = MappedField(None)
     flags: Mapping[str, str] = field(default_factory=dict)  # checkbox field -> flag name
+    tags: str | None = None  # Lead field the sidecar adds tags to (multi-select picklist or text, ";"-separated)
     task_kinds: Mapping[str, ProgressKind] = field(default_factory=lambda: {
         "Call": ProgressKind.CALL_LOGGED, "Email": ProgressKind.EMAIL_SENT})
     task_completed_at: str | None = "CompletedDateTime"
@@ -155,6 +156,7 @@ def parse_field_map(raw: Mapping[str, Any], source: str = "<field map>") -> Fiel
         tier=lead.get("tier"), deal_size=lead.get("deal_size"),
         intent=_mapped(lead.get("intent"), "lead.intent", errors),
         flags={str(k): str(v) for k, v in dict(flags if isinstance(flags, dict) else {}).items()},
+        tags=lead.get("tags"),
         task_kinds=kinds, task_completed_at=acts.get("task_completed_at", "CompletedDateTime"),
         meetings=bool(acts.get("meetings", True)), user_team=users.get("team"),
         key_field=writer.get("key_field", "Sidecar_Key__c"), reminders=bool(writer.get("reminders", True)),
@@ -165,7 +167,7 @@ def parse_field_map(raw: Mapping[str, Any], source: str = "<field map>") -> Fiel
         slow_interval_seconds=float(slow) if _number(slow) else 600.0,
     )
     named = dict.fromkeys([*result.lead_fields(), *result.task_fields(), *result.writer_task_fields(),
-                           *result.user_fields()])
+                           *result.user_fields(), *([result.tags] if result.tags else [])])
     errors += [f"{n!r} is not a Salesforce field API name" for n in named if not _API_NAME.match(n)]
     if errors:
         raise ValueError("\n".join(f"{source}: {message}" for message in errors))
@@ -192,7 +194,8 @@ KEY_FIELD_HELP = (
 def missing_fields(client: Describer, fields: FieldMap) -> list[str]:
     """Configured fields the org lacks, as `Object.Field` (three describe calls). A missing key
     field is reported with what it costs and how to create it."""
-    wanted = {"Lead": fields.lead_fields(), "Task": [*fields.task_fields(), *fields.writer_task_fields()],
+    lead = [*fields.lead_fields(), *([fields.tags] if fields.tags else [])]
+    wanted = {"Lead": lead, "Task": [*fields.task_fields(), *fields.writer_task_fields()],
               "User": fields.user_fields()}
     missing: list[str] = []
     for sobject, names in wanted.items():

@@ -56,6 +56,7 @@ from sidecar.domain import Crm
 from sidecar.ports import (
     ConflictError,
     LeadContext,
+    LeadUpdate,
     NoteRequest,
     OwnerChange,
     PermanentError,
@@ -358,6 +359,28 @@ class SalesforceWriter:
             return  # our own earlier write, retried: the lead already has the owner we wanted
         raise ConflictError(f"lead {lead_id} changed in Salesforce after {since}; it is now owned by "
                             f"{owner}, so the reassignment was not made")
+
+    def update_lead(self, update: LeadUpdate, idempotency_key: str) -> None:
+        """Tags only on this branch; the status change (compliance) comes with the port's owner's
+        version of this method, which calls `_apply_tags` the same way."""
+        if update.crm_status is not None:
+            raise PermanentError("this build of the Salesforce writer cannot change a lead's status yet")
+        if update.add_tags:
+            self._apply_tags(update.lead.crm_id, update.add_tags)
+
+    def _apply_tags(self, lead_id: str, tags: Sequence[str]) -> None:
+        """Add `tags` to the configured tags field, keeping what is there (read, union, PATCH). A
+        multi-select picklist takes its values ";"-separated (Salesforce REST, sObject Rows PATCH), and
+        a text field the same way; a replay finds the tags present and writes nothing."""
+        field_name = self.fields.tags
+        if not field_name:
+            raise PermanentError("no Lead field for tags: set lead.tags in config/salesforce.fields.yaml "
+                                 "(e.g. a multi-select picklist Sidecar_Tags__c)")
+        record = self.client.rest("GET", f"sobjects/Lead/{lead_id}", params={"fields": field_name})
+        current = [t for t in str((record or {}).get(field_name) or "").split(";") if t]
+        wanted = current + [t for t in tags if t not in current]
+        if wanted != current:
+            self.client.rest("PATCH", f"sobjects/Lead/{lead_id}", json={field_name: ";".join(wanted)})
 
     def _owner_of(self, lead_id: str) -> str | None:
         current = self.client.rest("GET", f"sobjects/Lead/{lead_id}", params={"fields": "OwnerId"})

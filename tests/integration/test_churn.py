@@ -22,7 +22,7 @@ from sidecar.store.db import transaction
 from sidecar.store.models import AuditRow, Clock, Lead
 from sidecar.web.app import create_app
 from sidecar.web.signals import signals_router
-from tests.integration.test_high_value import feed
+from tests.pattern_support import feed
 from tests.support import FakeNotifier, FakeWriter, add_team, apply_policy, call, context, ny, policy_raw, snapshot
 
 AUTH = {"Authorization": "Bearer s1gnals"}

@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from sidecar.domain import LeadSnapshot, Persona
+from sidecar.domain import Persona
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.revert import revert_reassignment
 from sidecar.outbox import Ports, dispatch
 from sidecar.store.db import transaction
 from sidecar.store.models import AuditRow, Clock, Lead, Rep
-from sidecar.sync import _apply_one
+from tests.pattern_support import feed
 from tests.support import FakeNotifier, FakeWriter, add_team, apply_policy, context, ny, policy_raw, snapshot
 
 
@@ -29,12 +29,6 @@ def setup(sessions: sessionmaker[Session]) -> EngineContext:
         rep.seniority = 3
         session.add(Rep(id="vp1", crm="salesforce", name="Vera VP", email="vp@example.com", team_id="us", role="vp"))
     return ctx
-
-
-def feed(sessions: sessionmaker[Session], ctx: EngineContext, snap: LeadSnapshot) -> None:
-    """One snapshot through ingest and the event-driven patterns, as a poll applies it."""
-    with transaction(sessions) as session:
-        _apply_one(session, ctx, snap, snap.crm_modified_at.astimezone(UTC))
 
 
 def flags(sessions: sessionmaker[Session]) -> list[AuditRow]:

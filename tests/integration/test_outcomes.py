@@ -15,7 +15,7 @@ from sidecar import outcomes
 from sidecar.engine.evaluator import tick
 from sidecar.store.db import transaction
 from sidecar.store.models import Lead, LeadOutcome
-from tests.integration.test_high_value import feed
+from tests.pattern_support import feed
 from tests.support import add_team, apply_policy, call, context, ny, policy_raw, snapshot
 
 CONTACTED = "Working - Contacted"

@@ -167,6 +167,7 @@ def release(session: Session, ctx: EngineContext, hold: ChurnHold, now: datetime
             clocks.resume(clock, ctx.book, session, now)
             resumed.append(lead.crm_id)
     subject = session.get(Lead, hold.lead_id)
+    assert subject is not None  # a hold's lead is never deleted from the store
     return record_step(session, at=now, pattern=Pattern.CHURN, action=None, kind=RESUMED_KIND, lead=subject,
                        rule_id=policy.churn.id if policy.churn else None, policy_version=version,
                        step_key=keys.churn_release_key(hold.id),
@@ -185,14 +186,14 @@ def on_applied(session: Session, ctx: EngineContext, applied: Applied, now: date
         for flag in sorted(_raised_flags(lead, event) & set(rule.flags)):
             raise_signal(session, ctx, lead, SignalIn(f"{lead.crm}:{lead.crm_id}:{flag}@{event.at.isoformat()}",
                                                       flag, "crm_flag", event.at), now)
-    for hold in session.scalars(select(ChurnHold).where(ChurnHold.lead_id == lead.id,
-                                                        ChurnHold.released_at.is_(None))):
-        done = next((e for e in applied.events if e.kind == "progress" and e.at >= hold.started_at), None)
+    for mine in list(session.scalars(select(ChurnHold).where(ChurnHold.lead_id == lead.id,
+                                                             ChurnHold.released_at.is_(None)))):
+        done = next((e for e in applied.events if e.kind == "progress" and e.at >= mine.started_at), None)
         if done is not None:
-            release(session, ctx, hold, now, f"progress:{done.new}")
-    hold = active_hold(session, lead.account_key) if rule.pause_outreach else None
-    if hold is not None:
-        pause_for_hold(session, ctx, rule, version, hold, lead, now)  # a new lead of a held account
+            release(session, ctx, mine, now, f"progress:{done.new}")
+    held = active_hold(session, lead.account_key) if rule.pause_outreach else None
+    if held is not None:
+        pause_for_hold(session, ctx, rule, version, held, lead, now)  # a new lead of a held account
 
 
 def _raised_flags(lead: Lead, event: LeadEvent) -> set[str]:
