@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from connectors.slack.messages import build_message
 from sidecar.domain import Persona
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.revert import revert_reassignment
@@ -81,6 +83,9 @@ def test_a_crossing_tells_owner_and_manager_and_gives_a_junior_owners_lead_to_a_
     assert told[Persona.OWNER].extra["priority"] == "high" and "score 91 >= 85" in told[Persona.OWNER].extra["criteria"]
     assert told[Persona.MANAGER].channel == "#sales-us" and told[Persona.MANAGER].reassignment
     assert told[Persona.NEW_OWNER].recipient_email == "r2@example.com"
+    owner_key = next(k for k, n in notifier.sent.items() if n is told[Persona.OWNER])
+    rendered = json.dumps(build_message(told[Persona.OWNER], owner_key).blocks)
+    assert "High-value lead" in rendered and "score 91 &gt;= 85" in rendered and "Rep r2 (senior)" in rendered
     with transaction(sessions) as session:
         lead = session.scalars(select(Lead)).one()
         assert lead.owner_id == "r2" and lead.high_value_at is not None

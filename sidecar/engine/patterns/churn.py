@@ -116,7 +116,10 @@ def raise_signal(session: Session, ctx: EngineContext, lead: Lead, signal: Signa
             due_at=due, priority="high"), now)
     message = Message(kind=RISK_KIND, rule_id=rule.id, policy_version=version, due_at=due, window_s=task_s,
                       urgent=True, extra={"signal": signal.type, "account": lead.company,
-                                          "retention_task_due": due.isoformat()})
+                                          "retention_task_due": due.isoformat(),
+                                          "reason": f"signal '{signal.type}' ({signal.source})"
+                                                    + ("; new outreach to the account is paused"
+                                                       if rule.pause_outreach else "")})
     for persona in rule.notify:
         if persona in policy.notifications:
             notify(session, ctx, policy, row, persona, lead, context, message, now)
@@ -148,7 +151,7 @@ def pause_for_hold(session: Session, ctx: EngineContext, rule: ChurnRule, versio
     policy = ctx.book.get(session, version)
     if Persona.OWNER in policy.notifications:
         reason = (f"{lead.company} is at churn risk: new outreach waits until the retention touchpoint "
-                  "is done; your SLA clock is paused meanwhile")
+                  "is done, and your SLA clock for this lead is paused meanwhile")
         notify(session, ctx, policy, row, Persona.OWNER, lead, lead_context(session, ctx, lead),
                Message(kind=PAUSED_KIND, rule_id=rule.id, policy_version=version, due_at=now,
                        window_s=clock.window_s, urgent=False, extra={"reason": reason}), now)

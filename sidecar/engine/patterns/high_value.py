@@ -99,10 +99,13 @@ def flag(session: Session, ctx: EngineContext, version: str, policy: Policy, rul
     lead.high_value_at = now
     context = lead_context(session, ctx, lead)
     change = change_owner(session, row, lead, context, senior.id, now) if senior else None
-    extra = {"priority": "high", "criteria": "; ".join(matched),
-             "window_factor": f"{rule.window_factor:g}"}
-    if choice is not None and choice.reason:
-        extra["reason"] = choice.reason
+    why = f"high value ({'; '.join(matched)})"
+    if rule.window_factor < 1.0:
+        why += f"; its next SLA windows are {rule.window_factor:g} x the usual"
+    if choice is not None:
+        why += f"; given to {senior.name} (senior)" if senior else f"; kept: {choice.reason}"
+    extra = {"priority": "high", "criteria": "; ".join(matched), "window_factor": f"{rule.window_factor:g}",
+             "reason": why}
     due = clocks.breach_at(clock, ctx.book, session) if clock is not None and clock.status == "open" else now
     message = Message(kind=FLAG_KIND, rule_id=rule.id, policy_version=version, due_at=due,
                       window_s=clock.window_s if clock else 0, urgent=True, new_owner=senior, extra=extra)
