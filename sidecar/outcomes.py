@@ -10,8 +10,10 @@ Definitions (each column of `LeadOutcome`):
 - first response: the first progress activity (call, e-mail, meeting, documented disqualify) or the
   first move out of NEW into a worked state; `first_response_s` counts business seconds from arrival
   in the lead's market.
-- `sla_met`: the first window closed without a breach (False once its 100 % step fired; None while
-  it still runs).
+- `sla_met`: the first response came before any SLA breach of the lead (the breach's due instant,
+  not when the tick noticed it); False once a breach came first, None while neither happened (or
+  the lead left the pipeline without either): such leads count in no hit rate. A high-value or
+  ladder reassignment restarts the clock but not this question.
 - reminder / manager escalation / reassigned: a warning step fired, a manager was notified, an owner
   change was decided (SLA or high-value) for this lead.
 - `recovered_after_escalation`: progress after the first breach; `closed_lost_due_to_delay`: closed
@@ -64,9 +66,7 @@ def outcome_of(session: Session, book: PolicyBook, lead: Lead) -> dict[str, Any]
     ladder = [(row, parse_step_key(row.step_key or ""), float(row.details.get("fraction", 0)))
               for row in decisions if row.pattern == "sla"]
     ladder_steps = [(row, parsed[0], fraction) for row, parsed, fraction in ladder if parsed is not None]
-    breaches = sorted(row.at for row, _clock, fraction in ladder_steps if fraction >= 1.0)
-    first_breached = first_clock is not None and any(
-        fraction >= 1.0 and clock_id == first_clock.id for _row, clock_id, fraction in ladder_steps)
+    breaches = sorted(_due(row) for row, _clock, fraction in ladder_steps if fraction >= 1.0)
     responses = _responses(events)
     first_response = responses[0] if responses else None
     states = {e.new for e in events if e.kind in ("created", "state_changed")} | {lead.state}
@@ -84,8 +84,8 @@ def outcome_of(session: Session, book: PolicyBook, lead: Lead) -> dict[str, Any]
         "arrived_at": lead.created_at, "window_s": first_clock.window_s if first_clock else None,
         "first_response_at": first_response,
         "first_response_s": _business_seconds(session, book, lead, first_clock, first_response),
-        "sla_met": (False if first_breached else None if first_clock is None or first_clock.status != "closed"
-                    else True),
+        "sla_met": (False if first_breach is not None and (first_response is None or first_breach <= first_response)
+                    else None if first_response is None else True),
         "reminder_fired": any(0 < fraction < 1.0 for _row, _clock, fraction in ladder_steps),
         "manager_escalated": bool(manager_told),
         "reassigned": any(row.action == "reassign" for row in decisions),
@@ -97,6 +97,12 @@ def outcome_of(session: Session, book: PolicyBook, lead: Lead) -> dict[str, Any]
         "closed_lost_due_to_delay": lead.state in LOST and first_breach is not None and not progress_after_breach,
         "recovered_after_escalation": progress_after_breach,
     }
+
+
+def _due(row: AuditRow) -> datetime:
+    """When a ladder step was due (the tick may have noticed it later)."""
+    due = row.details.get("due_at")
+    return datetime.fromisoformat(due) if isinstance(due, str) else row.at
 
 
 def _first_owner(lead: Lead, events: list[LeadEvent], decisions: list[AuditRow]) -> str | None:
