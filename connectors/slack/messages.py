@@ -54,7 +54,7 @@ DEFAULT_TEMPLATES: dict[str, str] = {
                                       "of business time ({remaining}). Reason: {reason}.",
     "high_value_flag.header": ":gem: High-value lead: {name} ({company})",
     "high_value_flag.intro": "Priority: *high*. {reason}. Owner: {owner}.",
-    "churn_risk.header": ":rotating_light: Churn risk: {company}",
+    "churn_risk.header": ":rotating_light: Churn risk: {name} ({company})",
     "churn_risk.intro": "{reason}. Account owner: {owner}; the retention touchpoint is due {due}.",
     "churn_outreach_paused.header": ":pause_button: Outreach paused: {name} ({company})",
     "churn_outreach_paused.intro": "{reason}.",
