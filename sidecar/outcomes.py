@@ -26,6 +26,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -55,13 +56,38 @@ def _responses(events: list[LeadEvent]) -> list[datetime]:
                   or (e.kind == "state_changed" and e.old == LeadState.NEW.value and e.new in WORKED))
 
 
-def outcome_of(session: Session, book: PolicyBook, lead: Lead) -> dict[str, Any]:
+@dataclass
+class History:
+    """What one lead's outcome is computed from (loaded in bulk by `refresh`)."""
+
+    events: list[LeadEvent] = field(default_factory=list)  # by time
+    decisions: list[AuditRow] = field(default_factory=list)  # by id
+    first_clock: Clock | None = None
+    manager_told: bool = False
+
+
+def load_histories(session: Session, lead_ids: Sequence[int]) -> dict[int, History]:
+    """Histories of many leads in four queries (not four per lead)."""
+    histories = {lead_id: History() for lead_id in lead_ids}
+    for event in session.scalars(select(LeadEvent).where(LeadEvent.lead_id.in_(lead_ids))
+                                 .order_by(LeadEvent.at, LeadEvent.id)):
+        histories[event.lead_id].events.append(event)
+    for clock in session.scalars(select(Clock).where(Clock.lead_id.in_(lead_ids), Clock.kind == "sla")
+                                 .order_by(Clock.started_at.desc(), Clock.id.desc())):
+        histories[clock.lead_id].first_clock = clock  # the earliest one is written last
+    for row in session.scalars(select(AuditRow).where(AuditRow.lead_id.in_(lead_ids)).order_by(AuditRow.id)):
+        histories[row.lead_id or 0].decisions.append(row)
+    told = select(AuditRow.lead_id).join(OutboxRow, OutboxRow.audit_id == AuditRow.id).where(
+        AuditRow.lead_id.in_(lead_ids), OutboxRow.idempotency_key.endswith(":notify:manager"))
+    for lead_id in session.scalars(told.distinct()):
+        histories[lead_id or 0].manager_told = True
+    return histories
+
+
+def outcome_of(session: Session, book: PolicyBook, lead: Lead, history: History | None = None) -> dict[str, Any]:
     """The outcome columns of one lead, from its stored history."""
-    events = list(session.scalars(select(LeadEvent).where(LeadEvent.lead_id == lead.id)
-                                  .order_by(LeadEvent.at, LeadEvent.id)))
-    first_clock = session.scalars(select(Clock).where(Clock.lead_id == lead.id, Clock.kind == "sla")
-                                  .order_by(Clock.started_at, Clock.id)).first()
-    decisions = list(session.scalars(select(AuditRow).where(AuditRow.lead_id == lead.id).order_by(AuditRow.id)))
+    history = history or load_histories(session, [lead.id])[lead.id]
+    events, decisions, first_clock = history.events, history.decisions, history.first_clock
     # The SLA ladder's steps of this lead: (decision, clock id, fraction of the window).
     ladder = [(row, parse_step_key(row.step_key or ""), float(row.details.get("fraction", 0)))
               for row in decisions if row.pattern == "sla"]
@@ -72,10 +98,7 @@ def outcome_of(session: Session, book: PolicyBook, lead: Lead) -> dict[str, Any]
     states = {e.new for e in events if e.kind in ("created", "state_changed")} | {lead.state}
     progress = {e.new for e in events if e.kind == "progress"}
     first_owner = _first_owner(lead, events, decisions)
-    rep = session.get(Rep, first_owner) if first_owner else None
-    manager_told = session.scalar(select(func.count()).select_from(OutboxRow).where(
-        OutboxRow.audit_id.in_([row.id for row in decisions]),
-        OutboxRow.idempotency_key.endswith(":notify:manager"))) if decisions else 0
+    rep = session.get(Rep, first_owner) if first_owner else None  # the identity map answers repeats
     first_breach = breaches[0] if breaches else None
     progress_after_breach = first_breach is not None and any(at > first_breach for at in responses)
     return {
@@ -87,7 +110,7 @@ def outcome_of(session: Session, book: PolicyBook, lead: Lead) -> dict[str, Any]
         "sla_met": (False if first_breach is not None and (first_response is None or first_breach <= first_response)
                     else None if first_response is None else True),
         "reminder_fired": any(0 < fraction < 1.0 for _row, _clock, fraction in ladder_steps),
-        "manager_escalated": bool(manager_told),
+        "manager_escalated": history.manager_told,
         "reassigned": any(row.action == "reassign" for row in decisions),
         "contacted": bool(states & WORKED) or bool(progress - {ProgressKind.DISQUALIFIED.value}),
         "qualified": bool(states & QUALIFIED),
@@ -124,24 +147,30 @@ def _business_seconds(session: Session, book: PolicyBook, lead: Lead, clock: Clo
     return max(0.0, calendar.elapsed(lead.created_at, until).total_seconds()) if until > lead.created_at else 0.0
 
 
-def refresh(session: Session, book: PolicyBook, now: datetime, since: datetime | None = None) -> int:
+def refresh(session: Session, book: PolicyBook, now: datetime, since: datetime | None = None,
+            chunk: int = 500) -> int:
     """Rebuild the outcome rows of every lead that arrived at or after `since` (all leads if None)."""
-    query = select(Lead).order_by(Lead.id)
+    query = select(Lead.id).order_by(Lead.id)
     if since is not None:
         query = query.where(Lead.created_at >= since)
-    count = 0
-    for lead in session.scalars(query):
-        values = outcome_of(session, book, lead)
-        row = session.get(LeadOutcome, lead.id)
-        if row is None:
-            row = LeadOutcome(lead_id=lead.id, updated_at=now)
-            session.add(row)
-        for name, value in values.items():
-            setattr(row, name, value)
-        row.updated_at = now
-        count += 1
-    session.flush()
-    return count
+    lead_ids = list(session.scalars(query))
+    for start in range(0, len(lead_ids), chunk):
+        ids = lead_ids[start:start + chunk]
+        leads = session.scalars(select(Lead).where(Lead.id.in_(ids)).order_by(Lead.id)).all()
+        histories = load_histories(session, ids)
+        existing = {row.lead_id: row for row in session.scalars(
+            select(LeadOutcome).where(LeadOutcome.lead_id.in_(ids)))}
+        for lead in leads:
+            values = outcome_of(session, book, lead, histories[lead.id])
+            row = existing.get(lead.id)
+            if row is None:
+                session.add(LeadOutcome(lead_id=lead.id, updated_at=now, **values))
+                continue
+            for name, value in values.items():
+                setattr(row, name, value)
+            row.updated_at = now
+        session.flush()
+    return len(lead_ids)
 
 
 def hit_rates(session: Session, by: Sequence[str] = GROUPS) -> list[tuple[tuple[Any, ...], int, int]]:
