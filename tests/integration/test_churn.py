@@ -121,6 +121,19 @@ def test_the_signals_api_refuses_bad_callers_and_bad_bodies(sessions: sessionmak
     assert by_account.status_code == 200 and by_account.json()["lead_id"] == "00QNEW1"  # the newest lead
     with transaction(sessions) as session:
         assert len(session.scalars(select(AuditRow).where(AuditRow.kind == "churn_risk")).all()) == 1
+        assert clock_of(session, "00QNEW1").status == "open"  # the signalled lead itself is being worked
+
+
+def test_the_hold_ends_when_the_signalled_lead_is_closed(sessions: sessionmaker[Session]) -> None:
+    ctx = org(sessions)
+    client(sessions, ctx, ny(24, 10).astimezone(UTC)).post("/api/signals", headers=AUTH, json=SIGNAL)
+    cust = snapshot("00QCUST", at=ny(24, 8), owner="r1", company="Emirates Group, Inc.",
+                    crm_modified_at=ny(24, 12), status="Closed - Not Converted", status_changed_at=ny(24, 12))
+    feed(sessions, ctx, cust)
+    with transaction(sessions) as session:
+        assert clock_of(session, "00QNEW1").status == "open"
+        [done] = session.scalars(select(AuditRow).where(AuditRow.kind == "churn_outreach_resumed")).all()
+        assert done.details["released_by"] == "lead closed:CLOSED"
 
 
 def test_a_churn_flag_in_the_crm_is_a_signal_once(sessions: sessionmaker[Session]) -> None:

@@ -4,10 +4,11 @@ A signal (usage drop, ticket spike, stakeholder departure: the policy's `churn.f
 CRM flag on a lead (`on_applied`) or through `POST /api/signals` (`sidecar.web.signals`); both end in
 `raise_signal`, idempotent by signal id. It tags the lead in the CRM (`LeadUpdate(add_tags=...)`),
 tells the account owner and customer success, creates a retention-touchpoint task for the owner,
-and with `pause_outreach` pauses the NEW-state clocks of every lead of the same account (account =
-normalised company name), telling each rep why, until the retention touchpoint is done: a progress
-activity (call, e-mail, meeting) on the signalled lead after the signal releases the hold and the
-paused clocks resume with the time they had left.
+and with `pause_outreach` pauses the NEW-state clocks of the other leads of the same account
+(account = normalised company name; the snapshots carry no CRM account id), telling each rep why,
+until the retention touchpoint is done: a progress activity (call, e-mail, meeting) logged on the
+signalled lead after the signal, or that lead closing, releases the hold and the paused clocks
+resume with the time they had left. A lead of the account arriving meanwhile is paused too.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from sidecar import outbox
 from sidecar.audit import Pattern, StepAction
-from sidecar.domain import LeadState, Persona
+from sidecar.domain import TERMINAL_STATES, LeadState, Persona
 from sidecar.engine import clocks
 from sidecar.engine.patterns import keys
 from sidecar.engine.patterns.shared import (
@@ -137,6 +138,8 @@ def raise_signal(session: Session, ctx: EngineContext, lead: Lead, signal: Signa
 def pause_for_hold(session: Session, ctx: EngineContext, rule: ChurnRule, version: str, hold: ChurnHold,
                    lead: Lead, now: datetime) -> None:
     """Pause the lead's running NEW clock for the hold and tell its owner why (once per hold and lead)."""
+    if lead.id == hold.lead_id:
+        return  # the signalled lead is the one being worked (the retention touchpoint): its clock runs
     clock = clocks.open_clock_of(session, lead.id)
     if clock is None or clock.status != "open" or clock.state != LeadState.NEW.value:
         return
@@ -194,6 +197,8 @@ def on_applied(session: Session, ctx: EngineContext, applied: Applied, now: date
         done = next((e for e in applied.events if e.kind == "progress" and e.at >= mine.started_at), None)
         if done is not None:
             release(session, ctx, mine, now, f"progress:{done.new}")
+        elif lead.state in {state.value for state in TERMINAL_STATES}:
+            release(session, ctx, mine, now, f"lead closed:{lead.state}")  # nobody will touch it any more
     held = active_hold(session, lead.account_key) if rule.pause_outreach else None
     if held is not None:
         pause_for_hold(session, ctx, rule, version, held, lead, now)  # a new lead of a held account
