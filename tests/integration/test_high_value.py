@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.slack.messages import build_message
 from sidecar.domain import Persona
+from sidecar.engine.evaluator import tick
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.revert import revert_reassignment
 from sidecar.outbox import Ports, dispatch
@@ -123,6 +124,12 @@ def test_later_state_windows_are_tightened_by_the_factor_and_other_leads_keep_th
         _new_cold, contacted_cold = clocks_of("00QCOLD")
         assert (contacted_cold.window_s, contacted_cold.base_window_s, contacted_cold.window_factor) == (
             two_business_days, None, None)
+    # 80 % of the tightened 10 business hours from Tue 09:00 is Tue 17:00; the cold lead is not due until Wed.
+    tick(sessions, ctx, ny(24, 17, 1).astimezone(UTC))
+    with transaction(sessions) as session:
+        [warning] = session.scalars(select(AuditRow).where(AuditRow.kind == "sla_breach_imminent")).all()
+        assert warning.window_s == 36000 and warning.details["due_at"] == ny(24, 17).astimezone(UTC).isoformat()
+        assert (warning.details["base_window_s"], warning.details["window_factor"]) == (72000, 0.5)
 
 
 def test_a_strategic_account_is_dm_ed_to_the_regional_vp(sessions: sessionmaker[Session]) -> None:
