@@ -197,6 +197,11 @@ def web_routers(settings: Settings, sessions: sessionmaker[Session], ctx: Engine
         from sidecar.web.admin import admin_router
 
         routers.append(admin_router(sessions, ctx, _secret(settings.admin_token) or "", now))
+    if settings.signals_token or settings.admin_token:
+        from sidecar.web.signals import signals_router
+
+        token = _secret(settings.signals_token or settings.admin_token) or ""
+        routers.append(signals_router(sessions, ctx, token, now))
     return routers
 
 

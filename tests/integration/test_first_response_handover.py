@@ -25,7 +25,7 @@ def test_the_task_follows_the_reassignment_and_comes_back_with_the_revert(sessio
     ports = Ports(FakeNotifier(), {"salesforce": writer})
     arrive(sessions, snapshot(at=ny(24, 8)), ctx)
     dispatch(sessions, ports, ny(24, 8).astimezone(UTC))
-    run_minutes(sessions, ctx, ny(24, 8), ny(24, 9, 30))  # 150 %: reassigned
+    run_minutes(sessions, ctx, ny(24, 8), ny(24, 9, 30), writer)  # 150 %: reassigned
     dispatch(sessions, ports, ny(24, 9, 30).astimezone(UTC))
     with transaction(sessions) as session:
         reassigned = session.scalars(select(AuditRow).where(AuditRow.action == "reassign")).one()
