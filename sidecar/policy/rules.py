@@ -83,7 +83,7 @@ def _high_value_purpose(rule: HighValueRule) -> str:
     senior = f"; a junior owner's lead goes to a senior rep (seniority >= {rule.senior_min_seniority})" \
         if rule.reassign_to_senior else ""
     return f"high value when {' or '.join(triggers) or 'never'}, once per crossing{rearm}: notify " \
-           f"{_names(rule.notify)} (regional_vp for strategic tiers only){senior}; later windows " \
+           f"{_names(rule.notify)} (regional_vp for strategic tiers only){senior}; later SLA windows " \
            f"x{rule.window_factor:g}"
 
 

@@ -58,11 +58,6 @@ def matched_criteria(book: PolicyBook, policy: Policy, rule: ComplianceRule, lea
     return sorted(found)
 
 
-def on_hold(session: Session, lead: Lead) -> bool:
-    """The lead waits for a compliance decision: the other patterns leave it alone until then."""
-    return review_queue.open_item_of(session, review_queue.COMPLIANCE, lead.id) is not None
-
-
 def on_applied(session: Session, ctx: EngineContext, applied: Applied, now: datetime) -> None:
     version, policy = ctx.book.active(session)
     rule, lead = policy.compliance, applied.lead

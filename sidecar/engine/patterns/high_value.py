@@ -7,7 +7,7 @@ on the lead (`Lead.high_value_at`) and re-armed only when no criterion holds and
 
 On the flag: the owner hears it with elevated-priority context, the manager too; a junior owner's lead
 goes to the most senior available rep of the same team (routing rules, audited as a reassignment so
-it can be reverted); the regional VP hears about strategic accounts; and every clock started later
+it can be reverted); the regional VP hears about strategic accounts; and every SLA clock started later
 for this lead is tightened by `window_factor` (`clocks.tightened`, the one place that does it).
 """
 
@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
+from sidecar import review_queue
 from sidecar.audit import Pattern, StepAction
 from sidecar.domain import TERMINAL_STATES, LeadState, Persona, is_canonical
 from sidecar.engine import clocks
-from sidecar.engine.patterns import compliance, first_response, keys
+from sidecar.engine.patterns import first_response, keys
 from sidecar.engine.patterns.shared import (
     EngineContext,
     Message,
@@ -62,7 +63,7 @@ def on_applied(session: Session, ctx: EngineContext, applied: Applied, now: date
     rule = policy.high_value
     if rule is None or not is_canonical(lead.state) or LeadState(lead.state) in TERMINAL_STATES:
         return
-    if compliance.on_hold(session, lead):
+    if review_queue.on_compliance_hold(session, lead.id):
         return  # nobody may work it yet; a snapshot after the clear flags it if it still qualifies
     matched = criteria(rule, lead)
     if lead.high_value_at is None:
@@ -88,7 +89,7 @@ def flag(session: Session, ctx: EngineContext, version: str, policy: Policy, rul
     clock = clocks.open_clock_of(session, lead.id, clocks.SLA)
     details: dict[str, object] = {
         "criteria": matched, "strategic": strategic, "window_factor": rule.window_factor,
-        "tightens": "windows of clocks started from now on", "score": lead.score, "tier": lead.tier,
+        "tightens": "windows of SLA clocks started from now on", "score": lead.score, "tier": lead.tier,
         "deal_size": lead.deal_size, "owner_seniority": owner.seniority if owner else None,
         "rearm_below": _rearm_below(rule),
     }
