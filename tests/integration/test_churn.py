@@ -15,6 +15,7 @@ with warnings.catch_warnings():
 
 from sidecar.domain import Persona
 from sidecar.engine.patterns.churn import account_key
+from sidecar.engine.patterns.compliance_decisions import decide
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.outbox import Ports, dispatch
 from sidecar.ports import LeadUpdate, TaskRequest
@@ -132,6 +133,34 @@ def test_the_signals_api_refuses_bad_callers_and_bad_bodies(sessions: sessionmak
     with transaction(sessions) as session:
         assert len(session.scalars(select(AuditRow).where(AuditRow.kind == "churn_risk")).all()) == 1
         assert clock_of(session, "00QNEW1").status == "open"  # the signalled lead itself is being worked
+
+
+def test_a_paused_lead_back_from_on_hold_waits_for_the_touchpoint_still(sessions: sessionmaker[Session]) -> None:
+    ctx = org(sessions)
+    client(sessions, ctx, ny(24, 10).astimezone(UTC)).post("/api/signals", headers=AUTH, json=SIGNAL)
+    new1 = snapshot("00QNEW1", at=ny(24, 9), owner="r2", company="Emirates Group")
+    feed(sessions, ctx, replace(new1, crm_modified_at=ny(24, 11), crm_status="On Hold", status_changed_at=ny(24, 11)))
+    feed(sessions, ctx, replace(new1, crm_modified_at=ny(24, 12), status_changed_at=ny(24, 12)))  # NEW again
+    with transaction(sessions) as session:
+        assert (clock_of(session, "00QNEW1").status, clock_of(session, "00QNEW1").paused_by) == ("paused", "churn:1")
+    cust = snapshot("00QCUST", at=ny(24, 8), owner="r1", company="Emirates Group, Inc.", status="Working - Contacted")
+    feed(sessions, ctx, replace(cust, crm_modified_at=ny(24, 13), activities=(call("00TCALL", ny(24, 13)),)))
+    with transaction(sessions) as session:
+        assert (clock_of(session, "00QNEW1").status, clock_of(session, "00QNEW1").running_since) == ("open", ny(24, 13))
+
+
+def test_a_lead_cleared_by_compliance_while_its_account_is_held_waits_too(sessions: sessionmaker[Session]) -> None:
+    ctx = org(sessions)
+    client(sessions, ctx, ny(24, 10).astimezone(UTC)).post("/api/signals", headers=AUTH, json=SIGNAL)
+    feed(sessions, ctx, snapshot("00QFLAG", at=ny(24, 11), owner="r3", company="Emirates Group",
+                                 flags=frozenset({"sanctions_match"})))
+    with transaction(sessions) as session:
+        assert clock_of(session, "00QFLAG").paused_by is None  # held by compliance, not by the churn hold
+        decide(session, ctx, "salesforce", "00QFLAG", "clear", "compliance@example.com", "false positive",
+               ny(24, 12).astimezone(UTC))
+    with transaction(sessions) as session:
+        fresh = clock_of(session, "00QFLAG")  # the full window from the clear, paused for the account
+        assert (fresh.status, fresh.paused_by, fresh.started_at) == ("paused", "churn:1", ny(24, 12))
 
 
 def test_the_hold_ends_when_the_signalled_lead_is_closed(sessions: sessionmaker[Session]) -> None:

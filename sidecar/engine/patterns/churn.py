@@ -187,6 +187,19 @@ def release(session: Session, ctx: EngineContext, hold: ChurnHold, now: datetime
                                 "resumed_leads": resumed, "task_key": hold.task_key})
 
 
+def pause_if_held(session: Session, ctx: EngineContext, lead: Lead, now: datetime) -> None:
+    """Clocks just started for `lead` outside a snapshot (a compliance clear) wait like the rest of
+    its account while a churn hold is on."""
+    version, policy = ctx.book.active(session)
+    rule = policy.churn
+    if rule is None or not rule.pause_outreach:
+        return
+    lead.account_key = account_key(lead.company)
+    held = active_hold(session, lead.account_key)
+    if held is not None:
+        pause_for_hold(session, ctx, rule, version, held, lead, now)
+
+
 def on_applied(session: Session, ctx: EngineContext, applied: Applied, now: datetime) -> None:
     lead = applied.lead
     if lead is None:  # a merge of a lead never tracked here
