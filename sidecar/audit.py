@@ -27,6 +27,7 @@ class Pattern(StrEnum):
     FIRST_RESPONSE = "first_response"
     ASSIGNMENT = "assignment"
     REVERT = "revert"
+    OUTCOME = "outcome"
 
 
 class StepAction(StrEnum):
@@ -42,6 +43,7 @@ class StepAction(StrEnum):
     REVERT = "revert"  # a reassignment was undone
     REVIEW = "review"  # put in a review queue (ops review, compliance); the owner is unchanged
     UPDATE = "update"  # the lead's CRM status or tags were changed (compliance hold, clear, reject)
+    TAG = "tag"  # the lead was tagged in the CRM (churn risk)
 
 
 EXPORT_KEYS = ("at", "lead_id", "lead_name", "crm", "kind", "rule_id", "policy_version", "owner_id", "owner_name",

@@ -27,6 +27,7 @@ from sidecar.cli_common import (
 )
 from sidecar.cli_directory import directory_app
 from sidecar.cli_errors import port_problem
+from sidecar.cli_outcomes import outcomes_app
 from sidecar.cli_policy import policy_app
 from sidecar.policy.version import record_version
 from sidecar.settings import Settings
@@ -38,6 +39,7 @@ app = typer.Typer(help="Lead-SLA sidecar: warns, escalates and reassigns before 
                   rich_markup_mode=None)  # plain help: flags without "<bool>", nothing boxed or wrapped when piped
 app.add_typer(policy_app, name="policy")
 app.add_typer(directory_app, name="directory")
+app.add_typer(outcomes_app, name="outcomes")
 audit_app = typer.Typer(help="Read the audit log.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(audit_app, name="audit")
 SALESFORCE_LEAD_ID = re.compile(r"^00Q[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?$")  # 15 or 18 characters

@@ -122,3 +122,5 @@ class Settings(BaseSettings):
         """The URL a CRM must call for `path` (e.g. /webhooks/salesforce): the public URL when one is
         set, else where the web server listens (`listen_url`)."""
         return (self.public_url or listen_url.rstrip("/")) + path
+    # POST /api/signals (churn-risk signals) bearer token; without it the admin token is accepted there
+    signals_token: SecretStr | None = None

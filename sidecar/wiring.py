@@ -205,6 +205,11 @@ def web_routers(settings: Settings, sessions: sessionmaker[Session], ctx: Engine
 
     users = parse_users(_secret(settings.dashboard_users) or "", _secret(settings.admin_token))
     routers += visibility_routers(sessions, ctx, users, _secret(settings.dashboard_secret), now, settings.public_url)
+    if settings.signals_token or settings.admin_token:
+        from sidecar.web.signals import signals_router
+
+        token = _secret(settings.signals_token or settings.admin_token) or ""
+        routers.append(signals_router(sessions, ctx, token, now))
     return routers
 
 

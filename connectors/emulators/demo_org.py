@@ -52,13 +52,15 @@ from sidecar.web.visibility import visibility_routers
 SALESFORCE_FIELDS = parse_field_map({"lead": {
     "market": {"field": "Market__c"}, "source": {"field": "LeadSource"}, "score": "Lead_Score__c",
     "tier": "Account_Tier__c", "deal_size": "Estimated_Deal_Size__c",
-    "flags": {"Sanctions_Match__c": "sanctions_match", "Usage_Drop__c": "usage_drop"}}}, "demo org")
+    "flags": {"Sanctions_Match__c": "sanctions_match", "Usage_Drop__c": "usage_drop"}},
+    "writer": {"tags": "Sidecar_Tags__c"}}, "demo org")
 
 
 def hubspot_fields(portal_id: int) -> HubSpotFields:
     return HubSpotFields(portal_id=str(portal_id), market=ValueMap("sales_market"), source=ValueMap("lead_source"),
                          score="lead_score", tier="account_tier", deal_size="expected_deal_size",
-                         flags={"sanctions_match": "sanctions_match", "usage_drop": "usage_drop"})
+                         flags={"sanctions_match": "sanctions_match", "usage_drop": "usage_drop"},
+                         tags="sidecar_tags")
 
 
 class VirtualClockLike(Protocol):

@@ -105,6 +105,21 @@ class PropertyDef:
         }
 
 
+def _check_options(definition: PropertyDef, text: str) -> None:
+    """Enumeration values (";"-separated for multiple checkboxes) must each be an option of the
+    property; HubSpot refuses others since its 2023-05 contact validation change (changelog
+    "Upcoming - Increased validation for contact updates made through APIs")."""
+    allowed = {str(option.get("value")) for option in definition.options}
+    values = text.split(";") if definition.field_type == "checkbox" else [text]
+    bad = [value for value in values if value not in allowed]
+    if bad:
+        raise ApiError(400, "VALIDATION_ERROR",
+                       f"Property values were not valid: {bad[0]!r} was not one of the allowed options for "
+                       f"{definition.name}",
+                       errors=[{"message": f"{bad[0]!r} was not one of the allowed options", "code": "INVALID_OPTION",
+                                "context": {"propertyName": [definition.name]}}])
+
+
 def _options(*values: str) -> list[dict[str, Any]]:
     return [{"label": v.replace("_", " ").title(), "value": v, "hidden": False, "displayOrder": i}
             for i, v in enumerate(values)]
@@ -261,6 +276,11 @@ class Store:
                 if millis is None:
                     raise ApiError(400, "VALIDATION_ERROR", f"{text} is not a valid datetime for {name}")
                 text = iso_ms(datetime.fromtimestamp(millis / 1000, UTC))
+            # Custom properties only: the emulator's default enumerations (owners, sources...) carry
+            # no full option lists, so checking them would refuse what a real portal accepts.
+            if strict and text and definition is not None and definition.type == "enumeration" \
+                    and not definition.hubspot_defined:
+                _check_options(definition, text)
             out[name] = text
         return out
 

@@ -38,7 +38,7 @@ class SalesforceReps:
     CUSTOM: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
               "Lead": (("Market__c", "string"), ("Lead_Score__c", "double"), ("Account_Tier__c", "string"),
                        ("Estimated_Deal_Size__c", "currency"), ("Sanctions_Match__c", "boolean"),
-                       ("Usage_Drop__c", "boolean")),
+                       ("Usage_Drop__c", "boolean"), ("Sidecar_Tags__c", "string")),
               # Standard Task fields this small emulated schema leaves out.
               "Task": (("CompletedDateTime", "datetime"), ("ReminderDateTime", "datetime"),
                        ("IsReminderSet", "boolean"))}
@@ -110,6 +110,11 @@ class HubSpotReps:
             self._call("POST", "/crm/v3/properties/contacts", {
                 "name": name, "label": name.replace("_", " "), "type": ptype, "fieldType": field_type,
                 "groupName": "contactinformation"})
+        # Where the sidecar adds tags (churn risk): multiple checkboxes, the tag one of its options.
+        self._call("POST", "/crm/v3/properties/contacts", {
+            "name": "sidecar_tags", "label": "Sidecar tags", "type": "enumeration", "fieldType": "checkbox",
+            "groupName": "contactinformation", "options": [{"label": "Churn risk elevated",
+                                                            "value": "churn-risk-elevated"}]})
 
     def _call(self, method: str, path: str, body: dict[str, Any]) -> Any:
         response = self.http.request(method, self.emulator.url + path, json=body, headers=self.headers,

@@ -158,5 +158,6 @@ def missing_properties(api: HubSpotApi, field_map: FieldMap) -> list[str]:
     defined = {p["name"] for p in (body or {}).get("results") or []}
     # createdate/hs_createdate: only one of them exists per object; either is fine.
     wanted = [p for p in field_map.properties() if p not in ("createdate", "hs_createdate")]
+    wanted += [field_map.tags] if field_map.tags else []
     return [f"{field_map.object}.{name}: no such property in the portal (fix config/hubspot.fields.yaml "
             "or create it in HubSpot)" for name in wanted if name not in defined]

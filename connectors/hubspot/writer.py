@@ -201,8 +201,11 @@ class HubSpotWriter:
         """Re-read, compare, then PATCH only what differs (a replay writes nothing). A status a person
         set since the decision stands when `expect_status` says which status we meant to replace
         (ConflictError). The reason goes into the `status_reason` property when configured (the
-        core also writes it as a note); tags are added to the `tags` multiple-checkbox property
-        (values joined with ";", HubSpot's format for multiple checkboxes)."""
+        core also writes it as a note); tags are added to the `tags` multiple-checkbox property,
+        keeping the values it has: HubSpot takes several checkbox values as one ";"-separated string and
+        refuses values that are not options of the property (developers.hubspot.com FAQ "How do I set
+        multiple values for checkbox properties?"; changelog 2023-05 "increased validation for contact
+        updates")."""
         lead_id = update.lead.crm_id
         status_prop, tags_prop = self.fields.status, self.fields.tags
         record = self.api.call("general", "crm.objects.basic_api", "get_by_id", self.fields.object, lead_id,

@@ -394,8 +394,9 @@ class SalesforceWriter:
         a rep's edits. What must not be overwritten is a *status* a person set since the decision:
         when `expect_status` is given and Status is neither it nor the target, ConflictError (the
         person's status stands). The reason goes into `writer.status_reason` when configured (the
-        core also writes it as a note). Tags go into `writer.tags` (a multi-select picklist,
-        values joined with ";")."""
+        core also writes it as a note). Tags go into `writer.tags` (a multi-select picklist or a
+        text field on Lead, values joined with ";" as sObject Rows PATCH takes a multi-select picklist),
+        keeping the values it has."""
         lead_id = update.lead.crm_id
         names = [self.fields.status, *([self.fields.tags] if update.add_tags and self.fields.tags else [])]
         current = self.client.rest("GET", f"sobjects/Lead/{lead_id}", params={"fields": ",".join(names)}) or {}

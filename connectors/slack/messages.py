@@ -60,6 +60,12 @@ DEFAULT_TEMPLATES: dict[str, str] = {
     "compliance_cleared.intro": "{reason}",
     "compliance_review_aging.header": ":hourglass: Still waiting for compliance: {name} ({company})",
     "compliance_review_aging.intro": "{reason}",
+    "high_value_flag.header": ":gem: High-value lead: {name} ({company})",
+    "high_value_flag.intro": "Priority: *high*. {reason}. Owner: {owner}.",
+    "churn_risk.header": ":rotating_light: Churn risk: {name} ({company})",
+    "churn_risk.intro": "{reason}. Account owner: {owner}; the retention touchpoint is due {due}.",
+    "churn_outreach_paused.header": ":pause_button: Outreach paused: {name} ({company})",
+    "churn_outreach_paused.intro": "{reason}.",
     "default.header": "SLA update: {name} ({company})",
     "default.intro": "{name} is in {state} ({remaining}). Owner: {owner}.",
 }

@@ -68,6 +68,7 @@ def start_clock(session: Session, book: PolicyBook, lead: Lead, started_at: date
     if window is None:
         return None
     rule_id, window_s, ladder = window
+    window_s, base_window_s, factor = tightened(policy, lead, kind, window_s)
     # Leads already waiting when the sidecar went live get a full window from then, not an instant
     # escalation for time nobody was watching (a first backfill would otherwise breach them all at once).
     go_live = book.go_live(session)
@@ -78,10 +79,24 @@ def start_clock(session: Session, book: PolicyBook, lead: Lead, started_at: date
         market=book.market(policy, lead.market)[0], window_s=window_s, started_at=started_at,
         consumed_s=0.0, running_since=started_at, steps_fired=0, status="open",
         ladder=ladder if kind == SLA else None,  # a stuck clock follows the stuck multiples, not a tier ladder
+        base_window_s=base_window_s, window_factor=factor,
     )
     plan(clock, book, session)
     session.add(clock)
     return clock
+
+
+def tightened(policy: Policy, lead: Lead, kind: str, window_s: int) -> tuple[int, int | None, float | None]:
+    """(window, original window, factor): a lead flagged high-value (seed 000 pattern 3) gets every
+    SLA clock started after the flag shortened by the policy's `high_value.window_factor`; any other
+    lead, and every stuck clock, keeps its window untouched (original and factor None). Stuck clocks
+    are left alone on purpose: the seed tightens "the SLA window for subsequent state transitions",
+    and a stuck clock sends the lead to ops review, which a high-value lead should not reach sooner
+    merely for being valuable (the pattern's own failure mode: escalations that feel intrusive)."""
+    rule = policy.high_value
+    if kind != SLA or lead.high_value_at is None or rule is None or rule.window_factor >= 1.0:
+        return window_s, None, None
+    return max(1, round(window_s * rule.window_factor)), window_s, rule.window_factor
 
 
 def used_seconds(clock: Clock, book: PolicyBook, session: Session, now: datetime) -> float:
@@ -169,7 +184,8 @@ def recompute(session: Session, book: PolicyBook, now: datetime) -> int:
         if clock.status == "open":
             clock.consumed_s, clock.running_since = used_seconds(clock, book, session, now), now
         old_steps = thresholds(book.get(session, clock.policy_version), clock.kind, clock.ladder)
-        clock.policy_version, (clock.rule_id, clock.window_s, clock.ladder) = version, window
+        clock.policy_version, (clock.rule_id, window_s, clock.ladder) = version, window
+        clock.window_s, clock.base_window_s, clock.window_factor = tightened(policy, lead, clock.kind, window_s)
         if clock.kind == STUCK:
             clock.ladder = None  # stuck clocks follow the stuck multiples, never a tier ladder
         clock.market = book.market(policy, lead.market)[0]

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from sidecar.calendar import BusinessCalendar
 from sidecar.policy.model import Market, Policy
-from sidecar.policy.version import active_version, policy_of
+from sidecar.policy.version import policy_of
 from sidecar.store.models import PolicyVersion
 
 
@@ -39,10 +39,12 @@ class PolicyBook:
         return policy
 
     def active(self, session: Session) -> tuple[str, Policy]:
-        row = active_version(session)
-        if row is None:
+        # Only the version id: the row's content (the whole policy as JSON) is decoded once per
+        # version by `get`, not on every call (patterns ask for the active policy per snapshot).
+        version = session.scalar(select(PolicyVersion.version).order_by(PolicyVersion.activated_at.desc()).limit(1))
+        if version is None:
             raise LookupError("no policy recorded yet; run `sidecar init` or `sidecar policy apply`")
-        return row.version, self.get(session, row.version)
+        return version, self.get(session, version)
 
     def market(self, policy: Policy, code: str | None) -> tuple[str, Market]:
         """The lead's market, else the policy's default market, else its first one."""

@@ -10,12 +10,9 @@ from typing import Any
 
 from sidecar.policy.model import Policy
 
-# Section -> keys of each of its rules that nothing reads yet. Keys a pattern already honours (the
-# high-value trigger and `reassign_to_senior`, used by the SLA ladder's reassignment) are absent.
-NOT_ENFORCED: dict[str, tuple[str, ...]] = {
-    "high_value": ("window_factor", "notify"),
-    "churn": ("flags", "notify", "pause_outreach"),
-}
+# Section -> keys of each of its rules that nothing reads yet. Every section is acted on today (SLA
+# ladder, stuck, high value, compliance, churn), so it is empty; a new section starts here.
+NOT_ENFORCED: dict[str, tuple[str, ...]] = {}
 
 
 def enforced(section: str) -> bool:

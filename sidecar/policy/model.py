@@ -219,10 +219,14 @@ class HighValueRule(Strict):
     notify: list[Persona] = Field(default_factory=list)
     reassign_to_senior: bool = False
     purpose: str = ""
+    # A flagged lead is flagged again only after its score fell below min_score - hysteresis (and no
+    # other criterion holds): a score oscillating around the threshold flags once.
+    hysteresis: Annotated[float, Field(ge=0)] = 10.0
+    senior_min_seniority: Annotated[int, Field(ge=1)] = 2  # an owner below this is junior
 
 
 class FlagRule(Strict):
-    """Compliance hold and churn risk: a set of CRM flags that trigger the pattern."""
+    """A set of CRM flags that trigger a pattern (the base of `ChurnRule`)."""
 
     id: Annotated[str, Field(pattern=RULE_ID)]
     flags: list[str]
@@ -246,6 +250,13 @@ class ComplianceRule(Strict):
     licensed_jurisdictions: dict[str, list[str]] = Field(default_factory=dict)
     resurface_after: Duration = "2bd"  # items waiting longer are shown to compliance again, daily
     kind: Annotated[str, Field(pattern=r"^[a-z_]+$")] = "compliance_hold"  # the audit label of a hold
+
+
+class ChurnRule(FlagRule):
+    """Churn risk (seed 000 pattern 5): `flags` are the signal types, from CRM flags or POST /api/signals."""
+
+    retention_task_due: Duration = "2bd"  # the retention touchpoint task is due this much business time later
+    tag: Annotated[str, Field(min_length=1, max_length=80)] = "churn-risk-elevated"
 
 
 class Route(Strict):
@@ -349,7 +360,7 @@ class Policy(Strict):
     progress: dict[LeadState, list[str]] = Field(default_factory=dict)
     high_value: HighValueRule | None = None
     compliance: ComplianceRule | None = None
-    churn: FlagRule | None = None
+    churn: ChurnRule | None = None
     notifications: dict[Persona, Route]
     reassignment: Reassignment = Reassignment()
     noise: NoiseControl = NoiseControl()
@@ -406,3 +417,4 @@ class Policy(Strict):
 
 
 PROGRESS_TOKENS = {kind.value for kind in ProgressKind} | {f"state:{s.value}" for s in LeadState}
+

@@ -7,6 +7,7 @@ from typing import Any
 
 from sidecar.policy.enforcement import enforced
 from sidecar.policy.model import (
+    ChurnRule,
     ComplianceRule,
     FlagRule,
     HighValueRule,
@@ -77,8 +78,13 @@ def _high_value_purpose(rule: HighValueRule) -> str:
         triggers.append(f"tier in {', '.join(rule.tiers)}")
     if rule.min_deal_size is not None:
         triggers.append(f"deal size >= {rule.min_deal_size:g}")
-    return f"high value when {' or '.join(triggers) or 'never'}: notify {_names(rule.notify)}, " \
-           f"window x{rule.window_factor:g}"
+    rearm = f" (again only after the score fell below {rule.min_score - rule.hysteresis:g})" \
+        if rule.min_score is not None else ""
+    senior = f"; a junior owner's lead goes to a senior rep (seniority >= {rule.senior_min_seniority})" \
+        if rule.reassign_to_senior else ""
+    return f"high value when {' or '.join(triggers) or 'never'}, once per crossing{rearm}: notify " \
+           f"{_names(rule.notify)} (regional_vp for strategic tiers only){senior}; later SLA windows " \
+           f"x{rule.window_factor:g}"
 
 
 def _compliance_purpose(rule: ComplianceRule) -> str:
@@ -90,7 +96,11 @@ def _compliance_purpose(rule: ComplianceRule) -> str:
 
 
 def _flag_purpose(rule: FlagRule, what: str) -> str:
-    return f"{what} on flags {', '.join(rule.flags)}: notify {_names(rule.notify)}"
+    purpose = f"{what} on flags {', '.join(rule.flags)}: notify {_names(rule.notify)}"
+    if isinstance(rule, ChurnRule):  # signals also come from POST /api/signals
+        purpose += (f"; tag the lead {rule.tag}, retention task due in {rule.retention_task_due}"
+                    + ("; new-lead clocks of the account pause until it is done" if rule.pause_outreach else ""))
+    return purpose
 
 
 def _not_yet(section: str) -> str:

@@ -85,6 +85,11 @@ class Lead(Base):
     state_entered_at: Mapped[datetime]
     last_progress_at: Mapped[datetime | None]
     crm_modified_at: Mapped[datetime]
+    # High-value flag state (patterns.high_value): set when flagged, cleared (re-armed) only once the
+    # lead falls below the threshold minus the policy's hysteresis, so an oscillating score flags once.
+    high_value_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Normalised company name: leads of one account (patterns.churn pauses their outreach together).
+    account_key: Mapped[str | None] = mapped_column(String(300), index=True, default=None)
 
 
 class LeadEvent(Base):
@@ -133,6 +138,10 @@ class Clock(Base):
     close_reason: Mapped[str | None] = mapped_column(String(100))
     # The intent tier whose ladder this clock follows (Policy.ladder_of); None: the main ladder.
     ladder: Mapped[str | None] = mapped_column(String(20))
+    # Tightened for a high-value lead: `window_s` = round(base_window_s * window_factor) (explain shows all three).
+    base_window_s: Mapped[int | None] = mapped_column(Integer, default=None)
+    window_factor: Mapped[float | None] = mapped_column(Float, default=None)
+    paused_by: Mapped[str | None] = mapped_column(String(40), default=None)  # e.g. "churn:3" (a churn hold)
 
 
 class AuditRow(Base):
@@ -242,3 +251,64 @@ class ReviewItem(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(100))
     resolution: Mapped[str | None] = mapped_column(String(2000))
     last_surfaced_at: Mapped[datetime | None]
+class Signal(Base):
+    """A churn-risk signal, stored once per signal id (a repeated POST or CRM flag is a no-op)."""
+
+    __tablename__ = "signals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    signal_id: Mapped[str] = mapped_column(String(200), unique=True)
+    type: Mapped[str] = mapped_column(String(60))
+    source: Mapped[str] = mapped_column(String(20))  # api | crm_flag
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
+    account_key: Mapped[str | None] = mapped_column(String(300))
+    occurred_at: Mapped[datetime | None]
+    received_at: Mapped[datetime]
+    audit_id: Mapped[int | None] = mapped_column(ForeignKey("audit.id"))
+
+
+class ChurnHold(Base):
+    """New outreach to an account paused until the retention touchpoint on `lead_id` is done."""
+
+    __tablename__ = "churn_holds"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_key: Mapped[str] = mapped_column(String(300), index=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"))  # the lead the retention task is on
+    signal_id: Mapped[str] = mapped_column(String(200))
+    task_key: Mapped[str] = mapped_column(String(200))  # outbox key of the retention task
+    started_at: Mapped[datetime]
+    released_at: Mapped[datetime | None] = mapped_column(index=True)
+    released_by: Mapped[str | None] = mapped_column(String(100))
+
+
+class LeadOutcome(Base):
+    """One row per lead: how its first response went and how it ended (sidecar.outcomes).
+
+    Rebuilt from the audit, the lead's events and its clocks, so the same history always gives the
+    same row; SLA hit rate per (market, source, team_id, owner_id, intent) is a GROUP BY over `sla_met`.
+    """
+
+    __tablename__ = "lead_outcomes"
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), primary_key=True)
+    crm: Mapped[str] = mapped_column(String(20))
+    crm_id: Mapped[str] = mapped_column(String(64))
+    market: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(String(100))
+    team_id: Mapped[str | None] = mapped_column(String(64))
+    owner_id: Mapped[str | None] = mapped_column(String(64))  # who owned it when its first SLA ran
+    intent: Mapped[str | None] = mapped_column(String(20))  # the intent tier
+    arrived_at: Mapped[datetime | None]
+    window_s: Mapped[int | None] = mapped_column(Integer)  # the first SLA window
+    first_response_at: Mapped[datetime | None]
+    first_response_s: Mapped[float | None] = mapped_column(Float)  # business seconds from arrival
+    sla_met: Mapped[bool | None] = mapped_column(Boolean)  # None while the first window still runs
+    reminder_fired: Mapped[bool] = mapped_column(Boolean, default=False)
+    manager_escalated: Mapped[bool] = mapped_column(Boolean, default=False)
+    reassigned: Mapped[bool] = mapped_column(Boolean, default=False)
+    contacted: Mapped[bool] = mapped_column(Boolean, default=False)
+    qualified: Mapped[bool] = mapped_column(Boolean, default=False)
+    disqualified: Mapped[bool] = mapped_column(Boolean, default=False)
+    booked: Mapped[bool] = mapped_column(Boolean, default=False)
+    no_response: Mapped[bool] = mapped_column(Boolean, default=False)
+    closed_lost_due_to_delay: Mapped[bool] = mapped_column(Boolean, default=False)
+    recovered_after_escalation: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime]

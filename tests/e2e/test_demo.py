@@ -78,8 +78,12 @@ def test_every_warning_and_breach_has_exactly_one_slack_message_in_the_right_pla
     # Compliance holds (the synthetic org has flagged leads) tell the compliance channel, and the owner if any.
     holds = [r for r in rows if r["kind"] == "compliance_hold"]
     assert checked["compliance_hold"] >= len(holds) > 0
-    assert len(audit_by_id) == sum(r["kind"].startswith("sla_breach") or r["kind"] in ("stuck_lead", "compliance_hold")
-                                   for r in rows)
+    # High-value flags (owner, manager; the VP for strategic accounts) and churn signals (owner,
+    # customer success) tell someone each time; a lead paused for its account's churn hold tells its owner.
+    assert checked["high_value_flag"] >= sum(r["kind"] == "high_value_flag" for r in rows) > 0
+    assert checked["churn_risk"] >= sum(r["kind"] == "churn_risk" for r in rows) > 0
+    told = ("stuck_lead", "compliance_hold", "high_value_flag", "churn_risk", "churn_outreach_paused")
+    assert len(audit_by_id) == sum(r["kind"].startswith("sla_breach") or r["kind"] in told for r in rows)
 
 
 def _notified(row: dict[str, Any]) -> list[str]:
@@ -101,8 +105,16 @@ def test_crm_tasks_notes_and_owner_changes_match_the_audit_one_to_one(demo_out: 
     reassigned = [r for r in rows if r["kind"] == "sla_breach_auto_reassign" and r["details"]["to_owner"]]
     first_response = [r for r in rows if r["kind"] == "first_response_task"]
     assert sum(row.action == "add_note" for row in written.values()) == len(breaches)
-    assert sum(row.action == "create_task" for row in written.values()) == len(reassigned) + len(first_response)
+    ladder_tasks = [row for row in written.values() if row.action == "create_task" and row.idempotency_key.startswith(
+        "clock:")]
+    assert len(ladder_tasks) == len(reassigned)
+    retention = [row for row in written.values() if row.action == "create_task" and row.idempotency_key.startswith(
+        "signal:")]
+    assert len(retention) == sum(r["kind"] == "churn_risk" and r["owner_id"] is not None for r in rows)
     assert sum(key.startswith("first-response:") for key in written) == len(first_response) > 0
+    # every task the sidecar wrote is one of these three kinds
+    assert sum(row.action == "create_task" for row in written.values()) == \
+        len(ladder_tasks) + len(retention) + len(first_response)
     # every reassignment is an owner change in its CRM, to the rep the audit names
     sf_owner_changes = Counter((h["LeadId"], h["NewValue"]) for h in crm["salesforce"]["LeadHistory"]
                                if h["Field"] == "Owner")

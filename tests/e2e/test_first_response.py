@@ -145,9 +145,12 @@ def test_completing_the_task_in_the_crm_stops_the_new_ladder(tmp_path: Path, crm
         rows = run.audit("aisha")
         assert not [r for r in rows if r.pattern == "sla"], [(r.kind, r.at) for r in rows]
         with transaction(run.demo.sessions) as session:
-            clocks = list(session.scalars(select(Clock).join(Lead, Lead.id == Clock.lead_id)
-                                          .where(Lead.crm_id == run.crm_id("aisha"))))
+            every = list(session.scalars(select(Clock).join(Lead, Lead.id == Clock.lead_id)
+                                         .where(Lead.crm_id == run.crm_id("aisha")).order_by(Clock.id)))
+            clocks = [c for c in every if c.kind == "sla"]
             assert [(c.state, c.status, c.close_reason) for c in clocks] == [("NEW", "closed", "progress")]
+            # The stuck-lead clock keeps running: the lead is still NEW in the CRM (only leaving the state ends it).
+            assert [(c.kind, c.state, c.status) for c in every if c.kind != "sla"] == [("stuck", "NEW", "open")]
             # closed at the moment the task was completed (minute 10 or 11, read by the next poll)
             closed_at = clocks[0].closed_at
             assert closed_at is not None and start + timedelta(minutes=10) <= closed_at <= start + timedelta(minutes=12)

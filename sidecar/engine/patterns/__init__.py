@@ -16,7 +16,7 @@ Adding a pattern:
 
 from __future__ import annotations
 
-from sidecar.engine.patterns import compliance, first_response, sla_ladder, stuck
+from sidecar.engine.patterns import churn, compliance, first_response, high_value, sla_ladder, stuck
 from sidecar.engine.patterns.registry import (
     ClockHandler,
     EventHandler,
@@ -28,8 +28,12 @@ from sidecar.engine.patterns.registry import (
 
 register_clock("sla", sla_ladder.fire_step)
 register_clock("stuck", stuck.fire)
-# Order matters: a lead held for compliance review (clocks paused) gets no first-response task yet.
+# Order matters: compliance first, so that a lead it has just held (clocks paused, review item open)
+# is neither flagged high-value, nor tagged for churn, nor given a first-response task; high value
+# before first response, so that a lead handed to a senior rep on arrival gets its task there.
 register_event("compliance", compliance.on_applied)
+register_event("high_value", high_value.on_applied)
+register_event("churn", churn.on_applied)
 register_event("first_response", first_response.on_applied)
 
 __all__ = ["ClockHandler", "EventHandler", "clock_handler", "on_applied", "register_clock", "register_event"]

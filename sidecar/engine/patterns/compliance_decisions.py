@@ -26,7 +26,7 @@ from sidecar.domain import LeadState, Persona
 from sidecar.engine import clocks
 from sidecar.engine.assignment import assign_on_arrival
 from sidecar.engine.ownership import needs_owner, queue_ids
-from sidecar.engine.patterns import keys
+from sidecar.engine.patterns import churn, keys
 from sidecar.engine.patterns.compliance import crm_status_for, hold_status_update
 from sidecar.engine.patterns.shared import EngineContext, Message, add_note, lead_context, notify, record_step
 from sidecar.policy.model import duration_seconds
@@ -83,6 +83,7 @@ def decide(session: Session, ctx: EngineContext, crm: str, crm_id: str, decision
         return row
     for kind in clocks.KINDS:  # a full window from the clear, not what was left before the hold
         clocks.start_clock(session, ctx.book, lead, now, kind)
+    churn.pause_if_held(session, ctx, lead, now)  # its account may be waiting for a retention touchpoint
     if needs_owner(lead, queue_ids(session)) and policy.assignment.enabled:
         assigned = assign_on_arrival(session, ctx, lead, now)
         row.details = {**row.details, "assigned_to": assigned.to_owner if assigned is not None else None}

@@ -87,3 +87,24 @@ def first_response_key(lead_id: int) -> str:
 def task_update_key(decision_key: str) -> str:
     """The re-owning or closing of a lead's first-response task by a decision that moved the lead."""
     return effect_key(decision_key, "task-update")
+def high_value_key(lead_id: int, crm_modified_at: datetime) -> str:
+    """One high-value flag per crossing: tied to the CRM state that crossed (a replay is the same crossing)."""
+    return f"lead:{lead_id}:high_value@{crm_modified_at.isoformat()}"
+
+
+def high_value_rearm_key(lead_id: int, crm_modified_at: datetime) -> str:
+    return f"lead:{lead_id}:high_value_rearmed@{crm_modified_at.isoformat()}"
+
+
+def signal_key(signal_id: str) -> str:
+    """The churn-risk decision for one signal (API or CRM flag): a repeated signal id is a no-op."""
+    return f"signal:{signal_id}"
+
+
+def churn_pause_key(hold_id: int, lead_id: int) -> str:
+    """One "outreach paused" decision per (hold, lead)."""
+    return f"churn_hold:{hold_id}:pause:{lead_id}"
+
+
+def churn_release_key(hold_id: int) -> str:
+    return f"churn_hold:{hold_id}:released"

@@ -50,6 +50,8 @@ def fire_step(session: Session, ctx: EngineContext, clock: Clock, lead: Lead, no
         "clock_id": clock.id, "window_rule_id": clock.rule_id, "state": clock.state, "fraction": step.at,
         "due_at": due.isoformat(), "late": now - due > ctx.late_after,
     }
+    if clock.window_factor is not None:  # a high-value lead's tightened window: what it was, and by how much
+        details.update(base_window_s=clock.base_window_s, window_factor=clock.window_factor)
     choice = None
     if step.reassign:
         # High-value leads go to the most senior available rep (seed 000 pattern 3) when the policy says so.
