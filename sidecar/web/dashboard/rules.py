@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from sidecar.engine.clocks import SLA
 from sidecar.engine.policies import PolicyBook
 from sidecar.policy.rules import rule_lines
 from sidecar.store.models import AuditRow, Clock, PolicyVersion
@@ -42,8 +43,10 @@ def rule_views(session: Session, book: PolicyBook) -> list[RuleView]:
         select(AuditRow.rule_id, func.count()).where(AuditRow.rule_id.is_not(None), AuditRow.actor == "system",
                AuditRow.step_key.not_like("%:ignored"))
         .group_by(AuditRow.rule_id))}
-    # A window rule "fires" when a clock starts under it; clocks and steps use different rule ids.
-    for rule, n in session.execute(select(Clock.rule_id, func.count()).group_by(Clock.rule_id)):
+    # A window rule "fires" when an SLA clock starts under it; clocks and steps use different rule ids.
+    # The stuck clock started beside it carries the same window rule, but is not a second firing.
+    for rule, n in session.execute(select(Clock.rule_id, func.count()).where(Clock.kind == SLA)
+                                   .group_by(Clock.rule_id)):
         fired[str(rule)] = fired.get(str(rule), 0) + int(n)
     history: dict[str, list[tuple[str, str]]] = {}
     previous: dict[str, object] = {}
