@@ -14,7 +14,7 @@ def explain(
     crm: Annotated[str, typer.Argument(help="salesforce or hubspot")],
     lead: Annotated[str, typer.Argument(help="The CRM id of the lead.")],
 ) -> None:
-    """Why one lead was (or was not) warned, escalated or reassigned.
+    """Why a lead was or was not warned, escalated or reassigned.
 
     Each clock and step of one lead: the window rule and why it won, the business-time arithmetic,
     the policy version, what each step did and what happened to each effect."""

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from sidecar.calendar import BusinessCalendar
 from sidecar.domain import Intent, LeadState
+from sidecar.engine import clocks
 from sidecar.engine.patterns import keys
 from sidecar.engine.policies import PolicyBook
 from sidecar.policy.model import Policy, WindowRule
@@ -131,9 +132,12 @@ def _clock_lines(session: Session, book: PolicyBook, clock: Clock, lead: Lead, n
     lines += _window_lines(policy, clock, lead)
     end = clock.closed_at or now
     lines += _calendar_lines(calendar, clock.market or "-", clock.started_at, max(end, clock.started_at))
-    for index, step in enumerate(policy.ladder):
-        due = calendar.add(clock.started_at, timedelta(seconds=step.at * clock.window_s))
-        head = (f"    step {index + 1} {step.id} at {step.at:.0%} ({duration(step.at * clock.window_s)} business): "
+    # The clock's own steps: a stuck clock follows the stuck multiples, an SLA clock its (tier's) ladder.
+    steps = ([(step.id, step.multiple) for step in sorted(policy.stuck, key=lambda s: s.multiple)]
+             if clock.kind == clocks.STUCK else [(step.id, step.at) for step in policy.ladder_of(clock.ladder)])
+    for index, (step_id, at) in enumerate(steps):
+        due = calendar.add(clock.started_at, timedelta(seconds=at * clock.window_s))
+        head = (f"    step {index + 1} {step_id} at {at:.0%} ({duration(at * clock.window_s)} business): "
                 f"due {_local(due, calendar)}")
         row = session.scalars(select(AuditRow).where(AuditRow.step_key == keys.step_key(clock.id, index))).first()
         if row is None:

@@ -52,14 +52,15 @@ def _sf_fields() -> Any:
     return load_field_map(path) if path.exists() else FieldMap()
 
 
-def _hubspot_api(settings: Settings) -> Any:
+def _hubspot_api(settings: Settings, monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> Any:
     from connectors.hubspot.api import HubSpotApi
     from connectors.hubspot.auth import Credentials, HubSpotAuth
     from connectors.hubspot.limits import LimitSettings, RateLimiter
 
     return HubSpotApi(HubSpotAuth(Credentials(_secret(settings.hubspot_access_token) or "",
                                               host=settings.hubspot_api_base)),
-                      RateLimiter(LimitSettings(), time.monotonic, time.sleep))
+                      RateLimiter(LimitSettings(), monotonic, sleep))
 
 
 def _hubspot_fields() -> Any:
@@ -129,8 +130,11 @@ def slack_templates(path: Path = CONFIG / "slack.templates.yaml") -> dict[str, s
     return {str(k): str(v) for k, v in (yaml.safe_load(path.read_text()) or {}).items()} if path.exists() else {}
 
 
-def build_runtime(settings: Settings, sessions: sessionmaker[Session]) -> Runtime:
-    """Ports for every CRM and Slack workspace the settings configure."""
+def build_runtime(settings: Settings, sessions: sessionmaker[Session], *,
+                  monotonic: Callable[[], float] = time.monotonic,
+                  sleep: Callable[[float], None] = time.sleep) -> Runtime:
+    """Ports for every CRM and Slack workspace the settings configure. `monotonic` and `sleep` pace
+    the HubSpot rate limiter: the wall clock in `sidecar run`, a virtual one against the emulators."""
     readers: dict[str, CrmReader] = {}
     writers: dict[str, CrmWriter] = {}
     links = RecordLinks()
@@ -153,7 +157,7 @@ def build_runtime(settings: Settings, sessions: sessionmaker[Session]) -> Runtim
         from connectors.hubspot.reader import HubSpotReader
         from connectors.hubspot.writer import HubSpotWriter
 
-        api, hs_fields = _hubspot_api(settings), _hubspot_fields()
+        api, hs_fields = _hubspot_api(settings, monotonic, sleep), _hubspot_fields()
         readers["hubspot"] = HubSpotReader(api, hs_fields)
         writers["hubspot"] = HubSpotWriter(api, hs_fields)
         links = RecordLinks(links.salesforce_base, settings.hubspot_portal_id or hs_fields.portal_id,

@@ -29,8 +29,10 @@ def test_a_called_lead_never_warned_says_the_clock_closed_first(morning: Morning
     version = lines[1].split(" under policy ")[1].split(" ")[0]
     assert lines[0].startswith(f"lead Jonas Becker (salesforce {jonas}): state CONTACTED, market US-East, "
                                "source webinar, intent mid, owner ")
-    assert lines[1:11] == [
-        f"clock #2 (sla, NEW) under policy {version} '2026-Q4 policy': started Tue 24 Nov 08:00 EST, "
+    # Clock ids: Aisha's SLA and stuck clocks (#1, #2) start first; each state's stuck clock starts
+    # beside its SLA clock and lists the stuck steps (multiples of the window), not the SLA ladder.
+    assert lines[1:19] == [
+        f"clock #3 (sla, NEW) under policy {version} '2026-Q4 policy': started Tue 24 Nov 08:00 EST, "
         "closed Tue 24 Nov 08:45 EST (state_left)",
         "  window rule new.default: 4h = 4h 00m of business time; matched state NEW, market *, source *, "
         "intent * (specificity 0, rule 1 in the file)",
@@ -44,7 +46,21 @@ def test_a_called_lead_never_warned_says_the_clock_closed_first(morning: Morning
         "first (state_left, Tue 24 Nov 08:45 EST)",
         "    step 3 sla.reassign at 150% (6h 00m business): due Tue 24 Nov 14:00 EST; not fired: the clock closed "
         "first (state_left, Tue 24 Nov 08:45 EST)",
-        f"clock #3 (sla, CONTACTED) under policy {version} '2026-Q4 policy': started Tue 24 Nov 08:45 EST, open",
+        f"clock #4 (stuck, NEW) under policy {version} '2026-Q4 policy': started Tue 24 Nov 08:00 EST, "
+        "closed Tue 24 Nov 08:45 EST (state_left)",
+        "  window rule new.default: 4h = 4h 00m of business time; matched state NEW, market *, source *, "
+        "intent * (specificity 0, rule 1 in the file)",
+        "    no other window rule matched this lead",
+        "  calendar US-East (America/New_York): 0h 45m of business time between Tue 24 Nov 08:00 EST and "
+        "Tue 24 Nov 08:45 EST",
+        "    counted Tue 24 Nov 08:00 EST – 08:45 (0h 45m)",
+        "    step 1 stuck.owner at 200% (8h 00m business): due Tue 24 Nov 16:00 EST; not fired: the clock closed "
+        "first (state_left, Tue 24 Nov 08:45 EST)",
+        "    step 2 stuck.manager at 300% (12h 00m business): due Wed 25 Nov 10:00 EST; not fired: the clock "
+        "closed first (state_left, Tue 24 Nov 08:45 EST)",
+        "    step 3 stuck.review at 400% (16h 00m business): due Wed 25 Nov 14:00 EST; not fired: the clock "
+        "closed first (state_left, Tue 24 Nov 08:45 EST)",
+        f"clock #5 (sla, CONTACTED) under policy {version} '2026-Q4 policy': started Tue 24 Nov 08:45 EST, open",
         "  window rule contacted.default: 2bd = 20h 00m of business time; matched state CONTACTED, market *, "
         "source *, intent * (specificity 0, rule 6 in the file)",
     ]
@@ -59,7 +75,8 @@ def test_an_escalated_lead_shows_why_its_rule_won_and_each_effect(morning: Morni
         "    beat new.paid_social (1h): as specific (1) but later in the file (rule 3)",
     ]
     assert lines[7].startswith("    step 1 sla.imminent at 80% (0h 48m business): due Tue 24 Nov 08:48 EST; "
-                               "fired Tue 24 Nov 08:48 EST (audit #1 sla_breach_imminent, 0h 48m used), did: notify")
+                               "fired Tue 24 Nov 08:48 EST (audit #3 sla_breach_imminent, 0h 48m used), did: notify")
+    # audit #3: #1 and #2 are the first-response tasks created as Aisha and Jonas arrived.
     assert lines[8].startswith("      effect notify → us-east-rep3@example.com: done (")
     assert lines[10] == "      effect notify → C00000002: done (C00000002:1795528800.000000)"
     assert lines[11].startswith("      effect add note: done (00T")

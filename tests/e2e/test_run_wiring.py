@@ -31,6 +31,15 @@ class Clock:
     def __call__(self) -> datetime:
         return self.at
 
+    def monotonic(self) -> float:
+        return self.at.timestamp()
+
+    def sleep(self, seconds: float) -> None:
+        """The HubSpot limiter waits on the emulator's virtual clock: a poll takes the search API's five
+        requests of a second (calls, emails, meetings, tasks, contacts), so a dispatch's search waits
+        for the next second, as it would against HubSpot."""
+        self.at += timedelta(seconds=seconds)
+
 
 @pytest.fixture
 def systems() -> Iterator[tuple[HubSpotEmulator, SlackEmulator, Clock]]:
@@ -65,7 +74,7 @@ def test_runtime_from_settings_escalates_a_hubspot_contact_into_hubspot_and_slac
     settings = Settings(hubspot_access_token=SecretStr(DEFAULT_TOKEN), hubspot_api_base=hubspot.url,
                         hubspot_portal_id=str(hubspot.portal_id), slack_bot_token=SecretStr("xoxb-emulator"),
                         slack_api_base=f"{slack.url}/api/", slack_fallback_channel="#sales-ops")
-    rt = wiring.build_runtime(settings, sessions)
+    rt = wiring.build_runtime(settings, sessions, monotonic=clock.monotonic, sleep=clock.sleep)
     assert list(rt.readers) == ["hubspot"] and rt.ports.notifier is not None
     wiring.ensure_hubspot_properties(settings)
     contact = hubspot.insert("contacts", {"firstname": "Aisha", "lastname": "Al-Mansoori", "company": "Emirates",

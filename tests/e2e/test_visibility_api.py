@@ -45,7 +45,12 @@ def test_filters_audit_paging_and_empty_providers(morning: Morning) -> None:
     page2 = requests.get(f"{url}/api/audit", params={"per_page": 4, "page": 2}, headers=VIEWER, timeout=10).json()
     assert [row["id"] for row in page2["rows"]] == [5, 6, 7, 8]
     clocks = requests.get(f"{url}/api/clocks", params={"status": "open"}, headers=VIEWER, timeout=10).json()
-    assert sorted((c["state"], c["breached"]) for c in clocks["clocks"]) == [("CONTACTED", False), ("NEW", True)]
+    # Each lead has a stuck clock beside its SLA clock; only the SLA clock follows the ladder, so only
+    # Aisha's SLA clock is breached (a stuck clock's steps are never a breach).
+    assert sorted((c["kind"], c["state"], c["breached"]) for c in clocks["clocks"]) == [
+        ("sla", "CONTACTED", False), ("sla", "NEW", True), ("stuck", "CONTACTED", False), ("stuck", "NEW", False)]
+    sla = requests.get(f"{url}/api/clocks", params={"status": "open", "kind": "sla"}, headers=VIEWER, timeout=10).json()
+    assert sorted((c["state"], c["breached"]) for c in sla["clocks"]) == [("CONTACTED", False), ("NEW", True)]
     queues = requests.get(f"{url}/api/queues", headers=VIEWER, timeout=10).json()["queues"]
     assert [(q["name"], q["items"]) for q in queues] == [("ops review", []), ("compliance", [])]
     assert queues[0]["empty"].startswith("no review queue yet")
@@ -114,7 +119,9 @@ def test_a_manager_snoozes_a_pending_warning_once(morning: Morning) -> None:
     page = f"{morning.url}/dashboard/leads/salesforce/{jonas}"
     with transaction(morning.demo.sessions) as session:
         lead = session.scalars(select(Lead).where(Lead.crm_id == jonas)).one()
-        before = session.scalars(select(Clock).where(Clock.lead_id == lead.id, Clock.status == "open")).one()
+        # The SLA clock: a stuck clock runs beside it, and the snooze moves the ladder's pending warning.
+        before = session.scalars(select(Clock).where(Clock.lead_id == lead.id, Clock.kind == "sla",
+                                                     Clock.status == "open")).one()
         due = before.next_due_at
     manager = _login(morning.url, "demo-manager-token")
     html = manager.get(page, timeout=10).text

@@ -9,6 +9,7 @@ from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from sidecar.engine.clocks import SLA
 from sidecar.engine.policies import PolicyBook
 from sidecar.store.models import Clock
 from sidecar.web.dashboard import svg
@@ -36,7 +37,7 @@ def breaches_over_time(session: Session, book: PolicyBook, now: datetime, by: st
 def response_distribution(session: Session, book: PolicyBook) -> tuple[Markup, Counter[str]]:
     """How much of its window each answered clock used (business time), bucketed."""
     counts: Counter[str] = Counter()
-    for clock in session.scalars(select(Clock).where(Clock.close_reason.in_(ANSWERED))):
+    for clock in session.scalars(select(Clock).where(Clock.kind == SLA, Clock.close_reason.in_(ANSWERED))):
         if clock.closed_at is None or clock.window_s <= 0:
             continue
         calendar = book.calendar(clock.policy_version, book.get(session, clock.policy_version), clock.market)

@@ -2,6 +2,7 @@
 
 A step's audit `kind` is the admin's label, so a breach is found by its typed fraction instead: the
 first ladder step at or past 100 % of the window. A clock is breached once it fired that step.
+Only SLA clocks follow the ladder: a stuck clock's steps are the stuck multiples, never a breach.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from sidecar.engine.clocks import SLA
 from sidecar.engine.policies import PolicyBook
 from sidecar.store.models import Clock, PolicyVersion
 
@@ -25,13 +27,13 @@ class Ladders:
 
     def breached(self, clock: Clock) -> bool:
         index = self.breach_index.get(clock.policy_version)
-        return index is not None and clock.steps_fired > index
+        return clock.kind == SLA and index is not None and clock.steps_fired > index
 
     def is_breach(self, version: str | None, rule_id: str | None) -> bool:
         return version is not None and self.breach_rule.get(version) == rule_id
 
     def pending_rule(self, clock: Clock) -> str | None:
-        steps = self.steps.get(clock.policy_version, [])
+        steps = self.steps.get(clock.policy_version, []) if clock.kind == SLA else []
         return steps[clock.steps_fired] if clock.steps_fired < len(steps) else None
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sidecar.directory import show_directory
+from sidecar.engine.clocks import SLA
 from sidecar.engine.patterns import keys
 from sidecar.engine.policies import PolicyBook
 from sidecar.store.models import Clock, Lead, RepPto, Team
@@ -74,7 +75,8 @@ def tallies(session: Session, book: PolicyBook) -> tuple[dict[str, Tally], dict[
     owners: dict[str, Tally] = {}
     teams: dict[str, Tally] = {}
     for clock, owner, team in session.execute(
-            select(Clock, Lead.owner_id, Lead.team_id).join(Lead, Lead.id == Clock.lead_id)):
+            select(Clock, Lead.owner_id, Lead.team_id).join(Lead, Lead.id == Clock.lead_id)
+            .where(Clock.kind == SLA)):  # the hit rate is the SLA ladder's; a stuck clock is no SLA
         breached = facts.breached(clock)
         owner = breached_by.get(clock.id, owner)
         for tally in (owners.setdefault(owner or "", Tally()), teams.setdefault(team or "", Tally())):

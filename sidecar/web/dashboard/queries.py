@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from sidecar.audit import StepAction
 from sidecar.domain import LeadState
+from sidecar.engine.clocks import SLA
 from sidecar.engine.policies import PolicyBook
 from sidecar.store.models import AuditRow, Clock, Lead, OutboxRow, Rep, SyncCursor, Team
 from sidecar.web.dashboard.ladder import Ladders, ladders
@@ -97,9 +98,9 @@ def _by_market_source(rows: list[tuple[AuditRow, Lead]]) -> dict[str, Counter[st
 
 def _clocks(session: Session, view: Overview, facts: Ladders, reps: dict[str, str], teams: dict[str, str]) -> None:
     now = view.now
-    # SLA clocks only: a stuck clock beside it has its own multiples, not the ladder's breach step.
+    # Overdue, due next hour and the hit rate are about the SLA ladder; stuck clocks show under "clocks".
     for clock, lead in session.execute(select(Clock, Lead).join(Lead, Lead.id == Clock.lead_id)
-                                       .where(Clock.kind == "sla")):
+                                       .where(Clock.kind == SLA)):
         breached = facts.breached(clock)
         view.breached += breached
         view.on_time += clock.status == "closed" and not breached

@@ -23,7 +23,7 @@ from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.revert import RevertError, revert_reassignment
 from sidecar.explain import explain
 from sidecar.store.db import transaction
-from sidecar.store.models import Clock, Lead
+from sidecar.store.models import Lead
 from sidecar.web.auth import Role, Sessions, User, find_user
 from sidecar.web.dashboard import charts, pages, people, queries, rules, timeline
 from sidecar.web.dashboard.pages import render
@@ -155,8 +155,9 @@ def dashboard_router(sessions: sessionmaker[Session], ctx: EngineContext, users:
             lead = timeline.find_lead(session, crm, crm_id)
             if lead is None or timeline.actions(session, ctx.book, lead).snooze_rule is None:
                 return back(crm, crm_id, error="nothing to snooze: no pending warning, or it was snoozed already")
-            open_clock = session.scalars(select(Clock).where(Clock.lead_id == lead.id, Clock.status == "open",
-                                                             Clock.next_due_at.is_not(None))).one()
+            open_clock = timeline.sla_clock(session, lead)
+            if open_clock is None:  # no running SLA clock: nothing a snooze could move
+                return back(crm, crm_id, error="nothing to snooze: no pending warning, or it was snoozed already")
             key, before = timeline.snooze_key(open_clock), open_clock.next_due_at
             after = clocks.snooze(open_clock, SNOOZE)
             audit.record(session, at=now, kind="notification_snoozed", lead=lead, actor=f"dashboard:{who.user.name}",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from sidecar.engine.clocks import SLA
 from sidecar.engine.policies import PolicyBook
 from sidecar.policy.rules import rule_lines
 from sidecar.store.models import AuditRow, Clock, PolicyVersion
@@ -42,9 +43,9 @@ def rule_views(session: Session, book: PolicyBook) -> list[RuleView]:
         select(AuditRow.rule_id, func.count()).where(AuditRow.rule_id.is_not(None), AuditRow.actor == "system",
                AuditRow.step_key.not_like("%:ignored"))
         .group_by(AuditRow.rule_id))}
-    # A window rule "fires" when an SLA clock starts under it (the stuck clock beside it names the same
-    # window rule, but it is the same start); clocks and steps use different rule ids.
-    for rule, n in session.execute(select(Clock.rule_id, func.count()).where(Clock.kind == "sla")
+    # A window rule "fires" when an SLA clock starts under it; clocks and steps use different rule ids.
+    # The stuck clock started beside it carries the same window rule, but is not a second firing.
+    for rule, n in session.execute(select(Clock.rule_id, func.count()).where(Clock.kind == SLA)
                                    .group_by(Clock.rule_id)):
         fired[str(rule)] = fired.get(str(rule), 0) + int(n)
     history: dict[str, list[tuple[str, str]]] = {}

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sidecar.audit import StepAction
+from sidecar.engine.clocks import SLA
 from sidecar.engine.patterns import keys
 from sidecar.engine.policies import PolicyBook
 from sidecar.store.models import AuditRow, Clock, Lead, LeadEvent, OutboxRow
@@ -92,8 +93,7 @@ def actions(session: Session, book: PolicyBook, lead: Lead) -> Actions:
             AuditRow.step_key == keys.revert_key(last.id))).first() is None:
         revert_to = str(last.details.get("from_owner") or "") or None
     snooze_rule = None
-    clock = session.scalars(select(Clock).where(Clock.lead_id == lead.id, Clock.status == "open",
-                                                Clock.next_due_at.is_not(None))).first()
+    clock = sla_clock(session, lead)
     if clock is not None:
         ladder = book.get(session, clock.policy_version).ladder
         pending = ladder[clock.steps_fired] if clock.steps_fired < len(ladder) else None
@@ -102,6 +102,12 @@ def actions(session: Session, book: PolicyBook, lead: Lead) -> Actions:
         if pending is not None and pending.at < 1.0 and pending.reassign is None and not already:
             snooze_rule = pending.id
     return Actions(revert_to, snooze_rule)
+
+
+def sla_clock(session: Session, lead: Lead) -> Clock | None:
+    """The lead's running SLA clock, the one a snooze moves (its stuck clock follows other steps)."""
+    return session.scalars(select(Clock).where(Clock.lead_id == lead.id, Clock.kind == SLA, Clock.status == "open",
+                                               Clock.next_due_at.is_not(None))).one_or_none()
 
 
 def snooze_key(clock: Clock) -> str:
