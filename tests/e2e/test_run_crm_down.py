@@ -63,7 +63,7 @@ def test_a_salesforce_down_at_start_does_not_stop_the_receivers_and_is_polled_on
         emulator.start(tls.server_context, port=port)
         wait_for(lambda: http.get(f"{url}/readyz", timeout=5).status_code == 200, "Salesforce polled", 90)
         report = status(env, tmp_path)
-        assert "last salesforce poll: 20" in report and "clocks: 1 running" in report, report
+        assert "salesforce: ok; last good poll 20" in report and "clocks: 1 running" in report, report
         assert process.poll() is None  # the same process all along
     finally:
         process.send_signal(signal.SIGTERM)

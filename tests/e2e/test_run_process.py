@@ -109,7 +109,7 @@ def test_the_compose_default_command_runs_sidecar_run_against_the_emulators(tmp_
         url = json.loads(web_line)["message"].split()[1]
         http = requests.Session()
         http.trust_env = False
-        wait_for(lambda: "last hubspot poll: 20" in status(env, tmp_path), "a successful HubSpot poll")
+        wait_for(lambda: "hubspot: ok; last good poll 20" in status(env, tmp_path), "a successful HubSpot poll")
         assert http.get(f"{url}/readyz", timeout=5).json() == {"ready": True, "failing": []}
     finally:
         process.send_signal(signal.SIGTERM)
