@@ -52,8 +52,12 @@ def test_filters_audit_paging_and_empty_providers(morning: Morning) -> None:
     sla = requests.get(f"{url}/api/clocks", params={"status": "open", "kind": "sla"}, headers=VIEWER, timeout=10).json()
     assert sorted((c["state"], c["breached"]) for c in sla["clocks"]) == [("CONTACTED", False), ("NEW", True)]
     queues = requests.get(f"{url}/api/queues", headers=VIEWER, timeout=10).json()["queues"]
-    assert [(q["name"], q["items"]) for q in queues] == [("ops review", []), ("compliance", [])]
-    assert queues[0]["empty"].startswith("no review queue yet")
+    # Aisha has stayed in NEW for 4x her window by 17:00: the stuck pattern put her up for ops review.
+    assert [(q["name"], q["items"]) for q in queues] == [
+        ("ops review", [{"crm": "salesforce", "crm_id": "00QHp000000000IMAQ", "lead": "Aisha Al-Mansoori",
+                         "reason": "stuck in NEW", "since": "2026-11-24T17:00:00Z"}]),
+        ("compliance", [])]
+    assert queues[1]["empty"].startswith("no lead is on compliance hold")
     outcomes = requests.get(f"{url}/api/outcomes", headers=VIEWER, timeout=10).json()
     assert outcomes["outcomes"] == [] and outcomes["empty"].startswith("no outcomes recorded yet")
     versions = requests.get(f"{url}/api/policy/versions", headers=VIEWER, timeout=10).json()["versions"]

@@ -1,8 +1,8 @@
 """Queues and outcomes the dashboard and /api show, each from one small provider function.
 
-A provider takes (session, now) and returns rows; a section whose store does not exist on this
-install answers with its empty-state text instead of an error. Wiring a new table (the ops review
-queue, the compliance queue, lead outcomes) is: write a provider that reads it, put it in the list.
+A provider takes (session, now) and returns rows; an empty section shows its empty-state text.
+The queues are the open review items (ops review: stuck leads; compliance: held leads), the
+outcomes the rows `sidecar outcomes` computes. A new list is: write a provider, put it in the list.
 """
 
 from __future__ import annotations
@@ -11,7 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
+
+from sidecar import review_queue
+from sidecar.store.models import Lead, LeadOutcome
 
 
 @dataclass(frozen=True)
@@ -43,24 +47,45 @@ QueueProvider = Callable[[Session, datetime], QueueView]
 OutcomeProvider = Callable[[Session, datetime], list[Outcome]]
 
 
-def _ops_review(_session: Session, _now: datetime) -> QueueView:
-    return QueueView("ops review", "no review queue yet: leads parked for ops review will be listed here")
+def _queue(queue: str, name: str, empty: str) -> QueueProvider:
+    """Open items of one review queue (sidecar.review_queue), oldest first."""
+    def provider(session: Session, _now: datetime) -> QueueView:
+        rows = review_queue.items(session, queue)
+        leads = {lead.id: lead for lead in session.scalars(
+            select(Lead).where(Lead.id.in_([row.lead_id for row in rows])))}
+        items = []
+        for row in rows:
+            lead = leads[row.lead_id]
+            items.append(QueueItem(lead.crm, lead.crm_id, lead.name or lead.crm_id, row.reason, row.opened_at))
+        return QueueView(name, empty, items)
+    return provider
 
 
-def _compliance(_session: Session, _now: datetime) -> QueueView:
-    return QueueView("compliance", "no compliance queue yet: leads on compliance hold will be listed here, "
-                                   "oldest first")
+QUEUE_PROVIDERS: list[QueueProvider] = [
+    _queue(review_queue.OPS_REVIEW, "ops review", "no lead waits for ops review: leads stuck 4x their window "
+                                                  "are listed here"),
+    _queue(review_queue.COMPLIANCE, "compliance", "no lead is on compliance hold: held leads are listed here, "
+                                                  "oldest first"),
+]
+OUTCOME_EMPTY = "no outcomes recorded yet: `sidecar outcomes export` computes them from the audit"
+# The first match names a lead's outcome, most telling first.
+_OUTCOME_ORDER = ("booked", "qualified", "disqualified", "closed_lost_due_to_delay", "recovered_after_escalation",
+                  "contacted", "no_response")
 
 
-QUEUE_PROVIDERS: list[QueueProvider] = [_ops_review, _compliance]
-OUTCOME_EMPTY = "no outcomes recorded yet: qualification and booking results will be listed here"
+def _stored_outcomes(session: Session, _now: datetime) -> list[Outcome]:
+    """The outcome rows `sidecar outcomes` last computed (rebuilding them all here would make every
+    page view cost a pass over the audit)."""
+    rows = session.scalars(select(LeadOutcome).order_by(LeadOutcome.lead_id)).all()
+    names = {lead.id: lead.name for lead in session.scalars(
+        select(Lead).where(Lead.id.in_([row.lead_id for row in rows])))}
+    return [Outcome(row.crm, row.crm_id, names.get(row.lead_id) or row.crm_id,
+                    next((name for name in _OUTCOME_ORDER if getattr(row, name)), "open"),
+                    row.first_response_at or row.arrived_at or row.updated_at)
+            for row in rows]
 
 
-def _no_outcomes(_session: Session, _now: datetime) -> list[Outcome]:
-    return []
-
-
-OUTCOME_PROVIDER: OutcomeProvider = _no_outcomes
+OUTCOME_PROVIDER: OutcomeProvider = _stored_outcomes
 
 
 def queues(session: Session, now: datetime) -> list[QueueView]:
