@@ -7,14 +7,13 @@ import base64
 import hashlib
 import hmac
 import json
-import time
 import warnings
 from collections import Counter
 from datetime import UTC
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 with warnings.catch_warnings():
@@ -122,14 +121,20 @@ def soap(lead_ids: list[str], org_id: str = ORG_18, note_ids: list[str] | None =
     return text.encode(encoding)
 
 
-class Took:
-    """CPU seconds of this whole process (every thread: the client, the server's event loop and its
-    worker threads) and wall seconds. The CPU figure is what the request costs; the wall figure
-    also counts the other processes on a shared 2-core machine, so it gets a looser bound."""
+class Statements:
+    """SQL statements the store runs while the block runs (all threads: the server's too). What a
+    request costs the database, counted instead of timed: per-event work would grow with the batch."""
 
-    def __enter__(self) -> Took:
-        self._cpu, self._wall = time.process_time(), time.perf_counter()
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.engine = sessions.kw["bind"]
+        self.seen: list[str] = []
+
+    def _count(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.seen.append(statement.split(None, 1)[0].upper())
+
+    def __enter__(self) -> Statements:
+        event.listen(self.engine, "before_cursor_execute", self._count)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.cpu, self.wall = time.process_time() - self._cpu, time.perf_counter() - self._wall
+        event.remove(self.engine, "before_cursor_execute", self._count)

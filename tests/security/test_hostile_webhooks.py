@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.emulators.soql_lexer import to_18
 from sidecar.settings import Settings
-from tests.security.support import NOW, ORG_18, App, Took, hubspot_event, soap
+from tests.security.support import NOW, ORG_18, App, Statements, hubspot_event, soap
 
 LEAD = to_18("00QHp0000000001")
 
@@ -114,15 +114,17 @@ def test_wrong_content_types_are_415(app: App, content_type: str) -> None:
     assert app.intake() == []
 
 
-def test_a_signed_batch_of_20000_events_is_stored_and_acknowledged_within_a_second(app: App) -> None:
+def test_a_signed_batch_of_20000_events_is_stored_with_a_few_statements_not_one_per_event(
+        app: App, sessions: sessionmaker[Session]) -> None:
     events = [hubspot_event(i, 10_000 + i) for i in range(20_000)]
     raw = json.dumps(events, separators=(",", ":")).encode()
     assert len(raw) < 5 * 1024 * 1024  # the default body limit lets it through
-    with Took() as took:
+    with Statements(sessions) as statements:
         assert app.hubspot(raw=raw) == 204
     assert len(app.intake("hubspot")) == 20_000
-    # Per-event queries took 10-50 s here; one bulk insert takes a fraction of a second.
-    assert took.cpu < 1.0 and took.wall < 5.0, f"took {took.cpu:.2f} s CPU, {took.wall:.2f} s wall"
+    # Per-event work (a query and an insert per event) took 10-50 s here; the bulk insert is a few
+    # statements (SQLite's bound-parameter cap splits it into chunks; PostgreSQL takes one).
+    assert len(statements.seen) < 20_000 / 500, statements.seen  # 500+ events a statement
 
 
 # -- Salesforce: organization, id shapes, XML attacks -------------------------------------------
@@ -168,14 +170,15 @@ def test_malformed_xml_is_400(app: App, raw: bytes) -> None:
     assert app.intake() == []
 
 
-def test_a_9000_notification_message_is_stored_and_acknowledged_within_a_second(app: App) -> None:
+def test_a_9000_notification_message_is_stored_with_a_few_statements_not_one_per_event(
+        app: App, sessions: sessionmaker[Session]) -> None:
     leads = [to_18(f"00QHp{i:010d}") for i in range(9_000)]
     body = soap(leads)
     assert len(body) < 5 * 1024 * 1024
-    with Took() as took:
+    with Statements(sessions) as statements:
         assert app.salesforce(body) == 200
     assert len(app.intake("salesforce")) == 9_000
-    assert took.cpu < 1.0 and took.wall < 5.0, f"took {took.cpu:.2f} s CPU, {took.wall:.2f} s wall"
+    assert len(statements.seen) < 9_000 / 500, statements.seen  # 500+ notifications a statement
 
 
 
