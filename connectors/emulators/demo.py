@@ -20,6 +20,7 @@ from typing import Any
 import requests
 from sqlalchemy import func, select
 
+from connectors.emulators import scenario_actions
 from connectors.emulators.demo_org import DemoOrg, Person
 from connectors.emulators.hubspot import HubSpotEmulator
 from connectors.emulators.reps import CONTACTED, HubSpotReps, RepDriver, SalesforceReps
@@ -222,6 +223,9 @@ class Demo:
         if action == "set_pto":
             with transaction(self.sessions) as session:
                 self.org.add_pto(session, str(args["rep"]), args["from"], args["to"])
+            return
+        if action in scenario_actions.PATTERN_ACTIONS:
+            scenario_actions.apply(self, action, args, now)
             return
         lead = self.tracked[str(args["lead"])]
         driver = self.drivers[lead.crm]
