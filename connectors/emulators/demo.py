@@ -83,6 +83,7 @@ class DemoSummary:
     webhook_url: str = ""
     seconds: float = 0.0
     actions: Counter[str] = field(default_factory=Counter)  # typed: "reassign" whatever the step's kind
+    patterns: Counter[str] = field(default_factory=Counter)  # typed: "stuck", "high_value", ...
 
 
 class Demo:
@@ -266,8 +267,9 @@ class Demo:
                 select(OutboxRow.action, OutboxRow.status, func.count())
                 .group_by(OutboxRow.action, OutboxRow.status)).all()})
             actions = Counter(audit.action_counts(session))
+            patterns = Counter(audit.pattern_counts(session))
         return DemoSummary(len(self.tracked), kinds, effects, len(self.slack.export()), url,
-                           time.perf_counter() - started, actions)
+                           time.perf_counter() - started, actions, patterns)
 
     def write_outputs(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
