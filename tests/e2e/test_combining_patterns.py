@@ -69,3 +69,29 @@ def test_each_pattern_fires_on_its_own_rule_and_the_hold_pauses_the_clocks(tmp_p
     warning = rows[clear + 1]
     assert warning[5] == 1800
     assert at[clear + 1] - at[clear] == timedelta(seconds=0.8 * 1800)
+
+
+def test_pattern_actions_are_checked_like_the_others(tmp_path: Path) -> None:
+    from connectors.emulators.scenario import load_scenario
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("start: 2026-11-24T08:00:00-05:00\nevents:\n"
+                   "  - {at: 1h, set_score: {lead: a}}\n"
+                   "  - {at: 1h, flag: {lead: a, flag: pep, colour: red}}\n"
+                   "  - {at: 1h, signal: {lead: a}}\n"
+                   "  - {at: 1h, complete_task: {lead: a, task: reminder}}\n"
+                   "  - {at: 1h, compliance_decision: {lead: a, decision: maybe}}\n")
+    try:
+        load_scenario(bad)
+    except ValueError as exc:
+        text = str(exc)
+    else:
+        raise AssertionError("a bad scenario loaded")
+    for words in ("events[0].set_score: missing ['score']", "events[1].flag: unknown keys ['colour']",
+                  "events[2].signal: missing ['id', 'type']",
+                  "events[3].complete_task.task: 'reminder' is not first_response or any",
+                  "events[4].compliance_decision: missing ['reason']",
+                  "events[4].compliance_decision.decision: 'maybe' is not clear or reject"):
+        assert words in text, words
+    good = load_scenario(ROOT / "config" / "scenarios" / "combining-patterns.yaml")
+    assert [e.action for e in good.events] == ["create_lead", "set_score", "flag", "compliance_decision"]
