@@ -95,3 +95,36 @@ def test_pattern_actions_are_checked_like_the_others(tmp_path: Path) -> None:
         assert words in text, words
     good = load_scenario(ROOT / "config" / "scenarios" / "combining-patterns.yaml")
     assert [e.action for e in good.events] == ["create_lead", "set_score", "flag", "compliance_decision"]
+
+
+def test_signal_complete_task_and_score_actions_reach_the_sidecar(tmp_path: Path) -> None:
+    from connectors.emulators.demo import Demo, DemoOptions
+    from connectors.emulators.scenario import Scenario, ScenarioEvent
+
+    lead = {"id": "ravi", "name": "Ravi Iyer", "company": "Tata Digital", "market": "US-East",
+            "source": "paid_social", "owner": "us-east-rep3", "score": 40}
+    script = [(0, "create_lead", lead), (10, "complete_task", {"lead": "ravi", "task": "first_response"}),
+              (20, "signal", {"lead": "ravi", "type": "usage_drop", "id": "sig-1"}),
+              (30, "set_score", {"lead": "ravi", "score": 90})]
+    start = ARRIVAL
+    scenario = Scenario(start, "salesforce", tuple(ScenarioEvent(start + timedelta(minutes=m), a, args)
+                                                   for m, a, args in script))
+    demo = Demo(DemoOptions(crm="salesforce", seed=1, scenario=scenario, duration=timedelta(minutes=90)), tmp_path)
+    try:
+        demo.run()
+        assert demo.salesforce is not None
+        crm_id = demo.tracked["ravi"].crm_id
+        first = [t for t in demo.salesforce.records("Task")
+                 if t["WhoId"] == crm_id and str(t.get("Sidecar_Key__c") or "").startswith("first-response:")]
+    finally:
+        demo.close()
+    assert [t["IsClosed"] for t in first] == [True]  # ticked off by the scripted owner
+    with sqlite3.connect(tmp_path / "demo.db") as db:
+        rows = db.execute("SELECT a.pattern, a.kind, a.at FROM audit a JOIN leads l ON l.id = a.lead_id "
+                          "WHERE l.crm_id = ? ORDER BY a.id", (crm_id,)).fetchall()
+    kinds = [(p, k, datetime.fromisoformat(t).replace(tzinfo=UTC).astimezone(NY).strftime("%H:%M"))
+             for p, k, t in rows]
+    # the completed task stopped the NEW ladder: no SLA warning at 08:48
+    assert [k for k in kinds if k[0] in ("first_response", "churn", "high_value", "sla")] == [
+        ("first_response", "first_response_task", "08:00"), ("churn", "churn_risk", "08:20"),
+        ("high_value", "high_value_flag", "08:30")]
