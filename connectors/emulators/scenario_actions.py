@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from connectors.emulators.demo_org import SALESFORCE_FIELDS, hubspot_fields
 from connectors.emulators.reps import HubSpotReps, SalesforceReps
@@ -78,7 +79,7 @@ def _flag_field(demo: Demo, crm: str, flag: str) -> str:
     return fields[flag]
 
 
-def _lead_row(session: Any, lead: Tracked) -> Lead:
+def _lead_row(session: Session, lead: Tracked) -> Lead:
     row = session.scalars(select(Lead).where(Lead.crm == lead.crm, Lead.crm_id == lead.crm_id)).first()
     if row is None:
         raise ValueError(f"scenario lead {lead.key}: the sidecar has not seen it yet (script the action later)")
