@@ -82,6 +82,13 @@ def action_counts(session: Session) -> dict[str, int]:
     return {str(action): int(n) for action, n in rows}
 
 
+def pattern_counts(session: Session) -> dict[str, int]:
+    """How many audit rows each pattern wrote (e.g. "stuck": 4), by the typed `pattern` column."""
+    rows = session.execute(select(AuditRow.pattern, func.count()).where(AuditRow.pattern.is_not(None))
+                           .group_by(AuditRow.pattern)).all()
+    return {str(pattern): int(n) for pattern, n in rows}
+
+
 def _as_dict(row: AuditRow, lead: Lead | None, owner: Rep | None, team: Team | None) -> dict[str, Any]:
     return {
         "at": row.at.isoformat(), "lead_id": lead.crm_id if lead else None, "lead_name": lead.name if lead else None,

@@ -244,6 +244,8 @@ def demo(
 
         summary = wiring.run_demo(crm=crm, seed=seed, scenario=scenario, policy=policy, speed=rate, duration=span,
                                   out=target, port=port, progress=show)
+    from sidecar.audit import Pattern
+
     table = Table(title=f"demo: {duration} of virtual time in {summary.seconds:.0f} s")
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -258,6 +260,7 @@ def demo(
         ("CRM owner changes", effects.get("change_owner:done", 0)),
         ("Slack messages", summary.slack_messages),
         ("effects that failed", sum(n for key, n in effects.items() if key.endswith(":dead"))),
+        *((f"audit rows: {pattern.value}", summary.patterns.get(pattern.value, 0)) for pattern in Pattern),
     ):
         table.add_row(label, str(value))
     console.print(table)

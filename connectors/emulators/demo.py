@@ -20,9 +20,10 @@ from typing import Any
 import requests
 from sqlalchemy import func, select
 
+from connectors.emulators import scenario_actions
 from connectors.emulators.demo_org import DemoOrg, Person
 from connectors.emulators.hubspot import HubSpotEmulator
-from connectors.emulators.reps import CONTACTED, HubSpotReps, RepDriver, SalesforceReps
+from connectors.emulators.reps import CONTACTED, ON_HOLD, SCORE, HubSpotReps, RepDriver, SalesforceReps
 from connectors.emulators.salesforce import SalesforceEmulator
 from connectors.emulators.scenario import Scenario
 from connectors.emulators.slack import SlackEmulator
@@ -71,6 +72,8 @@ class Tracked:
     owner: str | None
     owned_since: datetime
     acted: bool = False
+    rescore: tuple[datetime, int] | None = None  # (when, new score): the synthetic lead's later score
+    on_hold: bool = False
 
 
 @dataclass
@@ -82,6 +85,7 @@ class DemoSummary:
     webhook_url: str = ""
     seconds: float = 0.0
     actions: Counter[str] = field(default_factory=Counter)  # typed: "reassign" whatever the step's kind
+    patterns: Counter[str] = field(default_factory=Counter)  # typed: "stuck", "high_value", ...
 
 
 class Demo:
@@ -178,6 +182,10 @@ class Demo:
                   "email": lead.email, "market": lead.market, "source": lead.source, "score": lead.score,
                   "tier": lead.tier, "deal_size": lead.deal_size, "flags": lead.flags}
         self._create(lead.key, crm, lead.team, fields, person)
+        tracked = self.tracked[lead.key]
+        tracked.on_hold = lead.on_hold
+        if lead.rescore is not None:
+            tracked.rescore = (lead.at + lead.rescore[0], lead.rescore[1])
 
     def _create(self, key: str, crm: str, team: str, fields: dict[str, Any], owner: Person) -> None:
         user = owner.user_id(crm)
@@ -187,9 +195,12 @@ class Demo:
     def _behave(self, now: datetime) -> None:
         """Each owner works their new leads after their own delay, in business time; PTO means never."""
         for lead in self.tracked.values():
+            driver = self.drivers[lead.crm]
+            if lead.rescore is not None and now >= lead.rescore[0]:
+                driver.update(lead.crm_id, {SCORE[lead.crm]: lead.rescore[1]}, lead.owner or "")
+                lead.rescore = None
             if lead.acted:
                 continue
-            driver = self.drivers[lead.crm]
             owner = driver.owner_of(lead.crm_id)
             if owner != lead.owner:
                 lead.owner, lead.owned_since = owner, now
@@ -200,7 +211,8 @@ class Demo:
             if delay is None or now < person.calendar.add(lead.owned_since, delay):
                 continue
             driver.log_activity(lead.crm_id, person.user_id(lead.crm), "call", now)
-            driver.update(lead.crm_id, {"status": CONTACTED[lead.crm]}, person.user_id(lead.crm))
+            status = ON_HOLD[lead.crm] if lead.on_hold else CONTACTED[lead.crm]
+            driver.update(lead.crm_id, {"status": status}, person.user_id(lead.crm))
             lead.acted = True
 
     def _scripted(self, action: str, args: dict[str, Any], now: datetime) -> None:
@@ -222,6 +234,9 @@ class Demo:
         if action == "set_pto":
             with transaction(self.sessions) as session:
                 self.org.add_pto(session, str(args["rep"]), args["from"], args["to"])
+            return
+        if action in scenario_actions.PATTERN_ACTIONS:
+            scenario_actions.apply(self, action, args, now)
             return
         lead = self.tracked[str(args["lead"])]
         driver = self.drivers[lead.crm]
@@ -262,8 +277,9 @@ class Demo:
                 select(OutboxRow.action, OutboxRow.status, func.count())
                 .group_by(OutboxRow.action, OutboxRow.status)).all()})
             actions = Counter(audit.action_counts(session))
+            patterns = Counter(audit.pattern_counts(session))
         return DemoSummary(len(self.tracked), kinds, effects, len(self.slack.export()), url,
-                           time.perf_counter() - started, actions)
+                           time.perf_counter() - started, actions, patterns)
 
     def write_outputs(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,8 @@ from connectors.emulators.salesforce import SalesforceEmulator
 
 CONTACTED = {"salesforce": "Working - Contacted", "hubspot": "IN_PROGRESS"}
 NEW = {"salesforce": "Open - Not Contacted", "hubspot": "NEW"}
+ON_HOLD = {"salesforce": "On Hold", "hubspot": "BAD_TIMING"}  # the example policy maps both to ON_HOLD
+SCORE = {"salesforce": "Lead_Score__c", "hubspot": "lead_score"}  # the demo org's score fields (field maps)
 
 
 class RepDriver(Protocol):

@@ -15,8 +15,17 @@
 
 Each event has an offset `at` ("90m", "4h", "2d") from `start` and exactly one action (a
 `create_lead` may name its `crm` when the scenario runs both; default: the first):
-create_lead, log_call, send_email, set_status, set_owner, set_field, set_pto. Leads and reps are
-named by scenario keys (`id`, `owner`, `by`, `rep`); the demo maps them to CRM ids.
+create_lead, log_call, send_email, set_status, set_owner, set_field, set_pto, and for the
+escalation patterns:
+
+    - {at: 2h, set_score: {lead: L1, score: 91}}            # the CRM's score field (field map)
+    - {at: 3h, flag: {lead: L1, flag: sanctions_match}}     # a compliance/churn flag field set true
+    - {at: 4h, signal: {lead: L1, type: usage_drop, id: sig-1}}   # as POST /api/signals
+    - {at: 5h, complete_task: {lead: L1, task: first_response}}   # or `any` sidecar task; the owner ticks it
+    - {at: 6h, compliance_decision: {lead: L1, decision: clear, reason: "false positive", by: ana}}
+
+Leads and reps are named by scenario keys (`id`, `owner`, `by`, `rep`); the demo maps them to CRM
+ids (`by` of a compliance_decision is the deciding user's name, as `sidecar compliance --by`).
 """
 
 from __future__ import annotations
@@ -38,10 +47,19 @@ ACTIONS = {
     "set_owner": {"lead", "owner", "by"},
     "set_field": {"lead", "field", "value", "by"},
     "set_pto": {"rep", "from", "to"},
+    "set_score": {"lead", "score"},
+    "flag": {"lead", "flag"},
+    "signal": {"lead", "type", "id"},
+    "complete_task": {"lead", "task"},
+    "compliance_decision": {"lead", "decision", "reason", "by"},
 }
 REQUIRED = {"create_lead": {"id", "name"}, "log_call": {"lead"}, "send_email": {"lead"},
             "set_status": {"lead", "status"}, "set_owner": {"lead", "owner"},
-            "set_field": {"lead", "field", "value"}, "set_pto": {"rep", "from", "to"}}
+            "set_field": {"lead", "field", "value"}, "set_pto": {"rep", "from", "to"},
+            "set_score": {"lead", "score"}, "flag": {"lead", "flag"}, "signal": {"lead", "type", "id"},
+            "complete_task": {"lead", "task"}, "compliance_decision": {"lead", "decision", "reason"}}
+CHOICES = {("complete_task", "task"): ("first_response", "any"),
+           ("compliance_decision", "decision"): ("clear", "reject")}
 _OFFSET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -108,6 +126,9 @@ def load_scenario(path: Path) -> Scenario:
             problems.append(f"{where}.{action}: unknown keys {sorted(unknown)}")
         if missing:
             problems.append(f"{where}.{action}: missing {sorted(missing)}")
+        for (name, key), allowed in CHOICES.items():
+            if action == name and key in args and args[key] not in allowed:
+                problems.append(f"{where}.{action}.{key}: {args[key]!r} is not {' or '.join(allowed)}")
         try:
             offset = parse_offset(item.get("at", ""))
         except ValueError as exc:

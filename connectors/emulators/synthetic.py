@@ -7,11 +7,12 @@ traffic it would see from a real org: some reps answer fast, some late, some nev
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sidecar.calendar import BusinessCalendar
 
@@ -83,6 +84,8 @@ class SynthLead:
     tier: str
     deal_size: int
     flags: tuple[str, ...]
+    rescore: tuple[timedelta, int] | None = None  # (after, new score): the score rises later, in the CRM
+    on_hold: bool = False  # the owner puts it on hold ("call me next quarter") when they first reach it
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,17 @@ def generate(seed: int, start: datetime, duration: timedelta) -> SyntheticOrg:
         leads.extend(_arrivals(rng, spec, team, calendar, start, duration, len(leads)))
     reps.append(SynthRep("vp-global", _name(rng), "vp@example.com", "", "vp", 9, 0, "fast"))
     leads.sort(key=lambda lead: (lead.at, lead.key))
-    return SyntheticOrg(seed, tuple(teams), tuple(reps), tuple(leads))
+    return SyntheticOrg(seed, tuple(teams), tuple(reps), tuple(_stories(leads)))
+
+
+def _stories(leads: list[SynthLead]) -> list[SynthLead]:
+    """Every pattern shows in any run of a day or more, whatever the dice said: early leads get a
+    strategic account, a sanctions match, a churn flag, a score that rises past the high-value line
+    and an on-hold answer (the random ones above come on top, at realistic rates)."""
+    stories: dict[int, dict[str, Any]] = {
+        2: {"tier": "strategic"}, 4: {"flags": ("sanctions_match",)}, 6: {"flags": ("usage_drop",)},
+        8: {"score": 62, "rescore": (timedelta(hours=3), 91)}, 10: {"on_hold": True}}
+    return [dataclasses.replace(lead, **stories[i]) if i in stories else lead for i, lead in enumerate(leads)]
 
 
 def _name(rng: random.Random) -> str:
@@ -140,12 +153,18 @@ def _arrivals(rng: random.Random, spec: MarketSpec, team: str, calendar: Busines
         company = rng.choice(COMPANIES)
         signals = (("sanctions_match", 0.02), ("usage_drop", 0.03))
         flags = tuple(flag for flag, p in signals if rng.random() < p)
+        # High value means rare: ~1.5 % score 85+ at arrival, ~1 % strategic, ~1.5 % deals of 150k; ~5 %
+        # more rise past 85 hours later (a pricing-page visit), and ~5 % are put on hold when reached.
+        rises = rng.random() < 0.05
+        score = rng.randint(85, 99) if rng.random() < 0.015 and not rises else rng.randint(20, 80)
+        rescore = (timedelta(minutes=rng.randint(60, 1800)), rng.randint(86, 97)) if rises else None
         leads.append(SynthLead(
             key=f"L{numbered_from + i + 1:04d}", at=at, first_name=first, last_name=last, company=company,
             email=f"{first}.{last}@{company.split()[0]}.example".lower(), market=spec.code, team=team,
             source=rng.choices([s for s, _ in SOURCES], [w for _, w in SOURCES])[0],
-            score=rng.randint(20, 99), tier="strategic" if rng.random() < 0.05 else "standard",
-            deal_size=rng.choice((5_000, 20_000, 50_000, 150_000)), flags=flags))
+            score=score, tier="strategic" if rng.random() < 0.01 else "standard",
+            deal_size=rng.choices((5_000, 20_000, 50_000, 150_000), (350, 350, 285, 15))[0], flags=flags,
+            rescore=rescore, on_hold=rng.random() < 0.05))
     return leads
 
 
