@@ -24,6 +24,7 @@ from sidecar.cli_errors import explain
 from sidecar.config_yaml import ConfigError, Lines, Problem, read_yaml
 from sidecar.directory import DirectoryError, directory_problems, read_directory
 from sidecar.policy import Policy, PolicyError, load_policy
+from sidecar.policy.enforcement import ignored_policy_keys
 from sidecar.policy.rules import rule_lines
 from sidecar.policy.version import version_of
 from sidecar.settings import Settings
@@ -83,8 +84,12 @@ def check_policy(ctx: CheckContext) -> list[Finding]:
         ctx.policy = load_policy(ctx.policy_file)
     except PolicyError as exc:
         return [_problem(p) for p in exc.problems]
-    return [Finding(Level.OK, str(ctx.policy_file), f"policy OK: version {version_of(ctx.policy)} "
-                    f"{ctx.policy.label!r}, {len(rule_lines(ctx.policy))} rules")]
+    found = [Finding(Level.OK, str(ctx.policy_file), f"policy OK: version {version_of(ctx.policy)} "
+                     f"{ctx.policy.label!r}, {len(rule_lines(ctx.policy))} rules")]
+    # A key the engine does not act on yet would look like a promise the sidecar keeps: say so.
+    return found + [Finding(Level.WARNING, str(ctx.policy_file), f"{key}: set, but the engine does not act on it "
+                                                                 "yet (it has no effect)")
+                    for key in ignored_policy_keys(ctx.policy)]
 
 
 def check_directory(ctx: CheckContext) -> list[Finding]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sidecar import wiring
-from sidecar.preflight import STEPS, CheckContext, Finding, Level, Step, run_steps
+from sidecar.policy import enforcement
+from sidecar.preflight import STEPS, CheckContext, Finding, Level, Step, check_policy, run_steps
 from sidecar.settings import Settings
 from tests.conftest import EXAMPLE_POLICY
 
@@ -33,3 +36,13 @@ def test_offline_skips_the_online_steps(tmp_path: Path) -> None:
     online = Step("needs the network", _broken, online=True)
     assert run_steps(ctx, [online]) == []
     assert {step.name for step in STEPS if step.online} == {"database", "crm and slack", "webhooks"}
+
+
+def test_a_policy_key_the_engine_ignores_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = CheckContext(Settings(), EXAMPLE_POLICY, wiring)
+    assert [f.level for f in check_policy(ctx)] == [Level.OK]  # every key of the example is acted on
+    # A section whose keys the engine did not act on (as churn's pause_outreach once was) is named.
+    monkeypatch.setitem(enforcement.NOT_ENFORCED, "churn", ("pause_outreach",))
+    findings = check_policy(ctx)
+    assert [(f.level, f.text) for f in findings[1:]] == [
+        (Level.WARNING, "churn.pause_outreach: set, but the engine does not act on it yet (it has no effect)")]
