@@ -350,5 +350,5 @@ def backfill(
     with Progress(console=console) as bar:
         task = bar.add_task("leads", total=None)
         stats = wiring.backfill_salesforce(settings, sessions(), since,
-                                           lambda done, total: bar.update(task, completed=done, total=total))
+                                           lambda done, total: bar.update(task, completed=done, total=total), now)
     console.print(f"{stats.snapshots} leads read via {stats.via} in {stats.api_calls} API calls")

@@ -240,7 +240,7 @@ def slack_action_handler(sessions: sessionmaker[Session], ctx: EngineContext, se
 
 
 def backfill_salesforce(settings: Settings, sessions: sessionmaker[Session], since: datetime | None,
-                        progress: Callable[[int, int], None]) -> Any:
+                        progress: Callable[[int, int], None], clock: Callable[[], datetime]) -> Any:
     """Backfill Salesforce leads page by page; each page commits with its cursor, like a poll."""
     from connectors.salesforce.auth import connect
     from connectors.salesforce.backfill import backfill
@@ -251,8 +251,8 @@ def backfill_salesforce(settings: Settings, sessions: sessionmaker[Session], sin
     client, stats = connect(_sf_credentials(settings)), PollStats()
     ctx = EngineContext(PolicyBook(), RecordLinks(client.instance_url))
     return backfill(client, _sf_fields(), since,
-                    lambda page: apply_page(sessions, ctx, "salesforce", page, stats, datetime.now(UTC)), progress,
-                    clock=lambda: datetime.now(UTC))
+                    lambda page: apply_page(sessions, ctx, "salesforce", page, stats, clock()), progress,
+                    clock=clock)
 
 
 def parse_duration(text: str) -> timedelta:
