@@ -259,12 +259,13 @@ def demo(
         ("CRM breach notes", effects.get("add_note:done", 0)),
         ("CRM owner changes", effects.get("change_owner:done", 0)),
         ("Slack messages", summary.slack_messages),
+        ("Teams cards", summary.teams_cards),
         ("effects that failed", sum(n for key, n in effects.items() if key.endswith(":dead"))),
         *((f"audit rows: {pattern.value}", summary.patterns.get(pattern.value, 0)) for pattern in Pattern),
     ):
         table.add_row(label, str(value))
     console.print(table)
-    console.print(f"files in {target}/: audit.jsonl, crm.json, slack.json, requests.jsonl")
+    console.print(f"files in {target}/: audit.jsonl, crm.json, slack.json, teams.json, requests.jsonl")
 
 
 @app.command()

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -45,6 +45,12 @@ class TeamEntry(_Strict):
     market: str
     manager: str | None = None  # rep id of the team lead
     slack_channel: str | None = None
+    # The team's chat system: its people's messages and its channel posts go through Slack or
+    # Microsoft Teams (the org may mix). On Teams, `teams_workflow_env` names the environment
+    # variable (set in .env) holding the URL of the team channel's Workflows webhook: the URL
+    # carries a signature (sig=...), so it never goes into this file, the database or the logs.
+    chat: Literal["slack", "teams"] = "slack"
+    teams_workflow_env: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,99}$")] | None = None
     ops_queue: str | None = None  # CRM queue id that takes leads nobody can take
 
 
@@ -153,6 +159,11 @@ def directory_problems(directory: Directory, policy: Policy) -> list[DirectoryPr
                 f"is a rep of team {team_of[team.manager]!r}"
             out.append(DirectoryProblem(f"teams[{i}].manager", f"team {team.id}: manager {team.manager} {where}",
                                         f"list the manager under reps with `team: {team.id}`"))
+        if team.chat == "teams" and not team.teams_workflow_env:
+            out.append(DirectoryProblem(f"teams[{i}].teams_workflow_env", f"team {team.id} is on Teams but names "
+                                        "no workflow for its channel posts",
+                                        "set teams_workflow_env: to the name of the .env variable holding the "
+                                        "channel workflow's URL (see README, Microsoft Teams)"))
     for i, rep in enumerate(directory.reps):
         if rep.id in seen:
             out.append(DirectoryProblem(f"reps[{i}].id", f"rep id {rep.id} is listed twice (first at "
@@ -251,7 +262,8 @@ def apply_directory(session: Session, directory: Directory, policy: Policy, *, n
     teams = {team.id: team for team in directory.teams}
     for team in directory.teams:
         session.merge(Team(id=team.id, name=team.name, market=team.market, manager_id=team.manager,
-                           slack_channel=team.slack_channel, ops_queue_id=team.ops_queue))
+                           slack_channel=team.slack_channel, chat=team.chat,
+                           teams_workflow_env=team.teams_workflow_env, ops_queue_id=team.ops_queue))
     session.flush()
     for rep in directory.reps:
         session.merge(Rep(id=rep.id, crm=rep.crm, name=rep.name, email=rep.email, team_id=rep.team, role=rep.role,

@@ -19,8 +19,10 @@ import re
 from datetime import UTC, datetime
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
-# Slack tokens, HubSpot private-app tokens, Salesforce session ids, bearer headers.
-_SECRET = re.compile(r"(xox[abprs]-[\w-]+|pat-[a-z0-9]+-[\w-]+|00D\w{12,15}![\w.]+|Bearer\s+[\w.~+/-]+=*)")
+# Slack tokens, HubSpot private-app tokens, Salesforce session ids, bearer headers, and the signature
+# of a signed URL such as a Teams Workflows webhook's (urllib3 logs request URLs at DEBUG).
+_SECRET = re.compile(r"(xox[abprs]-[\w-]+|pat-[a-z0-9]+-[\w-]+|00D\w{12,15}![\w.]+|Bearer\s+[\w.~+/-]+=*"
+                     r"|(?<=[?&]sig=)[\w%.~+/=-]+)")
 # Loggers whose INFO and WARNING records are routine for us (see the module docstring).
 _CHATTY = ("apscheduler", "urllib3.connectionpool", "alembic")
 

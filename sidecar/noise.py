@@ -37,15 +37,17 @@ class Shaped(Generic[C]):
 def shape(session: Session, claims: Sequence[C], now: datetime, noise: NoiseControl) -> Shaped[C]:
     sends: list[list[C]] = []
     held: list[tuple[C, datetime]] = []
-    groups: dict[str, list[C]] = {}
+    # Digests group per recipient and route: one message goes out through one channel (a person
+    # reached on Slack and in Teams gets a digest in each), while the limit counts all of them.
+    groups: dict[tuple[str, str], list[C]] = {}
     for claim in claims:
         request = claim.request
         if isinstance(request, Notification) and not request.urgent and request.recipient:
-            groups.setdefault(request.recipient, []).append(claim)
+            groups.setdefault((request.recipient, request.via), []).append(claim)
         else:
             sends.append([claim])
     window = timedelta(minutes=noise.window_minutes)
-    for recipient, group in groups.items():
+    for (recipient, _via), group in groups.items():
         recent = session.execute(
             select(func.count(func.distinct(OutboxRow.result)), func.min(OutboxRow.done_at))
             .where(OutboxRow.recipient == recipient, OutboxRow.action == "notify",

@@ -48,11 +48,18 @@ class LeadContext:
     email: str = ""
 
 
+# How a policy route reaches people. A person's own chat (one recipient, by e-mail) or a shared
+# channel; which chat system carries it is the route's (or the team's, see engine.patterns.shared)
+# choice, and `sidecar.notify_routes` hands each route to the notifier wired for it.
+Via = Literal["slack_dm", "team_channel", "channel", "teams_chat", "teams_channel"]
+PERSONAL_ROUTES: frozenset[str] = frozenset({"slack_dm", "teams_chat"})
+
+
 @dataclass(frozen=True)
 class Notification:
     kind: str  # the audit kind that caused it, e.g. sla_breach_imminent
     persona: Persona
-    via: Literal["slack_dm", "team_channel", "channel"]
+    via: Via
     lead: LeadContext
     rule_id: str
     policy_version: str
@@ -61,9 +68,11 @@ class Notification:
     elapsed_business_s: float
     window_s: int
     tz: str  # recipient team's market time zone, for times shown in the message
-    recipient_email: str | None = None  # for DMs
+    recipient_email: str | None = None  # for personal routes (DMs, Teams chats)
     recipient_name: str | None = None
-    channel: str | None = None  # team or configured channel
+    # Team or configured channel; for teams_channel the NAME of the env var holding the workflow URL
+    # (outbox rows are stored and shown: a signed URL must never be in them).
+    channel: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. new owner, reassignment reason
     urgent: bool = True  # breaches and reassignments; warnings may be held for quiet hours or digested
     reassignment: bool = False  # this decision gave the lead to another rep: the team lead may revert it
@@ -71,7 +80,7 @@ class Notification:
     @property
     def recipient(self) -> str:
         """Who reads it: a person's e-mail for DMs, else the channel (noise control counts per recipient)."""
-        return (self.recipient_email or "") if self.via == "slack_dm" else (self.channel or "")
+        return (self.recipient_email or "") if self.via in PERSONAL_ROUTES else (self.channel or "")
 
 
 @dataclass(frozen=True)

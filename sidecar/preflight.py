@@ -178,9 +178,9 @@ def check_systems(ctx: CheckContext) -> list[Finding]:
         out.append(Finding(Level.PROBLEM, "crm", "no CRM configured: `sidecar run` will not start; set "
                            "SIDECAR_SF_USERNAME/SIDECAR_SF_PASSWORD/SIDECAR_SF_SECURITY_TOKEN (Salesforce) or "
                            "SIDECAR_HUBSPOT_ACCESS_TOKEN (HubSpot) in .env (see .env.example)"))
-    if "slack" not in systems:
-        out.append(Finding(Level.WARNING, "slack", "not configured: owners and managers get no Slack messages "
-                           "(set SIDECAR_SLACK_BOT_TOKEN and SIDECAR_SLACK_SIGNING_SECRET in .env)"))
+    if "slack" not in systems:  # a team on Teams is told there (the "teams" system below)
+        out.append(Finding(Level.WARNING, "slack", "not configured: owners and managers of teams on Slack get no "
+                           "messages (set SIDECAR_SLACK_BOT_TOKEN and SIDECAR_SLACK_SIGNING_SECRET in .env)"))
     for system in systems:
         try:
             results = ctx.reach.check_system(ctx.settings, system)

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     slack_fallback_channel: str | None = None
     slack_api_base: str | None = None  # default https://slack.com/api/; a proxy or test server otherwise
 
+    # Microsoft Teams (a team on Teams in the directory): the URL of the Workflows webhook that posts
+    # in a chat with the person the payload names. Team channels' URLs sit in the env vars the
+    # directory names (teams_workflow_env). All carry a signature (sig=...): secrets.
+    teams_chat_workflow_url: SecretStr | None = None
+
     # Admin API bearer token
     admin_token: SecretStr | None = None
     # Dashboard and /api users: "name:role:token,..." with role viewer, manager or admin (sidecar.web.auth).

@@ -22,6 +22,7 @@ from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.policies import PolicyBook
 from sidecar.jobs import Runtime
 from sidecar.links import RecordLinks
+from sidecar.notify_routes import RoutedNotifier
 from sidecar.outbox import Ports, RetryPolicy
 from sidecar.ports import CrmReader, CrmWriter, Notifier
 from sidecar.settings import Settings
@@ -112,6 +113,10 @@ def check_connections(settings: Settings) -> list[tuple[str, bool, str]]:
         except SlackApiError as exc:
             results.append(("slack", False, f"SIDECAR_SLACK_BOT_TOKEN refused: {exc.response.get('error')} "
                                             "(reinstall the Slack app and copy its Bot User OAuth Token)"))
+    if settings.teams_chat_workflow_url:  # check_system("teams") also checks the directory's teams
+        from connectors.teams.check import check_workflows
+
+        results += [("teams", ok, message) for ok, message in check_workflows(teams_targets(settings))]
     return results
 
 
@@ -162,18 +167,72 @@ def build_runtime(settings: Settings, sessions: sessionmaker[Session], *,
         writers["hubspot"] = HubSpotWriter(api, hs_fields)
         links = RecordLinks(links.salesforce_base, settings.hubspot_portal_id or hs_fields.portal_id,
                             hs_fields.type_id)
-    notifier: Notifier | None = None
-    if settings.slack_bot_token:
-        from connectors.slack.notifier import SlackNotifier, make_client
-
-        notifier = SlackNotifier(make_client(_secret(settings.slack_bot_token) or "", settings.slack_api_base),
-                                 settings.slack_fallback_channel, templates=slack_templates())
+    notifier = build_notifier(settings)
     ctx = EngineContext(PolicyBook(), links)
     if sf_client is not None and not sf_client.logged_in:  # record links name the org once it is known
         sf_client.on_login = lambda url: setattr(ctx, "links", replace(ctx.links, salesforce_base=url))
     return Runtime(sessions, ctx, readers, Ports(notifier, writers),
                    RetryPolicy(rng=random.Random()),  # noqa: S311 - retry jitter, not security
                    directory_file=settings.directory_file)
+
+
+SLACK_ROUTES = ("slack_dm", "team_channel", "channel")
+TEAMS_ROUTES = ("teams_chat", "teams_channel")
+
+
+def env_reader(settings: Settings, env_file: Path = Path(".env")) -> Callable[[str], str | None]:
+    """An env var by name: the environment first, then .env (the directory names Teams channels'
+    URL variables, which Settings cannot declare in advance)."""
+    import os
+
+    from dotenv import dotenv_values
+
+    from connectors.teams.notifier import CHAT_URL_ENV
+
+    from_file = dotenv_values(env_file) if env_file.exists() else {}
+
+    def read(name: str) -> str | None:
+        if name == CHAT_URL_ENV:
+            return _secret(settings.teams_chat_workflow_url)
+        return os.environ.get(name) or from_file.get(name)
+    return read
+
+
+def build_notifier(settings: Settings, *, slack: Notifier | None = None, teams: Notifier | None = None) -> Notifier:
+    """Slack serves the Slack routes (when a bot token is set), Teams Workflows the Teams routes."""
+    from connectors.teams.notifier import TeamsNotifier
+
+    if slack is None and settings.slack_bot_token:
+        from connectors.slack.notifier import SlackNotifier, make_client
+
+        slack = SlackNotifier(make_client(_secret(settings.slack_bot_token) or "", settings.slack_api_base),
+                              settings.slack_fallback_channel, templates=slack_templates())
+    teams = teams or TeamsNotifier(env_reader(settings), templates=slack_templates(),
+                                   dashboard_base=settings.public_url)
+    by_route: dict[str, Notifier] = dict.fromkeys(TEAMS_ROUTES, teams)
+    if slack is not None:
+        by_route.update(dict.fromkeys(SLACK_ROUTES, slack))
+    return RoutedNotifier(by_route, dict.fromkeys(SLACK_ROUTES, "set SIDECAR_SLACK_BOT_TOKEN (or put the team "
+                                                               "on Teams in the directory)"))
+
+
+def teams_targets(settings: Settings) -> list[tuple[str, str, str | None]]:
+    """(what it serves, env var name, value) of each Teams workflow the directory and settings need."""
+    from connectors.teams.notifier import CHAT_URL_ENV
+    from sidecar.directory import DirectoryError, load_directory
+
+    read = env_reader(settings)
+    try:
+        teams = [team for team in load_directory(settings.directory_file).teams if team.chat == "teams"] \
+            if settings.directory_file.exists() else []
+    except DirectoryError:
+        teams = []  # the directory step reports its problems
+    targets: list[tuple[str, str, str | None]] = []
+    if teams or settings.teams_chat_workflow_url:
+        targets.append(("chats with a person", CHAT_URL_ENV, read(CHAT_URL_ENV)))
+    targets += [(f"team {team.id}'s channel", team.teams_workflow_env, read(team.teams_workflow_env))
+                for team in teams if team.teams_workflow_env]
+    return targets
 
 
 def web_routers(settings: Settings, sessions: sessionmaker[Session], ctx: EngineContext) -> list[APIRouter]:
@@ -268,7 +327,7 @@ class DemoUnavailable(ValueError):
 def run_demo(*, crm: str, seed: int, scenario: Path | None, policy: Path | None, speed: float | None,
              duration: timedelta, out: Path, port: int,
              progress: Callable[[datetime, Any], None] | None = None) -> Any:
-    """Run the demo; writes audit.jsonl, crm.json, slack.json and requests.jsonl into `out`."""
+    """Run the demo; writes audit.jsonl, crm.json, slack.json, teams.json and requests.jsonl into `out`."""
     try:  # the emulators (and trustme, for their TLS) are never on `sidecar run`'s import path
         from connectors.emulators.demo import Demo, DemoOptions
     except ModuleNotFoundError as exc:
@@ -323,19 +382,27 @@ def replay_scenario(scenario: Any, policy: Path, workdir: Path) -> Any:
 # --- `sidecar check` (sidecar/preflight.py runs the steps; these reach the connectors for it) ---
 
 _ENABLES = {"salesforce": ("sf_username", "sf_client_id", "sf_session_id"),
-            "hubspot": ("hubspot_access_token",), "slack": ("slack_bot_token",)}
+            "hubspot": ("hubspot_access_token",), "slack": ("slack_bot_token",),
+            "teams": ("teams_chat_workflow_url",)}
 
 
 def configured_systems(settings: Settings) -> list[str]:
     """The CRMs and Slack workspace the settings configure, in check order."""
-    return [system for system, names in _ENABLES.items() if any(getattr(settings, n) for n in names)]
+    systems = [system for system, names in _ENABLES.items()
+               if system != "teams" and any(getattr(settings, n) for n in names)]
+    return systems + (["teams"] if teams_targets(settings) else [])  # also when only the directory needs it
 
 
 def check_system(settings: Settings, system: str) -> list[tuple[bool, str]]:
     """`check_connections` for one system only, so that one unreachable API cannot hide the others'
     results (the caller turns an exception here into that system's one line)."""
+    if system == "teams":
+        from connectors.teams.check import check_workflows
+
+        return check_workflows(teams_targets(settings))
     others = {name: None for other, names in _ENABLES.items() if other != system for name in names}
-    return [(ok, message) for _system, ok, message in check_connections(settings.model_copy(update=others))]
+    return [(ok, message) for checked, ok, message in check_connections(settings.model_copy(update=others))
+            if checked == system]
 
 
 def config_file_problems(name: str, path: Path) -> list[str]:

@@ -28,6 +28,7 @@ from connectors.emulators.salesforce import SalesforceEmulator
 from connectors.emulators.scenario import Scenario
 from connectors.emulators.slack import SlackEmulator
 from connectors.emulators.synthetic import SynthLead, generate, response_delay
+from connectors.emulators.teams import TeamsWorkflowsEmulator
 from connectors.emulators.tls import make_loopback_tls
 from sidecar import audit, jobs
 from sidecar.policy import load_policy
@@ -86,6 +87,7 @@ class DemoSummary:
     seconds: float = 0.0
     actions: Counter[str] = field(default_factory=Counter)  # typed: "reassign" whatever the step's kind
     patterns: Counter[str] = field(default_factory=Counter)  # typed: "stuck", "high_value", ...
+    teams_cards: int = 0  # Adaptive Cards the Teams workflows took (the demo's team on Teams)
 
 
 class Demo:
@@ -115,6 +117,8 @@ class Demo:
         self.http.trust_env = False
         self.slack = SlackEmulator(seed, clock.now)
         self.slack.start()
+        self.teams = TeamsWorkflowsEmulator(seed, clock.now)
+        self.teams.start()
         self.salesforce = self.hubspot = None
         drivers: dict[str, RepDriver] = {}
         if "salesforce" in self.crms:
@@ -129,7 +133,7 @@ class Demo:
             self.hubspot.start()
             drivers["hubspot"] = HubSpotReps(self.hubspot, self.http, self.hubspot_token)
         self.drivers = drivers
-        self.org = DemoOrg.build(self.synthetic, self.salesforce, self.hubspot, self.slack)
+        self.org = DemoOrg.build(self.synthetic, self.salesforce, self.hubspot, self.slack, self.teams)
         with transaction(self.sessions) as session:
             self.org.write_directory(session, policy)
         self.runtime = self.org.runtime(self.sessions, clock, self.salesforce, self.sf_http_or_none,
@@ -138,6 +142,7 @@ class Demo:
                                                         self.runtime.ctx),
                                     self.options.port)
         url = self.web.start()
+        self.org.teams_notifier.dashboard_base = url  # managers' cards link to the lead's dashboard page
         if self.salesforce is not None:
             self.salesforce.configure_outbound(f"{url}/webhooks/salesforce")
         if self.hubspot is not None:
@@ -279,7 +284,7 @@ class Demo:
             actions = Counter(audit.action_counts(session))
             patterns = Counter(audit.pattern_counts(session))
         return DemoSummary(len(self.tracked), kinds, effects, len(self.slack.export()), url,
-                           time.perf_counter() - started, actions, patterns)
+                           time.perf_counter() - started, actions, patterns, len(self.teams.export()))
 
     def write_outputs(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
@@ -293,13 +298,14 @@ class Demo:
         crm["leads"] = {key: {"crm": t.crm, "crm_id": t.crm_id, "team": t.team} for key, t in self.tracked.items()}
         (out / "crm.json").write_text(json.dumps(crm, indent=1, default=str))
         (out / "slack.json").write_text(json.dumps(self.slack.export(), indent=1, default=str))
+        (out / "teams.json").write_text(json.dumps(self.teams.export(), indent=1, default=str))
         requests_log = out / "requests.jsonl"
         requests_log.write_text("")
-        for emulator in (self.salesforce, self.hubspot, self.slack):
+        for emulator in (self.salesforce, self.hubspot, self.slack, self.teams):
             if emulator is not None:
                 emulator.log.write_jsonl(requests_log, emulator.service)
 
     def close(self) -> None:
-        for emulator in (self.salesforce, self.hubspot, self.slack):
+        for emulator in (self.salesforce, self.hubspot, self.slack, getattr(self, "teams", None)):
             if emulator is not None:
                 emulator.stop()

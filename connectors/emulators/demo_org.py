@@ -22,6 +22,7 @@ from connectors.emulators.hubspot import DEFAULT_TOKEN, HubSpotEmulator
 from connectors.emulators.salesforce import SalesforceEmulator
 from connectors.emulators.slack import SlackEmulator
 from connectors.emulators.synthetic import MARKETS, SyntheticOrg, SynthRep, SynthTeam
+from connectors.emulators.teams import TeamsWorkflowsEmulator
 from connectors.hubspot.api import HubSpotApi
 from connectors.hubspot.auth import Credentials, HubSpotAuth
 from connectors.hubspot.fields import FieldMap as HubSpotFields
@@ -36,12 +37,14 @@ from connectors.salesforce.outbound import salesforce_outbound_router
 from connectors.salesforce.reader import SalesforceReader
 from connectors.salesforce.writer import SalesforceWriter
 from connectors.slack.notifier import SlackNotifier, make_client
+from connectors.teams.notifier import CHAT_URL_ENV, TeamsNotifier
 from sidecar.calendar import BusinessCalendar
 from sidecar.directory import Directory, Pto, RepEntry, TeamEntry, add_pto, apply_directory
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.policies import PolicyBook
 from sidecar.jobs import Runtime
 from sidecar.links import RecordLinks
+from sidecar.notify_routes import RoutedNotifier
 from sidecar.outbox import Ports, RetryPolicy
 from sidecar.policy import Policy
 from sidecar.ports import CrmReader, CrmWriter
@@ -97,13 +100,20 @@ class DemoOrg:
     # Demo logins for the loopback dashboard (fixture values, printed by `sidecar demo`).
     DASHBOARD_USERS = "viewer:viewer:demo-viewer-token,manager:manager:demo-manager-token,admin:admin:demo-admin-token"
 
-    def __init__(self, teams: tuple[SynthTeam, ...], people: dict[str, Person], channels: dict[str, str]) -> None:
+    # The demo's team on Microsoft Teams (the others stay on Slack: an org may mix) and the .env
+    # names of its workflow URLs (the emulator's URLs carry a signature like the real ones).
+    TEAMS_TEAM_MARKET = "DACH"
+    TEAMS_CHANNEL_ENV = "SIDECAR_TEAMS_WORKFLOW_DACH"
+
+    def __init__(self, teams: tuple[SynthTeam, ...], people: dict[str, Person], channels: dict[str, str],
+                 workflow_urls: dict[str, str] | None = None) -> None:
         self.teams, self.people, self.channels = teams, people, channels
+        self.workflow_urls = workflow_urls or {}  # env var name -> URL; empty: every team on Slack
         self.by_user = {user: person for person in people.values() for user in person.ids.values()}
 
     @classmethod
     def build(cls, org: SyntheticOrg, salesforce: SalesforceEmulator | None, hubspot: HubSpotEmulator | None,
-              slack: SlackEmulator) -> DemoOrg:
+              slack: SlackEmulator, teams: TeamsWorkflowsEmulator | None = None) -> DemoOrg:
         markets = {spec.code: spec for spec in MARKETS}
         team_market = {team.key: team.market for team in org.teams}
         channels = {team.key: slack.add_channel(team.channel.lstrip("#")) for team in org.teams}
@@ -121,13 +131,24 @@ class DemoOrg:
             people[rep.key] = Person(rep, spec.tz, BusinessCalendar(spec.tz, spec.hours), ids,
                                      slack.add_user(rep.email, rep.key, rep.name),
                                      [(day, day) for day in rep.pto])
-        return cls(org.teams, people, channels)
+        urls: dict[str, str] = {}
+        if teams is not None:
+            urls[CHAT_URL_ENV] = teams.add_workflow("Sidecar chat", kind="chat")
+            for team in org.teams:
+                if team.market == cls.TEAMS_TEAM_MARKET:
+                    urls[cls.TEAMS_CHANNEL_ENV] = teams.add_workflow(f"{team.name} channel", channel=team.name)
+        return cls(org.teams, people, channels, urls)
+
+    def on_teams(self, team: SynthTeam) -> bool:
+        return team.market == self.TEAMS_TEAM_MARKET and self.TEAMS_CHANNEL_ENV in self.workflow_urls
 
     def write_directory(self, session: Session, policy: Policy) -> None:
         teams = [TeamEntry(id=team.key, name=team.name, market=team.market,
                            manager=self.people[team.manager].ids.get("salesforce")
                            or next(iter(self.people[team.manager].ids.values())),
-                           slack_channel=self.channels[team.key]) for team in self.teams]
+                           slack_channel=self.channels[team.key],
+                           **({"chat": "teams", "teams_workflow_env": self.TEAMS_CHANNEL_ENV}
+                              if self.on_teams(team) else {})) for team in self.teams]
         reps = [RepEntry(id=user, crm=crm, name=person.rep.name, email=person.rep.email,
                          team=person.rep.team or None, role=person.rep.role, seniority=person.rep.seniority,
                          capacity=person.rep.capacity,
@@ -163,8 +184,12 @@ class DemoOrg:
             writer = HubSpotWriter(api, fields)
             writer.ensure_properties()
             writers["hubspot"] = writer
-        notifier = SlackNotifier(make_client(self.SLACK_TOKEN, base_url=f"{slack.url}/api/"), self.FALLBACK_CHANNEL,
-                                 clock=clock.epoch)
+        slack_notifier = SlackNotifier(make_client(self.SLACK_TOKEN, base_url=f"{slack.url}/api/"),
+                                       self.FALLBACK_CHANNEL, clock=clock.epoch)
+        # Same routing as wiring.build_notifier: Slack routes to Slack, Teams routes to the workflows.
+        self.teams_notifier = TeamsNotifier(self.workflow_urls.get, allow_http=True)
+        notifier = RoutedNotifier({**dict.fromkeys(("slack_dm", "team_channel", "channel"), slack_notifier),
+                                   **dict.fromkeys(("teams_chat", "teams_channel"), self.teams_notifier)})
         links = RecordLinks(salesforce.url if salesforce else "https://login.salesforce.com",
                             str(hubspot.portal_id) if hubspot else "0")
         return Runtime(sessions, EngineContext(PolicyBook(), links), readers, Ports(notifier, writers),

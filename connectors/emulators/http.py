@@ -135,7 +135,7 @@ class FaultPlan:
 
 
 SECRET_KEYS = {"password", "client_secret", "token", "access_token", "refresh_token", "security_token",
-               "sessionid", "session_id"}
+               "sessionid", "session_id", "sig"}  # sig: the signature in a Teams Workflows URL
 _SECRET_XML = re.compile(r"(<(?:\w+:)?(?:password|sessionId)>)[^<]*(</)", re.IGNORECASE)
 
 

@@ -260,7 +260,9 @@ class ChurnRule(FlagRule):
 
 
 class Route(Strict):
-    via: Literal["slack_dm", "team_channel", "channel"]
+    # slack_dm / team_channel follow the team's chat system (directory `chat:`): a team on Teams gets
+    # a Teams chat / its Teams channel. teams_chat / teams_channel pin Microsoft Teams for this persona.
+    via: Literal["slack_dm", "team_channel", "channel", "teams_chat", "teams_channel"]
     channel: str | None = None
     quiet_hours: bool = False  # hold non-urgent messages outside the recipient's business hours
 

@@ -24,6 +24,9 @@ class Team(Base):
     market: Mapped[str] = mapped_column(String(64))
     manager_id: Mapped[str | None] = mapped_column(String(64))
     slack_channel: Mapped[str | None] = mapped_column(String(100))
+    chat: Mapped[str | None] = mapped_column(String(10))  # "slack" (also when NULL) or "teams"
+    # Name of the env var that holds the team channel's Teams workflow URL (the URL is a secret).
+    teams_workflow_env: Mapped[str | None] = mapped_column(String(100))
     ops_queue_id: Mapped[str | None] = mapped_column(String(64))  # CRM queue for "no one available"
 
 

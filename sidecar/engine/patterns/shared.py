@@ -21,7 +21,7 @@ from sidecar.engine.patterns.keys import effect_key
 from sidecar.engine.policies import PolicyBook
 from sidecar.links import RecordLinks
 from sidecar.policy.model import Policy
-from sidecar.ports import LeadContext, NoteRequest, Notification, OwnerChange, TaskRequest
+from sidecar.ports import PERSONAL_ROUTES, LeadContext, NoteRequest, Notification, OwnerChange, TaskRequest, Via
 from sidecar.store.models import AuditRow, Lead, OutboxRow, Rep, Team
 
 
@@ -120,11 +120,14 @@ def notify(session: Session, ctx: EngineContext, policy: Policy, row: AuditRow, 
         recipient = message.new_owner
     elif persona is Persona.OWNER:
         recipient = session.get(Rep, lead.owner_id) if lead.owner_id else None
-    elif persona is Persona.MANAGER and route.via == "slack_dm" and team and team.manager_id:
+    via = route_via(route.via, team)
+    personal = via in PERSONAL_ROUTES
+    if persona is Persona.MANAGER and personal and team and team.manager_id:
         recipient = session.get(Rep, team.manager_id)
-    elif persona is Persona.REGIONAL_VP and route.via == "slack_dm":
+    elif persona is Persona.REGIONAL_VP and personal:
         recipient = regional_vp(session, lead)
-    channel = route.channel if route.via == "channel" else (team.slack_channel if team else None)
+    channel = route.channel if via == "channel" else (
+        None if team is None else team.teams_workflow_env if via == "teams_channel" else team.slack_channel)
     market_code = team.market if team else lead.market
     tz = ctx.book.market(policy, market_code)[1].tz
     payload: dict[str, object] = {**(message.extra or {}), "state_since": lead.state_entered_at.isoformat()}
@@ -139,7 +142,7 @@ def notify(session: Session, ctx: EngineContext, policy: Policy, row: AuditRow, 
     return outbox.enqueue(session, key=effect_key(_key(row), "notify", persona.value),
                           now=now, audit_id=row.id, depends_on=depends_on,
                           not_before=not_before, request=Notification(
-                              kind=message.kind, persona=persona, via=route.via, lead=context,
+                              kind=message.kind, persona=persona, via=via, lead=context,
                               rule_id=message.rule_id, policy_version=message.policy_version, at=now,
                               due_at=message.due_at, elapsed_business_s=row.elapsed_business_s or 0.0,
                               window_s=message.window_s, tz=tz,
@@ -147,6 +150,15 @@ def notify(session: Session, ctx: EngineContext, policy: Policy, row: AuditRow, 
                               recipient_name=recipient.name if recipient else context.owner_name,
                               channel=channel, extra=payload, urgent=message.urgent,
                               reassignment=message.new_owner is not None))
+
+
+# A team whose chat is Microsoft Teams (directory `chat: teams`) hears through Teams what the policy
+# routes to a person or to the team; a named channel (`via: channel`) and pinned routes stay as written.
+_TEAM_CHAT_ROUTES: dict[str, dict[str, Via]] = {"teams": {"slack_dm": "teams_chat", "team_channel": "teams_channel"}}
+
+
+def route_via(via: Via, team: Team | None) -> Via:
+    return _TEAM_CHAT_ROUTES.get((team.chat if team else None) or "slack", {}).get(via, via)
 
 
 def regional_vp(session: Session, lead: Lead) -> Rep | None:
