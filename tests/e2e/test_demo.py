@@ -52,9 +52,11 @@ def test_every_warning_and_breach_has_exactly_one_slack_message_in_the_right_pla
     by_key = Counter(m["metadata"]["event_payload"]["key"] for m in messages if m.get("metadata"))
     assert len(by_key) == len(messages) and set(by_key.values()) == {1}  # no duplicates
     where = {m["metadata"]["event_payload"]["key"]: m for m in messages}
-    notifications = {row.idempotency_key: row for row in effects(demo_out) if row.action == "notify"}
-    audit_by_id = {row.audit_id for row in notifications.values()}
-    checked = Counter()
+    everything = {row.idempotency_key: row for row in effects(demo_out) if row.action == "notify"}
+    audit_by_id = {row.audit_id for row in everything.values()}
+    # The demo's team on Teams (DACH) is told there: test_the_dach_team_is_told_in_teams_one_card_each.
+    notifications = {key: row for key, row in everything.items() if not row.payload["via"].startswith("teams_")}
+    checked = Counter(row.payload["kind"] for row in everything.values() if row.payload["via"].startswith("teams_"))
     for key, row in notifications.items():
         message = where[key]  # KeyError = a notification with no Slack message
         kind, persona = row.payload["kind"], row.payload["persona"]
@@ -84,6 +86,45 @@ def test_every_warning_and_breach_has_exactly_one_slack_message_in_the_right_pla
     assert checked["churn_risk"] >= sum(r["kind"] == "churn_risk" for r in rows) > 0
     told = ("stuck_lead", "compliance_hold", "high_value_flag", "churn_risk", "churn_outreach_paused")
     assert len(audit_by_id) == sum(r["kind"].startswith("sla_breach") or r["kind"] in told for r in rows)
+
+
+def test_the_dach_team_is_told_in_teams_one_card_each(demo_out: Path) -> None:
+    """The demo org puts DACH on Microsoft Teams: its owners' warnings reach a chat with them, its
+    manager's breaches its channel, each as one Adaptive Card with the lead and its record link;
+    the other teams stay on Slack."""
+    cards = json.loads((demo_out / "teams.json").read_text())
+    rows = audit_rows(demo_out)
+    dach = {r["team_id"] for r in rows if r["team_name"] == "DACH"}
+    assert len(dach) == 1
+    leads = json.loads((demo_out / "crm.json").read_text())["leads"]
+    team_of = {(lead["crm"], lead["crm_id"]): lead["team"] for lead in leads.values()}
+    by_key = Counter(card["key"] for card in cards)
+    assert cards and set(by_key.values()) == {1} and not any(card["duplicate"] for card in cards)
+    notify = [row for row in effects(demo_out) if row.action == "notify"]
+    on_teams = {row.idempotency_key: row for row in notify if row.payload["via"].startswith("teams_")}
+    assert set(by_key) == set(on_teams)  # one card per Teams notification, none without one
+    for row in notify:  # the lead's team decides the chat system; a named channel (ops review...) stays Slack
+        lead = row.payload["lead"]
+        if row.payload["via"] != "channel":
+            assert row.payload["via"].startswith("teams_") == (team_of[(lead["crm"], lead["crm_id"])] in dach)
+    told = Counter()
+    for card in cards:
+        row = on_teams[card["key"]]
+        lead, persona = row.payload["lead"], row.payload["persona"]
+        text = json.dumps(card["card"], ensure_ascii=False)
+        assert lead["name"] in text and lead["company"] in text
+        assert card["card"]["actions"][0]["type"] == "Action.OpenUrl"
+        assert card["card"]["actions"][0]["url"] == lead["record_url"]
+        if persona in ("owner", "new_owner"):
+            assert card["kind"] == "chat" and card["recipient"] == row.payload["recipient_email"]
+        if persona == "manager":
+            assert card["kind"] == "channel" and card["channel"] == "DACH"
+            assert any("/dashboard/leads/" in action["url"] for action in card["card"]["actions"])
+        told[(row.payload["kind"], persona)] += 1
+    # one to one with the audit: every warning to a DACH owner, every breach to the DACH manager
+    in_dach = [r for r in rows if r["team_id"] in dach]
+    assert told[("sla_breach_imminent", "owner")] == sum(r["kind"] == "sla_breach_imminent" for r in in_dach) > 0
+    assert told[("sla_breach", "manager")] == sum(r["kind"] == "sla_breach" for r in in_dach) > 0
 
 
 def _notified(row: dict[str, Any]) -> list[str]:
