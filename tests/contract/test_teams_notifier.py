@@ -169,6 +169,7 @@ def test_server_errors_and_dropped_connections_are_transient(emulator: TeamsWork
 def test_4xx_are_permanent_say_what_to_fix_and_never_show_the_signature(
         emulator: TeamsWorkflowsEmulator, urls: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="urllib3.connectionpool")  # it logs each request's URL
     chat, channel = urls[CHAT_URL_ENV], urls[CHANNEL_ENV]
     cases = {
         # the channel variable holds the chat workflow's URL: that workflow needs a recipient (400)

@@ -158,3 +158,35 @@ def test_a_refused_token_is_one_line_naming_it(workdir: Path, monkeypatch: pytes
     assert result.exit_code == 1
     lines = [line for line in result.stdout.splitlines() if line.startswith("hubspot: ")]
     assert len(lines) == 1 and "SIDECAR_HUBSPOT_ACCESS_TOKEN refused" in lines[0], result.stdout
+
+
+def test_teams_routes_are_checked_url_shape_and_reachability(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A team on Teams in the directory: each workflow URL it needs is set, shaped right and answers;
+    a wrong signature and a missing variable are one line each, and no URL or signature is shown."""
+    from connectors.emulators.teams import TeamsWorkflowsEmulator
+    from connectors.emulators.tls import make_loopback_tls
+
+    tls = make_loopback_tls(workdir / "tls")
+    teams = TeamsWorkflowsEmulator()
+    teams.start(ssl_context=tls.server_context)
+    try:
+        chat, india = teams.add_workflow("chat", kind="chat"), teams.add_workflow("india channel")
+        directory = workdir / "config" / "directory.yaml"
+        text = directory.read_text()
+        directory.write_text(text.replace('    slack_channel: "#sales-india"\n',
+                                          '    chat: teams\n    teams_workflow_env: SIDECAR_TEAMS_WORKFLOW_INDIA\n'))
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls.ca_bundle))
+        monkeypatch.setenv("SIDECAR_TEAMS_CHAT_WORKFLOW_URL", chat)
+        (workdir / ".env").write_text(f"SIDECAR_TEAMS_WORKFLOW_INDIA={india.replace('sig=', 'sig=0')}\n")
+        result = runner.invoke(app, ["check"])
+        lines = [line for line in result.stdout.splitlines() if line.startswith("teams: ")]
+        assert len(lines) == 2, result.stdout
+        assert lines[0].startswith("teams: ok: SIDECAR_TEAMS_CHAT_WORKFLOW_URL reaches the workflow")
+        assert "SIDECAR_TEAMS_WORKFLOW_INDIA: Teams refused the URL's signature (HTTP 401)" in lines[1]
+        assert "sig=" not in result.stdout and chat.split("sig=")[1] not in result.stdout
+        assert teams.cards() == []  # checking never posts a card
+        (workdir / ".env").write_text("")
+        result = runner.invoke(app, ["check"])
+        assert "teams: SIDECAR_TEAMS_WORKFLOW_INDIA is not set" in result.stdout
+    finally:
+        teams.stop()
