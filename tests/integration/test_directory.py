@@ -220,3 +220,23 @@ def test_add_pto_covers_whole_local_days_once(sessions: sessionmaker[Session]) -
             add_pto(session, "r1", date(2026, 11, 26), date(2026, 11, 25), "UTC")
         with pytest.raises(ValueError, match="unknown rep"):
             add_pto(session, "nobody", date(2026, 11, 26), date(2026, 11, 26), "UTC")
+
+
+def test_a_team_chooses_teams_by_naming_the_env_var_of_its_workflow_never_the_url(
+        sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    version = apply_policy(sessions, policy_raw(), ny(1, 0))
+    raw = directory_raw()
+    raw["teams"][0]["chat"] = "teams"  # but no workflow named
+    with transaction(sessions) as session, pytest.raises(DirectoryError) as caught:
+        apply_directory(session, load_directory(write(tmp_path, raw)), context().book.get(session, version))
+    (problem,) = caught.value.problems
+    assert problem.key == "teams[0].teams_workflow_env" and ".env variable" in problem.fix
+    raw["teams"][0]["teams_workflow_env"] = "https://prod-1.westeurope.logic.azure.com/workflows/1?sig=abc"
+    with pytest.raises(DirectoryError, match=r"teams\[0\]\.teams_workflow_env: String should match pattern"):
+        load_directory(write(tmp_path, raw))  # a pasted URL is refused: it belongs in .env
+    raw["teams"][0]["teams_workflow_env"] = "SIDECAR_TEAMS_WORKFLOW_US"
+    with transaction(sessions) as session:
+        apply_directory(session, load_directory(write(tmp_path, raw)), context().book.get(session, version))
+    with transaction(sessions) as session:
+        team = session.get(Team, "us")
+        assert team is not None and (team.chat, team.teams_workflow_env) == ("teams", "SIDECAR_TEAMS_WORKFLOW_US")
