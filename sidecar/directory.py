@@ -202,6 +202,9 @@ def _hours_problems(key: str, rep: RepEntry) -> list[DirectoryProblem]:
 def directory_version(directory: Directory) -> str:
     """Short hash of the canonical content: order of entries and YAML formatting do not count."""
     content = directory.model_dump(mode="json", by_alias=True)
+    for team in content["teams"]:  # a team on Slack hashes as before the chat choice existed
+        if team["chat"] == "slack" and team["teams_workflow_env"] is None:
+            del team["chat"], team["teams_workflow_env"]
     content["teams"] = sorted(content["teams"], key=lambda team: team["id"])
     for rep in content["reps"]:
         rep["pto"] = sorted(rep["pto"], key=lambda pto: (pto["from"], pto["to"]))
