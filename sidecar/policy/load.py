@@ -201,7 +201,8 @@ def _check_references(sections: dict[str, Any], positions: dict[str, list[int]],
         for i, persona in enumerate(names):
             if "notifications" in sections and persona not in routes:
                 out.add((*path, "notify", i), f"no route for persona {persona.value!r}",
-                        f"add notifications.{persona.value} (slack_dm, team_channel or channel)")
+                        f"add notifications.{persona.value} (slack_dm, team_channel, channel, teams_chat "
+                        "or teams_channel)")
 
     for i, window in _indexed(sections, positions, "windows"):
         path = ("windows", i)

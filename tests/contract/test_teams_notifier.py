@@ -25,6 +25,7 @@ AT = datetime(2026, 3, 2, 8, 30, tzinfo=UTC)
 SF_URL = "https://acme.my.salesforce.com/lightning/r/Lead/00Q5e000001/view"
 CHANNEL_ENV = "SIDECAR_TEAMS_WORKFLOW_DACH"
 ANA = "ana@nimbus.example"
+CONNECTOR_CARD = "application/vnd.microsoft.teams.card.o365connector"  # the retired connectors' MessageCard
 
 
 def lead(**changes: Any) -> LeadContext:
@@ -217,8 +218,7 @@ def test_the_emulator_refuses_what_teams_refuses(emulator: TeamsWorkflowsEmulato
     bad_bodies = {
         "type must be 'message'": {**good, "type": "card"},
         "exactly one card": {**good, "attachments": good["attachments"] * 2},
-        "Adaptive Cards only": {**good, "attachments": [{**good["attachments"][0],
-                                                         "contentType": "application/vnd.microsoft.teams.card.o365connector"}]},
+        "Adaptive Cards only": {**good, "attachments": [{**good["attachments"][0], "contentType": CONNECTOR_CARD}]},
         "up to 1.5": {**good, "attachments": [{"contentType": CARD_CONTENT_TYPE,
                                                "content": {**good["attachments"][0]["content"], "version": "1.6"}}]},
         "needs a bot": {**good, "attachments": [{"contentType": CARD_CONTENT_TYPE, "content": {
@@ -236,7 +236,7 @@ def test_the_emulator_refuses_what_teams_refuses(emulator: TeamsWorkflowsEmulato
 
 def test_routes_without_a_notifier_dead_letter_with_the_fix(notifier: TeamsNotifier) -> None:
     routed = RoutedNotifier({"teams_chat": notifier}, {"slack_dm": "set SIDECAR_SLACK_BOT_TOKEN"})
-    with pytest.raises(PermanentError, match="via: slack_dm .*set SIDECAR_SLACK_BOT_TOKEN"):
+    with pytest.raises(PermanentError, match=r"via: slack_dm .*set SIDECAR_SLACK_BOT_TOKEN"):
         routed.send(warning(via="slack_dm"), "k")
 
 
