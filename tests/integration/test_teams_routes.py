@@ -151,3 +151,26 @@ def test_noise_limits_hold_warnings_to_a_teams_recipient_like_a_slack_one(sessio
     wired.noise = NoiseControl(max_per_recipient=1, window_minutes=15, digest=True)
     assert dispatch(sessions, wired, ny(24, 9, 5).astimezone(UTC)) == {"done": 3}
     assert len(teams.cards()) == 2 and teams.cards()[1]["key"].startswith("digest:")
+
+
+def test_quiet_hours_hold_a_warning_to_a_teams_chat_until_business_hours(sessions: sessionmaker[Session],
+                                                                        teams: TeamsWorkflowsEmulator) -> None:
+    raw = policy_raw()
+    raw["notifications"]["owner"] = {"via": "slack_dm", "quiet_hours": True}
+    ctx = context()
+    apply_policy(sessions, raw, ny(1, 0))
+    add_team(sessions, "de", market="IN", reps=("d1",))  # an India team, on Teams this time
+    with transaction(sessions) as session:
+        team = session.get(Team, "de")
+        assert team is not None
+        team.chat, team.teams_workflow_env = "teams", CHANNEL_ENV
+    ingest(sessions, ctx, snapshot("00QD1", at=ny(24, 8), owner="d1"))
+    tick(sessions, ctx, ny(24, 8, 48).astimezone(UTC))
+    (warning,) = notify_rows(sessions)
+    # 08:48 in New York is 19:18 in Kolkata: the chat waits for 09:30 IST the next morning
+    assert warning.payload["via"] == "teams_chat"
+    assert warning.next_attempt_at == datetime(2026, 11, 25, 4, 0, tzinfo=UTC)
+    wired = ports(teams, FakeNotifier())
+    assert dispatch(sessions, wired, ny(24, 8, 50).astimezone(UTC)) == {}
+    assert dispatch(sessions, wired, datetime(2026, 11, 25, 4, 0, tzinfo=UTC)) == {"done": 1}
+    assert [card["recipient"] for card in teams.cards()] == ["d1@example.com"]
