@@ -180,35 +180,19 @@ SLACK_ROUTES = ("slack_dm", "team_channel", "channel")
 TEAMS_ROUTES = ("teams_chat", "teams_channel")
 
 
-def env_reader(settings: Settings, env_file: Path = Path(".env")) -> Callable[[str], str | None]:
-    """An env var by name: the environment first, then .env (the directory names Teams channels'
-    URL variables, which Settings cannot declare in advance)."""
-    import os
-
-    from dotenv import dotenv_values
-
-    from connectors.teams.notifier import CHAT_URL_ENV
-
-    from_file = dotenv_values(env_file) if env_file.exists() else {}
-
-    def read(name: str) -> str | None:
-        if name == CHAT_URL_ENV:
-            return _secret(settings.teams_chat_workflow_url)
-        return os.environ.get(name) or from_file.get(name)
-    return read
-
-
-def build_notifier(settings: Settings, *, slack: Notifier | None = None, teams: Notifier | None = None) -> Notifier:
+def build_notifier(settings: Settings) -> Notifier:
     """Slack serves the Slack routes (when a bot token is set), Teams Workflows the Teams routes."""
     from connectors.teams.notifier import TeamsNotifier
+    from connectors.teams.targets import env_reader
 
-    if slack is None and settings.slack_bot_token:
+    slack: Notifier | None = None
+    if settings.slack_bot_token:
         from connectors.slack.notifier import SlackNotifier, make_client
 
         slack = SlackNotifier(make_client(_secret(settings.slack_bot_token) or "", settings.slack_api_base),
                               settings.slack_fallback_channel, templates=slack_templates())
-    teams = teams or TeamsNotifier(env_reader(settings), templates=slack_templates(),
-                                   dashboard_base=settings.public_url)
+    teams = TeamsNotifier(env_reader(_secret(settings.teams_chat_workflow_url)), templates=slack_templates(),
+                          dashboard_base=settings.public_url)
     by_route: dict[str, Notifier] = dict.fromkeys(TEAMS_ROUTES, teams)
     if slack is not None:
         by_route.update(dict.fromkeys(SLACK_ROUTES, slack))
@@ -218,21 +202,9 @@ def build_notifier(settings: Settings, *, slack: Notifier | None = None, teams: 
 
 def teams_targets(settings: Settings) -> list[tuple[str, str, str | None]]:
     """(what it serves, env var name, value) of each Teams workflow the directory and settings need."""
-    from connectors.teams.notifier import CHAT_URL_ENV
-    from sidecar.directory import DirectoryError, load_directory
+    from connectors.teams.targets import env_reader, workflow_targets
 
-    read = env_reader(settings)
-    try:
-        teams = [team for team in load_directory(settings.directory_file).teams if team.chat == "teams"] \
-            if settings.directory_file.exists() else []
-    except DirectoryError:
-        teams = []  # the directory step reports its problems
-    targets: list[tuple[str, str, str | None]] = []
-    if teams or settings.teams_chat_workflow_url:
-        targets.append(("chats with a person", CHAT_URL_ENV, read(CHAT_URL_ENV)))
-    targets += [(f"team {team.id}'s channel", team.teams_workflow_env, read(team.teams_workflow_env))
-                for team in teams if team.teams_workflow_env]
-    return targets
+    return workflow_targets(settings.directory_file, env_reader(_secret(settings.teams_chat_workflow_url)))
 
 
 def web_routers(settings: Settings, sessions: sessionmaker[Session], ctx: EngineContext) -> list[APIRouter]:

@@ -252,3 +252,23 @@ def test_check_reports_each_workflow_without_posting(emulator: TeamsWorkflowsEmu
     assert "Workflows trigger URL" in results[4][1]
     assert all("sig=" not in message for _, message in results)
     assert emulator.cards() == []  # the check never posts
+
+
+def test_sidecar_run_wires_teams_routes_to_teams_and_slack_routes_to_slack(tmp_path: Any,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import SecretStr
+
+    from sidecar import wiring
+    from sidecar.settings import Settings
+
+    monkeypatch.chdir(tmp_path)  # no .env, no config/ here
+    (tmp_path / ".env").write_text(f"{CHANNEL_ENV}=http://127.0.0.1:9/not-a-workflow\n")
+    settings = Settings(_env_file=None, teams_chat_workflow_url=SecretStr("https://example.com/hook?sig=s3cret"))
+    notifier = wiring.build_notifier(settings)
+    with pytest.raises(PermanentError, match=f"{CHAT_URL_ENV} does not look like a Workflows trigger URL") as err:
+        notifier.send(warning(), "k")
+    assert "s3cret" not in str(err.value)
+    with pytest.raises(PermanentError, match=f"{CHANNEL_ENV} is not an https"):  # read from .env by its name
+        notifier.send(breach(), "k")
+    with pytest.raises(PermanentError, match="set SIDECAR_SLACK_BOT_TOKEN"):
+        notifier.send(warning(via="slack_dm"), "k")
