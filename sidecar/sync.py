@@ -255,3 +255,16 @@ def _release_intake(sessions: sessionmaker[Session], token: str) -> None:
                             .values(claim_token=None, claimed_until=None))
     except SQLAlchemyError as exc:
         log.warning("could not give back a claimed webhook batch (its lease will run out): %s", describe(exc))
+
+
+def release_orphaned_intake(sessions: sessionmaker[Session]) -> int:
+    """At start on SQLite (one instance per file), give back every intake claim: it was left by a
+    process that died while draining, and waiting out its lease would only delay those webhooks.
+    On PostgreSQL a claim may belong to a live instance: its lease decides. Returns how many."""
+    with transaction(sessions) as session:
+        if session.get_bind().dialect.name != "sqlite":
+            return 0
+        result = session.execute(update(IntakeItem).where(IntakeItem.claim_token.is_not(None),
+                                                          IntakeItem.processed_at.is_(None))
+                                 .values(claim_token=None, claimed_until=None))
+        return int(getattr(result, "rowcount", 0) or 0)
