@@ -237,7 +237,7 @@ def test_two_instances_draining_one_intake_apply_each_event_once(
 
 # --- two instances ticking the same clocks and dispatching the same outbox --------------------------------
 
-START, END, STEP = ny(24, 8), ny(24, 11), timedelta(minutes=2)
+START, END, STEP = ny(24, 8), ny(24, 11), timedelta(minutes=3)
 LADDER_LEADS = 12
 
 
