@@ -25,8 +25,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar import jobs, scheduler
 from sidecar.domain import Crm, LeadSnapshot
+from sidecar.engine.evaluator import tick
 from sidecar.jobs import Runtime
-from sidecar.outbox import Ports
+from sidecar.outbox import Ports, dispatch
 from sidecar.ports import ChangePage, Cursor, DirectoryUser, Notification
 from sidecar.store.db import make_engine, migrate, session_factory, transaction
 from sidecar.store.models import AuditRow, IntakeItem, Lead, LeadEvent, OutboxRow, SyncCursor
@@ -334,3 +335,28 @@ def test_a_drainer_that_lost_its_claim_applies_nothing_and_the_taker_applies_eve
     with transaction(sessions) as session:
         assert session.scalar(select(func.count()).select_from(IntakeItem)
                               .where(IntakeItem.processed_at == ny(24, 8, 7))) == 2
+
+
+def test_two_instances_dispatching_at_the_same_instant_send_one_recipients_warnings_as_one_digest(
+        engine: Engine, sessions: sessionmaker[Session], other_sessions: sessionmaker[Session]) -> None:
+    postgres_only(engine)
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions)
+    ctx = context()
+    for i in range(30):  # thirty leads of one owner, all warned at 8:48
+        ingest(sessions, ctx, snapshot(f"00Q{i:03d}", at=ny(24, 8)))
+    warned_at = ny(24, 8, 48).astimezone(UTC)
+    assert tick(sessions, ctx, warned_at)
+    notifiers = (FakeNotifier(), FakeNotifier())
+    same_instant = threading.Barrier(2)
+
+    def instance(i: int, s: sessionmaker[Session]) -> Callable[[], Counter[str]]:
+        def run() -> Counter[str]:
+            same_instant.wait(timeout=WAIT)
+            return dispatch(s, Ports(notifiers[i], {"salesforce": FakeWriter()}), warned_at)
+        return run
+
+    run_together(instance(0, sessions), instance(1, other_sessions))
+    assert notifiers[0].sent == notifiers[1].sent == {}
+    digests = [digest for notifier in notifiers for digest in notifier.digests.values()]
+    assert len(digests) == 1 and sorted(n.lead.crm_id for n in digests[0]) == [f"00Q{i:03d}" for i in range(30)]
