@@ -51,8 +51,9 @@ def poll_all(rt: Runtime, now: datetime) -> dict[str, sync.PollStats]:
             continue
         try:  # one CRM's outage must not stop the others' polling
             with leader_lock(rt.sessions, f"poll:{name}") as leader:
-                if leader:
-                    stats[name] = sync.poll(rt.sessions, rt.ctx, reader, now)
+                if not leader:  # another sidecar polls this CRM now, and records how it went
+                    continue
+                stats[name] = sync.poll(rt.sessions, rt.ctx, reader, now)
         except Exception as exc:  # reported; the cursor did not move, the next poll tries again
             failure = rt.failures.failed("poll", name, now, exc)
             _remember_poll(rt, name, now, failure.cause, failure.since)
@@ -78,14 +79,16 @@ def sync_directory(rt: Runtime, now: datetime) -> list[SyncResult]:
     for name, reader in rt.readers.items():
         if not rt.failures.due("directory_sync", name, now):
             continue
-        try:  # one CRM's outage must not stop the other's sync
-            users = reader.read_users()
-        except Exception as exc:  # reported; the reps stay as they were
-            rt.failures.failed("directory_sync", name, now, exc)
-            continue
-        rt.failures.succeeded("directory_sync", name, now)
-        with leader_lock(rt.sessions, f"directory:{name}") as leader, transaction(rt.sessions) as session:
-            if leader:
+        with leader_lock(rt.sessions, f"directory:{name}") as leader:
+            if not leader:  # another sidecar syncs this CRM's users now; reading them too would only spend API calls
+                continue
+            try:  # one CRM's outage must not stop the other's sync
+                users = reader.read_users()
+            except Exception as exc:  # reported; the reps stay as they were
+                rt.failures.failed("directory_sync", name, now, exc)
+                continue
+            rt.failures.succeeded("directory_sync", name, now)
+            with transaction(rt.sessions) as session:
                 results.append(sync_users(session, name, users, directory))
     for result in results:
         if result.unplaced:

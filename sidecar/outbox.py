@@ -39,6 +39,7 @@ from sidecar.ports import (
     TransientError,
 )
 from sidecar.store.db import transaction
+from sidecar.store.locks import one_at_a_time
 from sidecar.store.models import AuditRow, Lead, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ class _Claim:
 
 def _claim(session: Session, now: datetime, batch: int, lease: timedelta) -> tuple[list[_Claim], int]:
     """Claim due rows (and skip those whose prerequisite failed); returns (claims, skipped count)."""
+    one_at_a_time(session, "outbox:claim")  # several sidecars: one claims at a time, so a digest is never split
     parent = aliased(OutboxRow)
     # Effects whose prerequisite failed or was skipped are skipped too (no "new owner" DM after a
     # refused owner change).

@@ -11,7 +11,7 @@ from sqlalchemy import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 import sidecar
-from sidecar import outbox
+from sidecar import outbox, sync
 from sidecar.engine.policies import PolicyBook
 from sidecar.jobs import Runtime
 from sidecar.settings import Settings
@@ -89,6 +89,7 @@ def _run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[]
     for line in summary(settings, runtime, sessions, listen_url, paths):
         log.info(line)
     outbox.release_orphaned_claims(sessions, clock())  # before any job: see its docstring
+    sync.release_orphaned_intake(sessions)  # likewise for webhook ids a killed drain had claimed
     try:
         scheduler.run_forever(runtime, clock, settings.job_intervals(),
                               timedelta(seconds=settings.backoff_cap_seconds))

@@ -7,13 +7,15 @@ a webhook only tells us *which* leads to read.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import String, bindparam, func, literal, select, true
+from sqlalchemy import String, bindparam, func, literal, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar import audit
@@ -24,6 +26,7 @@ from sidecar.failures import describe, is_network_problem
 from sidecar.ingest import apply_snapshot
 from sidecar.ports import ChangePage, CrmReader, Cursor, PermanentError, TransientError
 from sidecar.store.db import transaction
+from sidecar.store.locks import lock_leads
 from sidecar.store.models import IntakeItem, SyncCursor
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,7 @@ def apply_page(sessions: sessionmaker[Session], ctx: EngineContext, crm: str, pa
                stats: PollStats, now: datetime) -> None:
     """One page of changes and the cursor that covers it, in one transaction (polling and backfill)."""
     with transaction(sessions) as session:
+        lock_leads(session, crm, (snapshot.crm_id for snapshot in page.snapshots))
         for snapshot in page.snapshots:
             stats.events += _apply_one(session, ctx, snapshot, now)
         row = _cursor_row(session, crm, "leads")
@@ -165,26 +169,102 @@ def read_isolating(reader: CrmReader, ids: list[str]) -> tuple[list[LeadSnapshot
 
 
 def drain_intake(sessions: sessionmaker[Session], ctx: EngineContext, reader: CrmReader, now: datetime,
-                 batch: int = 100) -> int:
+                 batch: int = 100, lease: timedelta = timedelta(minutes=5)) -> int:
     """Read announced leads, `batch` ids per CRM call, and apply them like polled changes. An id the
     CRM refuses to read is dead-lettered on its own (`error` set, shown by `sidecar status`) and
-    never holds up the ids behind it; polling still covers that lead if it exists."""
+    never holds up the ids behind it; polling still covers that lead if it exists.
+
+    Several sidecars may drain one intake: each batch is claimed in a short transaction, read from
+    the CRM with no transaction open, and applied only while the claim is still ours (see
+    `_claim_intake`), so each id is applied by one sidecar."""
     applied = 0
+    crm = reader.crm.value
     while True:
-        with transaction(sessions) as session:
-            pending = select(IntakeItem).where(IntakeItem.crm == reader.crm.value,
-                                               IntakeItem.processed_at.is_(None))
-            items = list(session.scalars(pending.order_by(IntakeItem.id).limit(batch)))
-            if not items:
-                return applied
-            ids = list(dict.fromkeys(item.crm_id for item in items))
+        claimed = _claim_intake(sessions, crm, now, batch, lease)
+        if claimed is None:
+            return applied
+        token, ids = claimed
+        try:
             snapshots, refused = read_isolating(reader, ids)
-            for snapshot in snapshots:
-                _apply_one(session, ctx, snapshot, now)
-                applied += 1
-            for item in items:
-                item.processed_at = now
-                if item.crm_id in refused:
-                    item.error = refused[item.crm_id][:500]
-            for crm_id, why in refused.items():
-                log.warning("%s refused to read webhook id %.40r, set aside: %s", reader.crm.value, crm_id, why)
+            applied += _apply_claimed(sessions, ctx, crm, token, snapshots, refused, now)
+        except Exception:  # the ids go back to the queue at once, for whichever sidecar drains next
+            _release_intake(sessions, token)
+            raise
+
+
+def _apply_claimed(sessions: sessionmaker[Session], ctx: EngineContext, crm: str, token: str,
+                   snapshots: list[LeadSnapshot], refused: dict[str, str], now: datetime) -> int:
+    """Apply what was read for the rows still carrying `token`, and mark them processed; returns how
+    many snapshots were applied."""
+    with transaction(sessions) as session:
+        mine = _still_claimed(session, token)
+        if not mine:  # our lease ran out and another sidecar took the batch over: it applies it
+            log.warning("%s webhook batch: claim lost (lease expired and taken over); not applied", crm)
+            return 0
+        wanted = {item.crm_id for item in mine}
+        snapshots = [snapshot for snapshot in snapshots if snapshot.crm_id in wanted]
+        lock_leads(session, crm, (snapshot.crm_id for snapshot in snapshots))
+        for snapshot in snapshots:
+            _apply_one(session, ctx, snapshot, now)
+        for item in mine:
+            item.processed_at, item.claim_token, item.claimed_until = now, None, None
+            if item.crm_id in refused:
+                item.error = refused[item.crm_id][:500]
+    for crm_id, why in refused.items():
+        if crm_id in wanted:
+            log.warning("%s refused to read webhook id %.40r, set aside: %s", crm, crm_id, why)
+    return len(snapshots)
+
+
+def _claim_intake(sessions: sessionmaker[Session], crm: str, now: datetime, batch: int,
+                  lease: timedelta) -> tuple[str, list[str]] | None:
+    """Claim the oldest unprocessed ids no live claim holds: (token, distinct lead ids), or None.
+    On PostgreSQL rows another sidecar is claiming at this instant are skipped (SKIP LOCKED), not
+    waited for; a claim whose lease has passed belongs to a sidecar that died, and is taken over."""
+    with transaction(sessions) as session:
+        free = or_(IntakeItem.claimed_until.is_(None), IntakeItem.claimed_until < now)
+        query = (select(IntakeItem).where(IntakeItem.crm == crm, IntakeItem.processed_at.is_(None), free)
+                 .order_by(IntakeItem.id).limit(batch))
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        items = list(session.scalars(query))
+        if not items:
+            return None
+        token = uuid.uuid4().hex
+        for item in items:
+            item.claim_token, item.claimed_until = token, now + lease
+        return token, list(dict.fromkeys(item.crm_id for item in items))
+
+
+def _still_claimed(session: Session, token: str) -> list[IntakeItem]:
+    """The rows that still carry our token, locked until the apply commits (a sidecar taking over an
+    expired claim waits for that commit, then finds them processed)."""
+    query = select(IntakeItem).where(IntakeItem.claim_token == token, IntakeItem.processed_at.is_(None))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return list(session.scalars(query.order_by(IntakeItem.id)))
+
+
+def _release_intake(sessions: sessionmaker[Session], token: str) -> None:
+    """Give a batch back after a failed read or apply; if even that fails (database gone), the
+    lease runs out and the next drainer takes the batch over anyway."""
+    try:
+        with transaction(sessions) as session:
+            session.execute(update(IntakeItem)
+                            .where(IntakeItem.claim_token == token, IntakeItem.processed_at.is_(None))
+                            .values(claim_token=None, claimed_until=None))
+    except SQLAlchemyError as exc:
+        log.warning("could not give back a claimed webhook batch (its lease will run out): %s", describe(exc))
+
+
+def release_orphaned_intake(sessions: sessionmaker[Session]) -> int:
+    """At start on SQLite (one instance per file), give back every intake claim: it was left by a
+    process that died while draining, and waiting out its lease would only delay those webhooks.
+    On PostgreSQL a claim may belong to a live instance: its lease decides. Returns how many."""
+    with transaction(sessions) as session:
+        if session.get_bind().dialect.name != "sqlite":
+            return 0
+        result = session.execute(update(IntakeItem).where(IntakeItem.claim_token.is_not(None),
+                                                          IntakeItem.processed_at.is_(None))
+                                 .values(claim_token=None, claimed_until=None))
+        return int(getattr(result, "rowcount", 0) or 0)

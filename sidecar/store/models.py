@@ -230,6 +230,10 @@ class IntakeItem(Base):
     processed_at: Mapped[datetime | None] = mapped_column(index=True)
     # Set when the CRM refused to read this id on its own: dead-lettered, shown by `sidecar status`.
     error: Mapped[str | None] = mapped_column(String(500))
+    # Set while a drainer reads this id from the CRM: only the holder of the token applies it, and a
+    # dead drainer's claim is taken over once `claimed_until` has passed (several sidecars, one intake).
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    claimed_until: Mapped[datetime | None]
 
 
 class ReviewItem(Base):
