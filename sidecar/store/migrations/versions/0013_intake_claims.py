@@ -17,7 +17,7 @@ from alembic import op
 import sidecar.store.types
 
 revision = '0013'
-down_revision = '0005'
+down_revision = '0017'
 branch_labels = None
 depends_on = None
 
