@@ -99,8 +99,10 @@ def compare(recorded: Any, run: Run, active_version: str, active: str, candidate
         before = account(session, keys, run.start, run.end)
     headline = [f"simulate: candidate policy {candidate}", f"against the active policy {active} (recorded)",
                 f"period {run.start:%Y-%m-%d %H:%M} to {run.end:%Y-%m-%d %H:%M} UTC: {run.leads} lead(s) replayed, "
-                f"{run.changes} recorded change(s) by people; {run.echoes} change(s) the sidecar itself wrote "
-                "left out (the simulation makes its own); no CRM or Slack was called"]
+                f"{run.changes} recorded change(s) by people, {run.decisions} signal(s) and compliance decision(s)"
+                + (f" ({run.skipped} with no place under the candidate policy)" if run.skipped else "")
+                + f"; {run.echoes} change(s) the sidecar itself wrote left out (the simulation makes its own); "
+                "no CRM or Slack was called"]
     if run.policy_version == active_version:
         differing = len(mismatches(before, after))
         headline.append(f"replay check (same policy as recorded): {len(keys) - differing} of {len(keys)} lead(s) "

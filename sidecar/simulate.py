@@ -8,9 +8,10 @@ exactly as it would have. Its effects go to recording ports: no CRM and no Slack
 performed owner change or status write lands on the simulated CRM record and is read back at the
 next minute, as a webhook would bring it.
 
-Not replayed (the simulation cannot know what would have happened instead): Slack clicks ("I'm on
-it", snooze), reverts, compliance decisions and churn signals posted to the API; and people's
-actions stay as recorded even where the candidate policy would have changed who worked the lead.
+Churn signals posted to the API and compliance decisions replay too, at their recorded instants.
+Not replayed: Slack clicks ("I'm on it", snooze) and reverts; and people's actions stay as
+recorded even where the candidate policy would have changed who worked the lead (the simulation
+cannot know what they would have done instead).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from sidecar import jobs, sync
 from sidecar.domain import Crm, LeadSnapshot
+from sidecar.engine.patterns.churn import SignalIn, raise_signal
+from sidecar.engine.patterns.compliance_decisions import ComplianceError, decide
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.policies import PolicyBook
 from sidecar.links import RecordLinks
@@ -43,9 +46,9 @@ from sidecar.ports import (
     TaskRequest,
     TaskUpdate,
 )
-from sidecar.simulate_timeline import Timeline, apply_change, read_timeline, written
+from sidecar.simulate_timeline import Decision, Timeline, apply_change, read_timeline, written
 from sidecar.store.db import make_engine, migrate, session_factory, transaction
-from sidecar.store.models import Clock, MarketRow, OutboxRow, Rep, RepPto, Team
+from sidecar.store.models import Clock, Lead, MarketRow, OutboxRow, Rep, RepPto, Team
 
 MINUTE = timedelta(minutes=1)
 IDLE_STEP = timedelta(hours=1)  # time-based jobs (aging reviews) still run when nothing is due
@@ -63,6 +66,7 @@ class Landing:
     now: datetime
     pending: list[tuple[str, str, str | None, str | None]] = field(default_factory=list)
     performed: Counter[str] = field(default_factory=Counter)
+    skipped: int = 0  # people's decisions the candidate policy had no place for
 
     def land(self, crm: str, crm_id: str, *, owner: str | None = None, status: str | None = None) -> None:
         record = self.timeline.records.get((crm, crm_id))
@@ -126,6 +130,8 @@ class Run:
     changes: int
     echoes: int
     performed: Counter[str]
+    decisions: int  # signals and compliance decisions people made, replayed
+    skipped: int  # ... of which the candidate policy had no place for
 
 
 @dataclass(frozen=True)
@@ -190,7 +196,11 @@ def simulate(recorded: sessionmaker[Session], policy: Policy, source: str, start
     runtime = jobs.Runtime(sessions, EngineContext(PolicyBook(), RecordLinks()), readers={},
                            ports=Ports(notifier=RecordingNotifier(landing), writers=writers))
     changes, index = timeline.changes, 0
+    decisions, decided = timeline.decisions, 0
     while landing.now <= end:
+        while decided < len(decisions) and decisions[decided].at <= landing.now:
+            _decide(sessions, runtime.ctx, decisions[decided], landing)
+            decided += 1
         snapshots: list[LeadSnapshot] = []
         for crm, crm_id, _owner, _status in landing.pending:  # read back what the sidecar wrote last minute
             snapshots.append(timeline.records[(crm, crm_id)].snapshot())
@@ -203,9 +213,30 @@ def simulate(recorded: sessionmaker[Session], policy: Policy, source: str, start
             sync.apply_page(sessions, runtime.ctx, snapshot.crm.value, ChangePage([snapshot], Cursor()),
                             sync.PollStats(), landing.now)
         jobs.run_cycle(runtime, landing.now, poll=False)
-        landing.now = _next_instant(sessions, landing, changes[index].at if index < len(changes) else None)
+        upcoming = [x.at for x in (changes[index] if index < len(changes) else None,
+                                   decisions[decided] if decided < len(decisions) else None) if x is not None]
+        landing.now = _next_instant(sessions, landing, min(upcoming, default=None))
     return Run(sessions, version, start, end, len(timeline.records), len(changes), timeline.echoes,
-               landing.performed)
+               landing.performed, len(decisions), landing.skipped)
+
+
+def _decide(sessions: sessionmaker[Session], ctx: EngineContext, decision: Decision, landing: Landing) -> None:
+    """A person's signal or compliance decision, as the API or CLI would have passed it on. One the
+    candidate policy has no place for (no churn rule, the lead not on hold) is counted, not applied."""
+    try:
+        with transaction(sessions) as session:
+            lead = session.scalars(select(Lead).where(Lead.crm == decision.crm, Lead.crm_id == decision.crm_id)).first()
+            if lead is None:
+                raise ValueError("the lead has not arrived in the simulation")
+            args = decision.args
+            if decision.kind == "signal":
+                raise_signal(session, ctx, lead, SignalIn(str(args["signal_id"]), str(args["type"]), "api",
+                                                          args.get("occurred_at")), landing.now)
+            else:
+                decide(session, ctx, decision.crm, decision.crm_id, str(args["decision"]), str(args["by"]),
+                       str(args["reason"]), landing.now)
+    except (ValueError, ComplianceError):
+        landing.skipped += 1
 
 
 def _next_instant(sessions: sessionmaker[Session], landing: Landing, next_change: datetime | None) -> datetime:

@@ -20,11 +20,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from sidecar.audit import Pattern, StepAction
 from sidecar.domain import Crm, Intent, LeadSnapshot, LeadState, ProgressActivity, ProgressKind, is_canonical
 from sidecar.engine.patterns.compliance import crm_status_for
 from sidecar.ingest import CRM_INTENT, canonical_state
 from sidecar.policy.model import Policy
-from sidecar.store.models import AuditRow, Lead, LeadEvent, OutboxRow
+from sidecar.store.models import AuditRow, Lead, LeadEvent, OutboxRow, Signal
 
 SCALARS = ("score", "deal_size")
 
@@ -63,12 +64,25 @@ class Change:
     created: bool = False
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What a person told the sidecar itself (not the CRM): a churn signal posted to the API, or a
+    compliance officer's decision. Replayed through the same core functions at the same instant."""
+
+    at: datetime
+    crm: str
+    crm_id: str
+    kind: str  # signal | compliance
+    args: dict[str, Any]
+
+
 @dataclass
 class Timeline:
     records: dict[tuple[str, str], CrmRecord]  # as each lead arrived
     changes: list[Change]  # arrivals and people's changes, in the order they were recorded
     lead_ids: dict[int, tuple[str, str]]  # recorded lead id -> (crm, crm_id)
     echoes: int = 0  # recorded events left out as the sidecar's own writes coming back
+    decisions: list[Decision] = field(default_factory=list)
 
 
 def _parse(name: str, text: str | None) -> Any:
@@ -189,12 +203,33 @@ def read_timeline(session: Session, policy: Policy, start: datetime, end: dateti
         for event in mine:
             if event.id in echoes or (event.kind == "merged" and not event.dedupe_key.startswith("merged_into:")):
                 continue
-            if current is None or event.at != current.at:
+            # An arrival is its own read: a change recorded in the same minute came with a later one.
+            if current is None or event.at != current.at or (current.created and event.kind != "progress"):
                 current = Change(event.at, lead.crm, lead.crm_id, event.id, created=event.kind == "created")
                 changes.append(current)
             _change_of(policy, lead, event, current)
     changes.sort(key=lambda c: (c.at, c.order))
-    return Timeline(records, changes, {i: (lead.crm, lead.crm_id) for i, lead in leads.items()}, len(echoes))
+    ids = {i: (lead.crm, lead.crm_id) for i, lead in leads.items()}
+    return Timeline(records, changes, ids, len(echoes), _decisions(session, ids, end))
+
+
+def _decisions(session: Session, leads: dict[int, tuple[str, str]], end: datetime) -> list[Decision]:
+    out = []
+    for signal in session.scalars(select(Signal).where(Signal.source == "api", Signal.lead_id.in_(leads),
+                                                       Signal.received_at < end)):
+        crm, crm_id = leads[signal.lead_id or 0]
+        out.append(Decision(signal.received_at, crm, crm_id, "signal", {
+            "signal_id": signal.signal_id, "type": signal.type, "occurred_at": signal.occurred_at}))
+    decided = select(AuditRow).where(AuditRow.pattern == Pattern.COMPLIANCE.value,
+                                     AuditRow.action == StepAction.UPDATE.value,
+                                     AuditRow.lead_id.in_(leads), AuditRow.at < end)
+    for row in session.scalars(decided):
+        if row.lead_id is None or row.details.get("decision") not in ("clear", "reject"):
+            continue
+        crm, crm_id = leads[row.lead_id]
+        out.append(Decision(row.at, crm, crm_id, "compliance", {
+            "decision": row.details["decision"], "by": row.actor, "reason": str(row.details.get("reason") or "-")}))
+    return sorted(out, key=lambda d: d.at)
 
 
 def apply_change(record: CrmRecord, change: Change) -> LeadSnapshot:
