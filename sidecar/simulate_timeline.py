@@ -3,9 +3,11 @@
 The store keeps each lead's row (its latest state) and its append-only events (created, field,
 owner and state changes, progress, merges). From these this module rebuilds, per lead, the record
 as it was when it arrived and every change a *person* made after that, each as the `LeadSnapshot`
-a connector would have handed over at that instant. Changes the sidecar itself made (an owner
-change or a status write it performed) are left out: a simulation makes its own, and replaying
-the recorded ones would count them twice or apply them under a policy that never decided them.
+a connector would have handed over, fed in at the instant the recorded sidecar read it
+(`LeadEvent.recorded_at`; its CRM time for events recorded before that column). Changes the
+sidecar itself made (an owner change or a status write it performed) are left out: a simulation
+makes its own, and replaying the recorded ones would count them twice or apply them under a
+policy that never decided them.
 Such an echo is recognised by the recorded effect that wrote it: a done `change_owner` or
 `update_lead` outbox row whose value the event shows, on that lead, at or after the decision.
 """
@@ -52,13 +54,14 @@ class CrmRecord:
 class Change:
     """What one person did to one lead at one instant (one or more events of the same read)."""
 
-    at: datetime
+    at: datetime  # when the recorded sidecar read it (its events' `recorded_at`, else their CRM time)
     crm: str
     crm_id: str
     order: int  # the first event's id: the order the recording applied them in
     sets: dict[str, Any] = field(default_factory=dict)  # fields to set on the record
-    status_changed: bool = False
-    owner_changed: bool = False
+    modified_at: datetime | None = None  # the CRM's times of the change (may be earlier than `at`)
+    status_changed_at: datetime | None = None
+    owner_changed_at: datetime | None = None
     activities: list[ProgressActivity] = field(default_factory=list)
     merged_into: str | None = None
     created: bool = False
@@ -163,14 +166,15 @@ def _initial_fields(policy: Policy, lead: Lead, events: list[LeadEvent], owner: 
 
 
 def _change_of(policy: Policy, lead: Lead, event: LeadEvent, change: Change) -> None:
+    change.modified_at = max(change.modified_at or event.at, event.at)
     if event.kind == "field_changed":
         name = str(event.detail.get("field", ""))
         if name in ("score", "tier", "deal_size", "flags"):
             change.sets[name] = _parse(name, event.new)
     elif event.kind == "owner_changed":
-        change.sets["owner_id"], change.owner_changed = event.new, True
+        change.sets["owner_id"], change.owner_changed_at = event.new, event.at
     elif event.kind == "state_changed":
-        change.sets["crm_status"], change.status_changed = _status_for(policy, lead, str(event.new)), True
+        change.sets["crm_status"], change.status_changed_at = _status_for(policy, lead, str(event.new)), event.at
     elif event.kind == "progress" and event.new is not None and event.new in set(ProgressKind):
         change.activities.append(ProgressActivity(
             crm_id=str(event.detail.get("activity_id") or event.dedupe_key.removeprefix("activity:")),
@@ -192,7 +196,7 @@ def read_timeline(session: Session, policy: Policy, start: datetime, end: dateti
     by_key = {(lead.crm, lead.crm_id): lead for lead in leads.values()}
     echoes = _echo_ids(session, policy, by_key, events)
     records: dict[tuple[str, str], CrmRecord] = {}
-    changes: list[Change] = []
+    changes: list[Change] = []  # each read of a lead: its events that share one `recorded_at`
     for lead_id, lead in leads.items():
         mine = [e for e in events if e.lead_id == lead_id]
         owner = _initial_owner(lead, mine, [d for d in decisions if d.lead_id == lead_id])
@@ -204,8 +208,9 @@ def read_timeline(session: Session, policy: Policy, start: datetime, end: dateti
             if event.id in echoes or (event.kind == "merged" and not event.dedupe_key.startswith("merged_into:")):
                 continue
             # An arrival is its own read: a change recorded in the same minute came with a later one.
-            if current is None or event.at != current.at or (current.created and event.kind != "progress"):
-                current = Change(event.at, lead.crm, lead.crm_id, event.id, created=event.kind == "created")
+            read = event.recorded_at or event.at
+            if current is None or read != current.at or (current.created and event.kind != "progress"):
+                current = Change(read, lead.crm, lead.crm_id, event.id, created=event.kind == "created")
                 changes.append(current)
             _change_of(policy, lead, event, current)
     changes.sort(key=lambda c: (c.at, c.order))
@@ -235,12 +240,10 @@ def _decisions(session: Session, leads: dict[int, tuple[str, str]], end: datetim
 def apply_change(record: CrmRecord, change: Change) -> LeadSnapshot:
     """The person's change made on the record; the snapshot a read right after it returns."""
     record.fields.update(change.sets)
-    if not change.created:
-        record.modified_at = max(record.modified_at, change.at)
-    if change.status_changed:
-        record.status_changed_at = change.at
-    if change.owner_changed:
-        record.owner_changed_at = change.at
+    if not change.created and change.modified_at is not None:
+        record.modified_at = max(record.modified_at, change.modified_at)
+    record.status_changed_at = change.status_changed_at or record.status_changed_at
+    record.owner_changed_at = change.owner_changed_at or record.owner_changed_at
     return record.snapshot(tuple(change.activities), change.merged_into)
 
 
