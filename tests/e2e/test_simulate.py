@@ -125,7 +125,7 @@ def test_the_synthetic_org_at_90_percent_never_warns_more(synthetic: Demo, candi
         assert simulated.leads[key].count("breaches") == lead.count("breaches"), lead.name
 
 
-def test_the_command_shows_both_sides_and_the_changed_leads(morning: Demo, candidate_90: Path,
+def test_the_command_shows_both_sides_and_the_changed_leads(morning: Demo, candidate_90: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIDECAR_DATABASE_URL", f"sqlite:///{morning.workdir / 'demo.db'}")
     before = requests_to_emulators(morning)
@@ -140,6 +140,11 @@ def test_the_command_shows_both_sides_and_the_changed_leads(morning: Demo, candi
     assert [row["lead"] for row in sections["Leads whose outcome changes"]] == ["Lucas Moreau"]
     assert sections["Leads whose outcome changes"][0]["active"].startswith("1 warning(s), 0 breach(es)")
     assert {row["team"] for row in sections["By team"]} == {"US East"}
+    page = tmp_path / "simulate.html"
+    html = runner.invoke(app, ["simulate", "--policy", str(candidate_90), "--format", "html", "--out", str(page)])
+    assert html.exit_code == 0, html.output
+    assert "<h2>Leads whose outcome changes</h2><table>" in page.read_text()
+    assert "<td>Lucas Moreau</td>" in page.read_text() and "<script" not in page.read_text()
     table = runner.invoke(app, ["simulate", "--policy", str(EXAMPLE_POLICY)])
     assert table.exit_code == 0, table.output
     assert "replay check (same policy as recorded): 5 of 5 lead(s) escalated exactly as recorded" in table.output

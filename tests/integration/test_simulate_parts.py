@@ -9,11 +9,11 @@ from datetime import UTC, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from sidecar import audit, outbox
+from sidecar import audit, outbox, sync
 from sidecar.audit import Pattern, StepAction
 from sidecar.domain import Crm, Persona
 from sidecar.engine.policies import PolicyBook
-from sidecar.ports import LeadContext, LeadUpdate, Notification
+from sidecar.ports import ChangePage, Cursor, LeadContext, LeadUpdate, Notification
 from sidecar.simulate_compare import Account, LeadAccount, Step, account, changed_leads, mismatches
 from sidecar.simulate_timeline import read_timeline
 from sidecar.store.db import transaction
@@ -124,3 +124,19 @@ def test_the_timeline_leaves_out_the_sidecars_own_writes_and_finds_the_first_own
     person = timeline.changes[1]
     assert person.sets == {"owner_id": "r3", "crm_status": "Working - Contacted"}
     assert [a.crm_id for a in person.activities] == ["00T1"]
+
+
+def test_a_change_read_late_is_fed_in_when_it_was_read_with_the_crms_times(sessions: sessionmaker[Session]) -> None:
+    """The recorded engine saw a 09:30 call only at the 09:34 poll: a ladder step due in between
+    fired without it, so the simulation must feed it in at 09:34 too (the call keeps its 09:30)."""
+    _recorded(sessions)
+    ctx = context()
+    called, polled = T0 + timedelta(minutes=30), T0 + timedelta(minutes=34)
+    page = ChangePage([snapshot(at=called, status="Working - Contacted", status_changed_at=called,
+                                activities=(call("00T9", called),))], Cursor())
+    sync.apply_page(sessions, ctx, "salesforce", page, sync.PollStats(), polled)
+    with transaction(sessions) as session:
+        timeline = read_timeline(session, PolicyBook().active(session)[1], T0, T0 + timedelta(days=1))
+    late = timeline.changes[1]
+    assert (late.at, late.status_changed_at, late.modified_at) == (polled, called, called)
+    assert [(a.crm_id, a.at) for a in late.activities] == [("00T9", called)]
