@@ -61,7 +61,8 @@ def simulate_command(
     On virtual time, touching no CRM and no Slack: people's recorded actions replay as they
     happened, the engine decides under the candidate policy. Shown beside what the active policy
     did: warnings, breaches, reassignments, notifications per persona, by market/source/team, and
-    the leads whose outcome changes. The leads replayed are those that arrived in the period."""
+    the leads whose outcome changes. Replayed: the leads that arrived, changed or were
+    escalated in the period (from their arrival on); counted: what was decided in the period."""
     if fmt not in FORMATS:
         raise fail("--format must be table, json or html", 2)
     if not policy.is_file():

@@ -55,7 +55,7 @@ IDLE_STEP = timedelta(hours=1)  # time-based jobs (aging reviews) still run when
 
 
 class EmptyPeriod(ValueError):
-    """No lead arrived in the period: nothing to simulate."""
+    """No lead arrived, changed or was escalated in the period: nothing to simulate."""
 
 
 @dataclass
@@ -177,13 +177,15 @@ def _copy(source: Session, target: Session, model: type[DeclarativeBase]) -> Non
 
 def simulate(recorded: sessionmaker[Session], policy: Policy, source: str, start: datetime, end: datetime,
              workdir: Path) -> Run:
-    """Replay the leads that arrived in [start, end) under `policy` until `end`; the result's store
-    holds the simulated audit and outbox. `workdir` takes the temporary store."""
+    """Replay the leads of [start, end) (`read_timeline`) under `policy` until `end`; the result's
+    store holds the simulated audit and outbox. `workdir` takes the temporary store."""
     with transaction(recorded) as session:
         was = recorded_policy(session)
         timeline = read_timeline(session, was.policy, start, end)
         if not timeline.changes:
-            raise EmptyPeriod(f"no lead arrived between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
+            raise EmptyPeriod(f"no lead arrived, changed or was escalated between {start:%Y-%m-%d %H:%M} "
+                              f"and {end:%Y-%m-%d %H:%M} UTC")
+        workdir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(f"sqlite:///{workdir / 'simulate.db'}")
         migrate(engine)
         sessions = session_factory(engine)

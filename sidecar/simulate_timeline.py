@@ -184,11 +184,16 @@ def _change_of(policy: Policy, lead: Lead, event: LeadEvent, change: Change) -> 
 
 
 def read_timeline(session: Session, policy: Policy, start: datetime, end: datetime) -> Timeline:
-    """Leads that arrived in [start, end), with what people did to them before `end`. `policy` is
-    the recorded (active) policy: it maps the events' canonical states back to CRM statuses."""
-    arrived = select(LeadEvent.lead_id).where(LeadEvent.kind == "created", LeadEvent.at >= start,
-                                              LeadEvent.at < end)
-    leads = {lead.id: lead for lead in session.scalars(select(Lead).where(Lead.id.in_(arrived)))}
+    """The leads of the period, each with what people did to it from its arrival until `end`: those
+    that arrived in [start, end), and older ones that changed or were escalated in it (their history
+    before `start` replays too, so that their clocks stand where they would have). `policy` is the
+    recorded (active) policy: it maps the events' canonical states back to CRM statuses."""
+    touched = select(LeadEvent.lead_id).where(LeadEvent.at >= start, LeadEvent.at < end)
+    escalated = select(AuditRow.lead_id).where(AuditRow.at >= start, AuditRow.at < end,
+                                               AuditRow.lead_id.is_not(None))
+    arrived = select(LeadEvent.lead_id).where(LeadEvent.kind == "created", LeadEvent.at < end)
+    scope = set(session.scalars(touched)) | set(session.scalars(escalated))
+    leads = {lead.id: lead for lead in session.scalars(select(Lead).where(Lead.id.in_(scope), Lead.id.in_(arrived)))}
     events = list(session.scalars(select(LeadEvent).where(LeadEvent.lead_id.in_(leads), LeadEvent.at < end)
                                   .order_by(LeadEvent.id)))
     decisions = list(session.scalars(select(AuditRow).where(AuditRow.lead_id.in_(leads),

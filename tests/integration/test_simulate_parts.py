@@ -140,3 +140,18 @@ def test_a_change_read_late_is_fed_in_when_it_was_read_with_the_crms_times(sessi
     late = timeline.changes[1]
     assert (late.at, late.status_changed_at, late.modified_at) == (polled, called, called)
     assert [(a.crm_id, a.at) for a in late.activities] == [("00T9", called)]
+
+
+def test_an_older_lead_escalated_in_the_period_replays_from_its_arrival(sessions: sessionmaker[Session]) -> None:
+    _recorded(sessions)  # 00Q1 arrives at T0 and is escalated two days later
+    ingest(sessions, context(), snapshot("00Q2", at=T0))  # 00Q2 arrives at T0 and nothing happens after
+    with transaction(sessions) as session:
+        lead = session.query(Lead).filter_by(crm_id="00Q1").one()
+        _step(session, lead, 60 * 48, 1.0, StepAction.NOTIFY, "breach")
+    with transaction(sessions) as session:
+        policy = PolicyBook().active(session)[1]
+        period = read_timeline(session, policy, T0 + timedelta(days=1), T0 + timedelta(days=3))
+        before = read_timeline(session, policy, T0 - timedelta(days=3), T0 - timedelta(days=1))
+    assert set(period.records) == {KEY}
+    assert [(c.at, c.created) for c in period.changes] == [(T0, True)]  # its clock starts where it did
+    assert before.records == {} and before.changes == []
