@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
-from sidecar import __version__, audit, cli_calibrate, cli_explain, cli_queue, cli_report
+from sidecar import __version__, audit, cli_calibrate, cli_explain, cli_queue, cli_report, cli_simulate
 from sidecar.cli_common import (
     DAY,
     EXAMPLES,
@@ -48,6 +48,7 @@ cli_queue.register(app)  # `sidecar queue list|resolve`, `sidecar compliance cle
 app.command(name="explain")(cli_explain.explain)
 app.command(name="report")(cli_report.report)
 app.command(name="calibrate")(cli_calibrate.calibrate_command)
+app.command(name="simulate")(cli_simulate.simulate_command)
 
 
 def _show_version(value: bool) -> None:

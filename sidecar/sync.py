@@ -78,6 +78,8 @@ def _apply_one(session: Session, ctx: EngineContext, snapshot: LeadSnapshot, now
     try:
         with session.begin_nested():
             applied = apply_snapshot(session, ctx.book, snapshot)
+            for event in applied.events:
+                event.recorded_at = now  # the instant the engine saw it (a simulation replays it then)
         patterns.on_applied(session, ctx, applied, now)
         return len(applied.events)
     except Exception as exc:  # reported in the audit and the log, never dropped silently

@@ -108,6 +108,9 @@ class LeadEvent(Base):
     new: Mapped[str | None] = mapped_column(String(300))
     dedupe_key: Mapped[str] = mapped_column(String(200))  # e.g. the CRM activity id
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # When the sidecar read it (poll or webhook), which may be later than `at` (the CRM's time):
+    # `sidecar simulate` feeds it in at this instant, as the recorded engine saw it. None: before 0011.
+    recorded_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class PolicyVersion(Base):
