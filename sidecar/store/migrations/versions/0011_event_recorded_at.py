@@ -12,7 +12,7 @@ from alembic import op
 import sidecar.store.types
 
 revision = '0011'
-down_revision = '0005'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
