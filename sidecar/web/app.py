@@ -19,7 +19,7 @@ from sidecar.failures import FailureTracker
 from sidecar.store.db import reading, transaction
 from sidecar.store.models import IntakeItem
 from sidecar.sync import enqueue_intake
-from sidecar.web.counters import SKIPPED
+from sidecar.web.counters import SKIPPED, WebhookRequests
 from sidecar.web.guard import BearerGuard, GuardedRouter, under
 from sidecar.web.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 
@@ -65,6 +65,7 @@ def create_app(sessions: sessionmaker[Session], routers: Sequence[APIRouter],
     _guard(app, [r for r in routers if isinstance(r, GuardedRouter)])
     # Added last, so outermost: the limit holds before any guard, route or parser sees the request.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(WebhookRequests, router=app.router)  # outside the limit: its 413s count too
     return app
 
 
