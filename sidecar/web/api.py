@@ -186,6 +186,6 @@ def api_router(sessions: sessionmaker[Session], ctx: EngineContext, users: dict[
     @router.get("/policy/versions")
     def policy_versions() -> dict[str, Any]:
         with transaction(sessions) as session:
-            return {"versions": [asdict(v) for v in rules.versions(session)]}
+            return {"versions": [asdict(v) for v in rules.versions(session, ctx.book)]}
 
     return router

@@ -21,7 +21,7 @@ from sidecar.store.db import transaction
 from sidecar.store.models import AuditRow, Lead
 from sidecar.web.app import create_app
 from sidecar.web.auth import parse_users
-from sidecar.web.dashboard import charts
+from sidecar.web.dashboard import charts, rules
 from sidecar.web.visibility import visibility_routers
 from tests.pattern_support import feed
 from tests.support import add_team, apply_policy, call, context, ny, policy_raw, snapshot
@@ -126,3 +126,26 @@ def test_response_speed_against_qualification_and_booking_chart(sessions: sessio
     assert shown == [("within 1 h: qualified", "100%", "1 of 1 leads"), ("within 1 h: booked", "0%", "0 of 1 leads"),
                      ("1-4 h: qualified", "0%", "0 of 1 leads"), ("1-4 h: booked", "0%", "0 of 1 leads"),
                      ("no response: qualified", "0%", "0 of 1 leads"), ("no response: booked", "0%", "0 of 1 leads")]
+
+
+def test_rules_page_shows_each_version_and_each_rule_with_what_changed(sessions: sessionmaker[Session]) -> None:
+    first = apply_policy(sessions, policy_raw(), ny(1, 0))
+    raw = policy_raw()
+    raw["windows"][-1]["window"] = "2h"  # new.test
+    raw["ladder"][0]["at"] = 0.9  # sla.imminent
+    second = apply_policy(sessions, raw, ny(2, 0))
+    ctx = context()
+    with transaction(sessions) as session:
+        versions = rules.versions(session, ctx.book)
+        views = {view.id: view for view in rules.rule_views(session, ctx.book)}
+    assert [(v.version, v.changes) for v in versions] == [
+        (first, []), (second, ["new.test changed: window: 1h -> 2h", "sla.imminent changed: at: 0.8 -> 0.9"])]
+    assert views["new.test"].history == [(first, "added"), (second, "changed: window: 1h -> 2h")]
+    assert views["sla.breach"].history == [(first, "added")]
+    client = TestClient(create_app(sessions, visibility_routers(sessions, ctx, parse_users(USERS), "k",
+                                                                lambda: ny(2, 9).astimezone(UTC))))
+    _login(client, "viewer-token-123456")
+    page = client.get("/dashboard/rules").text
+    assert f"{second}: changed: window: 1h -&gt; 2h" in page and "sla.imminent changed: at: 0.8 -&gt; 0.9" in page
+    api = client.get("/api/policy/versions", headers=VIEWER).json()["versions"]
+    assert [v["changes"] for v in api] == [v.changes for v in versions]

@@ -198,7 +198,7 @@ def dashboard_router(sessions: sessionmaker[Session], ctx: EngineContext, users:
     @router.get("/rules")
     def rules_page(who: Annotated[Viewer, Depends(viewer)]) -> Response:
         with transaction(sessions) as session:
-            rows, versions = rules.rule_views(session, ctx.book), rules.versions(session)
+            rows, versions = rules.rule_views(session, ctx.book), rules.versions(session, ctx.book)
         return render("rules.html", who=who, page="rules", rows=rows, versions=versions)
 
     @router.get("/charts")
