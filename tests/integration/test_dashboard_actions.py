@@ -59,6 +59,9 @@ def _decisions(sessions: sessionmaker[Session]) -> list[tuple[str, str, str, str
 
 def test_compliance_decisions_over_the_api_need_a_manager_and_a_reason(sessions: sessionmaker[Session]) -> None:
     client = _held(sessions)
+    (compliance,) = [q for q in client.get("/api/queues", headers=VIEWER).json()["queues"] if q["name"] == "compliance"]
+    assert [(item["crm_id"], item["waiting_s"]) for item in compliance["items"]] == [
+        ("00QA", 25 * 3600), ("00QB", 25 * 3600), ("00QC", 25 * 3600)]  # held Tue 08:00, read Wed 09:00
     url = "/api/leads/salesforce/00QA/compliance/clear"
     assert client.post(url, json={"reason": "screened"}).status_code == 401
     assert client.post(url, json={"reason": "screened"}, headers=VIEWER).status_code == 403
@@ -80,6 +83,8 @@ def test_compliance_decisions_over_the_api_need_a_manager_and_a_reason(sessions:
 def test_a_manager_decides_a_hold_on_the_lead_page_and_a_viewer_cannot(sessions: sessionmaker[Session]) -> None:
     client = _held(sessions)
     _login(client, "viewer-token-123456")
+    queue = client.get("/dashboard/").text.split('id="queue-compliance"')[1].split("</table>")[0]
+    assert queue.count("Aisha Al-Mansoori") == 3 and queue.count('<td class="num">25 h</td>') == 3  # aging
     page = client.get("/dashboard/leads/salesforce/00QB")
     assert 'id="compliance"' not in page.text and "decide a compliance hold" in page.text
     refused = client.post("/dashboard/leads/salesforce/00QB/compliance", data={"decision": "reject", "reason": "x"},
