@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from tests.e2e.visibility_fixture import Morning, serve_morning
-from tests.integration.test_metrics import parse_exposition
+from tests.support import parse_exposition
 
 VIEWER, MANAGER = {"Authorization": "Bearer demo-viewer-token"}, {"Authorization": "Bearer demo-manager-token"}
 
@@ -56,7 +56,8 @@ def test_filters_audit_paging_and_empty_providers(morning: Morning) -> None:
     # Aisha has stayed in NEW for 4x her window by 17:00: the stuck pattern put her up for ops review.
     assert [(q["name"], q["items"]) for q in queues] == [
         ("ops review", [{"crm": "salesforce", "crm_id": "00QHp000000000IMAQ", "lead": "Aisha Al-Mansoori",
-                         "reason": "stuck in NEW", "since": "2026-11-24T17:00:00Z"}]),
+                         "reason": "stuck in NEW", "since": "2026-11-24T17:00:00Z",
+                         "waiting_s": 60.0}]),  # the replay's clock stops at 17:01 (12:01 New York)
         ("compliance", [])]
     assert queues[1]["empty"].startswith("no lead is on compliance hold")
     outcomes = requests.get(f"{url}/api/outcomes", headers=VIEWER, timeout=10).json()

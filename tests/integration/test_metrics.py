@@ -4,9 +4,7 @@ with figures checked by hand on a small morning (a late tick, webhook answers, A
 from __future__ import annotations
 
 import itertools
-import re
 import warnings
-from collections import defaultdict
 from datetime import UTC
 
 from fastapi import APIRouter, HTTPException
@@ -21,34 +19,7 @@ from sidecar.engine.evaluator import tick
 from sidecar.meters import METERS, Meters
 from sidecar.store.db import transaction
 from sidecar.web.app import create_app
-from tests.support import add_team, apply_policy, context, ingest, ny, policy_raw, snapshot
-
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*)\})? (\S+)$')
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-Samples = dict[str, dict[frozenset[tuple[str, str]], float]]
-
-
-def parse_exposition(text: str) -> tuple[dict[str, str], Samples]:
-    """(family -> type, sample name -> labels -> value); fails on any line the text format does not allow."""
-    types: dict[str, str] = {}
-    samples: Samples = defaultdict(dict)
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            assert kind in ("counter", "gauge", "histogram") and name not in types, line
-            types[name] = kind
-            continue
-        if line.startswith("# HELP ") or not line:
-            continue
-        match = SAMPLE.match(line)
-        assert match is not None, f"not a sample line: {line!r}"
-        name, labels, value = match.groups()
-        family = re.sub(r"_(bucket|sum|count)$", "", name) if name not in types else name
-        assert family in types, f"{name} has no # TYPE line"
-        key = frozenset(LABEL.findall(labels or ""))
-        assert key not in samples[name], f"duplicate sample {line!r}"
-        samples[name][key] = float(value)
-    return types, samples
+from tests.support import add_team, apply_policy, context, ingest, ny, parse_exposition, policy_raw, snapshot
 
 
 def test_every_family_is_there_and_the_lag_histogram_counts_a_late_tick(sessions: sessionmaker[Session]) -> None:
