@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from sidecar.store.models import AuditRow, Lead, Rep, Team
 
@@ -46,8 +46,9 @@ class StepAction(StrEnum):
     TAG = "tag"  # the lead was tagged in the CRM (churn risk)
 
 
-EXPORT_KEYS = ("at", "lead_id", "lead_name", "crm", "kind", "rule_id", "policy_version", "owner_id", "owner_name",
-               "team_id", "team_name", "elapsed_business_s", "window_s", "actor", "details")
+EXPORT_KEYS = ("at", "lead_id", "lead_name", "crm", "kind", "pattern", "action", "rule_id", "policy_version",
+               "owner_id", "owner_name", "team_id", "team_name", "to_owner", "to_owner_name", "elapsed_business_s",
+               "window_s", "actor", "details")
 
 
 def record(session: Session, *, at: datetime, kind: str, lead: Lead | None = None,
@@ -89,12 +90,14 @@ def pattern_counts(session: Session) -> dict[str, int]:
     return {str(pattern): int(n) for pattern, n in rows}
 
 
-def _as_dict(row: AuditRow, lead: Lead | None, owner: Rep | None, team: Team | None) -> dict[str, Any]:
+def _as_dict(row: AuditRow, lead: Lead | None, owner: Rep | None, team: Team | None,
+             to_owner: Rep | None) -> dict[str, Any]:
     return {
         "at": row.at.isoformat(), "lead_id": lead.crm_id if lead else None, "lead_name": lead.name if lead else None,
-        "crm": row.crm, "kind": row.kind, "rule_id": row.rule_id, "policy_version": row.policy_version,
-        "owner_id": row.owner_id, "owner_name": owner.name if owner else None,
+        "crm": row.crm, "kind": row.kind, "pattern": row.pattern, "action": row.action, "rule_id": row.rule_id,
+        "policy_version": row.policy_version, "owner_id": row.owner_id, "owner_name": owner.name if owner else None,
         "team_id": team.id if team else None, "team_name": team.name if team else None,
+        "to_owner": row.to_owner, "to_owner_name": to_owner.name if to_owner else None,
         "elapsed_business_s": row.elapsed_business_s, "window_s": row.window_s,
         "actor": row.actor, "details": row.details,
     }
@@ -103,10 +106,13 @@ def _as_dict(row: AuditRow, lead: Lead | None, owner: Rep | None, team: Team | N
 def export(session: Session, fmt: str, lead_crm_id: str | None = None,
            since: datetime | None = None) -> Iterator[str]:
     """Audit rows as JSON lines or CSV, oldest first; `lead_id` is the CRM's id of the lead. Names
-    stand beside the ids: the lead's, its owner's at the time of the row, and that owner's team (else
-    the lead's team), so a reader needs no lookup."""
-    query = (select(AuditRow, Lead, Rep, Team).outerjoin(Lead, Lead.id == AuditRow.lead_id)
+    stand beside the ids: the lead's, its owner's at the time of the row, that owner's team (else
+    the lead's team) and the new owner's of an owner change, so a reader needs no lookup. The typed
+    `pattern` and `action` say what a row did whatever the admin named its `kind`."""
+    new_owner = aliased(Rep)
+    query = (select(AuditRow, Lead, Rep, Team, new_owner).outerjoin(Lead, Lead.id == AuditRow.lead_id)
              .outerjoin(Rep, Rep.id == AuditRow.owner_id)
+             .outerjoin(new_owner, new_owner.id == AuditRow.to_owner)
              .outerjoin(Team, Team.id == func.coalesce(Rep.team_id, Lead.team_id))
              .order_by(AuditRow.at, AuditRow.id))
     if since is not None:
@@ -119,12 +125,12 @@ def export(session: Session, fmt: str, lead_crm_id: str | None = None,
         writer = csv.DictWriter(buffer, fieldnames=EXPORT_KEYS)
         writer.writeheader()
         yield buffer.getvalue()
-        for row, lead, owner, team in rows:
+        for row, lead, owner, team, to_owner in rows:
             buffer.seek(0)
             buffer.truncate()
-            data = _as_dict(row, lead, owner, team)
+            data = _as_dict(row, lead, owner, team, to_owner)
             writer.writerow({**data, "details": json.dumps(data["details"], sort_keys=True)})
             yield buffer.getvalue()
         return
-    for row, lead, owner, team in rows:
-        yield json.dumps(_as_dict(row, lead, owner, team), sort_keys=True) + "\n"
+    for row, lead, owner, team, to_owner in rows:
+        yield json.dumps(_as_dict(row, lead, owner, team, to_owner), sort_keys=True) + "\n"

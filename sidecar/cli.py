@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
-from sidecar import __version__, audit, cli_calibrate, cli_explain, cli_queue, cli_report, cli_simulate
+from sidecar import __version__, audit, cli_calibrate, cli_demo, cli_explain, cli_queue, cli_report, cli_simulate
 from sidecar.cli_common import (
     DAY,
     EXAMPLES,
@@ -49,6 +49,7 @@ app.command(name="explain")(cli_explain.explain)
 app.command(name="report")(cli_report.report)
 app.command(name="calibrate")(cli_calibrate.calibrate_command)
 app.command(name="simulate")(cli_simulate.simulate_command)
+app.command(name="demo")(cli_demo.demo)
 
 
 def _show_version(value: bool) -> None:
@@ -195,78 +196,6 @@ def audit_export(
         else:
             with out.open("w", encoding="utf-8") as handle:
                 handle.writelines(lines)
-
-
-@app.command()
-def demo(
-    crm: Annotated[str, typer.Option(help="salesforce, hubspot or both")] = "both",
-    seed: Annotated[int, typer.Option(help="Same seed, same org, same audit.")] = 1,
-    scenario: Annotated[Path | None, typer.Option(help="A scripted day (see config/scenarios/).")] = None,
-    policy: Annotated[Path | None, typer.Option(help="Policy YAML (default: the example policy).")] = None,
-    speed: Annotated[str, typer.Option(help="Virtual minutes per real minute, or 'max'.")] = "max",
-    duration: Annotated[str, typer.Option(help="Virtual time to run, e.g. 12h, 2d.")] = "1d",
-    out: Annotated[Path | None, typer.Option(help="Where to write audit, CRM, Slack and request files.")] = None,
-    port: Annotated[int, typer.Option(help="Port of the webhook receivers (0 = any free port).")] = 0,
-) -> None:
-    """Run against emulated Salesforce, HubSpot and Slack.
-
-    On virtual time, without any account: the same engine and connectors as `sidecar run`."""
-    from rich.progress import Progress
-
-    from sidecar import wiring
-
-    if crm not in ("salesforce", "hubspot", "both"):
-        raise fail("--crm must be salesforce, hubspot or both", 2)
-    try:
-        span = wiring.parse_duration(duration)
-        rate = None if speed == "max" else float(speed)
-    except ValueError as exc:
-        raise fail(f"{exc} (--duration like 12h or 2d; --speed a number or 'max')", 2) from exc
-    busy = port_problem(port, "--port, or 0 for any free port")
-    if busy:
-        raise fail(busy)
-    target = out or Path("sidecar-demo")
-    target.mkdir(parents=True, exist_ok=True)
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("virtual time", total=span.total_seconds())
-        start: list[datetime] = []
-
-        def show(at: datetime, summary: object) -> None:
-            url = str(getattr(summary, "webhook_url", ""))
-            if not start and url:
-                console.print(f"dashboard {url}/dashboard/ while the demo runs (tokens demo-viewer-token, "
-                              "demo-manager-token, demo-admin-token)")
-            start.append(start[0] if start else at)
-            kinds = getattr(summary, "kinds", {})
-            bar.update(task, completed=(at - start[0]).total_seconds(),
-                       description=f"{at:%a %H:%M} UTC  warnings {kinds.get('sla_breach_imminent', 0)}  "
-                                   f"breaches {kinds.get('sla_breach', 0)}  "
-                                   f"reassigned {getattr(summary, 'actions', {}).get('reassign', 0)}")
-
-        summary = wiring.run_demo(crm=crm, seed=seed, scenario=scenario, policy=policy, speed=rate, duration=span,
-                                  out=target, port=port, progress=show)
-    from sidecar.audit import Pattern
-
-    table = Table(title=f"demo: {duration} of virtual time in {summary.seconds:.0f} s")
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    effects = summary.effects
-    for label, value in (
-        ("leads", summary.leads),
-        ("warnings to owners (80 %)", summary.kinds.get("sla_breach_imminent", 0)),
-        ("breaches to managers (100 %)", summary.kinds.get("sla_breach", 0)),
-        ("reassignments (150 %)", summary.actions.get("reassign", 0)),
-        ("CRM tasks written", effects.get("create_task:done", 0)),
-        ("CRM breach notes", effects.get("add_note:done", 0)),
-        ("CRM owner changes", effects.get("change_owner:done", 0)),
-        ("Slack messages", summary.slack_messages),
-        ("Teams cards", summary.teams_cards),
-        ("effects that failed", sum(n for key, n in effects.items() if key.endswith(":dead"))),
-        *((f"audit rows: {pattern.value}", summary.patterns.get(pattern.value, 0)) for pattern in Pattern),
-    ):
-        table.add_row(label, str(value))
-    console.print(table)
-    console.print(f"files in {target}/: audit.jsonl, crm.json, slack.json, teams.json, requests.jsonl")
 
 
 @app.command()

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from sidecar.domain import LeadState, ProgressKind
 from sidecar.engine.patterns.keys import parse_step_key
 from sidecar.engine.policies import PolicyBook
-from sidecar.store.models import AuditRow, Clock, Lead, LeadEvent, LeadOutcome, OutboxRow, Rep
+from sidecar.store.models import AuditRow, Clock, Lead, LeadEvent, LeadOutcome, OutboxRow, Rep, Team
 
 WORKED = {LeadState.CONTACTED.value, LeadState.QUALIFIED.value, LeadState.PROPOSAL.value,
           LeadState.CONVERTED.value, LeadState.UNQUALIFIED.value}
@@ -44,10 +44,15 @@ QUALIFIED = {LeadState.QUALIFIED.value, LeadState.PROPOSAL.value, LeadState.CONV
 DISQUALIFIED = {LeadState.UNQUALIFIED.value, LeadState.DISQUALIFIED_COMPLIANCE.value}
 LOST = {LeadState.CLOSED.value, LeadState.UNQUALIFIED.value}
 GROUPS = ("market", "source", "team_id", "owner_id", "intent")
-EXPORT_FIELDS = ("crm", "crm_id", "market", "source", "team_id", "owner_id", "intent", "arrived_at", "window_s",
+OUTCOME_FIELDS = ("crm", "crm_id", "market", "source", "team_id", "owner_id", "intent", "arrived_at", "window_s",
                  "first_response_at", "first_response_s", "sla_met", "reminder_fired", "manager_escalated",
                  "reassigned", "contacted", "qualified", "disqualified", "booked", "no_response",
                  "closed_lost_due_to_delay", "recovered_after_escalation")
+# Names beside the ids, so a reader of the export needs no lookup: the lead's, its first owner's, the team's.
+NAMES = ("lead_name", "team_name", "owner_name")
+EXPORT_FIELDS = ("crm", "crm_id", "lead_name", "market", "source", "team_id", "team_name", "owner_id", "owner_name",
+                 *(name for name in OUTCOME_FIELDS if name not in ("crm", "crm_id", "market", "source", "team_id",
+                                                                 "owner_id")))
 
 
 def _responses(events: list[LeadEvent]) -> list[datetime]:
@@ -187,11 +192,15 @@ def hit_rates(session: Session, by: Sequence[str] = GROUPS) -> list[tuple[tuple[
 
 
 def export(session: Session, fmt: str, since: datetime | None = None) -> Iterator[str]:
-    """Outcome rows as CSV or a JSON array, by arrival then lead id (deterministic for the same history)."""
-    query = select(LeadOutcome).order_by(LeadOutcome.arrived_at, LeadOutcome.lead_id)
+    """Outcome rows as CSV or a JSON array, by arrival then lead id (deterministic for the same history),
+    with the lead's, the owner's and the team's names beside their ids."""
+    query = (select(LeadOutcome, Lead.name, Team.name, Rep.name).join(Lead, Lead.id == LeadOutcome.lead_id)
+             .outerjoin(Rep, Rep.id == LeadOutcome.owner_id).outerjoin(Team, Team.id == LeadOutcome.team_id)
+             .order_by(LeadOutcome.arrived_at, LeadOutcome.lead_id))
     if since is not None:
         query = query.where(LeadOutcome.arrived_at >= since)
-    rows = [{name: _plain(getattr(row, name)) for name in EXPORT_FIELDS} for row in session.scalars(query)]
+    rows = [{**{name: _plain(getattr(row, name)) for name in OUTCOME_FIELDS}, **dict(zip(NAMES, names, strict=True))}
+            for row, *names in session.execute(query)]
     if fmt == "json":
         yield json.dumps(rows, indent=1) + "\n"
         return

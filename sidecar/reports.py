@@ -208,6 +208,11 @@ def _speed_vs_outcome(facts: _Facts) -> Section:
                    "booked = reached PROPOSAL or CONVERTED, or a meeting was held")
 
 
+def speed_vs_outcome(session: Session, start: datetime, end: datetime) -> Section:
+    """That one answer alone, for the dashboard's chart."""
+    return _speed_vs_outcome(_Facts(session, start, end))
+
+
 def build_report(session: Session, book: PolicyBook, start: datetime, end: datetime, now: datetime) -> Report:
     facts = _Facts(session, start, end)
     breached = breaches(session, book, start, end)

@@ -80,7 +80,10 @@ def _run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[]
     paths = ["/healthz", "/readyz", *sorted({path for r in routers for route in r.routes
                                             if (path := getattr(route, "path", "")) and path != "/"
                                             and not path.startswith(("/dashboard/", "/api/"))})]
-    web = BackgroundServer(create_app(sessions, routers, runtime.failures, max_body_bytes=settings.max_body_bytes),
+    # Polls may slow to one per 10 minutes near the daily API limit (connectors/quota.py): stale beyond that.
+    stale = timedelta(seconds=max(3 * settings.poll_interval_seconds, 15 * 60))
+    web = BackgroundServer(create_app(sessions, routers, runtime.failures, max_body_bytes=settings.max_body_bytes,
+                                      clock=clock, poll_stale_after=stale),
                            settings.web_port, settings.web_host)
     try:
         listen_url = web.start()

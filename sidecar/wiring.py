@@ -298,8 +298,10 @@ class DemoUnavailable(ValueError):
 
 def run_demo(*, crm: str, seed: int, scenario: Path | None, policy: Path | None, speed: float | None,
              duration: timedelta, out: Path, port: int,
-             progress: Callable[[datetime, Any], None] | None = None) -> Any:
-    """Run the demo; writes audit.jsonl, crm.json, slack.json, teams.json and requests.jsonl into `out`."""
+             progress: Callable[[datetime, Any], None] | None = None,
+             finished: Callable[[Any], None] | None = None) -> Any:
+    """Run the demo; writes audit.jsonl, crm.json, slack.json, teams.json and requests.jsonl into `out`.
+    `finished(summary)` runs while the dashboard and receivers are still up (`--serve` waits in it)."""
     try:  # the emulators (and trustme, for their TLS) are never on `sidecar run`'s import path
         from connectors.emulators.demo import Demo, DemoOptions
     except ModuleNotFoundError as exc:
@@ -318,6 +320,8 @@ def run_demo(*, crm: str, seed: int, scenario: Path | None, policy: Path | None,
     try:
         summary = demo.run(progress)
         demo.write_outputs(out)
+        if finished is not None:
+            finished(summary)
         return summary
     finally:
         demo.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import re
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -158,3 +160,31 @@ class VirtualTime:
 
     def moment(self) -> datetime:
         return datetime.fromtimestamp(self.now, UTC)
+
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*)\})? (\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+Samples = dict[str, dict[frozenset[tuple[str, str]], float]]
+
+
+def parse_exposition(text: str) -> tuple[dict[str, str], Samples]:
+    """(family -> type, sample name -> labels -> value); fails on any line the text format does not allow."""
+    types: dict[str, str] = {}
+    samples: Samples = defaultdict(dict)
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in ("counter", "gauge", "histogram") and name not in types, line
+            types[name] = kind
+            continue
+        if line.startswith("# HELP ") or not line:
+            continue
+        match = SAMPLE.match(line)
+        assert match is not None, f"not a sample line: {line!r}"
+        name, labels, value = match.groups()
+        family = re.sub(r"_(bucket|sum|count)$", "", name) if name not in types else name
+        assert family in types, f"{name} has no # TYPE line"
+        key = frozenset(LABEL.findall(labels or ""))
+        assert key not in samples[name], f"duplicate sample {line!r}"
+        samples[name][key] = float(value)
+    return types, samples

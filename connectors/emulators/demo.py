@@ -30,11 +30,11 @@ from connectors.emulators.slack import SlackEmulator
 from connectors.emulators.synthetic import SynthLead, generate, response_delay
 from connectors.emulators.teams import TeamsWorkflowsEmulator
 from connectors.emulators.tls import make_loopback_tls
-from sidecar import audit, jobs
+from sidecar import audit, escalations, jobs
 from sidecar.policy import load_policy
 from sidecar.policy.version import record_version
 from sidecar.store.db import make_engine, migrate, session_factory, transaction
-from sidecar.store.models import AuditRow, OutboxRow
+from sidecar.store.models import OutboxRow
 from sidecar.web.app import BackgroundServer
 
 DEMO_START = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)  # a Monday
@@ -80,7 +80,7 @@ class Tracked:
 @dataclass
 class DemoSummary:
     leads: int = 0
-    kinds: Counter[str] = field(default_factory=Counter)
+    ladder: Counter[str] = field(default_factory=Counter)  # typed: "warning", "breach", "after" (escalations.py)
     effects: Counter[str] = field(default_factory=Counter)
     slack_messages: int = 0
     webhook_url: str = ""
@@ -258,32 +258,29 @@ class Demo:
     # --- the run -----------------------------------------------------------------------------------
 
     def run(self, progress: Callable[[datetime, DemoSummary], None] | None = None) -> DemoSummary:
+        """Replay the span; the web app stays up until `close` (`sidecar demo --serve` keeps it open)."""
         started = time.perf_counter()
         url = self.start()
-        try:
-            minute = 0
-            while self.clock.at <= self.end:
-                self.step(minute)
-                if progress is not None and minute % 30 == 0:
-                    progress(self.clock.at, self.summary(url, started))
-                if self.options.speed:
-                    time.sleep(60 / self.options.speed)
-                self.clock.at += timedelta(minutes=1)
-                minute += 1
-            return self.summary(url, started)
-        finally:
-            self.web.stop()
+        minute = 0
+        while self.clock.at <= self.end:
+            self.step(minute)
+            if progress is not None and minute % 30 == 0:
+                progress(self.clock.at, self.summary(url, started))
+            if self.options.speed:
+                time.sleep(60 / self.options.speed)
+            self.clock.at += timedelta(minutes=1)
+            minute += 1
+        return self.summary(url, started)
 
     def summary(self, url: str, started: float) -> DemoSummary:
         with transaction(self.sessions) as session:
-            kinds = Counter({str(k): int(n) for k, n in session.execute(
-                select(AuditRow.kind, func.count()).group_by(AuditRow.kind)).all()})
+            ladder = escalations.ladder_counts(session)
             effects = Counter({f"{a}:{s}": int(n) for a, s, n in session.execute(
                 select(OutboxRow.action, OutboxRow.status, func.count())
                 .group_by(OutboxRow.action, OutboxRow.status)).all()})
             actions = Counter(audit.action_counts(session))
             patterns = Counter(audit.pattern_counts(session))
-        return DemoSummary(len(self.tracked), kinds, effects, len(self.slack.export()), url,
+        return DemoSummary(len(self.tracked), ladder, effects, len(self.slack.export()), url,
                            time.perf_counter() - started, actions, patterns, len(self.teams.export()))
 
     def write_outputs(self, out: Path) -> None:
@@ -306,6 +303,9 @@ class Demo:
                 emulator.log.write_jsonl(requests_log, emulator.service)
 
     def close(self) -> None:
+        web = getattr(self, "web", None)  # absent when `start` failed before it
+        if web is not None:
+            web.stop()
         for emulator in (self.salesforce, self.hubspot, self.slack, getattr(self, "teams", None)):
             if emulator is not None:
                 emulator.stop()

@@ -8,7 +8,7 @@ knowing its own world, not traffic the sidecar would see.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
 import requests
@@ -80,7 +80,7 @@ class SalesforceReps:
         subtype = "Call" if kind == "call" else "Email"
         self._call("POST", "Task", user, {
             "WhoId": crm_id, "OwnerId": user, "Subject": f"{subtype}: first contact", "TaskSubtype": subtype,
-            "Status": "Completed", "CompletedDateTime": at.strftime("%Y-%m-%dT%H:%M:%S.000+0000"),
+            "Status": "Completed", "CompletedDateTime": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000"),
             "ActivityDate": at.date().isoformat()})
 
     def update(self, crm_id: str, changes: dict[str, Any], user: str) -> None:
@@ -140,7 +140,7 @@ class HubSpotReps:
 
     def log_activity(self, crm_id: str, user: str, kind: str, at: datetime) -> None:
         object_type = "calls" if kind == "call" else "emails"
-        props = {"hs_timestamp": at.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "hubspot_owner_id": user}
+        props = {"hs_timestamp": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"), "hubspot_owner_id": user}
         if object_type == "calls":
             props |= {"hs_call_title": "First contact", "hs_call_status": "COMPLETED"}
         else:

@@ -26,6 +26,7 @@ import urllib3
 from connectors.hubspot.auth import HubSpotAuth
 from connectors.hubspot.errors import Uncertain, body_of, headers_of, is_api_exception, translate
 from connectors.hubspot.limits import RateLimiter
+from sidecar.meters import METERS
 from sidecar.ports import TransientError
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class HubSpotApi:
                     raise TransientError(f"HubSpot {what}: network error: {type(exc).__name__}") from exc
                 status = int(getattr(exc, "status", 0) or 0)
                 self.limiter.observe(headers_of(exc), body_of(exc) if status == 429 else None)
+                METERS.api_call("hubspot", self.limiter.daily_usage)
                 if status == 429:
                     body = body_of(exc)
                     wait = self.limiter.backoff(headers_of(exc), body)
@@ -110,5 +112,6 @@ class HubSpotApi:
                     continue
                 raise translate(exc, what, scope) from exc
             self.limiter.observe(raw.headers)  # the daily usage, for the reader's quota guard
+            METERS.api_call("hubspot", self.limiter.daily_usage)
             data = raw.data
             return json.loads(data) if data else None

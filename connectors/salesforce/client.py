@@ -21,6 +21,7 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession, SalesforceGeneralError
 
 from connectors.salesforce.errors import is_daily_limit, translate
+from sidecar.meters import METERS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -138,12 +139,14 @@ class SalesforceClient:
                 # Refused for the day: the allowance is spent. A concurrency refusal says nothing
                 # about the daily usage, so it must not slow polling (errors.py).
                 self._usage = (max(self._usage), self._usage[1])
+            METERS.api_call("salesforce", self._usage)
             raise
         # simple-salesforce parses Sforce-Limit-Info of successful responses only, into the
         # Salesforce object, which a relogin replaces: keep the last value seen here.
         usage = self.sf.api_usage.get("api-usage")
         if usage is not None:
             self._usage = (int(usage.used), int(usage.total))
+        METERS.api_call("salesforce", self._usage)
         return result
 
     def call(self, operation: Callable[[Salesforce], T]) -> T:

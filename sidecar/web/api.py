@@ -1,13 +1,14 @@
-"""The JSON API under /api (schema at /openapi.json): leads, clocks, audit, queues, outcomes, revert, PTO,
-policy versions. `Authorization: Bearer <token>` of a dashboard user; 401 without a known token, 403 when
-the user's role may not do it. The token is checked before any body is read.
+"""The JSON API under /api (schema at /openapi.json): leads, clocks, audit, queues, outcomes, revert,
+compliance decisions, PTO, policy versions (signals: sidecar.web.signals). `Authorization: Bearer <token>`
+of a dashboard user; 401 without a known token, 403 when the user's role may not do it. The token is
+checked before any body is read.
 """
 
 
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar import audit
 from sidecar.directory import add_pto
+from sidecar.engine.patterns.compliance_decisions import ComplianceError, decide
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.revert import RevertError, revert_reassignment
 from sidecar.store.db import transaction
@@ -30,6 +32,10 @@ _BEARER = HTTPBearer(auto_error=False)
 
 class RevertBody(BaseModel):
     reason: str = Field(default="", max_length=2000)
+
+
+class DecisionBody(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000)  # kept in the audit; a decision needs one
 
 
 class PtoBody(BaseModel):
@@ -142,6 +148,20 @@ def api_router(sessions: sessionmaker[Session], ctx: EngineContext, users: dict[
         except RevertError as err:
             raise HTTPException(409, str(err)) from None
 
+    @router.post("/leads/{crm}/{crm_id}/compliance/{decision}")
+    def compliance_decision(crm: str, crm_id: str, decision: Literal["clear", "reject"], body: DecisionBody,
+                            user: Annotated[User, Depends(manager)]) -> dict[str, Any]:
+        """Clear a lead held for compliance review (back to NEW) or reject it (disqualified)."""
+        with transaction(sessions) as session:
+            if session.scalars(select(Lead.id).where(Lead.crm == crm, Lead.crm_id == crm_id)).first() is None:
+                raise HTTPException(404, f"no {crm} lead {crm_id} is known to the sidecar")
+            try:
+                row = decide(session, ctx, crm, crm_id, decision, f"api:{user.name}", body.reason, clock())
+            except ComplianceError as err:
+                raise HTTPException(409, str(err)) from None
+            return {"audit_id": row.id, "kind": row.kind, "crm_status": row.details.get("crm_status"),
+                    "time_in_review_s": row.details["time_in_review_s"]}
+
     @router.get("/pto")
     def pto() -> dict[str, Any]:
         with transaction(sessions) as session:
@@ -166,6 +186,6 @@ def api_router(sessions: sessionmaker[Session], ctx: EngineContext, users: dict[
     @router.get("/policy/versions")
     def policy_versions() -> dict[str, Any]:
         with transaction(sessions) as session:
-            return {"versions": [asdict(v) for v in rules.versions(session)]}
+            return {"versions": [asdict(v) for v in rules.versions(session, ctx.book)]}
 
     return router

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import uvicorn
@@ -13,13 +13,14 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar.failures import FailureTracker
 from sidecar.store.db import reading, transaction
-from sidecar.store.models import IntakeItem
+from sidecar.store.models import IntakeItem, SyncCursor
 from sidecar.sync import enqueue_intake
-from sidecar.web.counters import SKIPPED
+from sidecar.web.counters import SKIPPED, WebhookRequests
 from sidecar.web.guard import BearerGuard, GuardedRouter, under
 from sidecar.web.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 
@@ -35,9 +36,12 @@ def intake_callback(sessions: sessionmaker[Session], crm: str,
 
 def create_app(sessions: sessionmaker[Session], routers: Sequence[APIRouter],
                failures: FailureTracker | None = None, *,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, clock: Callable[[], datetime] | None = None,
+               poll_stale_after: timedelta | None = None) -> FastAPI:
     """`/healthz` is liveness (the process answers and its database too: restart it if not);
-    `/readyz` is readiness (503 while a CRM poll or a job keeps failing: alert, do not restart).
+    `/readyz` is readiness (503 while a CRM poll or a job keeps failing, the database cannot be
+    read, or a CRM's last successful poll is older than `poll_stale_after` on `clock`, as when the
+    poll job stopped running: alert, do not restart).
 
     Every route, including ones added later, sits behind the body limit (`sidecar.web.limits`);
     a `GuardedRouter` (the admin API) behind its token (`sidecar.web.guard`), checked before any
@@ -54,18 +58,42 @@ def create_app(sessions: sessionmaker[Session], routers: Sequence[APIRouter],
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
-        failing = failures.failing() if failures is not None else []
-        body = {"ready": not failing, "failing": [
+        failing: list[dict[str, Any]] = [
             {"job": f.job, "crm": f.crm or None, "since": f.since.isoformat(), "tries": f.tries,
-             "cause": f.cause, "next_try": f.next_try.isoformat()} for f in failing]}
-        return JSONResponse(body, status_code=503 if failing else 200)
+             "cause": f.cause, "next_try": f.next_try.isoformat()}
+            for f in (failures.failing() if failures is not None else [])]
+        failing += _store_problems(sessions, {f["crm"] for f in failing if f["job"] == "poll"}, clock,
+                                   poll_stale_after)
+        return JSONResponse({"ready": not failing, "failing": failing}, status_code=503 if failing else 200)
 
     for router in routers:
         app.include_router(router)
     _guard(app, [r for r in routers if isinstance(r, GuardedRouter)])
     # Added last, so outermost: the limit holds before any guard, route or parser sees the request.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(WebhookRequests, router=app.router)  # outside the limit: its 413s count too
     return app
+
+
+def _store_problems(sessions: sessionmaker[Session], failing_polls: set[str | None],
+                    clock: Callable[[], datetime] | None, stale_after: timedelta | None) -> list[dict[str, Any]]:
+    """Readiness problems the store shows: it cannot be read, or a CRM's last good poll is too old
+    (a CRM whose poll is already reported failing is not reported twice; one never polled is not stale)."""
+    try:
+        with reading(sessions) as session:
+            polls = [(c.crm, c.last_poll_at) for c in session.scalars(
+                select(SyncCursor).where(SyncCursor.stream == "leads", SyncCursor.last_poll_at.is_not(None)))]
+    except SQLAlchemyError as exc:
+        cause = str(getattr(exc, "orig", None) or type(exc).__name__).strip().splitlines()[0][:200]
+        return [{"job": "database", "crm": None, "since": None, "tries": 1, "cause": f"cannot read the database: "
+                 f"{cause}", "next_try": None}]
+    if clock is None or stale_after is None:
+        return []
+    now = clock()
+    return [{"job": "poll", "crm": crm, "since": at.isoformat(), "tries": 0,
+             "cause": f"no successful poll for {int((now - at).total_seconds() // 60)} min (the poll job is "
+                      "not running?)", "next_try": None}
+            for crm, at in polls if at is not None and now - at > stale_after and crm not in failing_polls]
 
 
 def _guard(app: FastAPI, guarded: Sequence[GuardedRouter]) -> None:

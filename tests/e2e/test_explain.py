@@ -31,36 +31,53 @@ def test_a_called_lead_never_warned_says_the_clock_closed_first(morning: Morning
                                "source webinar, intent mid, owner ")
     # Clock ids: Aisha's SLA and stuck clocks (#1, #2) start first; each state's stuck clock starts
     # beside its SLA clock and lists the stuck steps (multiples of the window), not the SLA ladder.
-    assert lines[1:19] == [
+    # The call at 08:40 is progress: the NEW SLA clock restarts (#5) and the status change at 08:45
+    # closes both it and the stuck clock.
+    closed_by_progress = "first (progress, Tue 24 Nov 08:40 EST)"
+    closed_by_status = "first (state_left, Tue 24 Nov 08:45 EST)"
+    default_rule = ("  window rule new.default: 4h = 4h 00m of business time; matched state NEW, market *, source *, "
+                    "intent * (specificity 0, rule 1 in the file)")
+    assert lines[1:27] == [
         f"clock #3 (sla, NEW) under policy {version} '2026-Q4 policy': started Tue 24 Nov 08:00 EST, "
-        "closed Tue 24 Nov 08:45 EST (state_left)",
-        "  window rule new.default: 4h = 4h 00m of business time; matched state NEW, market *, source *, "
-        "intent * (specificity 0, rule 1 in the file)",
+        "closed Tue 24 Nov 08:40 EST (progress)",
+        default_rule,
         "    no other window rule matched this lead",
-        "  calendar US-East (America/New_York): 0h 45m of business time between Tue 24 Nov 08:00 EST and "
-        "Tue 24 Nov 08:45 EST",
-        "    counted Tue 24 Nov 08:00 EST – 08:45 (0h 45m)",
+        "  calendar US-East (America/New_York): 0h 40m of business time between Tue 24 Nov 08:00 EST and "
+        "Tue 24 Nov 08:40 EST",
+        "    counted Tue 24 Nov 08:00 EST – 08:40 (0h 40m)",
         "    step 1 sla.imminent at 80% (3h 12m business): due Tue 24 Nov 11:12 EST; not fired: the clock closed "
-        "first (state_left, Tue 24 Nov 08:45 EST)",
+        + closed_by_progress,
         "    step 2 sla.breach at 100% (4h 00m business): due Tue 24 Nov 12:00 EST; not fired: the clock closed "
-        "first (state_left, Tue 24 Nov 08:45 EST)",
+        + closed_by_progress,
         "    step 3 sla.reassign at 150% (6h 00m business): due Tue 24 Nov 14:00 EST; not fired: the clock closed "
-        "first (state_left, Tue 24 Nov 08:45 EST)",
+        + closed_by_progress,
         f"clock #4 (stuck, NEW) under policy {version} '2026-Q4 policy': started Tue 24 Nov 08:00 EST, "
         "closed Tue 24 Nov 08:45 EST (state_left)",
-        "  window rule new.default: 4h = 4h 00m of business time; matched state NEW, market *, source *, "
-        "intent * (specificity 0, rule 1 in the file)",
+        default_rule,
         "    no other window rule matched this lead",
         "  calendar US-East (America/New_York): 0h 45m of business time between Tue 24 Nov 08:00 EST and "
         "Tue 24 Nov 08:45 EST",
         "    counted Tue 24 Nov 08:00 EST – 08:45 (0h 45m)",
         "    step 1 stuck.owner at 200% (8h 00m business): due Tue 24 Nov 16:00 EST; not fired: the clock closed "
-        "first (state_left, Tue 24 Nov 08:45 EST)",
+        + closed_by_status,
         "    step 2 stuck.manager at 300% (12h 00m business): due Wed 25 Nov 10:00 EST; not fired: the clock "
-        "closed first (state_left, Tue 24 Nov 08:45 EST)",
+        "closed " + closed_by_status,
         "    step 3 stuck.review at 400% (16h 00m business): due Wed 25 Nov 14:00 EST; not fired: the clock "
-        "closed first (state_left, Tue 24 Nov 08:45 EST)",
-        f"clock #5 (sla, CONTACTED) under policy {version} '2026-Q4 policy': started Tue 24 Nov 08:45 EST, open",
+        "closed " + closed_by_status,
+        f"clock #5 (sla, NEW) under policy {version} '2026-Q4 policy': started Tue 24 Nov 08:40 EST, "
+        "closed Tue 24 Nov 08:45 EST (state_left)",
+        default_rule,
+        "    no other window rule matched this lead",
+        "  calendar US-East (America/New_York): 0h 05m of business time between Tue 24 Nov 08:40 EST and "
+        "Tue 24 Nov 08:45 EST",
+        "    counted Tue 24 Nov 08:40 EST – 08:45 (0h 05m)",
+        "    step 1 sla.imminent at 80% (3h 12m business): due Tue 24 Nov 11:52 EST; not fired: the clock closed "
+        + closed_by_status,
+        "    step 2 sla.breach at 100% (4h 00m business): due Tue 24 Nov 12:40 EST; not fired: the clock closed "
+        + closed_by_status,
+        "    step 3 sla.reassign at 150% (6h 00m business): due Tue 24 Nov 14:40 EST; not fired: the clock closed "
+        + closed_by_status,
+        f"clock #6 (sla, CONTACTED) under policy {version} '2026-Q4 policy': started Tue 24 Nov 08:45 EST, open",
         "  window rule contacted.default: 2bd = 20h 00m of business time; matched state CONTACTED, market *, "
         "source *, intent * (specificity 0, rule 6 in the file)",
     ]

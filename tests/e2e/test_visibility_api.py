@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from tests.e2e.visibility_fixture import Morning, serve_morning
+from tests.support import parse_exposition
 
 VIEWER, MANAGER = {"Authorization": "Bearer demo-viewer-token"}, {"Authorization": "Bearer demo-manager-token"}
 
@@ -55,7 +56,8 @@ def test_filters_audit_paging_and_empty_providers(morning: Morning) -> None:
     # Aisha has stayed in NEW for 4x her window by 17:00: the stuck pattern put her up for ops review.
     assert [(q["name"], q["items"]) for q in queues] == [
         ("ops review", [{"crm": "salesforce", "crm_id": "00QHp000000000IMAQ", "lead": "Aisha Al-Mansoori",
-                         "reason": "stuck in NEW", "since": "2026-11-24T17:00:00Z"}]),
+                         "reason": "stuck in NEW", "since": "2026-11-24T17:00:00Z",
+                         "waiting_s": 60.0}]),  # the replay's clock stops at 17:01 (12:01 New York)
         ("compliance", [])]
     assert queues[1]["empty"].startswith("no lead is on compliance hold")
     outcomes = requests.get(f"{url}/api/outcomes", headers=VIEWER, timeout=10).json()
@@ -82,6 +84,20 @@ def test_metrics_in_prometheus_text(morning: Morning) -> None:
             'sidecar_steps_fired_total{pattern="sla",action="notify"} 6',
             "sidecar_outbox_dead_letters 0",
             'sidecar_poll_age_seconds{crm="salesforce"} 60'} <= lines
+    # The real connector and receiver paths report into the process's meters: API calls and the quota
+    # from the emulator's Sforce-Limit-Info, and the Outbound Messages the receiver acknowledged.
+    types, samples = parse_exposition(response.text)
+    salesforce = frozenset({("crm", "salesforce")})
+    emulator = morning.demo.salesforce
+    assert emulator is not None and samples["sidecar_crm_api_calls_total"][salesforce] > 0
+    assert samples["sidecar_crm_api_quota_limit"][salesforce] == emulator.daily_limit
+    assert emulator.daily_limit - emulator.api_calls_used <= samples["sidecar_crm_api_quota_remaining"][salesforce] \
+        < emulator.daily_limit
+    assert samples["sidecar_webhook_requests_total"][frozenset({("route", "/webhooks/salesforce"),
+                                                                ("status", "200")})] > 0
+    assert types["sidecar_step_firing_lag_seconds"] == "histogram"  # the demo ticks each virtual minute: no lag
+    lag = samples["sidecar_step_firing_lag_seconds_bucket"]
+    assert lag[frozenset({("pattern", "sla"), ("le", "1")})] == lag[frozenset({("pattern", "sla"), ("le", "+Inf")})]
 
 
 def _login(url: str, token: str) -> requests.Session:

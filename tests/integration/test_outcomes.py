@@ -72,6 +72,11 @@ def test_outcome_rows_give_the_sla_hit_rate_computed_by_hand(sessions: sessionma
     assert [r["crm_id"] for r in table] == ["A", "B", "C", "D"]
     assert [r["sla_met"] for r in table] == ["True", "True", "False", "False"]
     assert exported_json[2]["recovered_after_escalation"] is True and exported_json[3]["reassigned"] is True
+    # Names beside the ids: the lead's, the first owner's (r3 held D during its first window) and the team's.
+    assert [(r["crm_id"], r["lead_name"], r["owner_id"], r["owner_name"], r["team_id"], r["team_name"])
+            for r in table][2:] == [("C", "Aisha Al-Mansoori", "r1", "Rep r1", "us", "Team us"),
+                                    ("D", "Aisha Al-Mansoori", "r3", "Rep r3", "us", "Team us")]
+    assert exported_json[3]["owner_name"] == "Rep r3" and set(exported_json[3]) == set(outcomes.EXPORT_FIELDS)
 
 
 def test_a_lead_whose_first_window_still_runs_is_not_counted_yet(sessions: sessionmaker[Session]) -> None:

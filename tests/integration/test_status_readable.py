@@ -4,6 +4,8 @@ audit exports carry lead, owner and team names beside the ids."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -113,3 +115,22 @@ def test_audit_export_names_lead_owner_and_team_beside_the_ids(sessions: session
     assert (first["lead_id"], first["lead_name"], first["owner_id"], first["owner_name"], first["team_id"],
             first["team_name"]) == ("00QA", "Aisha Al-Mansoori", "r1", "Rep r1", "us", "Team us")
     assert {"lead_name", "owner_name", "team_id", "team_name"} <= set(header)
+
+
+def test_audit_export_carries_the_typed_columns_and_the_new_owner_by_name(sessions: sessionmaker[Session]) -> None:
+    """A's 1 h window: warned 08:48, breach 09:00, reassigned at 09:30 (150 %) to another rep of the team."""
+    two_leads(sessions)
+    tick(sessions, context(), ny(24, 9, 30).astimezone(UTC))
+    with transaction(sessions) as session:
+        rows = [json.loads(line) for line in audit.export(session, "jsonl", lead_crm_id="00QA")]
+        table = list(csv.DictReader(io.StringIO("".join(audit.export(session, "csv", lead_crm_id="00QA")))))
+    ladder = [(r["rule_id"], r["pattern"], r["action"]) for r in rows if r["pattern"] == "sla"]
+    assert ladder == [("sla.imminent", "sla", "notify"), ("sla.breach", "sla", "notify"),
+                      ("sla.imminent", "sla", None),  # the warning nobody acted on, written at the breach
+                      ("sla.reassign", "sla", "reassign")]
+    moved = next(r for r in rows if r["action"] == "reassign")
+    assert moved["to_owner"] in ("r2", "r3") and moved["to_owner_name"] == f"Rep {moved['to_owner']}"
+    assert (moved["owner_id"], moved["owner_name"]) == ("r1", "Rep r1")  # who had it when the step fired
+    assert [(r["action"], r["to_owner"], r["to_owner_name"]) for r in table if r["action"] == "reassign"] == [
+        ("reassign", moved["to_owner"], moved["to_owner_name"])]
+    assert all(r["to_owner_name"] is None for r in rows if r["action"] != "reassign")

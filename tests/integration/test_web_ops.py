@@ -7,6 +7,7 @@ import json
 import time
 import warnings
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -21,6 +22,8 @@ from connectors.emulators.hubspot import sign_v3
 from sidecar import wiring
 from sidecar.failures import FailureTracker
 from sidecar.settings import Settings
+from sidecar.store.db import make_engine, session_factory, transaction
+from sidecar.store.models import SyncCursor
 from sidecar.web.app import create_app
 from tests.support import context
 
@@ -89,6 +92,34 @@ def test_readiness_reports_the_failing_crm_and_since_when_while_liveness_stays_o
     assert client.get("/healthz").status_code == 200
     tracker.succeeded("poll", "salesforce", since + timedelta(minutes=1))
     assert client.get("/readyz").status_code == 200
+
+
+def test_readiness_fails_when_the_last_good_poll_is_stale_or_the_database_cannot_be_read(
+        sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    """Polls stopped (e.g. the scheduler died) without any failure to report: the poll's age tells."""
+    now = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)
+    with transaction(sessions) as session:
+        for crm, age in (("hubspot", 20), ("salesforce", 5), ("other", None)):  # "other": never polled yet
+            at = now - timedelta(minutes=age) if age is not None else None
+            session.add(SyncCursor(crm=crm, stream="leads", cursor_at=None, last_poll_at=at))
+    tracker = FailureTracker({"poll": timedelta(minutes=1)})
+    client = TestClient(create_app(sessions, [], tracker, clock=lambda: now, poll_stale_after=timedelta(minutes=15)))
+    answer = client.get("/readyz")
+    assert answer.status_code == 503
+    assert [(f["job"], f["crm"], f["since"], f["cause"]) for f in answer.json()["failing"]] == [
+        ("poll", "hubspot", (now - timedelta(minutes=20)).isoformat(),
+         "no successful poll for 20 min (the poll job is not running?)")]
+    tracker.failed("poll", "hubspot", now - timedelta(minutes=19), ConnectionRefusedError("refused"))
+    [failing] = client.get("/readyz").json()["failing"]  # said once, by the failing poll itself
+    assert failing["cause"] == "cannot reach the API (connection refused)"
+    fresh = TestClient(create_app(sessions, [], None, clock=lambda: now, poll_stale_after=timedelta(minutes=30)))
+    assert fresh.get("/readyz").json() == {"ready": True, "failing": []}
+    unmigrated = session_factory(make_engine(f"sqlite:///{tmp_path / 'empty.db'}"))
+    broken = TestClient(create_app(unmigrated, []))
+    answer = broken.get("/readyz")
+    assert answer.status_code == 503
+    [database] = answer.json()["failing"]
+    assert database["job"] == "database" and database["cause"].startswith("cannot read the database: no such table")
 
 
 def test_log_level_and_format_are_checked() -> None:

@@ -25,7 +25,8 @@ def test_outcomes_export_writes_csv_and_json_and_refuses_other_formats(workdir: 
     assert runner.invoke(app, ["init"]).exit_code == 0
     as_csv = runner.invoke(app, ["outcomes", "export", "--since", "2026-11-01"])
     assert as_csv.exit_code == 0, as_csv.output
-    assert as_csv.output.splitlines()[0].startswith("crm,crm_id,market,source,team_id,owner_id,intent")
+    assert as_csv.output.splitlines()[0].startswith(
+        "crm,crm_id,lead_name,market,source,team_id,team_name,owner_id,owner_name,intent")  # names beside the ids
     out = workdir / "outcomes.json"
     assert runner.invoke(app, ["outcomes", "export", "--format", "json", "--out", str(out)]).exit_code == 0
     assert json.loads(out.read_text()) == []

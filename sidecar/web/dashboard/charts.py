@@ -1,4 +1,5 @@
-"""The numbers behind the charts page: breaches over time, response time against the window, hit rate by team."""
+"""The numbers behind the charts page: breaches over time, response time against the window, hit rate by
+team, and response speed against qualification and booking (the same figures as `sidecar report`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from sidecar import reports
 from sidecar.engine.clocks import SLA
 from sidecar.engine.policies import PolicyBook
 from sidecar.store.models import Clock
@@ -56,3 +58,15 @@ def hit_rate_by_team(session: Session, book: PolicyBook, now: datetime) -> Marku
     rows = [(team.name, team.tally.rate, f"{team.tally.on_time} on time, {team.tally.breached} breached")
             for team in team_rows(session, book, now)]
     return svg.hbars("SLA hit rate by team", rows)
+
+
+def speed_vs_outcome(session: Session, now: datetime, days: int = 90) -> Markup:
+    """Qualified and booked share of the leads of the last `days` days, by how fast they got a first response."""
+    section = reports.speed_vs_outcome(session, now - timedelta(days=days), now)
+    rows: list[tuple[str, float | None, str]] = []
+    for speed, leads, qualified, _, booked, _ in section.rows:
+        if leads:
+            rows += [(f"{speed}: qualified", qualified / leads, f"{qualified} of {leads} leads"),
+                     (f"{speed}: booked", booked / leads, f"{booked} of {leads} leads")]
+    return svg.hbars(f"Response speed vs qualification and booking (leads of the last {days} days)", rows,
+                     color=svg.NEUTRAL)

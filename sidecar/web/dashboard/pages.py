@@ -28,9 +28,18 @@ def _age(seconds: float | None) -> str:
     return f"{minutes} min ago" if minutes < 120 else f"{minutes // 60} h ago"
 
 
+def _waited(seconds: float) -> str:
+    """A queue item's age: minutes, then hours, then days and hours (aging is read at a glance)."""
+    minutes = int(seconds // 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = minutes // 60
+    return f"{hours} h" if hours < 48 else f"{hours // 24} d {hours % 24} h"
+
+
 ENV = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
                   trim_blocks=True, lstrip_blocks=True)
-ENV.filters.update(when=_when, percent=_percent, age=_age)
+ENV.filters.update(when=_when, percent=_percent, age=_age, waited=_waited)
 
 
 def render(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:

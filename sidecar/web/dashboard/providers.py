@@ -25,6 +25,7 @@ class QueueItem:
     lead: str
     reason: str
     since: datetime
+    waiting_s: float  # how long it has waited for a decision (a queue's aging)
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,15 @@ OutcomeProvider = Callable[[Session, datetime], list[Outcome]]
 
 def _queue(queue: str, name: str, empty: str) -> QueueProvider:
     """Open items of one review queue (sidecar.review_queue), oldest first."""
-    def provider(session: Session, _now: datetime) -> QueueView:
+    def provider(session: Session, now: datetime) -> QueueView:
         rows = review_queue.items(session, queue)
         leads = {lead.id: lead for lead in session.scalars(
             select(Lead).where(Lead.id.in_([row.lead_id for row in rows])))}
         items = []
         for row in rows:
             lead = leads[row.lead_id]
-            items.append(QueueItem(lead.crm, lead.crm_id, lead.name or lead.crm_id, row.reason, row.opened_at))
+            items.append(QueueItem(lead.crm, lead.crm_id, lead.name or lead.crm_id, row.reason, row.opened_at,
+                                   (now - row.opened_at).total_seconds()))
         return QueueView(name, empty, items)
     return provider
 

@@ -1,4 +1,4 @@
-"""The dashboard's pages and its two actions (revert, snooze), under /dashboard.
+"""The dashboard's pages and its actions (revert, snooze, compliance decision), under /dashboard.
 
 Pages need a session cookie (any role); actions need a manager or admin and the form's CSRF token,
 checked before the body is parsed further. Every action is audited with the user's name as actor.
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar import audit
 from sidecar.engine import clocks
+from sidecar.engine.patterns.compliance_decisions import ComplianceError, decide
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.revert import RevertError, revert_reassignment
 from sidecar.explain import explain
@@ -168,6 +169,20 @@ def dashboard_router(sessions: sessionmaker[Session], ctx: EngineContext, users:
                                   "to_due_at": after.isoformat(), "delay_s": int(SNOOZE.total_seconds())})
         return back(crm, crm_id, done=f"snoozed: the next step moves to {after:%H:%M} UTC")
 
+    @router.post("/leads/{crm}/{crm_id}/compliance")
+    def compliance(crm: str, crm_id: str, acting: Annotated[tuple[Viewer, dict[str, str]], Depends(actor)]) -> Response:
+        who, form = acting
+        decision = form.get("decision", "")
+        try:
+            with transaction(sessions) as session:
+                row = decide(session, ctx, crm, crm_id, decision, f"dashboard:{who.user.name}",
+                             form.get("reason", "")[:2000], clock())
+                message = (f"{'cleared: the lead is NEW again' if decision == 'clear' else 'rejected: disqualified'}"
+                           f" (audit #{row.id})")
+        except ComplianceError as err:
+            return back(crm, crm_id, error=str(err))
+        return back(crm, crm_id, done=message)
+
     @router.get("/owners")
     def owners(who: Annotated[Viewer, Depends(viewer)]) -> Response:
         with transaction(sessions) as session:
@@ -183,7 +198,7 @@ def dashboard_router(sessions: sessionmaker[Session], ctx: EngineContext, users:
     @router.get("/rules")
     def rules_page(who: Annotated[Viewer, Depends(viewer)]) -> Response:
         with transaction(sessions) as session:
-            rows, versions = rules.rule_views(session, ctx.book), rules.versions(session)
+            rows, versions = rules.rule_views(session, ctx.book), rules.versions(session, ctx.book)
         return render("rules.html", who=who, page="rules", rows=rows, versions=versions)
 
     @router.get("/charts")
@@ -193,7 +208,8 @@ def dashboard_router(sessions: sessionmaker[Session], ctx: EngineContext, users:
             response_chart, _ = charts.response_distribution(session, ctx.book)
             figures = [charts.breaches_over_time(session, ctx.book, now, "market"),
                        charts.breaches_over_time(session, ctx.book, now, "source"),
-                       response_chart, charts.hit_rate_by_team(session, ctx.book, now)]
+                       response_chart, charts.hit_rate_by_team(session, ctx.book, now),
+                       charts.speed_vs_outcome(session, now)]
         return render("charts.html", who=who, page="charts", figures=figures)
 
     return router

@@ -1,4 +1,5 @@
-"""The rules page: every rule of the active policy, what it is for, how often it fired, and its history."""
+"""The rules page: every rule of the active policy, what it is for, how often it fired, and its history;
+every recorded policy version with what changed from the one before (the `sidecar policy diff` words)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from sidecar.engine.clocks import SLA
 from sidecar.engine.policies import PolicyBook
+from sidecar.policy.diff import diff_policies, field_changes
 from sidecar.policy.rules import rule_lines
 from sidecar.store.models import AuditRow, Clock, PolicyVersion
 
@@ -19,7 +21,7 @@ class RuleView:
     section: str
     purpose: str
     fired: int
-    history: list[tuple[str, str]]  # (version, "added" | "changed" | "removed"), oldest first
+    history: list[tuple[str, str]]  # (version, "added" | "changed: <what>" | "removed"), oldest first
 
 
 @dataclass(frozen=True)
@@ -29,12 +31,19 @@ class VersionView:
     activated_at: str
     source_file: str
     active: bool
+    changes: list[str]  # what changed from the version before, e.g. "new.default changed: window: 4h -> 2h"
 
 
-def versions(session: Session) -> list[VersionView]:
+def versions(session: Session, book: PolicyBook) -> list[VersionView]:
     rows = list(session.scalars(select(PolicyVersion).order_by(PolicyVersion.activated_at)))
-    return [VersionView(row.version, row.label, row.activated_at.isoformat(), row.source_file, i == len(rows) - 1)
-            for i, row in enumerate(rows)]
+    views = []
+    for i, row in enumerate(rows):
+        changes = [] if i == 0 else [
+            f"{change.id} {change.change}" + (f": {change.detail}" if change.detail else "")
+            for change in diff_policies(book.get(session, rows[i - 1].version), book.get(session, row.version))]
+        views.append(VersionView(row.version, row.label, row.activated_at.isoformat(), row.source_file,
+                                 i == len(rows) - 1, changes))
+    return views
 
 
 def rule_views(session: Session, book: PolicyBook) -> list[RuleView]:
@@ -49,15 +58,15 @@ def rule_views(session: Session, book: PolicyBook) -> list[RuleView]:
                                    .group_by(Clock.rule_id)):
         fired[str(rule)] = fired.get(str(rule), 0) + int(n)
     history: dict[str, list[tuple[str, str]]] = {}
-    previous: dict[str, object] = {}
+    previous: dict[str, dict[str, object]] = {}
     latest: dict[str, tuple[str, str]] = {}
-    for view in versions(session):
+    for view in versions(session, book):
         lines = {line.id: line for line in rule_lines(book.get(session, view.version))}
         for rule_id, line in lines.items():
             if rule_id not in previous:
                 history.setdefault(rule_id, []).append((view.version, "added"))
             elif previous[rule_id] != line.content:
-                history[rule_id].append((view.version, "changed"))
+                history[rule_id].append((view.version, f"changed: {field_changes(previous[rule_id], line.content)}"))
             latest[rule_id] = (line.section, line.purpose)
         for rule_id in previous.keys() - lines.keys():
             history[rule_id].append((view.version, "removed"))

@@ -11,6 +11,7 @@ from markupsafe import Markup
 
 PALETTE = ("#2f6fb0", "#e07b39", "#3a9b5c", "#b0413e", "#7a5cb0", "#8c8c8c", "#c4a000", "#3aa0a8")
 GOOD, WARN, BAD = "#3a9b5c", "#d9a400", "#b0413e"
+NEUTRAL = PALETTE[0]  # a share that is neither good nor bad in itself (e.g. qualified %)
 
 
 def _text(x: float, y: float, text: str, anchor: str = "middle", size: int = 11, cls: str = "") -> str:
@@ -55,8 +56,9 @@ def stacked_bars(title: str, labels: list[str], series: dict[str, list[int]],
     return Markup("".join(parts))  # noqa: S704 - every text above went through escape()
 
 
-def hbars(title: str, rows: list[tuple[str, float | None, str]], width: int = 640) -> Markup:
-    """Horizontal bars of a 0..1 share per row (e.g. hit rate per team); `note` is written beside."""
+def hbars(title: str, rows: list[tuple[str, float | None, str]], width: int = 640, color: str | None = None) -> Markup:
+    """Horizontal bars of a 0..1 share per row (e.g. hit rate per team); `note` is written beside.
+    Bars are green, amber or red by the share (a hit rate: higher is better), or all `color`."""
     label_w, row_h, top = 170, 26, 30
     height = top + row_h * max(len(rows), 1) + 10
     plot_w = width - label_w - 240
@@ -70,9 +72,9 @@ def hbars(title: str, rows: list[tuple[str, float | None, str]], width: int = 64
         parts.append(_text(label_w - 8, y + 15, label[:26], "end", 11))
         parts.append(f'<rect x="{label_w}" y="{y + 4}" width="{plot_w}" height="{row_h - 10}" fill="#eee"/>')
         if share is not None:
-            color = GOOD if share >= 0.9 else WARN if share >= 0.7 else BAD
+            fill = color or (GOOD if share >= 0.9 else WARN if share >= 0.7 else BAD)
             parts.append(f'<rect x="{label_w}" y="{y + 4}" width="{share * plot_w:.1f}" height="{row_h - 10}" '
-                         f'fill="{color}"/>')
+                         f'fill="{fill}"/>')
         shown = f"{share:.0%}" if share is not None else "–"
         parts.append(_text(label_w + plot_w + 8, y + 15, f"{shown}  {note}", "start", 11))
     parts.append("</svg>")

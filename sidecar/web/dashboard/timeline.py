@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from sidecar import review_queue
 from sidecar.audit import StepAction
 from sidecar.engine.clocks import SLA
 from sidecar.engine.patterns import keys
@@ -32,6 +33,7 @@ class Actions:
 
     revert_to: str | None  # the original owner a revert would give the lead back to
     snooze_rule: str | None  # the pending warning step a snooze would push back
+    compliance_hold: bool = False  # held for compliance review: clear or reject it
 
 
 def find_lead(session: Session, crm: str, crm_id: str) -> Lead | None:
@@ -101,7 +103,7 @@ def actions(session: Session, book: PolicyBook, lead: Lead) -> Actions:
             AuditRow.step_key == snooze_key(clock))).first() is not None
         if pending is not None and pending.at < 1.0 and pending.reassign is None and not already:
             snooze_rule = pending.id
-    return Actions(revert_to, snooze_rule)
+    return Actions(revert_to, snooze_rule, review_queue.on_compliance_hold(session, lead.id))
 
 
 def sla_clock(session: Session, lead: Lead) -> Clock | None:
