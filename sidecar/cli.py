@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from datetime import datetime, timedelta
@@ -30,7 +31,7 @@ from sidecar.cli_errors import port_problem
 from sidecar.cli_outcomes import outcomes_app
 from sidecar.cli_policy import policy_app
 from sidecar.policy.version import record_version
-from sidecar.settings import Settings
+from sidecar.settings import Settings, env_file_warning
 from sidecar.status import duration_words, gather, poll_words
 from sidecar.store.db import make_engine, migrate, session_factory, transaction
 
@@ -279,6 +280,9 @@ def run() -> None:
     if busy:
         raise fail(busy)
     logs.configure(settings.log_level, settings.log_format)
+    env_warning = env_file_warning()
+    if env_warning:
+        logging.getLogger("sidecar").warning(env_warning)
     try:
         service.run(settings, sessions(), now)
     except service.CannotStart as exc:
