@@ -91,6 +91,8 @@ def apply_page(sessions: sessionmaker[Session], ctx: EngineContext, crm: str, pa
     with transaction(sessions) as session:
         for snapshot in page.snapshots:
             stats.events += _apply_one(session, ctx, snapshot, now)
+        for crm_id, why in page.rejected.items():  # the connector could not read it: audited, page goes on
+            audit.record(session, at=now, kind="ingest_failed", details={"crm": crm, "crm_id": crm_id, "error": why})
         row = _cursor_row(session, crm, "leads")
         if page.cursor.at is not None and (row.cursor_at is None or page.cursor.at >= row.cursor_at):
             row.cursor_at, row.cursor_ids = page.cursor.at, list(page.cursor.seen_ids)

@@ -57,7 +57,8 @@ def test_overview_owners_teams_and_rules(sessions: sessionmaker[Session]) -> Non
     assert (view.on_time, view.breached, view.hit_rate) == (0, 2, 0.0)
     assert (view.reassignments, view.reverts) == (1, 0)
     assert view.outbox.get("pending", 0) > 0 and view.outbox.get("dead", 0) == 0
-    assert [(q.name, q.items) for q in view.queues] == [("ops review", []), ("compliance", [])]
+    assert [(q.name, q.items) for q in view.queues] == [("ops review", []), ("compliance", []),
+                                                        ("unknown CRM values", [])]
     assert ("sla", "reassign", "sla_breach_auto_reassign", 1) in view.steps
     assert (owners["r1"].tally.overdue, owners["r1"].tally.breached) == (1, 2)
     assert [(t.name, t.reps, t.tally.overdue, t.tally.rate) for t in teams] == [("Team us", 4, 1, 0.0)]
