@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import String, bindparam, func, literal, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar import audit
@@ -77,6 +78,8 @@ def _apply_one(session: Session, ctx: EngineContext, snapshot: LeadSnapshot, now
             applied = apply_snapshot(session, ctx.book, snapshot)
         patterns.on_applied(session, ctx, applied, now)
         return len(applied.events)
+    except OperationalError:
+        raise  # the database, not this record (disk full, connection lost): the page retries whole
     except Exception as exc:  # reported in the audit and the log, never dropped silently
         log.exception("could not apply %s lead %s", snapshot.crm.value, snapshot.crm_id)
         audit.record(session, at=snapshot.crm_modified_at, kind="ingest_failed",
