@@ -38,6 +38,8 @@ def render(session: Session, now: datetime) -> str:
     dead = sum(int(n) for _, status, n in outbox if status == "dead")
     polls = session.scalars(select(SyncCursor).where(SyncCursor.stream == "leads").order_by(SyncCursor.crm)).all()
     intake = session.scalar(select(func.count()).select_from(IntakeItem).where(IntakeItem.processed_at.is_(None)))
+    waiting = OutboxRow.status.in_(("pending", "in_flight"))
+    oldest = session.scalar(select(func.min(OutboxRow.created_at)).where(waiting))
     lines = [
         *_family("sidecar_open_clocks", "gauge", "Clocks not closed, by clock kind, status and lead state.",
                  (({"kind": k, "status": s, "state": st}, n) for k, s, st, n in clocks)),
@@ -51,5 +53,8 @@ def render(session: Session, now: datetime) -> str:
                  (({"crm": c.crm}, (now - c.last_poll_at).total_seconds()) for c in polls if c.last_poll_at)),
         *_family("sidecar_webhook_intake_waiting", "gauge", "Lead ids announced by webhooks, not read yet.",
                  [({}, intake or 0)]),
+        *_family("sidecar_outbox_oldest_pending_seconds", "gauge",
+                 "Age of the oldest effect not delivered yet (0: no backlog); grows while a CRM or Slack is down.",
+                 [({}, (now - oldest).total_seconds() if oldest is not None else 0)]),
     ]
     return "\n".join(lines) + "\n"

@@ -101,6 +101,8 @@ def test_an_hour_long_outage_keeps_clocks_firing_and_drains_the_backlog_in_order
     pending_line = next(line for line in scrape.splitlines()
                         if line.startswith(f'sidecar_outbox_effects{{port="{port}",status="pending"}}'))
     assert float(pending_line.rsplit(" ", 1)[1]) >= len(waiting)
+    age_line = next(line for line in scrape.splitlines() if line.startswith("sidecar_outbox_oldest_pending_seconds "))
+    assert float(age_line.rsplit(" ", 1)[1]) == (now - report.oldest_pending).total_seconds() > 0
     if service == "hubspot":
         assert any(p.crm == "hubspot" and p.error for p in report.polls)  # the poll failure is named too
 
