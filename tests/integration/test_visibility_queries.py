@@ -83,7 +83,7 @@ def test_api_revert_by_a_manager_and_metrics(sessions: sessionmaker[Session]) ->
     assert 'sidecar_open_clocks{kind="sla",status="open",state="NEW"} 2' in text
     with transaction(sessions) as session:
         lines = explain(session, context().book, "salesforce", "00QB", ny(24, 10).astimezone(UTC))
-        assert metrics.render(session, ny(24, 10).astimezone(UTC)).count("# TYPE") == 6
+        assert metrics.render(session, ny(24, 10).astimezone(UTC)).count("# TYPE") == 7  # with the backlog age
     assert lines[2] == ("  window rule new.test: 1h = 1h 00m of business time; matched state NEW, market TEST, "
                         "source *, intent * (specificity 1, rule 8 in the file)")
     assert "    beat new.default (4h): less specific (0 < 1)" in lines
