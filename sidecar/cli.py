@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from datetime import datetime, timedelta
@@ -30,7 +31,7 @@ from sidecar.cli_errors import port_problem
 from sidecar.cli_outcomes import outcomes_app
 from sidecar.cli_policy import policy_app
 from sidecar.policy.version import record_version
-from sidecar.settings import Settings
+from sidecar.settings import Settings, env_file_warning
 from sidecar.status import duration_words, gather, poll_words
 from sidecar.store.db import make_engine, migrate, session_factory, transaction
 
@@ -155,7 +156,10 @@ def status() -> None:
             left = "due now" if line.left <= timedelta(0) and when == "time left" else duration_words(line.left)
             table.add_row(line.name or "-", line.owner, line.team, line.rule_id, left, f"{line.crm} {line.crm_id}")
         console.print(table)
-    console.print("outbox: " + (", ".join(f"{n} {s}" for s, n in sorted(report.outbox.items())) or "empty"))
+    backlog = (f" (oldest waiting {duration_words(at - report.oldest_pending)})"
+               if report.oldest_pending is not None else "")
+    console.print("outbox: " + (", ".join(f"{n} {s}" for s, n in sorted(report.outbox.items())) or "empty")
+                  + backlog, markup=False, highlight=False)
     for poll in report.polls:
         console.print(f"last poll: {poll_words(poll, at)}", markup=False, highlight=False)
     if not report.polls:
@@ -166,6 +170,13 @@ def status() -> None:
             table.add_column(column)
         for key, action, reason in report.dead:
             table.add_row(key, action, reason)
+        console.print(table)
+    if report.unknown:
+        table = Table(title="CRM values the policy or directory does not know (nothing is blocked; add them)")
+        for column in ("what", "crm", "value", "leads", "e.g.", "meanwhile"):
+            table.add_column(column)
+        for item in report.unknown:
+            table.add_row(item.what, item.crm, item.value[:60], str(item.leads), item.example_crm_id, item.effect)
         console.print(table)
     if report.dead_intake:
         table = Table(title="webhook ids the CRM refused to read (set aside; polling still covers real leads)")
@@ -210,6 +221,9 @@ def run() -> None:
     if busy:
         raise fail(busy)
     logs.configure(settings.log_level, settings.log_format)
+    env_warning = env_file_warning()
+    if env_warning:
+        logging.getLogger("sidecar").warning(env_warning)
     try:
         service.run(settings, sessions(), now)
     except service.CannotStart as exc:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from sidecar.failures import STORAGE_FULL, storage_full
 from sidecar.ports import PermanentError, TransientError
 
 
@@ -83,6 +84,8 @@ def explain(exc: BaseException, target: str = "the API") -> str:
         first = exc.errors(include_url=False)[0]
         name = "SIDECAR_" + "_".join(str(part) for part in first["loc"]).upper()
         return f"setting {name} is invalid: {first['msg']} (fix it in .env or the environment)"
+    if storage_full(exc):
+        return STORAGE_FULL
     if isinstance(exc, SQLAlchemyError):
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         return f"database error: {detail} (check SIDECAR_DATABASE_URL and that the database is running)"

@@ -94,9 +94,25 @@ def is_network_problem(exc: BaseException) -> bool:
     return any(_network_problem(e) for e in _chain(exc))
 
 
+STORAGE_FULL = ("the database's disk is full: nothing of this run was written (the store is intact) and the "
+                "job retries; free space on the volume holding the database (or grow it)")
+
+
+def storage_full(exc: BaseException) -> bool:
+    """SQLite's SQLITE_FULL ("database or disk is full"), PostgreSQL's disk_full (53100), or ENOSPC."""
+    for item in _chain(exc):
+        if getattr(item, "errno", None) == errno.ENOSPC or getattr(item, "sqlstate", None) == "53100":
+            return True
+        if "database or disk is full" in str(item) or "No space left on device" in str(item):
+            return True
+    return False
+
+
 def describe(exc: BaseException) -> str:
     """What went wrong, in plain words: "cannot reach api.hubapi.com (connection refused)" for a
     network problem, else the error's own first line (connectors word their errors for admins)."""
+    if storage_full(exc):
+        return STORAGE_FULL
     chain = list(_chain(exc))
     problem = next((p for p in map(_network_problem, chain) if p), None)
     if problem is None and any("Connection refused" in str(e) for e in chain):

@@ -23,6 +23,7 @@ from sidecar.store.models import Lead, LeadEvent, Rep
 
 TRACKED_FIELDS = ("score", "tier", "deal_size", "flags")
 UNMAPPED = "UNMAPPED"  # a CRM status the policy does not map: stored, but no clock runs on it
+STATUS_WIDTH = 100  # leads.crm_status; a longer status is never a mapped one, so clipping it keeps it UNMAPPED
 
 
 @dataclass
@@ -93,7 +94,8 @@ def _create(session: Session, book: PolicyBook, policy: Policy, snapshot: LeadSn
             state: str) -> Applied:
     arrived = snapshot.created_at or snapshot.crm_modified_at
     entered = snapshot.status_changed_at or arrived
-    lead = Lead(crm=snapshot.crm.value, crm_id=snapshot.crm_id, state=state, crm_status=snapshot.crm_status,
+    lead = Lead(crm=snapshot.crm.value, crm_id=snapshot.crm_id, state=state,
+                crm_status=_clip(snapshot.crm_status, STATUS_WIDTH) or "",
                 owner_id=snapshot.owner_id, team_id=_team_of(session, snapshot.owner_id),
                 created_at=arrived, state_entered_at=entered, last_progress_at=None,
                 crm_modified_at=snapshot.crm_modified_at, **_fields(policy, snapshot))
@@ -136,7 +138,7 @@ def _update(session: Session, book: PolicyBook, policy: Policy, lead: Lead, snap
             session, book, policy, lead, state, at)
         if event is not None:
             events.append(event)
-    lead.crm_status, lead.crm_modified_at = snapshot.crm_status, stamp
+    lead.crm_status, lead.crm_modified_at = _clip(snapshot.crm_status, STATUS_WIDTH) or "", stamp
     return Applied(lead, events)
 
 
@@ -226,7 +228,7 @@ def _merge(session: Session, lead: Lead, snapshot: LeadSnapshot, state: str) -> 
                       "closed_clock_id": clock.id if clock else None})]
     if state != before:
         lead.state, lead.state_entered_at = state, at
-    lead.crm_status, lead.crm_modified_at = snapshot.crm_status, at
+    lead.crm_status, lead.crm_modified_at = _clip(snapshot.crm_status, STATUS_WIDTH) or "", at
     if survivor is not None:
         events.append(_event(session, survivor, at, "merged", lead.crm_id, survivor.crm_id,
                              f"merged_from:{lead.crm_id}", {"from_lead_id": lead.id, "state_before": before}))

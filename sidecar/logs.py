@@ -25,6 +25,10 @@ _SECRET = re.compile(r"(xox[abprs]-[\w-]+|pat-[a-z0-9]+-[\w-]+|00D\w{12,15}![\w.
                      r"|(?<=[?&]sig=)[\w%.~+/=-]+)")
 # Loggers whose INFO and WARNING records are routine for us (see the module docstring).
 _CHATTY = ("apscheduler", "urllib3.connectionpool", "alembic")
+# Loggers whose DEBUG records carry request and response bodies (the Slack SDK logs every message's
+# text, lead names and e-mail lookups included): held at INFO even at DEBUG, so that personal data
+# in the log stays limited to record ids.
+_BODIES = ("slack_sdk",)
 
 
 def mask(text: str) -> str:
@@ -82,3 +86,5 @@ def configure(level: str, fmt: str = "human") -> None:
     root.setLevel(numeric)
     for name in _CHATTY:  # their INFO and WARNING records count as DEBUG
         logging.getLogger(name).setLevel(logging.DEBUG if numeric <= logging.DEBUG else logging.ERROR)
+    for name in _BODIES:
+        logging.getLogger(name).setLevel(max(numeric, logging.INFO))

@@ -70,6 +70,8 @@ def render(session: Session, now: datetime, meters: Meters = METERS) -> str:
     polls = session.scalars(select(SyncCursor).where(SyncCursor.stream == "leads").order_by(SyncCursor.crm)).all()
     intake = session.scalar(select(func.count()).select_from(IntakeItem).where(IntakeItem.processed_at.is_(None)))
     calls, quota, webhooks = meters.snapshot()
+    waiting = OutboxRow.status.in_(("pending", "in_flight"))
+    oldest = session.scalar(select(func.min(OutboxRow.created_at)).where(waiting))
     lines = [
         *_family("sidecar_open_clocks", "gauge", "Clocks not closed, by clock kind, status and lead state.",
                  (({"kind": k, "status": s, "state": st}, n) for k, s, st, n in clocks)),
@@ -93,5 +95,8 @@ def render(session: Session, now: datetime, meters: Meters = METERS) -> str:
                  (({"crm": crm}, limit) for crm, (_used, limit) in sorted(quota.items()))),
         *_family("sidecar_webhook_requests_total", "counter", "Webhook requests answered, by route and HTTP status.",
                  (({"route": route, "status": status}, n) for (route, status), n in sorted(webhooks.items()))),
+        *_family("sidecar_outbox_oldest_pending_seconds", "gauge",
+                 "Age of the oldest effect not delivered yet (0: no backlog); grows while a CRM or Slack is down.",
+                 [({}, (now - oldest).total_seconds() if oldest is not None else 0)]),
     ]
     return "\n".join(lines) + "\n"

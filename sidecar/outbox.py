@@ -219,11 +219,33 @@ def dispatch(sessions: sessionmaker[Session], ports: Ports, now: datetime, *, ba
         if not claims:
             break
         sends, task_batches = _batch_tasks(ports, shaped.sends)
+        done_before = outcomes["done"]
         for crm, group in task_batches.items():
             _perform_tasks(sessions, ports, crm, group, now, retry, outcomes)
         for group in sends:
             _perform_all(sessions, ports, group, now, retry, outcomes)
+        retried = [claim.id for claim in claims if claim.attempt > 1]
+        if outcomes["done"] > done_before and retried:
+            _resume_backlog(sessions, retried, now)
     return +outcomes
+
+
+def _resume_backlog(sessions: sessionmaker[Session], retried: list[int], now: datetime) -> None:
+    """A port just delivered an effect that had failed before (one of `retried`): the service is
+    back, and the effects of that port waiting out a retry backoff are due now.
+
+    After an outage each waiting effect has its own backoff (up to `RetryPolicy.cap`), so without
+    this the backlog would trickle out for up to an hour after the CRM or Slack came back, younger
+    effects before older ones. Due together, the next batch of this run takes them oldest first.
+    Rows held by noise control ("held: ...") keep their release time. A success on a first attempt
+    says nothing about recovery (a rate-limited effect's Retry-After stands while others go out)."""
+    with transaction(sessions) as session:
+        ports = list(session.scalars(select(OutboxRow.port).where(
+            OutboxRow.id.in_(retried), OutboxRow.status == "done").distinct()))
+        session.execute(update(OutboxRow).where(
+            OutboxRow.port.in_(ports), OutboxRow.status == "pending", OutboxRow.next_attempt_at > now,
+            OutboxRow.last_error.is_not(None), OutboxRow.last_error.not_like("held:%"),
+        ).values(next_attempt_at=now))
 
 
 def _batch_tasks(ports: Ports, sends: list[list[_Claim]]) -> tuple[list[list[_Claim]], dict[str, list[_Claim]]]:

@@ -195,6 +195,8 @@ class Cursor:
 class ChangePage:
     snapshots: Sequence[LeadSnapshot]
     cursor: Cursor  # commit together with the snapshots it covers
+    # Records on this page the connector could not map, {crm id: why}: audited, never blocking the page.
+    rejected: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

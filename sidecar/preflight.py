@@ -27,7 +27,7 @@ from sidecar.policy import Policy, PolicyError, load_policy
 from sidecar.policy.enforcement import ignored_policy_keys
 from sidecar.policy.rules import rule_lines
 from sidecar.policy.version import version_of
-from sidecar.settings import Settings
+from sidecar.settings import ENV_FILE, Settings, env_file_warning
 from sidecar.store.db import make_engine
 
 
@@ -66,6 +66,7 @@ class CheckContext:
     offline: bool = False  # skip the online steps: no CRM, Slack or database is asked anything
     config_dir: Path = Path("config")
     policy: Policy | None = None  # set by the policy step for the steps that cross-check it
+    env_file: Path = ENV_FILE
 
 
 @dataclass(frozen=True)
@@ -201,12 +202,19 @@ def check_webhooks(ctx: CheckContext) -> list[Finding]:
     return [Finding(Level.OK, "webhooks", f"{label}: {base}{path}") for label, path in ctx.reach.webhook_endpoints()]
 
 
+def check_env_file(ctx: CheckContext) -> list[Finding]:
+    """The secrets file must not be world-readable (a warning: `sidecar run` still starts)."""
+    warning = env_file_warning(ctx.env_file)
+    return [Finding(Level.WARNING, str(ctx.env_file), warning)] if warning else []
+
+
 STEPS: list[Step] = [
     Step("policy", check_policy),
     Step("directory", check_directory),
     _connector_file("salesforce.fields", "config/salesforce.fields.example.yaml"),
     _connector_file("hubspot.fields", "config/hubspot.fields.example.yaml"),
     _connector_file("slack.templates", "config/slack.templates.example.yaml"),
+    Step("secrets file", check_env_file),
     Step("database", check_database, online=True),
     Step("crm and slack", check_systems, online=True),
     Step("webhooks", check_webhooks, online=True),

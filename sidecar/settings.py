@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -129,3 +130,20 @@ class Settings(BaseSettings):
         return (self.public_url or listen_url.rstrip("/")) + path
     # POST /api/signals (churn-risk signals) bearer token; without it the admin token is accepted there
     signals_token: SecretStr | None = None
+
+
+ENV_FILE = Path(".env")
+
+
+def env_file_warning(path: Path = ENV_FILE) -> str | None:
+    """One line when the secrets file can be read by users other than its owner (and its group), else None.
+
+    Tokens live in `.env`; a file any local user can read hands them to every account on the host."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # no file (settings from the environment only) or not ours to look at
+    if not mode & stat.S_IROTH:
+        return None
+    return (f"{path} is readable by every user on this host (mode {stat.S_IMODE(mode):03o}) and holds the "
+            f"CRM and Slack tokens: run `chmod 600 {path}`")

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from sidecar.data_quality import UnknownValue, unknown_values
 from sidecar.engine.policies import PolicyBook
 from sidecar.store.models import AuditRow, Clock, IntakeItem, Lead, OutboxRow, Rep, SyncCursor, Team
 from sidecar.web.dashboard.ladder import ladders
@@ -50,6 +51,10 @@ class Status:
     overdue: list[LeadLine] = field(default_factory=list)  # longest overdue first
     due: list[LeadLine] = field(default_factory=list)  # soonest first, within the next hour
     polls: list[PollState] = field(default_factory=list)
+    # CRM values the policy or directory does not know, one line per value (sidecar.data_quality).
+    unknown: list[UnknownValue] = field(default_factory=list)
+    # The oldest effect still waiting for its CRM or Slack (None: no backlog): how far delivery is behind.
+    oldest_pending: datetime | None = None
 
 
 def _leads(session: Session, book: PolicyBook, now: datetime) -> tuple[list[LeadLine], list[LeadLine]]:
@@ -90,11 +95,18 @@ def gather(session: Session, now: datetime, dead_limit: int = 10, book: PolicyBo
     polls = {row.crm: row.last_poll_at for row in cursors}
     dead_intake = [(row.crm, row.crm_id, row.error or "") for row in session.scalars(
         select(IntakeItem).where(IntakeItem.error.is_not(None)).order_by(IntakeItem.id.desc()).limit(dead_limit))]
-    overdue, soon = _leads(session, book or PolicyBook(), now)
+    book = book or PolicyBook()
+    overdue, soon = _leads(session, book, now)
+    try:
+        policy = book.active(session)[1]
+    except LookupError:
+        policy = None  # no policy yet: only what needs none (statuses, owners) is reported
+    oldest = session.scalar(select(func.min(OutboxRow.created_at))
+                            .where(OutboxRow.status.in_(("pending", "in_flight"))))
     return Status(int(clocks.get("open", 0)), int(clocks.get("paused", 0)), int(due),
                   {str(k): int(v) for k, v in outbox.items()}, dead, polls, dead_intake, overdue, soon,
                   [PollState(c.crm, c.last_poll_at, c.last_attempt_at, c.last_error, c.failing_since)
-                   for c in cursors])
+                   for c in cursors], unknown_values(session, policy), oldest)
 
 
 def duration_words(span: timedelta) -> str:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import String, bindparam, func, literal, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar import audit
@@ -82,6 +82,8 @@ def _apply_one(session: Session, ctx: EngineContext, snapshot: LeadSnapshot, now
                 event.recorded_at = now  # the instant the engine saw it (a simulation replays it then)
         patterns.on_applied(session, ctx, applied, now)
         return len(applied.events)
+    except OperationalError:
+        raise  # the database, not this record (disk full, connection lost): the page retries whole
     except Exception as exc:  # reported in the audit and the log, never dropped silently
         log.exception("could not apply %s lead %s", snapshot.crm.value, snapshot.crm_id)
         audit.record(session, at=snapshot.crm_modified_at, kind="ingest_failed",
@@ -97,6 +99,8 @@ def apply_page(sessions: sessionmaker[Session], ctx: EngineContext, crm: str, pa
         lock_leads(session, crm, (snapshot.crm_id for snapshot in page.snapshots))
         for snapshot in page.snapshots:
             stats.events += _apply_one(session, ctx, snapshot, now)
+        for crm_id, why in page.rejected.items():  # the connector could not read it: audited, page goes on
+            audit.record(session, at=now, kind="ingest_failed", details={"crm": crm, "crm_id": crm_id, "error": why})
         row = _cursor_row(session, crm, "leads")
         if page.cursor.at is not None and (row.cursor_at is None or page.cursor.at >= row.cursor_at):
             row.cursor_at, row.cursor_ids = page.cursor.at, list(page.cursor.seen_ids)

@@ -38,8 +38,9 @@ from connectors.hubspot.fields import FieldMap
 from connectors.hubspot.mapping import MERGED_IDS, epoch_ms, merged_ids, merged_snapshot, to_snapshot
 from connectors.hubspot.search import Sweep, stamp_ms
 from connectors.quota import QuotaGuard
+from connectors.records import map_records
 from sidecar.domain import Crm, LeadSnapshot, ProgressActivity
-from sidecar.ports import ChangePage, Cursor, DirectoryUser
+from sidecar.ports import ChangePage, Cursor, DirectoryUser, PermanentError
 
 BATCH = 100
 # HubSpot refuses a batch read with `propertiesWithHistory` of more than 50 inputs (400
@@ -48,6 +49,10 @@ BATCH = 100
 # emulator enforces it too.
 HISTORY_BATCH = 50
 OWNERS_PAGE = 100
+
+
+def _record_id(record: Mapping[str, Any]) -> str:
+    return str(record.get("id"))
 
 
 def _utc_now() -> datetime:
@@ -91,7 +96,8 @@ class HubSpotReader:
             else:  # first poll: recent engagements only, never the whole portal's history
                 eng_since = epoch_ms(started - timedelta(days=self.fields.backfill_activity_days))
             for touched in self.engagements.changed_pages(eng_since):
-                yield ChangePage(self._read(list(touched), touched), cursor)
+                snapshots, rejected = self._read(list(touched), touched)
+                yield ChangePage(snapshots, cursor, rejected)
         window = _Window(cursor)
         lookback_ms = int(self.lead_lookback.total_seconds() * 1000)
         ids_at = window.ids_at(since_ms) if since_ms is not None else []
@@ -100,14 +106,19 @@ class HubSpotReader:
             window.add(page.records, self.fields.modified_property)
             window.prune(page.at_ms - lookback_ms)
             at = datetime.fromtimestamp(page.at_ms / 1000, UTC)
-            yield ChangePage(self._read(ids, {}), Cursor(at, window.sorted()))
+            snapshots, rejected = self._read(ids, {})
+            yield ChangePage(snapshots, Cursor(at, window.sorted()), rejected)
             if self.clock() - started > self.max_poll:
                 return  # the next poll continues from the committed cursor
 
     def read_leads(self, crm_ids: Sequence[str]) -> list[LeadSnapshot]:
         """Targeted read (webhook intake): the leads with any engagement activity they have."""
         ids = list(dict.fromkeys(str(i) for i in crm_ids))
-        return self._read(ids, self._activities_of(ids) if self.with_engagements else {})
+        snapshots, rejected = self._read(ids, self._activities_of(ids) if self.with_engagements else {})
+        if rejected:  # the webhook drain halves the batch until this id stands alone, then sets it aside
+            crm_id, why = next(iter(rejected.items()))
+            raise PermanentError(f"contact {crm_id} could not be read: {why}")
+        return snapshots
 
     def read_users(self) -> list[DirectoryUser]:
         users = []
@@ -128,12 +139,14 @@ class HubSpotReader:
     # -- helpers -----------------------------------------------------------------------------------
 
     def _read(self, ids: Sequence[str], activities: Mapping[str, Sequence[ProgressActivity]]
-              ) -> list[LeadSnapshot]:
+              ) -> tuple[list[LeadSnapshot], dict[str, str]]:
         """Batch read with property history, 50 ids a call (100 when no history is asked for).
         Merged-away ids come back as their survivor (see the module docstring); ids not returned
         at all are read again as archived (deleted) and reported with `deleted_status`; ids
-        unknown even then (never existed, or purged) are skipped."""
+        unknown even then (never existed, or purged) are skipped. A record that cannot be mapped is
+        returned apart, {id: why} (connectors.records)."""
         snapshots: list[LeadSnapshot] = []
+        rejected: dict[str, str] = {}
         sent: set[str] = set()  # crm ids reported by this read (a survivor may be asked for twice)
         size = HISTORY_BATCH if self.fields.history_properties else BATCH
         for start in range(0, len(ids), size):
@@ -145,17 +158,25 @@ class HubSpotReader:
             for i in chunk:
                 record = by_id.get(i) or survivor_of.get(i)  # by the id asked for, not the id returned
                 if record is not None and str(record["id"]) not in sent:
-                    survivor = to_snapshot(record, self.fields, activities.get(str(record["id"]), ()))
+                    mapped, refused = map_records([record], lambda r: to_snapshot(
+                        r, self.fields, activities.get(str(r["id"]), ())), _record_id)
+                    sent.add(str(record["id"]))
+                    rejected.update(refused)
+                    if not mapped:
+                        continue
+                    survivor = mapped[0]
                     snapshots.append(survivor)
-                    sent.add(survivor.crm_id)
                     for merged in merged_ids(record):  # after the survivor, so it exists when they link
                         if merged not in sent:
                             snapshots.append(merged_snapshot(survivor, merged, self.fields))
                             sent.add(merged)
                 elif i in archived and i not in sent:
-                    snapshots.append(to_snapshot(archived[i], self.fields, deleted=True))
+                    mapped, refused = map_records([archived[i]], lambda r: to_snapshot(r, self.fields, deleted=True),
+                                                  _record_id)
+                    snapshots += mapped
+                    rejected.update(refused)
                     sent.add(i)
-        return snapshots
+        return snapshots, rejected
 
     def _batch(self, ids: Sequence[str], *, archived: bool) -> dict[str, dict[str, Any]]:
         self.batch_reads += 1

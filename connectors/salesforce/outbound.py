@@ -90,16 +90,32 @@ def _local(tag: str) -> str:
     return tag.rpartition("}")[2]
 
 
-def parse_notifications(body: bytes, organization_id: str) -> Parsed:
-    """(notification Id, Lead Id) pairs and what was skipped (no pairs: nothing usable); raises
-    OutboundRefused(400|403) when the message is malformed, carries a DTD, or comes from another
-    org. `organization_id`: the 18-character form."""
+def _xml(body: bytes) -> ET.Element:
     try:
-        root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        return fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as exc:
         raise OutboundRefused(400, "DTDs and entities are not accepted") from exc
     except (ET.ParseError, ValueError, LookupError) as exc:  # ValueError: expat on e.g. encoding="UTF-16-LE"
         raise OutboundRefused(400, f"malformed XML: {exc}") from exc
+
+
+def parse_notifications(body: bytes, organization_id: str) -> Parsed:
+    """(notification Id, Lead Id) pairs and what was skipped (no pairs: nothing usable); raises
+    OutboundRefused(400|403) when the message is malformed, carries a DTD, or comes from another
+    org. `organization_id`: the 18-character form."""
+    repaired = False
+    try:
+        root = _xml(body)
+    except OutboundRefused:
+        # Bytes that are not UTF-8 in some field value (a record edited through a misconfigured
+        # integration) make the whole message malformed XML, and a fault makes Salesforce re-send
+        # it, valid notifications included, for 24 hours. Only the ids are read from the message
+        # (always ASCII; the record itself is read through the API), so the stray bytes are replaced.
+        text = body.decode("utf-8", errors="replace")
+        if "\ufffd" not in text:
+            raise
+        root = _xml(text.encode("utf-8"))  # still malformed: the first error stands
+        repaired = True
     notifications = root.find(f".//{{{OUTBOUND_NS}}}notifications")
     if notifications is None:
         raise OutboundRefused(400, "no notifications element")
@@ -107,6 +123,8 @@ def parse_notifications(body: bytes, organization_id: str) -> Parsed:
     if not same_org(org, organization_id):
         raise OutboundRefused(403, "OrganizationId does not match this sidecar's org")
     parsed = Parsed([])
+    if repaired:
+        parsed.skipped["non_utf8_bytes_replaced"] += 1
     for note in notifications.findall(f"{{{OUTBOUND_NS}}}Notification"):
         note_id = (note.findtext(f"{{{OUTBOUND_NS}}}Id") or "").strip()
         sobject = note.find(f"{{{OUTBOUND_NS}}}sObject")

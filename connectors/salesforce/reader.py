@@ -48,6 +48,7 @@ from itertools import chain
 from typing import Any
 
 from connectors.quota import QuotaGuard
+from connectors.records import map_records
 from connectors.salesforce import queries
 from connectors.salesforce.client import Pages, SalesforceClient, Soql
 from connectors.salesforce.fields import FieldMap
@@ -58,6 +59,10 @@ from sidecar.ports import ChangePage, Cursor, DirectoryUser, PermanentError
 log = logging.getLogger(__name__)
 Row = Mapping[str, Any]
 PAGE_MAX = 2000
+
+
+def _row_id(row: Row) -> str:
+    return str(row.get("Id"))
 
 
 def seen_key(row: Row) -> str:
@@ -160,7 +165,7 @@ class SalesforceReader:
             at = max([stamp_of(r) for r in rows] + ([at] if at else []))
             window.add(rows)
             window.prune(at - self.lookback)
-            yield ChangePage([to_snapshot(r, self.fields, related) for r in rows], Cursor(at, window.keys()))
+            yield self._page(rows, Cursor(at, window.keys()), related)
         if at is not None and task_rows:  # their leads were just read: no need to read them again
             window.add(task_rows)
             window.prune(at - self.lookback)
@@ -196,7 +201,7 @@ class SalesforceReader:
             window.add(activities)
             window.prune(floor)
             for start in range(0, len(announced), PAGE_MAX):
-                yield ChangePage(self.read_leads(announced[start:start + PAGE_MAX]), Cursor(at, window.keys()))
+                yield self._page(self._rows_by_id(announced[start:start + PAGE_MAX]), Cursor(at, window.keys()))
             if not announced:
                 yield ChangePage([], Cursor(at, window.keys()))
         window.prune(floor)
@@ -206,7 +211,7 @@ class SalesforceReader:
         if late:  # committed late, behind the cursor: deliver without moving it
             self.late_reads += 1
             window.add(late)
-            yield ChangePage(self._snapshots(late), Cursor(at, window.keys()))
+            yield self._page(late, Cursor(at, window.keys()))
         original = (at, window.keys())
         moved: set[str] = set()
         first_at = at
@@ -222,7 +227,7 @@ class SalesforceReader:
             window.prune(at - self.lookback)
             cursor = Cursor(at, window.keys())
             if fresh or (cursor.at, cursor.seen_ids) != original:
-                yield ChangePage(self._snapshots(fresh), cursor)
+                yield self._page(fresh, cursor)
         if behind is not None and behind.total_size > len(first_behind):
             # More rows behind the cursor than one page: read the rest only when their number is not
             # the number delivered there (rows committed late, or gone): a bulk load inside the
@@ -235,7 +240,7 @@ class SalesforceReader:
                     window.add(fresh)
                     window.prune(at - self.lookback)
                     if fresh:
-                        yield ChangePage(self._snapshots(fresh), Cursor(at, window.keys()))
+                        yield self._page(fresh, Cursor(at, window.keys()))
         self.events_until = now
 
     def _query_batch(self, batch: list[Soql], rebuild: Callable[[], list[Soql]]) -> list[Pages]:
@@ -261,16 +266,31 @@ class SalesforceReader:
     # --- targeted reads -----------------------------------------------------------------------------
 
     def read_leads(self, crm_ids: Sequence[str]) -> list[LeadSnapshot]:
+        return self._snapshots(self._rows_by_id(crm_ids))
+
+    def _rows_by_id(self, crm_ids: Sequence[str]) -> list[Row]:
         ids = list(dict.fromkeys(crm_ids))
         rows: list[Row] = []
         for soql in queries.leads_by_id(self.fields, ids):
             rows += self.client.query_all(soql, include_deleted=True)  # deleted leads close, not vanish
-        return self._snapshots(rows)
+        return rows
 
     def _snapshots(self, rows: Sequence[Row]) -> list[LeadSnapshot]:
-        live = [str(r["Id"]) for r in rows if not r.get("IsDeleted")]
-        related = self._related_for(live)
-        return [to_snapshot(r, self.fields, related) for r in rows]
+        """A targeted read: a row that cannot be mapped fails the read, so the webhook drain (which
+        halves a refused batch) dead-letters that id alone with the reason."""
+        related = self._related_for([str(r["Id"]) for r in rows if not r.get("IsDeleted")])
+        snapshots, rejected = map_records(rows, lambda r: to_snapshot(r, self.fields, related), _row_id)
+        if rejected:
+            crm_id, why = next(iter(rejected.items()))
+            raise PermanentError(f"Lead {crm_id} could not be read: {why}")
+        return snapshots
+
+    def _page(self, rows: Sequence[Row], cursor: Cursor, related: Related | None = None) -> ChangePage:
+        """Rows read by a poll: one that cannot be mapped is set aside on the page, the rest go on."""
+        if related is None:
+            related = self._related_for([str(r["Id"]) for r in rows if not r.get("IsDeleted")])
+        snapshots, rejected = map_records(rows, lambda r: to_snapshot(r, self.fields, related), _row_id)
+        return ChangePage(snapshots, cursor, rejected)
 
     def _related_for(self, lead_ids: Sequence[str]) -> Related:
         """History, Tasks and Events of these leads: one query per object per size-chunk of ids."""

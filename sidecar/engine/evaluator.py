@@ -15,6 +15,7 @@ from collections import Counter
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar.engine.patterns import clock_handler
@@ -56,6 +57,8 @@ def tick(sessions: sessionmaker[Session], ctx: EngineContext, now: datetime,
                         while (clock.status == "open" and clock.next_due_at is not None
                                and clock.next_due_at <= now):
                             fired[fire(session, ctx, clock, lead, now).kind] += 1
+                except OperationalError:
+                    raise  # the database, not this clock (see patterns.registry.on_applied): the tick retries
                 except Exception:  # reported, and the clock is retried on the next tick
                     log.exception("clock %s could not be evaluated", clock.id)
                     failed.add(clock.id)

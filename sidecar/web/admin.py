@@ -57,6 +57,9 @@ def status_json(status: Status, now: datetime) -> dict[str, Any]:
         "dead": [{"key": key, "action": action, "reason": reason} for key, action, reason in status.dead],
         "last_polls": {crm: at.isoformat() if at else None for crm, at in status.last_polls.items()},
         "dead_intake": [{"crm": crm, "crm_id": crm_id[:40], "reason": why} for crm, crm_id, why in status.dead_intake],
+        "oldest_pending": status.oldest_pending.isoformat() if status.oldest_pending else None,
+        "unknown_values": [{"what": u.what, "crm": u.crm, "value": u.value, "leads": u.leads,
+                            "example_crm_id": u.example_crm_id, "effect": u.effect} for u in status.unknown],
     }
 
 

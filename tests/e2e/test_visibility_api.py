@@ -58,7 +58,7 @@ def test_filters_audit_paging_and_empty_providers(morning: Morning) -> None:
         ("ops review", [{"crm": "salesforce", "crm_id": "00QHp000000000IMAQ", "lead": "Aisha Al-Mansoori",
                          "reason": "stuck in NEW", "since": "2026-11-24T17:00:00Z",
                          "waiting_s": 60.0}]),  # the replay's clock stops at 17:01 (12:01 New York)
-        ("compliance", [])]
+        ("compliance", []), ("unknown CRM values", [])]
     assert queues[1]["empty"].startswith("no lead is on compliance hold")
     outcomes = requests.get(f"{url}/api/outcomes", headers=VIEWER, timeout=10).json()
     assert outcomes["outcomes"] == [] and outcomes["empty"].startswith("no outcomes recorded yet")

@@ -78,13 +78,17 @@ def test_status_reports_clocks_and_outbox(harness: Harness) -> None:
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"now", "open_clocks", "paused_clocks", "due_next_hour", "outbox", "dead", "last_polls",
-                         "dead_intake"}
+                         "dead_intake", "oldest_pending", "unknown_values"}
     with transaction(harness.sessions) as session:
         pending = len(list(session.scalars(select(OutboxRow).where(OutboxRow.status == "pending"))))
     assert pending > 0
     assert (body["open_clocks"], body["paused_clocks"], body["due_next_hour"]) == (2, 0, 2)
     assert body["outbox"] == {"pending": pending}
     assert (body["dead"], body["last_polls"], body["dead_intake"]) == ([], {}, [])
+    with transaction(harness.sessions) as session:
+        oldest = min(session.scalars(select(OutboxRow.created_at).where(OutboxRow.status == "pending")))
+    assert datetime.fromisoformat(body["oldest_pending"]) == oldest  # the backlog's age
+    assert body["unknown_values"] == []  # every market, source, status and owner of the test org is known
     assert datetime.fromisoformat(body["now"]) == ny(24, 9)
 
 

@@ -30,7 +30,8 @@ def test_open_review_items_and_computed_outcomes_are_listed(sessions: sessionmak
     now = ny(24, 9).astimezone(UTC)
     with transaction(sessions) as session:
         views = providers.queues(session, now)
-        assert [(view.name, view.items) for view in views] == [("ops review", []), ("compliance", [])]
+        assert [(view.name, view.items) for view in views] == [("ops review", []), ("compliance", []),
+                                                               ("unknown CRM values", [])]
         assert providers.outcomes(session, now) == []  # nothing computed yet
         lead_b = session.scalars(select(Lead).where(Lead.crm_id == "00QB")).one()
         item, _created = review_queue.open_item(
@@ -38,7 +39,7 @@ def test_open_review_items_and_computed_outcomes_are_listed(sessions: sessionmak
             rule_id="compliance.hold", policy_version=None, details={}, now=ny(24, 8, 45).astimezone(UTC))
         outcomes.refresh(session, ctx.book, now)
     with transaction(sessions) as session:
-        ops, compliance = providers.queues(session, now)
+        ops, compliance, _unknown = providers.queues(session, now)
         assert ops.items == []
         assert [(i.crm_id, i.reason, i.since) for i in compliance.items] == [
             ("00QB", "sanctions_match", ny(24, 8, 45).astimezone(UTC))]

@@ -65,6 +65,26 @@ def test_status_command_prints_both_lists_and_each_crm_poll(sessions: sessionmak
             "(connection refused); no successful poll yet") in text
 
 
+def test_status_command_names_each_unknown_crm_value_once_and_the_backlog_age(
+        sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
+    two_leads(sessions)
+    ctx = context()
+    for crm_id in ("00QX1", "00QX2", "00QX3"):  # three leads, one unknown market: one line
+        ingest(sessions, ctx, snapshot(crm_id, at=ny(24, 9), market="Atlantis"))
+    ingest(sessions, ctx, snapshot("00QX4", at=ny(24, 9), status="Nurture - Someday", owner="00GQUEUE0000001"))
+    monkeypatch.setattr(cli, "sessions", lambda: sessions)
+    monkeypatch.setattr(cli, "now", lambda: ny(24, 9, 10).astimezone(UTC))
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(cli.app, ["status"])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "CRM values the policy or directory does not know" in text
+    rows = [line for line in text.splitlines() if "Atlantis" in line]
+    assert len(rows) == 1 and " 3 " in rows[0] and "default market" in rows[0], rows
+    assert any("Nurture - Someday" in line and "UNMAPPED" in line for line in text.splitlines()), text
+    assert any("00GQUEUE0000001" in line and "owner" in line for line in text.splitlines()), text
+    assert "pending (oldest waiting 10 min)" in text  # A's breach effects, decided at 09:00
+
+
 class Flaky:
     """A reader whose CRM is down until `up` is set."""
 

@@ -57,7 +57,8 @@ def test_overview_owners_teams_and_rules(sessions: sessionmaker[Session]) -> Non
     assert (view.on_time, view.breached, view.hit_rate) == (0, 2, 0.0)
     assert (view.reassignments, view.reverts) == (1, 0)
     assert view.outbox.get("pending", 0) > 0 and view.outbox.get("dead", 0) == 0
-    assert [(q.name, q.items) for q in view.queues] == [("ops review", []), ("compliance", [])]
+    assert [(q.name, q.items) for q in view.queues] == [("ops review", []), ("compliance", []),
+                                                        ("unknown CRM values", [])]
     assert ("sla", "reassign", "sla_breach_auto_reassign", 1) in view.steps
     assert (owners["r1"].tally.overdue, owners["r1"].tally.breached) == (1, 2)
     assert [(t.name, t.reps, t.tally.overdue, t.tally.rate) for t in teams] == [("Team us", 4, 1, 0.0)]
@@ -82,7 +83,7 @@ def test_api_revert_by_a_manager_and_metrics(sessions: sessionmaker[Session]) ->
     assert 'sidecar_open_clocks{kind="sla",status="open",state="NEW"} 2' in text
     with transaction(sessions) as session:
         lines = explain(session, context().book, "salesforce", "00QB", ny(24, 10).astimezone(UTC))
-        assert metrics.render(session, ny(24, 10).astimezone(UTC)).count("# TYPE") == 11
+        assert metrics.render(session, ny(24, 10).astimezone(UTC)).count("# TYPE") == 12  # with the backlog age
     assert lines[2] == ("  window rule new.test: 1h = 1h 00m of business time; matched state NEW, market TEST, "
                         "source *, intent * (specificity 1, rule 8 in the file)")
     assert "    beat new.default (4h): less specific (0 < 1)" in lines

@@ -66,3 +66,15 @@ def test_scheduler_chatter_shows_only_at_debug_and_json_lines_parse(
 def test_an_unknown_level_is_one_clear_error(root_logging: None) -> None:
     with pytest.raises(ValueError, match="SIDECAR_LOG_LEVEL"):
         configure("LOUD")
+
+
+def test_message_bodies_of_the_slack_sdk_stay_out_even_at_debug(
+        root_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """PII in logs is limited to ids: the Slack SDK's DEBUG records hold message text and e-mails."""
+    configure("DEBUG", "human")
+    logging.getLogger("slack_sdk.web.base_client").debug(
+        "Sending a request - json_body: {'text': 'SLA breach: Aisha Al-Mansoori (Emirates Group)'}")
+    logging.getLogger("slack_sdk.web.base_client").warning("Received a rate limit response (retrying)")
+    logging.getLogger("sidecar.jobs").debug("lead 00Q000000000001AAA: clock 7 fired")
+    err = capsys.readouterr().err
+    assert "Aisha" not in err and "rate limit response" in err and "clock 7 fired" in err

@@ -98,3 +98,35 @@ def test_org_ids_compare_on_all_18_characters() -> None:
     assert not same_org("", ORG_18)
     with pytest.raises(ValueError, match="SIDECAR_SF_ORGANIZATION_ID"):
         org_id_18("00QHp0000000001")  # a lead id, not an org id
+
+
+def test_bytes_that_are_not_utf8_in_one_field_do_not_cost_the_message(
+    client: TestClient, received: list[list[tuple[str, str]]]
+) -> None:
+    """A Latin-1 "é" (0xE9) in one lead's Status makes the message malformed UTF-8: the ids are still
+    read (they are ASCII) and acknowledged, instead of a fault Salesforce would answer by re-sending
+    the whole message, valid notifications included, for 24 hours."""
+    body = envelope(ids=(LEAD_1, LEAD_2, to_18("00QHp0000000003")))
+    assert body.count(b"Open - Not Contacted") == 3
+    bad = body.replace(b"Open - Not Contacted", b"Ouvert - Non contact\xe9", 1)
+    response = client.post("/webhooks/salesforce", content=bad, headers=XML)
+    assert response.status_code == 200 and "<Ack>true</Ack>" in response.text
+    [pairs] = received
+    assert [record for _, record in pairs] == [LEAD_1, LEAD_2, to_18("00QHp0000000003")]
+
+
+def test_a_stray_byte_in_one_id_skips_that_notification_only(
+    client: TestClient, received: list[list[tuple[str, str]]]
+) -> None:
+    body = envelope(ids=(LEAD_1, LEAD_2)).replace(LEAD_2.encode(), LEAD_2[:-1].encode() + b"\xff", 1)
+    response = client.post("/webhooks/salesforce", content=body, headers=XML)
+    assert response.status_code == 200
+    assert [record for _, record in received[0]] == [LEAD_1]
+
+
+def test_a_dtd_is_still_refused_when_the_body_is_also_not_utf8(
+    client: TestClient, received: list[list[tuple[str, str]]]
+) -> None:
+    body = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]><x>&e;\xe9</x>'
+    response = client.post("/webhooks/salesforce", content=body, headers=XML)
+    assert response.status_code == 400 and "DTD" in response.text and received == []

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from sidecar import audit
@@ -58,6 +59,10 @@ def on_applied(session: Session, ctx: EngineContext, applied: Applied, now: date
         try:
             with session.begin_nested():
                 handler(session, ctx, applied, now)
+        except OperationalError:
+            # The database itself (disk full, connection lost): SQLite has already rolled the whole
+            # transaction back, so nothing may be written after it (it would commit on its own).
+            raise
         except Exception as exc:  # reported in the audit and the log; the next snapshot retries
             log.exception("pattern %s failed on lead %s", name, lead.crm_id)
             audit.record(session, at=now, kind="pattern_failed", lead=lead,

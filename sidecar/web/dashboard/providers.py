@@ -15,6 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sidecar import review_queue
+from sidecar.data_quality import unknown_values
+from sidecar.engine.policies import PolicyBook
+from sidecar.policy.model import Policy
 from sidecar.store.models import Lead, LeadOutcome
 
 
@@ -63,11 +66,27 @@ def _queue(queue: str, name: str, empty: str) -> QueueProvider:
     return provider
 
 
+def _unknown_crm_values(session: Session, now: datetime) -> QueueView:
+    """One row per CRM value the policy or directory does not know (sidecar.data_quality): the lead
+    column counts the leads carrying it, the id is one of them."""
+    try:
+        policy: Policy | None = PolicyBook().active(session)[1]
+    except LookupError:
+        policy = None
+    items = [QueueItem(value.crm, value.example_crm_id, f"{value.leads} lead" + ("s" if value.leads != 1 else ""),
+                       f"unknown {value.what} {value.value[:60]!r}: {value.effect}", value.since or now,
+                       (now - value.since).total_seconds() if value.since else 0.0)
+             for value in unknown_values(session, policy)]
+    return QueueView("unknown CRM values", "every market, source, status and owner the CRM sends is known to "
+                                           "the policy and the directory", items)
+
+
 QUEUE_PROVIDERS: list[QueueProvider] = [
     _queue(review_queue.OPS_REVIEW, "ops review", "no lead waits for ops review: leads stuck 4x their window "
                                                   "are listed here"),
     _queue(review_queue.COMPLIANCE, "compliance", "no lead is on compliance hold: held leads are listed here, "
                                                   "oldest first"),
+    _unknown_crm_values,
 ]
 OUTCOME_EMPTY = "no outcomes recorded yet: `sidecar outcomes export` computes them from the audit"
 # The first match names a lead's outcome, most telling first.
