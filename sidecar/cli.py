@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +15,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
-from sidecar import __version__, audit, cli_calibrate, cli_explain, cli_queue, cli_report
+from sidecar import __version__, audit, bench_clock, cli_calibrate, cli_explain, cli_queue, cli_report
 from sidecar.cli_common import (
     DAY,
     EXAMPLES,
@@ -279,8 +282,12 @@ def run() -> None:
     if busy:
         raise fail(busy)
     logs.configure(settings.log_level, settings.log_format)
+    try:  # the wall clock, or the test/benchmark accelerated one (sidecar.bench_clock)
+        clock: Callable[[], datetime] = bench_clock.from_env(os.environ, time.time) or now
+    except bench_clock.ClockSettingError as exc:
+        raise fail(str(exc)) from exc
     try:
-        service.run(settings, sessions(), now)
+        service.run(settings, sessions(), clock)
     except service.CannotStart as exc:
         raise fail(str(exc)) from exc
 
