@@ -36,7 +36,8 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def verify(engine: Engine, state: dict[str, Any], now: datetime, grace: timedelta) -> dict[str, Any]:
+def verify(engine: Engine, state: dict[str, Any], now: datetime, grace: timedelta,
+           quiet_at: datetime | None = None) -> dict[str, Any]:
     with Session(engine) as session:
         steps = _steps(session, now, grace)
         outbox = list(session.scalars(select(OutboxRow)))
@@ -46,12 +47,15 @@ def verify(engine: Engine, state: dict[str, Any], now: datetime, grace: timedelt
     slack = _slack(outbox, state)
     status_of = {row.id: (row.action, row.status, row.attempts, str(row.next_attempt_at), row.depends_on)
                  for row in outbox}
-    left = Counter(row.status for row in outbox if row.status in ("pending", "in_flight"))
+    unsettled = [row for row in outbox if row.status in ("pending", "in_flight")]
+    late = [row for row in unsettled if quiet_at is not None and _aware(row.created_at) > quiet_at]
+    left = Counter(row.status for row in unsettled if row not in late)
     dead = [row for row in outbox if row.status == "dead"]
     return {
         "leads": len(leads), "steps": steps, "crm": crm, "owner_changes": owners, "slack": slack,
         "outbox": {"rows": len(outbox), "done": sum(row.status == "done" for row in outbox),
-                   "left_pending": left.get("pending", 0), "left_in_flight": left.get("in_flight", 0),
+                   "decided_after_quiet": len(late), "left_pending": left.get("pending", 0), 
+                   "left_in_flight": left.get("in_flight", 0),
                    "dead": len(dead), "dead_without_reason": sum(not (row.last_error or "").strip() for row in dead),
                    "left_sample": [(r.id, r.action, r.status, str(r.next_attempt_at), r.attempts,
                                     (r.last_error or "")[:100], r.depends_on, status_of.get(r.depends_on or 0))

@@ -28,7 +28,7 @@ def test_two_instances_killed_ten_times_lose_and_duplicate_nothing(tmp_path: Pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")} | {"PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "chaos_run.py"), "--instances", "2", "--kills", "10", "--days", "1",
-         "--wall-seconds", "60", "--tail-seconds", "60", "--fault-rate", "0.02", "--database-url", URL,
+         "--wall-seconds", "60", "--tail-seconds", "60", "--fault-rate", "0.003", "--database-url", URL,
          "--json-out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert out.exists(), done.stdout + done.stderr

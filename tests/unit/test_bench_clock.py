@@ -47,7 +47,8 @@ def test_sidecar_run_refuses_a_stray_virtual_clock_in_one_line(tmp_path: Path) -
         "PYTHONPATH": str(ROOT), "SIDECAR_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}",
         "SIDECAR_CLOCK": "virtual:0:0:100", "SIDECAR_WEB_PORT": "0"}
     command = "import sys; from sidecar.cli import app; sys.argv[0] = 'sidecar'; app()"
-    done = subprocess.run([sys.executable, "-c", command, "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", command, "run"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
     assert done.returncode != 0
     output = (done.stdout + done.stderr).strip()
     assert "SIDECAR_ALLOW_VIRTUAL_CLOCK=1" in output and "Traceback" not in output
