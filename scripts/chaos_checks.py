@@ -54,7 +54,7 @@ def verify(engine: Engine, state: dict[str, Any], now: datetime, grace: timedelt
     return {
         "leads": len(leads), "steps": steps, "crm": crm, "owner_changes": owners, "slack": slack,
         "outbox": {"rows": len(outbox), "done": sum(row.status == "done" for row in outbox),
-                   "decided_after_quiet": len(late), "left_pending": left.get("pending", 0), 
+                   "decided_after_quiet": len(late), "left_pending": left.get("pending", 0),
                    "left_in_flight": left.get("in_flight", 0),
                    "dead": len(dead), "dead_without_reason": sum(not (row.last_error or "").strip() for row in dead),
                    "left_sample": [(r.id, r.action, r.status, str(r.next_attempt_at), r.attempts,
