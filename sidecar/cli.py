@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +16,17 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
-from sidecar import __version__, audit, cli_calibrate, cli_demo, cli_explain, cli_queue, cli_report, cli_simulate
+from sidecar import (
+    __version__,
+    audit,
+    bench_clock,
+    cli_calibrate,
+    cli_demo,
+    cli_explain,
+    cli_queue,
+    cli_report,
+    cli_simulate,
+)
 from sidecar.cli_common import (
     DAY,
     EXAMPLES,
@@ -224,8 +237,12 @@ def run() -> None:
     env_warning = env_file_warning()
     if env_warning:
         logging.getLogger("sidecar").warning(env_warning)
+    try:  # the wall clock, or the test/benchmark accelerated one (sidecar.bench_clock)
+        clock: Callable[[], datetime] = bench_clock.from_env(os.environ, time.time) or now
+    except bench_clock.ClockSettingError as exc:
+        raise fail(str(exc)) from exc
     try:
-        service.run(settings, sessions(), now)
+        service.run(settings, sessions(), clock)
     except service.CannotStart as exc:
         raise fail(str(exc)) from exc
 

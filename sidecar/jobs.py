@@ -10,7 +10,7 @@ import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -40,6 +40,7 @@ class Runtime:
     retry: outbox.RetryPolicy = field(default_factory=outbox.RetryPolicy)
     directory_file: Path | None = None  # what the CRMs do not know: teams, capacity, seniority
     failures: FailureTracker = field(default_factory=FailureTracker)  # per CRM: backoff, one line, readiness
+    lease: timedelta = timedelta(minutes=5)  # how long a dispatcher's claim on an effect holds (outbox.dispatch)
 
 
 def poll_all(rt: Runtime, now: datetime) -> dict[str, sync.PollStats]:
@@ -135,7 +136,7 @@ def resurface_reviews(rt: Runtime, now: datetime) -> int:
 def dispatch(rt: Runtime, now: datetime) -> Counter[str]:
     with transaction(rt.sessions) as session:  # the admin's noise settings, as the active policy says
         rt.ports.noise = rt.ctx.book.active(session)[1].noise
-    return outbox.dispatch(rt.sessions, rt.ports, now, retry=rt.retry)
+    return outbox.dispatch(rt.sessions, rt.ports, now, lease=rt.lease, retry=rt.retry)
 
 
 def run_cycle(rt: Runtime, now: datetime, *, poll: bool = True) -> Counter[str]:

@@ -57,8 +57,9 @@ def build(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] 
     rt.failures.cap = backoff_cap or rt.failures.cap
     scheduler = BlockingScheduler(timezone=UTC, job_defaults={"max_instances": 1, "coalesce": True})
     for name, seconds in intervals.items():
+        # First run now on APScheduler's own (wall) clock, whatever time `clock` tells the jobs.
         scheduler.add_job(_job(name, rt, clock), "interval", seconds=seconds, id=name, name=name,
-                          next_run_time=clock())
+                          next_run_time=datetime.now(UTC))
     return scheduler
 
 

@@ -68,13 +68,13 @@ def _run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[]
     from sidecar import scheduler, wiring
     from sidecar.web.app import BackgroundServer, ListenError, create_app
 
-    runtime = wiring.build_runtime(settings, sessions)
+    runtime = wiring.build_runtime(settings, sessions, clock=clock)
     if not runtime.readers:
         raise CannotStart("no CRM configured: set Salesforce or HubSpot credentials in .env (see .env.example)")
     from sidecar.web.auth import UsersError
 
     try:
-        routers = wiring.web_routers(settings, sessions, runtime.ctx)
+        routers = wiring.web_routers(settings, sessions, runtime.ctx, clock)
     except UsersError as exc:
         raise CannotStart(str(exc)) from exc
     paths = ["/healthz", "/readyz", *sorted({path for r in routers for route in r.routes

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     dispatch_interval_seconds: int = 5
     directory_sync_interval_seconds: int = 900
     backoff_cap_seconds: int = 600
+    # How long a dispatcher's claim on an effect holds before another instance may take it over; far
+    # above any single CRM/Slack call's timeout. Measured on the jobs' clock (see sidecar.bench_clock).
+    outbox_lease_seconds: int = 300
 
     # Salesforce: username+password+token, or connected-app client credentials, or a session.
     sf_instance_url: str | None = None
@@ -111,7 +114,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("poll_interval_seconds", "webhook_drain_interval_seconds", "evaluate_interval_seconds",
-                     "dispatch_interval_seconds", "directory_sync_interval_seconds", "backoff_cap_seconds")
+                     "dispatch_interval_seconds", "directory_sync_interval_seconds", "backoff_cap_seconds",
+                     "outbox_lease_seconds")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:

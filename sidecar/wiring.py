@@ -137,9 +137,11 @@ def slack_templates(path: Path = CONFIG / "slack.templates.yaml") -> dict[str, s
 
 def build_runtime(settings: Settings, sessions: sessionmaker[Session], *,
                   monotonic: Callable[[], float] = time.monotonic,
-                  sleep: Callable[[float], None] = time.sleep) -> Runtime:
+                  sleep: Callable[[float], None] = time.sleep,
+                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Runtime:
     """Ports for every CRM and Slack workspace the settings configure. `monotonic` and `sleep` pace
-    the HubSpot rate limiter: the wall clock in `sidecar run`, a virtual one against the emulators."""
+    the HubSpot rate limiter: the wall clock in `sidecar run`, a virtual one against the emulators.
+    `clock` is the connectors' own notion of now (poll windows, write settle times): the jobs' clock."""
     readers: dict[str, CrmReader] = {}
     writers: dict[str, CrmWriter] = {}
     links = RecordLinks()
@@ -154,7 +156,7 @@ def build_runtime(settings: Settings, sessions: sessionmaker[Session], *,
         # webhook receivers and the other CRM run. It used to stop `sidecar run` right here.
         sf_client = client = connect(_sf_credentials(settings), defer_login=True)
         fields = _sf_fields()
-        readers["salesforce"] = SalesforceReader(client, fields, clock=lambda: datetime.now(UTC))
+        readers["salesforce"] = SalesforceReader(client, fields, clock=clock)
         writers["salesforce"] = SalesforceWriter(client, fields)
         base = client.instance_url if client.logged_in else settings.sf_instance_url or links.salesforce_base
         links = RecordLinks(base, links.hubspot_portal_id)
@@ -163,8 +165,8 @@ def build_runtime(settings: Settings, sessions: sessionmaker[Session], *,
         from connectors.hubspot.writer import HubSpotWriter
 
         api, hs_fields = _hubspot_api(settings, monotonic, sleep), _hubspot_fields()
-        readers["hubspot"] = HubSpotReader(api, hs_fields)
-        writers["hubspot"] = HubSpotWriter(api, hs_fields)
+        readers["hubspot"] = HubSpotReader(api, hs_fields, clock=clock)
+        writers["hubspot"] = HubSpotWriter(api, hs_fields, clock=clock)
         links = RecordLinks(links.salesforce_base, settings.hubspot_portal_id or hs_fields.portal_id,
                             hs_fields.type_id)
     notifier = build_notifier(settings)
@@ -173,7 +175,7 @@ def build_runtime(settings: Settings, sessions: sessionmaker[Session], *,
         sf_client.on_login = lambda url: setattr(ctx, "links", replace(ctx.links, salesforce_base=url))
     return Runtime(sessions, ctx, readers, Ports(notifier, writers),
                    RetryPolicy(rng=random.Random()),  # noqa: S311 - retry jitter, not security
-                   directory_file=settings.directory_file)
+                   directory_file=settings.directory_file, lease=timedelta(seconds=settings.outbox_lease_seconds))
 
 
 SLACK_ROUTES = ("slack_dm", "team_channel", "channel")
@@ -207,9 +209,10 @@ def teams_targets(settings: Settings) -> list[tuple[str, str, str | None]]:
     return workflow_targets(settings.directory_file, env_reader(_secret(settings.teams_chat_workflow_url)))
 
 
-def web_routers(settings: Settings, sessions: sessionmaker[Session], ctx: EngineContext) -> list[APIRouter]:
+def web_routers(settings: Settings, sessions: sessionmaker[Session], ctx: EngineContext,
+                clock: Callable[[], datetime] | None = None) -> list[APIRouter]:
     """The webhook receivers, Slack buttons and admin API for whatever is configured."""
-    now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731 - the web layer's wall clock
+    now: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))  # the web layer's clock: the jobs' one
     routers: list[APIRouter] = []
     if settings.sf_organization_id:
         from connectors.salesforce.outbound import salesforce_outbound_router

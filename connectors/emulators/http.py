@@ -14,6 +14,7 @@ import ssl
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -100,6 +101,7 @@ class FaultPlan:
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
         self._random = random.Random(seed)
+        self.injected: Counter[str] = Counter()  # faults served, by kind (the chaos run reports them)
 
     def add(
         self,
@@ -128,8 +130,10 @@ class FaultPlan:
                     if fault.remaining <= 0:
                         continue
                     fault.remaining -= 1
+                    self.injected[fault.kind] += 1
                     return fault
                 if self._random.random() < fault.rate:
+                    self.injected[fault.kind] += 1
                     return fault
             return None
 
