@@ -7,7 +7,8 @@ costs far more than the HTTP round trip on large pages.
 
 Every send goes through the rate gate, resends included: urllib3 itself only retries failed
 connects (see `auth.TRANSPORT_RETRY`); a network error after that is resent here, at most
-`network_retries` times. Resending is safe for searches, reads and the owner PATCH (it sets an
+`network_retries` times, and so is a 5xx answer to a call that may be resent (a search or read
+failing once must not fail a whole poll). Resending is safe for searches, reads and the owner PATCH (it sets an
 absolute value). A create is not resent blindly (`resend=False`): a network error after the request
 left, or a 5xx, may mean HubSpot applied it, so it raises `errors.Uncertain` and the writer decides
 (it looks the key up before creating again, see `creates.py`). Failed connects are resent even then:
@@ -36,6 +37,9 @@ Kind = Literal["search", "general"]
 # limit above all, hours away) are handed to the dispatcher's scheduled retry at once, so that no
 # thread sits blocked while other work could go on.
 MAX_INLINE_WAIT_S = 10.0
+# (connect, read) seconds: without it a HubSpot that accepts the connection and never answers would
+# hold the job (and its open transaction) forever; the read limit leaves room for 200-object batches.
+REQUEST_TIMEOUT_S = (5.0, 30.0)
 _NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError, TimeoutError)
 # Failures before the request was sent: resending cannot duplicate anything.
 _NOT_SENT = (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError, ConnectionRefusedError)
@@ -47,10 +51,12 @@ def _never_sent(exc: BaseException) -> bool:
 
 
 class HubSpotApi:
-    def __init__(self, auth: HubSpotAuth, limiter: RateLimiter, network_retries: int = 1) -> None:
+    def __init__(self, auth: HubSpotAuth, limiter: RateLimiter, network_retries: int = 1,
+                 timeout: tuple[float, float] = REQUEST_TIMEOUT_S) -> None:
         self.auth = auth
         self.limiter = limiter
         self.network_retries = network_retries
+        self.timeout = timeout
         self.calls: Counter[str] = Counter()  # by "endpoint.method", for benchmarks and reports
         self._endpoints: dict[str, Any] = {}
 
@@ -74,7 +80,8 @@ class HubSpotApi:
             self.limiter.before(kind == "search")
             self.calls[what] += 1
             try:
-                raw = getattr(self.endpoint(path), method)(*args, _preload_content=False, **kwargs)
+                raw = getattr(self.endpoint(path), method)(*args, _preload_content=False,
+                                                           _request_timeout=self.timeout, **kwargs)
             except Exception as exc:
                 if not is_api_exception(exc):
                     if not isinstance(exc, _NETWORK_ERRORS):
@@ -105,6 +112,10 @@ class HubSpotApi:
                     log.info("hubspot rate limited, retrying", extra={"call": what, "wait_s": wait})
                     self.limiter.sleep(wait)
                     continue  # the very same request again: no page is skipped
+                if status >= 500 and resend and dropped < self.network_retries:
+                    dropped += 1
+                    log.debug("hubspot %s, resending", status, extra={"call": what})
+                    continue  # a read or search: resending it changes nothing in HubSpot
                 if status == 401 and self.auth.can_refresh and not refreshed:
                     refreshed = True
                     self.auth.refresh()

@@ -51,3 +51,37 @@ def test_a_connection_dropped_twice_is_a_transient_error(emulator: HubSpotEmulat
         HubSpotReader(api, FieldMap(), clock=clock).read_users()
     assert [entry["status"] for entry in emulator.log.entries] == [0, 0]
     assert gated(api) == 2
+
+
+def test_a_5xx_on_a_search_is_resent_once_so_one_bad_answer_does_not_fail_the_poll(
+    emulator: HubSpotEmulator, api: HubSpotApi, clock: Clock
+) -> None:
+    emulator.insert("contacts", {"email": "e@example.com"})
+    emulator.faults.add("server_error", next_n=1, path_prefix="/crm/v3/objects/contacts/search")
+    reader = HubSpotReader(api, FieldMap(), clock=clock, with_engagements=False)
+    assert len([s for page in reader.read_changes(Cursor()) for s in page.snapshots]) == 1
+    statuses = [entry["status"] for entry in emulator.log.entries]
+    assert statuses.count(502) == 1 and statuses[-1] == 200  # HubSpot answers outages with 502
+    assert gated(api) == len(statuses)
+
+
+def test_two_5xx_in_a_row_on_a_read_are_reported_as_transient(emulator: HubSpotEmulator, api: HubSpotApi,
+                                                              clock: Clock) -> None:
+    emulator.faults.add("server_error", next_n=2, path_prefix="/crm/v3/owners")
+    with pytest.raises(TransientError, match="HTTP 502"):
+        HubSpotReader(api, FieldMap(), clock=clock).read_users()
+    assert [entry["status"] for entry in emulator.log.entries] == [502, 502]
+
+
+def test_a_hubspot_that_never_answers_is_given_up_on_after_the_read_timeout(
+    emulator: HubSpotEmulator, api: HubSpotApi, clock: Clock
+) -> None:
+    # Without a timeout the poll (and its job) would wait forever; with it the call is resent once.
+    emulator.add_owner("rep@example.com", "Rep", "One")
+    reader = HubSpotReader(api, FieldMap(), clock=clock)
+    assert len(reader.read_users()) == 1
+    calls = gated(api)  # what reading the users takes when HubSpot answers
+    emulator.faults.add("timeout", next_n=1, seconds=3.0, path_prefix="/crm/v3/owners")
+    api.timeout = (1.0, 0.5)
+    assert len(reader.read_users()) == 1
+    assert gated(api) - calls == calls + 1  # the unanswered request, then the same one again
