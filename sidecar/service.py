@@ -42,7 +42,7 @@ def policy_line(sessions: sessionmaker[Session]) -> str:
 def summary(settings: Settings, runtime: Runtime, sessions: sessionmaker[Session], listen_url: str,
             paths: list[str]) -> list[str]:
     """Two lines: what runs against what, and where it can be reached. No secret is in them."""
-    slack = "Slack on" if runtime.ports.notifier is not None else "Slack off (no SIDECAR_SLACK_BOT_TOKEN)"
+    slack = "Slack on" if settings.slack_bot_token else "Slack off (no SIDECAR_SLACK_BOT_TOKEN)"
     public = settings.public_url or "not set (SIDECAR_PUBLIC_URL)"
     return [
         f"sidecar {sidecar.__version__} starting: database {safe_database_url(settings.database_url)}, "

@@ -84,6 +84,8 @@ def test_an_hour_long_outage_keeps_clocks_firing_and_drains_the_backlog_in_order
     emulator = demo.hubspot if service == "hubspot" else demo.slack
     assert emulator is not None
     emulator.faults.add("server_error")  # every request: 5xx
+    if service == "slack" and demo.teams is not None:  # the notifier port serves the demo's Teams team too
+        demo.teams.faults.add("server_error")
     _cycle(demo, int(OUTAGE.total_seconds() // 60))
 
     fired = _fired(demo, start)
@@ -107,6 +109,8 @@ def test_an_hour_long_outage_keeps_clocks_firing_and_drains_the_backlog_in_order
         assert any(p.crm == "hubspot" and p.error for p in report.polls)  # the poll failure is named too
 
     emulator.faults.clear()
+    if demo.teams is not None:
+        demo.teams.faults.clear()
     # The first effect whose backoff runs out finds the service back; the whole backlog goes with
     # it, instead of each effect waiting out its own backoff (up to an hour) after the return.
     first_retry = min(row.next_attempt_at for row in _effects(demo, port, start) if row.status == "pending")

@@ -46,7 +46,8 @@ def test_every_family_is_there_and_the_lag_histogram_counts_a_late_tick(sessions
         "sidecar_outbox_dead_letters": "gauge", "sidecar_poll_age_seconds": "gauge",
         "sidecar_webhook_intake_waiting": "gauge", "sidecar_step_firing_lag_seconds": "histogram",
         "sidecar_crm_api_calls_total": "counter", "sidecar_crm_api_quota_remaining": "gauge",
-        "sidecar_crm_api_quota_limit": "gauge", "sidecar_webhook_requests_total": "counter"}
+        "sidecar_crm_api_quota_limit": "gauge", "sidecar_webhook_requests_total": "counter",
+        "sidecar_outbox_oldest_pending_seconds": "gauge"}
     sla = frozenset({("pattern", "sla")})
     buckets = {dict(key)["le"]: value for key, value in samples["sidecar_step_firing_lag_seconds_bucket"].items()
                if ("pattern", "sla") in key}
