@@ -112,10 +112,10 @@ class HubSpotApi:
                     log.info("hubspot rate limited, retrying", extra={"call": what, "wait_s": wait})
                     self.limiter.sleep(wait)
                     continue  # the very same request again: no page is skipped
-                if status >= 500 and resend and dropped < self.network_retries:
+                if status >= 500 and resend and "create" not in method and dropped < self.network_retries:
                     dropped += 1
                     log.debug("hubspot %s, resending", status, extra={"call": what})
-                    continue  # a read or search: resending it changes nothing in HubSpot
+                    continue  # a read or search: resending it changes nothing (creates: see creates.py)
                 if status == 401 and self.auth.can_refresh and not refreshed:
                     refreshed = True
                     self.auth.refresh()
