@@ -61,6 +61,15 @@ def parse_since(text: str) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
+def write_or_print(text: str, out: Path | None) -> None:
+    """A rendered report to stdout, or to `out` with one line saying where it went."""
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"wrote {out}")
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one error line and return the Exit to raise (`raise fail(...)`)."""
     errors.print(f"error: {message}", markup=False, highlight=False)

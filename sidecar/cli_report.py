@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sidecar.cli_common import DAY, console, fail, now, parse_since, sessions
+from sidecar.cli_common import DAY, console, fail, now, parse_since, sessions, write_or_print
 from sidecar.engine.policies import PolicyBook
 from sidecar.report_formats import as_csv, as_html, as_json
 from sidecar.reports import Report, build_report
@@ -46,11 +46,7 @@ def report(
         _print(built)
         return
     text = {"csv": as_csv, "json": as_json, "html": as_html}[fmt](built)
-    if out is None:
-        typer.echo(text, nl=False)
-    else:
-        out.write_text(text, encoding="utf-8")
-        console.print(f"wrote {out}")
+    write_or_print(text, out)
 
 
 def _print(built: Report) -> None:

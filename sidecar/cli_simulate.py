@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
-from sidecar.cli_common import DAY, console, fail, load_or_exit, parse_since, sessions
+from sidecar.cli_common import DAY, console, fail, load_or_exit, parse_since, sessions, write_or_print
 from sidecar.policy.version import version_of
 from sidecar.report_formats import STYLE
 from sidecar.simulate import EmptyPeriod, Run, recorded_policy, recorded_span, simulate
@@ -167,11 +167,7 @@ def _emit(comparison: Comparison, fmt: str, out: Path | None) -> None:
             console.print(table)
         return
     text = as_json(comparison) if fmt == "json" else as_html(comparison)
-    if out is None:
-        typer.echo(text, nl=False)
-    else:
-        out.write_text(text, encoding="utf-8")
-        console.print(f"wrote {out}")
+    write_or_print(text, out)
 
 
 def as_json(comparison: Comparison) -> str:
