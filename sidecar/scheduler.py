@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -53,16 +54,17 @@ class Wakeups:
         self.rt, self.clock = rt, clock
         self.scheduler: BaseScheduler | None = None
         self._lock = threading.Lock()
-        self._running: set[str] = set()
-        self._again: set[str] = set()
+        self._running: dict[str, datetime] = {}  # job -> the injected clock's time its run started at
+        self._again: dict[str, datetime] = {}  # wake-ups asked for while the job ran: when
 
     def wake(self, name: str, at: datetime | None = None) -> None:
         """Run job `name` at `at` (the injected clock's time; None: now), unless it runs sooner anyway."""
         if self.scheduler is None:
             return
         with self._lock:
-            if name in self._running and (at is None or at <= self.clock()):
-                self._again.add(name)
+            if name in self._running:  # starting it now would only be refused: ask again when it ends
+                wanted = at or self.clock()
+                self._again[name] = min(wanted, self._again.get(name, wanted))
                 return
         job = self.scheduler.get_job(name)
         if job is None:
@@ -75,17 +77,26 @@ class Wakeups:
         if pending is None or run_at < pending:
             self.scheduler.modify_job(name, next_run_time=run_at)
 
-    def started(self, name: str) -> None:
+    def started(self, name: str, now: datetime) -> None:
         with self._lock:
-            self._running.add(name)
-            self._again.discard(name)
+            self._running[name] = now
 
-    def finished(self, name: str, now: datetime, result: Any) -> None:
+    def ended(self, event: JobExecutionEvent) -> None:
+        """APScheduler's word that a run ended (its instance already released, so a run asked for
+        now is started, not refused): plan the next runs from what it did."""
         with self._lock:
-            self._running.discard(name)
-            again = name in self._again
-        if again:
-            self.wake(name)
+            now = self._running.pop(event.job_id, None)
+            again = self._again.pop(event.job_id, None)
+        if now is None:  # the job skipped itself (backing off after a failure)
+            return
+        try:
+            if again is not None:
+                self.wake(event.job_id, again)
+            self._plan(event.job_id, now, event.retval)
+        except Exception as exc:  # the store is down: the intervals still run every job
+            log.debug("could not plan the next %s run early: %s", event.job_id, exc)
+
+    def _plan(self, name: str, now: datetime, result: Any) -> None:
         if name == "evaluate":
             if result:  # new effects: hand them to the dispatcher now, not at its next interval
                 self.wake("dispatch")
@@ -103,34 +114,24 @@ class Wakeups:
 DISPATCH_CAPACITY = 50 * 20  # outbox.dispatch's default batch x max_batches: one run's most
 
 
-def _job(name: str, rt: Runtime, clock: Callable[[], datetime], wake: Wakeups | None = None) -> Callable[[], None]:
-    def run() -> None:
+def _job(name: str, rt: Runtime, clock: Callable[[], datetime], wake: Wakeups | None = None) -> Callable[[], Any]:
+    def run() -> Any:
         now = clock()
         if not rt.failures.due(name, "", now):
-            return
+            return None
         if wake is not None:
-            wake.started(name)
-        result: Any = None
+            wake.started(name, now)
         try:
             work: Callable[[Runtime, datetime], Any] = getattr(jobs, WORK[name])
             result = work(rt, now)
         except Exception as exc:  # reported once with its cause; the next due run tries again
             rt.failures.failed(name, "", now, exc)
-        else:
-            rt.failures.succeeded(name, "", now)
-            log.debug("%s done: %s", name, result, extra={"job": name})
-        finally:
-            if wake is not None:
-                _rearm(wake, name, now, result)
+            return None
+        rt.failures.succeeded(name, "", now)
+        log.debug("%s done: %s", name, result, extra={"job": name})
+        return result  # Wakeups.ended plans the next runs from it
     run.__name__ = run.__qualname__ = name  # what APScheduler shows for the job
     return run
-
-
-def _rearm(wake: Wakeups, name: str, now: datetime, result: Any) -> None:
-    try:
-        wake.finished(name, now, result)
-    except Exception as exc:  # the store is down: the intervals still run every job
-        log.debug("could not plan the next %s run early: %s", name, exc)
 
 
 def build(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] | None = None,
@@ -146,6 +147,7 @@ def build(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] 
         scheduler.add_job(_job(name, rt, clock, wake), "interval", seconds=seconds, id=name, name=name,
                           next_run_time=clock())
     wake.scheduler = scheduler
+    scheduler.add_listener(wake.ended, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
     return scheduler
 
 
