@@ -45,7 +45,7 @@ from connectors.emulators.hubspot import DEFAULT_TOKEN, HubSpotEmulator
 from connectors.emulators.hubspot_store import resolve_type
 from connectors.emulators.slack import SlackEmulator
 from scripts.bench_support import RESULTS, Planned, bench_policy, build_org, insert_leads, machine, percentile
-from sidecar import service
+from sidecar import service, wiring
 from sidecar.settings import Settings
 from sidecar.store.db import reading, session_factory
 from sidecar.store.models import AuditRow, OutboxRow
@@ -121,6 +121,7 @@ def main() -> None:
         "slack_bot_token": SecretStr(DemoOrg.SLACK_TOKEN), "slack_api_base": f"{slack.url}/api/",
         "slack_fallback_channel": DemoOrg.FALLBACK_CHANNEL,
         "sf_username": None, "sf_client_id": None, "sf_session_id": None, "sf_organization_id": None})
+    wiring.ensure_hubspot_properties(settings)  # as connectors.emulators.serve does before `sidecar run`
     watcher = Watcher(sessions)
     watcher.start()
     last_due = first_due + timedelta(seconds=args.window)

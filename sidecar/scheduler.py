@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -53,29 +54,36 @@ class Wakeups:
     def __init__(self, rt: Runtime, clock: Callable[[], datetime]) -> None:
         self.rt, self.clock = rt, clock
         self.scheduler: BaseScheduler | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._closed = False
         self._running: dict[str, datetime] = {}  # job -> the injected clock's time its run started at
         self._again: dict[str, datetime] = {}  # wake-ups asked for while the job ran: when
 
     def wake(self, name: str, at: datetime | None = None) -> None:
         """Run job `name` at `at` (the injected clock's time; None: now), unless it runs sooner anyway."""
-        if self.scheduler is None:
-            return
+        # Held throughout: `close` waits for a wake-up in progress, so none reaches into a scheduler
+        # that is shutting down (its shutdown holds the job store lock while the jobs finish).
         with self._lock:
+            if self.scheduler is None or self._closed:
+                return
             if name in self._running:  # starting it now would only be refused: ask again when it ends
                 wanted = at or self.clock()
                 self._again[name] = min(wanted, self._again.get(name, wanted))
                 return
-        job = self.scheduler.get_job(name)
-        if job is None:
-            return
-        # APScheduler runs on its own (wall) clock; the injected clock may be offset from it, so move
-        # by the delay and never into the past (a run late by more than the misfire grace is dropped).
-        wall = wall_now()
-        run_at = wall + max(timedelta(0), (at or self.clock()) - self.clock())
-        pending = job.next_run_time
-        if pending is None or run_at < pending:
-            self.scheduler.modify_job(name, next_run_time=run_at)
+            job = self.scheduler.get_job(name)
+            if job is None:
+                return
+            # APScheduler runs on its own (wall) clock; the injected clock may be offset from it, so move
+            # by the delay and never into the past (a run late by more than the misfire grace is dropped).
+            run_at = wall_now() + max(timedelta(0), (at or self.clock()) - self.clock())
+            pending = job.next_run_time
+            if pending is None or run_at < pending:
+                self.scheduler.modify_job(name, next_run_time=run_at)
+
+    def close(self) -> None:
+        """No more wake-ups (before the scheduler shuts down)."""
+        with self._lock:
+            self._closed = True
 
     def started(self, name: str, now: datetime) -> None:
         with self._lock:
@@ -148,7 +156,11 @@ def build(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] 
                           next_run_time=clock())
     wake.scheduler = scheduler
     scheduler.add_listener(wake.ended, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+    _WAKEUPS[scheduler] = wake
     return scheduler
+
+
+_WAKEUPS: weakref.WeakKeyDictionary[BaseScheduler, Wakeups] = weakref.WeakKeyDictionary()
 
 
 def run_forever(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] | None = None,
@@ -162,6 +174,7 @@ def run_forever(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str,
             return
         stopping.set()
         log.info("signal %s: finishing running jobs, then stopping", signum)
+        _WAKEUPS[scheduler].close()
         scheduler.shutdown(wait=True)
 
     signal.signal(signal.SIGTERM, stop)
