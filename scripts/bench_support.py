@@ -6,6 +6,7 @@ Everything runs on loopback; nothing here reaches a real API.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
@@ -34,11 +35,9 @@ RESULTS = ROOT / "scripts" / "results"
 
 def machine() -> dict[str, Any]:
     model = ""
-    try:
+    with contextlib.suppress(OSError):
         model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith("model name")), "")
-    except OSError:
-        pass
     return {"cpus": os.cpu_count(), "cpu_model": model or platform.processor(), "python": sys.version.split()[0],
             "platform": platform.platform(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
 

@@ -18,12 +18,19 @@ import logging
 import signal
 import threading
 import weakref
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_SUBMITTED,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -56,6 +63,9 @@ class Wakeups:
         self.scheduler: BaseScheduler | None = None
         self._lock = threading.RLock()
         self._closed = False
+        # Runs handed to the executor and not ended yet (APScheduler's own count, which refuses a
+        # second instance): a run may wait in the thread pool a while before it calls `started`.
+        self._submitted: Counter[str] = Counter()
         self._running: dict[str, datetime] = {}  # job -> the injected clock's time its run started at
         self._again: dict[str, datetime] = {}  # wake-ups asked for while the job ran: when
 
@@ -66,7 +76,7 @@ class Wakeups:
         with self._lock:
             if self.scheduler is None or self._closed:
                 return
-            if name in self._running:  # starting it now would only be refused: ask again when it ends
+            if name in self._running or self._submitted[name] > 0:  # now it would be refused: ask again at its end
                 wanted = at or self.clock()
                 self._again[name] = min(wanted, self._again.get(name, wanted))
                 return
@@ -89,10 +99,15 @@ class Wakeups:
         with self._lock:
             self._running[name] = now
 
+    def submitted(self, event: JobSubmissionEvent) -> None:
+        with self._lock:
+            self._submitted[event.job_id] += 1
+
     def ended(self, event: JobExecutionEvent) -> None:
         """APScheduler's word that a run ended (its instance already released, so a run asked for
         now is started, not refused): plan the next runs from what it did."""
         with self._lock:
+            self._submitted[event.job_id] -= 1  # may reach -1 for a moment: events of two threads
             now = self._running.pop(event.job_id, None)
             again = self._again.pop(event.job_id, None)
         if now is None:  # the job skipped itself (backing off after a failure)
@@ -155,6 +170,7 @@ def build(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] 
         scheduler.add_job(_job(name, rt, clock, wake), "interval", seconds=seconds, id=name, name=name,
                           next_run_time=clock())
     wake.scheduler = scheduler
+    scheduler.add_listener(wake.submitted, EVENT_JOB_SUBMITTED)
     scheduler.add_listener(wake.ended, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
     _WAKEUPS[scheduler] = wake
     return scheduler

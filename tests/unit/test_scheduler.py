@@ -7,7 +7,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
+from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_SUBMITTED, JobExecutionEvent, JobSubmissionEvent
 from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -66,7 +66,13 @@ def _run(built: BlockingScheduler, name: str, now: datetime) -> None:
     """Run a job as APScheduler does: its next run moves one interval on first, then it runs."""
     job = built.get_job(name)
     built.modify_job(name, next_run_time=now + job.trigger.interval)
+    _submitted(built, name, now)
     _ended(built, name, now, job.func())
+
+
+def _submitted(built: BlockingScheduler, name: str, now: datetime) -> None:
+    """What APScheduler announces once it has handed a run to its executor."""
+    built._dispatch_event(JobSubmissionEvent(EVENT_JOB_SUBMITTED, name, "default", [now]))
 
 
 def _ended(built: BlockingScheduler, name: str, now: datetime, result: object) -> None:
@@ -125,6 +131,7 @@ def test_a_wake_up_asked_for_while_the_job_runs_is_kept_until_it_ends(
 
     monkeypatch.setattr(jobs, "dispatch", busy)
     monkeypatch.setattr(jobs, "evaluate", lambda rt, at: Counter({"sla_breach": 1}))
+    _submitted(built, "dispatch", now)
     result = dispatch_job.func()
     assert built.get_job("dispatch").next_run_time == now + timedelta(seconds=5)  # still running
     _ended(built, "dispatch", now, result)
