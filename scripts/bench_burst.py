@@ -138,7 +138,8 @@ def main() -> None:
     path = RESULTS / "bench_burst.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     runs = previous.get("runs", {})
-    runs[f"{args.label}:{args.mix}:{args.steps}"] = {"machine": info, "rows": rows}
+    for row in rows:
+        runs[f"{args.label}:{row['db']}:{args.mix}:{args.steps}"] = {"machine": info, **row}
     path.write_text(json.dumps({"target_steps_per_s": 5000, "runs": runs}, indent=2) + "\n")
 
 
