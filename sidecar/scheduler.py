@@ -55,7 +55,7 @@ class Wakeups:
     """Runs a job earlier than its interval: at the instant its next work is due, or at once.
 
     A job is never started twice at a time (max_instances=1): a wake-up asked for while it runs is
-    kept and honoured as soon as it ends, so no wake-up is lost and APScheduler never has to skip one.
+    kept and honoured as soon as it ends, so no wake-up is lost or refused as a second instance.
     """
 
     def __init__(self, rt: Runtime, clock: Callable[[], datetime]) -> None:
