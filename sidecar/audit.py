@@ -51,6 +51,28 @@ EXPORT_KEYS = ("at", "lead_id", "lead_name", "crm", "kind", "pattern", "action",
                "window_s", "actor", "details")
 
 
+# Per session (i.e. per transaction of the tick): step keys known not to be in the audit yet, and the
+# decisions recorded new in it (audit id -> step key). They spare a burst of steps one look-up query
+# per audit row and per effect; the unique keys in the database still guard against any double.
+_ABSENT, _FRESH = "sidecar_absent_step_keys", "sidecar_fresh_decisions"
+
+
+def note_absent(session: Session, candidates: set[str]) -> None:
+    """Look up which of `candidates` are already recorded (one query); `record` trusts the rest to be new."""
+    if not candidates:
+        return
+    present = set(session.scalars(select(AuditRow.step_key).where(AuditRow.step_key.in_(candidates))))
+    session.info[_ABSENT] = candidates - present
+
+
+def is_fresh_effect(session: Session, audit_id: int | None, key: str) -> bool:
+    """True when `key` names an effect of a decision recorded new in this transaction: effect keys
+    start with their decision's key, and a decision and its effects are written together, so no
+    such effect can exist yet."""
+    decision = session.info.get(_FRESH, {}).get(audit_id) if audit_id is not None else None
+    return decision is not None and key.startswith(decision + ":")
+
+
 def record(session: Session, *, at: datetime, kind: str, lead: Lead | None = None,
            rule_id: str | None = None, policy_version: str | None = None,
            elapsed_business_s: float | None = None, window_s: int | None = None,
@@ -58,10 +80,17 @@ def record(session: Session, *, at: datetime, kind: str, lead: Lead | None = Non
            details: dict[str, Any] | None = None, pattern: Pattern | None = None,
            action: StepAction | None = None, to_owner: str | None = None) -> AuditRow:
     """Append one row. A `step_key` already present returns that row: a re-run never doubles it."""
-    if step_key is not None:
+    absent: set[str] = session.info.get(_ABSENT, set())
+    if step_key is not None and step_key in absent:
+        absent.discard(step_key)  # recorded now: from here on it is present
+        new = True
+    elif step_key is not None:
         existing = session.scalars(select(AuditRow).where(AuditRow.step_key == step_key)).first()
         if existing is not None:
             return existing
+        new = True
+    else:
+        new = False
     if lead is not None:
         # Every row of a lead says which intent tier applied and which rule chose it (seed 002).
         details = {**(details or {}), "intent_tier": lead.intent, "intent_rule": lead.intent_rule}
@@ -73,6 +102,8 @@ def record(session: Session, *, at: datetime, kind: str, lead: Lead | None = Non
                    to_owner=to_owner)
     session.add(row)
     session.flush()
+    if new:
+        session.info.setdefault(_FRESH, {})[row.id] = step_key
     return row
 
 

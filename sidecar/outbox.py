@@ -79,21 +79,28 @@ class RetryPolicy:
         return ceiling * (0.5 + 0.5 * self.rng.random())
 
 
+_ENQUEUED = "sidecar_enqueued_keys"  # per session: keys added in this transaction (asked again: looked up)
+
+
 def enqueue(session: Session, *, key: str, request: Request, now: datetime, audit_id: int | None = None,
             depends_on: OutboxRow | None = None, not_before: datetime | None = None) -> OutboxRow:
     """Add one effect; the same key again returns the existing row (decisions may be re-run).
     `not_before` holds it back (quiet hours)."""
-    existing = session.scalars(select(OutboxRow).where(OutboxRow.idempotency_key == key)).first()
-    if existing is not None:
-        return existing
+    enqueued: set[str] = session.info.setdefault(_ENQUEUED, set())
+    if key in enqueued or not audit.is_fresh_effect(session, audit_id, key):
+        existing = session.scalars(select(OutboxRow).where(OutboxRow.idempotency_key == key)).first()
+        if existing is not None:
+            return existing
+    if depends_on is not None and depends_on.id is None:
+        session.flush()  # the prerequisite's id, for the link
     action = _ACTION_OF[type(request)]
     row = OutboxRow(idempotency_key=key, port=ACTIONS[action][0], action=action,
                     payload=_ADAPTERS[action].dump_python(request, mode="json"), status="pending",
                     attempts=0, next_attempt_at=max(now, not_before or now), created_at=now, audit_id=audit_id,
                     depends_on=depends_on.id if depends_on is not None else None,
                     recipient=request.recipient if isinstance(request, Notification) else None)
-    session.add(row)
-    session.flush()
+    session.add(row)  # inserted with the next flush (the next decision's, or the commit): in bulk
+    enqueued.add(key)
     return row
 
 

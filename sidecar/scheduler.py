@@ -5,6 +5,11 @@ slow CRM never piles up work. SIGTERM/SIGINT stop the scheduler after the runnin
 Jobs carry their own names (`poll`, `drain_webhooks`, `evaluate`, `dispatch`, `directory_sync`) in
 APScheduler's records and ours; a job that fails as a whole is reported like a failing CRM (one
 line, backoff, recovery line: see sidecar.failures), a routine run only at DEBUG.
+
+The intervals are a safety net: `evaluate` is woken at the earliest `next_due_at` (re-armed after
+every job that may have started or moved a clock), and `dispatch` right after a tick decided
+something and at the earliest pending effect, so a step fires within about a second of its due
+instant and its message follows at once (see `Wakeups`).
 """
 
 from __future__ import annotations
@@ -12,14 +17,24 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import weakref
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_SUBMITTED,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
+from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from sidecar import jobs
+from sidecar import jobs, wakeups
 from sidecar.jobs import Runtime
 
 log = logging.getLogger(__name__)
@@ -31,19 +46,113 @@ WORK = {"poll": "poll_all", "drain_webhooks": "drain_webhooks", "evaluate": "eva
         "directory_sync": "sync_directory", "reviews": "resurface_reviews"}
 
 
-def _job(name: str, rt: Runtime, clock: Callable[[], datetime]) -> Callable[[], None]:
-    def run() -> None:
+def wall_now() -> datetime:
+    """APScheduler's own notion of now (it always runs on wall time)."""
+    return datetime.now(UTC)
+
+
+class Wakeups:
+    """Runs a job earlier than its interval: at the instant its next work is due, or at once.
+
+    A job is never started twice at a time (max_instances=1): a wake-up asked for while it runs is
+    kept and honoured as soon as it ends, so no wake-up is lost or refused as a second instance.
+    """
+
+    def __init__(self, rt: Runtime, clock: Callable[[], datetime]) -> None:
+        self.rt, self.clock = rt, clock
+        self.scheduler: BaseScheduler | None = None
+        self._lock = threading.RLock()
+        self._closed = False
+        # Runs handed to the executor and not ended yet (APScheduler's own count, which refuses a
+        # second instance): a run may wait in the thread pool a while before it calls `started`.
+        self._submitted: Counter[str] = Counter()
+        self._running: dict[str, datetime] = {}  # job -> the injected clock's time its run started at
+        self._again: dict[str, datetime] = {}  # wake-ups asked for while the job ran: when
+
+    def wake(self, name: str, at: datetime | None = None) -> None:
+        """Run job `name` at `at` (the injected clock's time; None: now), unless it runs sooner anyway."""
+        # Held throughout: `close` waits for a wake-up in progress, so none reaches into a scheduler
+        # that is shutting down (its shutdown holds the job store lock while the jobs finish).
+        with self._lock:
+            if self.scheduler is None or self._closed:
+                return
+            if name in self._running or self._submitted[name] > 0:  # now it would be refused: ask again at its end
+                wanted = at or self.clock()
+                self._again[name] = min(wanted, self._again.get(name, wanted))
+                return
+            job = self.scheduler.get_job(name)
+            if job is None:
+                return
+            # APScheduler runs on its own (wall) clock; the injected clock may be offset from it, so move
+            # by the delay and never into the past (a run late by more than the misfire grace is dropped).
+            run_at = wall_now() + max(timedelta(0), (at or self.clock()) - self.clock())
+            pending = job.next_run_time
+            if pending is None or run_at < pending:
+                self.scheduler.modify_job(name, next_run_time=run_at)
+
+    def close(self) -> None:
+        """No more wake-ups (before the scheduler shuts down)."""
+        with self._lock:
+            self._closed = True
+
+    def started(self, name: str, now: datetime) -> None:
+        with self._lock:
+            self._running[name] = now
+
+    def submitted(self, event: JobSubmissionEvent) -> None:
+        with self._lock:
+            self._submitted[event.job_id] += 1
+
+    def ended(self, event: JobExecutionEvent) -> None:
+        """APScheduler's word that a run ended (its instance already released, so a run asked for
+        now is started, not refused): plan the next runs from what it did."""
+        with self._lock:
+            self._submitted[event.job_id] -= 1  # may reach -1 for a moment: events of two threads
+            now = self._running.pop(event.job_id, None)
+            again = self._again.pop(event.job_id, None)
+        if now is None:  # the job skipped itself (backing off after a failure)
+            return
+        try:
+            if again is not None:
+                self.wake(event.job_id, again)
+            self._plan(event.job_id, now, event.retval)
+        except Exception as exc:  # the store is down: the intervals still run every job
+            log.debug("could not plan the next %s run early: %s", event.job_id, exc)
+
+    def _plan(self, name: str, now: datetime, result: Any) -> None:
+        if name == "evaluate":
+            if result:  # new effects: hand them to the dispatcher now, not at its next interval
+                self.wake("dispatch")
+            self.wake("evaluate", wakeups.next_step_due(self.rt.sessions, after=now))
+        elif name == "dispatch":
+            if sum(dict(result or {}).values()) >= DISPATCH_CAPACITY:  # it stopped at its cap: more is due
+                self.wake("dispatch")
+            self.wake("dispatch", wakeups.next_effect_due(self.rt.sessions, after=now))
+            if result:  # a settled owner change lets the tick decide that lead's held steps
+                self.wake("evaluate")
+        else:  # polls, webhooks, directory, reviews may start or move clocks
+            self.wake("evaluate", wakeups.next_step_due(self.rt.sessions))
+
+
+DISPATCH_CAPACITY = 50 * 20  # outbox.dispatch's default batch x max_batches: one run's most
+
+
+def _job(name: str, rt: Runtime, clock: Callable[[], datetime], wake: Wakeups | None = None) -> Callable[[], Any]:
+    def run() -> Any:
         now = clock()
         if not rt.failures.due(name, "", now):
-            return
+            return None
+        if wake is not None:
+            wake.started(name, now)
         try:
             work: Callable[[Runtime, datetime], Any] = getattr(jobs, WORK[name])
             result = work(rt, now)
         except Exception as exc:  # reported once with its cause; the next due run tries again
             rt.failures.failed(name, "", now, exc)
-        else:
-            rt.failures.succeeded(name, "", now)
-            log.debug("%s done: %s", name, result, extra={"job": name})
+            return None
+        rt.failures.succeeded(name, "", now)
+        log.debug("%s done: %s", name, result, extra={"job": name})
+        return result  # Wakeups.ended plans the next runs from it
     run.__name__ = run.__qualname__ = name  # what APScheduler shows for the job
     return run
 
@@ -56,11 +165,19 @@ def build(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] 
     rt.failures.bases.update({name: timedelta(seconds=seconds) for name, seconds in intervals.items()})
     rt.failures.cap = backoff_cap or rt.failures.cap
     scheduler = BlockingScheduler(timezone=UTC, job_defaults={"max_instances": 1, "coalesce": True})
+    wake = Wakeups(rt, clock)
     for name, seconds in intervals.items():
         # First run now on APScheduler's own (wall) clock, whatever time `clock` tells the jobs.
-        scheduler.add_job(_job(name, rt, clock), "interval", seconds=seconds, id=name, name=name,
-                          next_run_time=datetime.now(UTC))
+        scheduler.add_job(_job(name, rt, clock, wake), "interval", seconds=seconds, id=name, name=name,
+                          next_run_time=wall_now())
+    wake.scheduler = scheduler
+    scheduler.add_listener(wake.submitted, EVENT_JOB_SUBMITTED)
+    scheduler.add_listener(wake.ended, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+    _WAKEUPS[scheduler] = wake
     return scheduler
+
+
+_WAKEUPS: weakref.WeakKeyDictionary[BaseScheduler, Wakeups] = weakref.WeakKeyDictionary()
 
 
 def run_forever(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] | None = None,
@@ -74,6 +191,7 @@ def run_forever(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str,
             return
         stopping.set()
         log.info("signal %s: finishing running jobs, then stopping", signum)
+        _WAKEUPS[scheduler].close()
         scheduler.shutdown(wait=True)
 
     signal.signal(signal.SIGTERM, stop)

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_SUBMITTED, JobExecutionEvent, JobSubmissionEvent
+from apscheduler.schedulers.blocking import BlockingScheduler
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
-from sidecar import jobs, scheduler
+from sidecar import jobs, scheduler, wakeups
 from sidecar.jobs import Runtime
 from sidecar.outbox import Ports
-from tests.support import context
+from sidecar.store.db import transaction
+from sidecar.store.models import AuditRow
+from tests.support import FakeNotifier, FakeWriter, add_team, apply_policy, context, ingest, ny, policy_raw, snapshot
+
+
+def audit_rows(sessions: sessionmaker[Session]) -> list[AuditRow]:
+    with transaction(sessions) as session:
+        return list(session.scalars(select(AuditRow).order_by(AuditRow.id)))
 
 AT = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
 
@@ -44,3 +56,83 @@ def test_a_failing_job_is_logged_and_does_not_raise(monkeypatch: pytest.MonkeyPa
     assert "poll failed: CRM down; next try in 1 min" in caplog.text
     assert any(r.exc_info and r.levelno == logging.DEBUG for r in caplog.records)
     assert all(r.exc_info is None for r in caplog.records if r.levelno >= logging.INFO)  # traceback: DEBUG only
+
+
+def _runtime(sessions: sessionmaker[Session]) -> Runtime:
+    return Runtime(sessions, context(), {}, Ports(FakeNotifier(), {"salesforce": FakeWriter()}))
+
+
+def _run(built: BlockingScheduler, name: str, now: datetime) -> None:
+    """Run a job as APScheduler does: its next run moves one interval on first, then it runs."""
+    job = built.get_job(name)
+    built.modify_job(name, next_run_time=now + job.trigger.interval)
+    _submitted(built, name, now)
+    _ended(built, name, now, job.func())
+
+
+def _submitted(built: BlockingScheduler, name: str, now: datetime) -> None:
+    """What APScheduler announces once it has handed a run to its executor."""
+    built._dispatch_event(JobSubmissionEvent(EVENT_JOB_SUBMITTED, name, "default", [now]))
+
+
+def _ended(built: BlockingScheduler, name: str, now: datetime, result: object) -> None:
+    """What APScheduler's executor announces once a run has ended (and its instance is released)."""
+    built._dispatch_event(JobExecutionEvent(EVENT_JOB_EXECUTED, name, "default", now, retval=result))
+
+
+def _wall(monkeypatch: pytest.MonkeyPatch, at: datetime) -> None:
+    # APScheduler runs on wall time; pinned here to the injected clock's instant so the planned runs can be read.
+    monkeypatch.setattr(scheduler, "wall_now", lambda: at)
+
+
+def test_evaluate_wakes_at_the_earliest_due_step_and_dispatch_right_after_a_decision(
+        sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions)
+    rt = _runtime(sessions)
+    ingest(sessions, rt.ctx, snapshot(at=ny(24, 8)))  # 1h window: the 80 % warning is due at 08:48
+    now = [ny(24, 8, 30).astimezone(UTC)]
+    _wall(monkeypatch, now[0])
+    built = scheduler.build(rt, lambda: now[0])
+    _run(built, "evaluate", now[0])
+    _run(built, "poll", now[0])  # nothing is due before 08:48: the interval stands
+    assert built.get_job("evaluate").next_run_time == now[0] + timedelta(seconds=15)
+    now[0] = (ny(24, 8, 47) + timedelta(seconds=59)).astimezone(UTC)
+    _wall(monkeypatch, now[0])
+    _run(built, "evaluate", now[0])  # a routine run re-arms evaluate at the first due step
+    assert built.get_job("evaluate").next_run_time == ny(24, 8, 48)  # not 08:48:14 (the 15 s interval)
+    now[0] = ny(24, 8, 48).astimezone(UTC)
+    _wall(monkeypatch, now[0])
+    built.modify_job("dispatch", next_run_time=now[0] + timedelta(seconds=5))
+    _run(built, "evaluate", now[0])
+    assert [row.kind for row in audit_rows(sessions)][-1] == "sla_breach_imminent"
+    assert built.get_job("dispatch").next_run_time == now[0]  # its message goes out now, not in 5 s
+    # The breach step (09:00) is further away than the interval: the safety net runs first.
+    assert built.get_job("evaluate").next_run_time == now[0] + timedelta(seconds=15)
+    assert wakeups.next_step_due(sessions, after=now[0]) == ny(24, 9, 0)
+    _run(built, "dispatch", now[0])
+    assert len(rt.ports.notifier.sent) == 1  # type: ignore[union-attr]
+
+
+def test_a_wake_up_asked_for_while_the_job_runs_is_kept_until_it_ends(
+        sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    rt = _runtime(sessions)
+    now = ny(24, 8).astimezone(UTC)
+    _wall(monkeypatch, now)
+    built = scheduler.build(rt, lambda: now)
+    dispatch_job = built.get_job("dispatch")
+    built.modify_job("dispatch", next_run_time=now + timedelta(seconds=5))
+
+    def busy(rt: Runtime, at: datetime) -> Counter[str]:
+        _run(built, "evaluate", now)  # evaluate ends while dispatch still runs and asks for it
+        assert built.get_job("dispatch").next_run_time == now + timedelta(seconds=5)  # not started twice
+        return Counter()
+
+    monkeypatch.setattr(jobs, "dispatch", busy)
+    monkeypatch.setattr(jobs, "evaluate", lambda rt, at: Counter({"sla_breach": 1}))
+    _submitted(built, "dispatch", now)
+    result = dispatch_job.func()
+    assert built.get_job("dispatch").next_run_time == now + timedelta(seconds=5)  # still running
+    _ended(built, "dispatch", now, result)
+    assert built.get_job("dispatch").next_run_time == now  # honoured as soon as it ended

@@ -1,0 +1,147 @@
+"""Burst throughput: N steps due at the same instant (09:00 Monday across one market).
+
+One instance, in process: the store holds N open leads in US-East whose next ladder step is due
+at 09:00 New York on Monday; the tick decides them all (audit rows + outbox rows), then the
+dispatcher sends every effect to the loopback Slack and HubSpot emulators (through the real
+connectors). Measured: steps decided per second (the tick alone), and the time until the last
+effect is dispatched (counted from 09:00, i.e. tick + dispatch). On SQLite and on PostgreSQL.
+
+The warning mix (step 1: the 80 % warning to the owner) is the Monday-morning wave; the breach mix
+(step 2: manager channel + a CRM note on the record) adds a CRM write per step (`--mix breach`).
+The noise limit per recipient is lifted so that every message goes out at 09:00 (otherwise most
+warnings wait 15 minutes for a digest, on purpose); warnings to one owner in one dispatch batch
+still go out as one digest, as in production.
+
+    python scripts/bench_burst.py                     # SQLite and PostgreSQL, 20,000 steps
+    python scripts/bench_burst.py --db sqlite --steps 5000 --profile   # pyinstrument of the tick
+
+PostgreSQL: SIDECAR_BENCH_DATABASE_URL (default postgresql+psycopg://postgres@127.0.0.1:55480/h_perf);
+its public schema is dropped and recreated. Writes scripts/results/bench_burst.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import func, select
+
+from connectors.emulators.hubspot import HubSpotEmulator
+from connectors.emulators.slack import SlackEmulator
+from scripts.bench_support import RESULTS, Planned, bench_policy, build_org, insert_leads, machine
+from sidecar import jobs
+from sidecar.engine.evaluator import tick
+from sidecar.store.db import session_factory, transaction
+from sidecar.store.models import AuditRow, OutboxRow
+
+NOW = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)  # Monday 09:00 New York
+PG_URL = os.environ.get("SIDECAR_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:55480/h_perf")
+MIX_STEP = {"warning": 0, "breach": 1}
+
+
+class FixedClock:
+    """The emulators' and connectors' clock: 09:00 Monday throughout (no Slack per-channel pacing)."""
+
+    def now(self) -> datetime:
+        return NOW
+
+    def epoch(self) -> float:
+        return NOW.timestamp()
+
+
+def run(db: str, steps: int, mix: str, profile: bool) -> dict[str, Any]:
+    clock = FixedClock()
+    slack, hubspot = SlackEmulator(1, clock.now), HubSpotEmulator(1, clock.now, per_ten_seconds=10**9)
+    slack.start()
+    hubspot.start()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/burst.db" if db == "sqlite" else PG_URL
+        try:
+            org = build_org(url, bench_policy(max_per_recipient=10**6), NOW.replace(month=10), clock.now,
+                            hubspot, slack)
+            step = MIX_STEP[mix]
+            started = time.perf_counter()
+            insert_leads(org, hubspot if step else None, (Planned("US-East", NOW, step) for _ in range(steps)))
+            populate_s = time.perf_counter() - started
+            sessions = session_factory(org.engine)
+            rt = org.demo.runtime(sessions, clock, None, None, hubspot, slack, 1)
+            profiler = _profiler() if profile else None
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            fired = tick(sessions, rt.ctx, NOW)
+            decide_s, decide_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
+            if profiler is not None:
+                profiler.stop()
+                (RESULTS / f"profile_burst_{db}.txt").write_text(profiler.output_text(unicode=False, color=False))
+            dispatched: Counter[str] = Counter()
+            calls_before = len(slack.export())
+            while True:
+                outcome = jobs.dispatch(rt, NOW)
+                dispatched.update(outcome)
+                if not outcome:
+                    break
+            dispatch_s = time.perf_counter() - t0 - decide_s
+            with transaction(sessions) as session:
+                audit_rows = session.scalar(select(func.count()).select_from(AuditRow)) or 0
+                by_status = {status: n for status, n in session.execute(
+                    select(OutboxRow.status, func.count()).group_by(OutboxRow.status))}
+            decided = sum(count for kind, count in fired.items() if kind.startswith("sla_"))
+            assert decided == steps, fired  # every due step decided once
+            return {"db": db, "mix": mix, "steps": steps, "decided": decided, "audit_rows": audit_rows,
+                    "decide_s": round(decide_s, 2), "steps_per_s": round(decided / decide_s),
+                    # this process's CPU time: on a shared, loaded machine the fairer figure
+                    "decide_cpu_s": round(decide_cpu_s, 2), "steps_per_cpu_s": round(decided / decide_cpu_s),
+                    "last_effect_dispatched_s": round(decide_s + dispatch_s, 2),
+                    "dispatch_s": round(dispatch_s, 2), "effects": by_status,
+                    "slack_messages": len(slack.export()) - calls_before, "populate_s": round(populate_s, 1)}
+        finally:
+            hubspot.stop()
+            slack.stop()
+
+
+def _profiler() -> Any:
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.002)
+    profiler.start()
+    return profiler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--mix", choices=sorted(MIX_STEP), default="warning")
+    parser.add_argument("--profile", action="store_true", help="pyinstrument the tick; text in scripts/results/")
+    parser.add_argument("--label", default="after", help="key of this run in the JSON (e.g. before / after)")
+    args = parser.parse_args()
+    info = machine()
+    rows = [run(db, args.steps, args.mix, args.profile)
+            for db in (["sqlite", "postgres"] if args.db == "both" else [args.db])]
+    print(f"burst: {args.steps} {args.mix} steps due at once; {info['cpus']} CPUs ({info['cpu_model']}), "
+          f"load {info['load_average_at_start']}")
+    print(f"{'db':<9}{'decided':>9}{'decide s':>10}{'steps/s':>9}{'steps/cpu-s':>13}{'dispatch s':>12}"
+          f"{'last effect s':>15}{'slack msgs':>12}  effects")
+    for row in rows:
+        print(f"{row['db']:<9}{row['decided']:>9}{row['decide_s']:>10}{row['steps_per_s']:>9}"
+              f"{row['steps_per_cpu_s']:>13}{row['dispatch_s']:>12}"
+              f"{row['last_effect_dispatched_s']:>15}{row['slack_messages']:>12}  {row['effects']}")
+    path = RESULTS / "bench_burst.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    runs = previous.get("runs", {})
+    for row in rows:
+        runs[f"{args.label}:{row['db']}:{args.mix}:{args.steps}"] = {"machine": info, **row}
+    path.write_text(json.dumps({"target_steps_per_s": 5000, "runs": runs}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
