@@ -41,8 +41,12 @@ def machine() -> dict[str, Any]:
             "started_at": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
-def target(name: str, goal: str, measured: str, met: bool | None, why: str = "") -> dict[str, Any]:
-    return {"name": name, "target": goal, "measured": measured, "met": met, "why": why}
+def target(name: str, goal: str, measured: str, met: bool | None, why: str = "", *,
+           value: float | None = None, limit: float | None = None, better: str = "lower") -> dict[str, Any]:
+    """One target row. With `value` and `limit` the doc says by how much it is met or missed
+    (`better`: "lower" when the value must stay under the limit, "higher" when it must reach it)."""
+    return {"name": name, "target": goal, "measured": measured, "met": met, "why": why,
+            "value": value, "limit": limit, "better": better}
 
 
 def write(name: str, result: dict[str, Any]) -> Path:
