@@ -90,10 +90,10 @@ def sidecar_env(**settings: str) -> dict[str, str]:
 class SidecarProcess:
     """`sidecar run` as a child process; its output goes to `log`. Stopped with SIGTERM (then SIGKILL)."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, log: Path) -> None:
+    def __init__(self, env: dict[str, str], cwd: Path, log: Path, command: list[str] | None = None) -> None:
         self.log = log
         with log.open("wb") as sink:
-            self.process = subprocess.Popen(sidecar_command("run"), cwd=cwd, env=env, stdout=sink,
+            self.process = subprocess.Popen(command or sidecar_command("run"), cwd=cwd, env=env, stdout=sink,
                                             stderr=subprocess.STDOUT)
 
     def url(self, deadline_s: float = 120.0) -> str:
@@ -129,3 +129,8 @@ def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = 60.0,
                              + child.log.read_text()[-2000:])
         time.sleep(0.2)
     raise SystemExit(f"timed out waiting for {what}")
+
+
+def routed_sidecar_command(salesforce_port: int, ca_bundle: Path) -> list[str]:
+    """`sidecar run` trusting the Salesforce emulator's throwaway CA (tests/e2e/routed_run.py)."""
+    return [sys.executable, "-m", "tests.e2e.routed_run", str(salesforce_port), str(ca_bundle)]

@@ -29,14 +29,26 @@ from sqlalchemy import func, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_common import ROOT, SidecarProcess, machine, percentile, print_table, sidecar_env, target, wait_for, write
+from bench_common import (
+    ROOT,
+    SidecarProcess,
+    machine,
+    percentile,
+    print_table,
+    routed_sidecar_command,
+    sidecar_env,
+    target,
+    wait_for,
+    write,
+)
 
 from connectors.emulators.hubspot import DEFAULT_TOKEN, HubSpotEmulator
 from connectors.emulators.salesforce import SalesforceEmulator
+from connectors.emulators.tls import make_loopback_tls
 from sidecar.policy import load_policy
 from sidecar.policy.version import record_version
 from sidecar.settings import Settings
-from sidecar.store.db import make_engine, migrate, session_factory, transaction
+from sidecar.store.db import make_engine, migrate, reading, session_factory, transaction
 from sidecar.store.models import IntakeItem, Lead
 
 SECRET = "bench-app-secret"  # the emulated app's secret: signs the load generator's webhooks
@@ -76,14 +88,14 @@ def check_applied(url: str, crm: str, accepted: list[str], leads: set[str]) -> d
     sessions = session_factory(engine)
 
     def waiting() -> int:
-        with transaction(sessions) as session:
+        with reading(sessions) as session:
             return int(session.scalar(select(func.count()).select_from(IntakeItem).where(
                 IntakeItem.crm == crm, IntakeItem.processed_at.is_(None))) or 0)
 
     started = time.monotonic()
     wait_for(lambda: waiting() == 0, f"the {crm} intake to drain", 300)
     drained_s = time.monotonic() - started
-    with transaction(sessions) as session:
+    with reading(sessions) as session:
         stored = session.scalars(select(IntakeItem.delivery_id).where(IntakeItem.crm == crm)).all()
         failed = session.scalar(select(func.count()).select_from(IntakeItem).where(
             IntakeItem.crm == crm, IntakeItem.error.is_not(None))) or 0
@@ -98,11 +110,25 @@ def check_applied(url: str, crm: str, accepted: list[str], leads: set[str]) -> d
             "drain_after_load_s": round(drained_s, 1)}
 
 
+def lead_count(url: str) -> int:
+    engine = make_engine(url)
+    try:
+        with reading(session_factory(engine)) as session:
+            return int(session.scalar(select(func.count()).select_from(Lead)) or 0)
+    finally:
+        engine.dispose()
+
+
 def one_run(workers: int, args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
     url = fresh_database(args.database_url, workdir)
     rows = []
+    tls = make_loopback_tls(workdir)
     sf = SalesforceEmulator()
-    sf.start()
+    for name, ftype in (("CompletedDateTime", "datetime"), ("ReminderDateTime", "datetime"),
+                        ("IsReminderSet", "boolean")):
+        sf.add_field("Task", name, ftype)  # standard on a real org's Task
+    sf.add_field("Task", "Sidecar_Key__c", "string", external_id=True, unique=True)  # as the README says
+    sf.start(ssl_context=tls.server_context)
     try:
         with HubSpotEmulator() as hs:
             contacts = hs.insert_many("contacts", ({"email": f"w{i}@example.com", "hs_lead_status": "NEW"}
@@ -113,9 +139,13 @@ def one_run(workers: int, args: argparse.Namespace, workdir: Path) -> list[dict[
                               hubspot_app_secret=SECRET, hubspot_portal_id=PORTAL, sf_session_id=sf.access_token,
                               sf_instance_url=sf.url, sf_organization_id=sf.org_id, web_port="0",
                               web_workers=str(workers), webhook_drain_interval_seconds="1", log_level="INFO")
-            child = SidecarProcess(env, workdir, workdir / f"run-{workers}.log")
+            sf_port = int(sf.url.rsplit(":", 1)[1].split("/")[0])
+            child = SidecarProcess(env, workdir, workdir / f"run-{workers}.log",
+                                   routed_sidecar_command(sf_port, tls.ca_bundle))
             try:
                 base = child.url()
+                # Steady state: the first poll has read every seeded lead (both CRMs) before the load.
+                wait_for(lambda: lead_count(url) >= 2 * args.leads, "the first poll of both CRMs", 300, child)
                 for kind, ids in (("hubspot", contacts), ("salesforce", leads)):
                     spec = {"kind": kind, "url": base, "requests": args.requests, "concurrency": args.concurrency,
                             "per_request": args.per_request, "ids": ids, "secret": SECRET, "org_id": sf.org_id,
@@ -145,7 +175,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="requests per CRM and worker count")
     parser.add_argument("--concurrency", type=int, default=32, help="open connections of the load generator")
     parser.add_argument("--per-request", type=int, default=10, help="events (notifications) per request")
-    parser.add_argument("--leads", type=int, default=500, help="leads the events cycle through, per CRM")
+    parser.add_argument("--leads", type=int, default=200, help="leads the events cycle through, per CRM")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--database-url", default=None, help="a scratch PostgreSQL database (emptied!)")
     args = parser.parse_args()

@@ -23,7 +23,7 @@ from sidecar.engine.patterns.shared import EngineContext
 from sidecar.failures import describe, is_network_problem
 from sidecar.ingest import apply_snapshot
 from sidecar.ports import ChangePage, CrmReader, Cursor, PermanentError, TransientError
-from sidecar.store.db import transaction
+from sidecar.store.db import reading, transaction
 from sidecar.store.models import IntakeItem, SyncCursor
 
 log = logging.getLogger(__name__)
@@ -164,25 +164,39 @@ def read_isolating(reader: CrmReader, ids: list[str]) -> tuple[list[LeadSnapshot
     return snapshots, refused
 
 
+APPLY_CHUNK = 10  # leads applied per write transaction by the webhook drain
+
+
 def drain_intake(sessions: sessionmaker[Session], ctx: EngineContext, reader: CrmReader, now: datetime,
                  batch: int = 100) -> int:
     """Read announced leads, `batch` ids per CRM call, and apply them like polled changes. An id the
     CRM refuses to read is dead-lettered on its own (`error` set, shown by `sidecar status`) and
-    never holds up the ids behind it; polling still covers that lead if it exists."""
+    never holds up the ids behind it; polling still covers that lead if it exists.
+
+    The CRM is read between two short transactions, never inside one: on SQLite a write
+    transaction holds the only writer lock, and every webhook's insert would wait behind the CRM's
+    answer (and its rate-limit pauses). Applying is safe however late: a snapshot older than the
+    lead's stored one changes nothing, and the same snapshot twice records nothing."""
     applied = 0
     while True:
+        with reading(sessions) as session:
+            pending = select(IntakeItem.id, IntakeItem.crm_id).where(IntakeItem.crm == reader.crm.value,
+                                                                     IntakeItem.processed_at.is_(None))
+            items = session.execute(pending.order_by(IntakeItem.id).limit(batch)).all()
+        if not items:
+            return applied
+        ids = list(dict.fromkeys(crm_id for _id, crm_id in items))
+        snapshots, refused = read_isolating(reader, ids)  # may raise: nothing is marked, tried again later
+        # A few leads per transaction: the writer lock is let go often enough that a webhook's
+        # insert waits for a few leads' worth of work, not a whole batch's.
+        for start in range(0, len(snapshots), APPLY_CHUNK):
+            with transaction(sessions) as session:
+                for snapshot in snapshots[start:start + APPLY_CHUNK]:
+                    _apply_one(session, ctx, snapshot, now)
+                    applied += 1
         with transaction(sessions) as session:
-            pending = select(IntakeItem).where(IntakeItem.crm == reader.crm.value,
-                                               IntakeItem.processed_at.is_(None))
-            items = list(session.scalars(pending.order_by(IntakeItem.id).limit(batch)))
-            if not items:
-                return applied
-            ids = list(dict.fromkeys(item.crm_id for item in items))
-            snapshots, refused = read_isolating(reader, ids)
-            for snapshot in snapshots:
-                _apply_one(session, ctx, snapshot, now)
-                applied += 1
-            for item in items:
+            for item in session.scalars(select(IntakeItem).where(IntakeItem.id.in_([i for i, _c in items]),
+                                                                 IntakeItem.processed_at.is_(None))):
                 item.processed_at = now
                 if item.crm_id in refused:
                     item.error = refused[item.crm_id][:500]
