@@ -14,7 +14,7 @@ with a PostgreSQL URL).
     python scripts/bench_evaluator.py --database-url postgresql+psycopg://postgres@127.0.0.1:55480/h_bench
 
 A PostgreSQL database given here is EMPTIED (schema public dropped) before each size: use a scratch one.
-About 3 minutes on SQLite and 6 on PostgreSQL on 2 cores.
+About 3 minutes on SQLite; on PostgreSQL about 9 (6 of them inserting 1M leads and clocks) on 2 cores.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def measure(url: str, size: int, repeats: int) -> tuple[dict[str, Any], list[int
         tick_times.append(time.perf_counter() - t0)
         assert sum(fired.values()) == DUE, fired
     reset_due(sessions, due_ids)
-    for _ in range(min(repeats, 2 if size >= 1_000_000 else repeats)):
+    for _ in range(1 if size >= 1_000_000 else repeats):  # 1-2 minutes each at 1M
         t0 = time.perf_counter()
         found = naive_scan(sessions, ctx.book)
         naive_times.append(time.perf_counter() - t0)
@@ -189,16 +189,46 @@ def measure(url: str, size: int, repeats: int) -> tuple[dict[str, Any], list[int
              "speedup": round(naive_ms / tick_ms, 1), "populate_s": round(populate_s, 1)}, due_ids)
 
 
+def targets_for(rows: list[dict[str, Any]], rss: dict[str, Any] | None,
+                dialect: str) -> tuple[list[dict[str, Any]], float | None]:
+    base = next((r for r in rows if r["open_clocks"] >= 10_000), None)
+    growth = round(rows[-1]["tick_ms"] / base["tick_ms"], 2) if base else None
+    largest, smallest = rows[-1], rows[0]
+    per_step = f"the tick costs {smallest['tick_ms']} ms already at {smallest['open_clocks']:,} open clocks: " \
+               f"{smallest['tick_ms'] / DUE:.0f} ms per fired step, not the scan (see the rows)"
+    targets = [
+        target(f"tick flat from {base['open_clocks'] if base else '-':,} to {largest['open_clocks']:,} open clocks "
+               f"({dialect})", "within 2x", f"{growth}x", None if growth is None else growth <= 2.0,
+               "" if growth is not None and growth <= 2.0 else per_step, value=growth, limit=2.0),
+        target(f"tick vs naive scan at {largest['open_clocks']:,} open clocks ({dialect})", ">= 50x faster",
+               f"{largest['speedup']}x ({largest['tick_ms']} ms vs {largest['naive_ms']} ms)",
+               largest["speedup"] >= 50, "" if largest["speedup"] >= 50 else
+               ("fewer open clocks than the target's 1M: the naive scan is still cheap"
+                if largest["open_clocks"] < 1_000_000 else per_step),
+               value=largest["speedup"], limit=50, better="higher"),
+    ]
+    if rss is not None:
+        targets.append(target(f"RSS of `sidecar run` with {largest['open_clocks']:,} open clocks ({dialect})",
+                              f"< {RSS_TARGET_MB} MB", f"peak {rss['peak_rss_mb']} MB",
+                              rss["peak_rss_mb"] < RSS_TARGET_MB,
+                              f"over {rss['seconds']:.0f} s of evaluate every second; "
+                              f"{rss['audit_rows']} audit rows written",
+                              value=rss["peak_rss_mb"], limit=RSS_TARGET_MB))
+    return targets, growth
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10000,100000,1000000")
+    parser.add_argument("--sizes", default=None, help="default 1000,10000,100000,1000000 "
+                        "(PostgreSQL: from 10000, to stay under 10 minutes)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--database-url", default=None,
                         help="a scratch PostgreSQL database (emptied!); default: a temporary SQLite file")
     parser.add_argument("--rss-seconds", type=float, default=20.0, help="how long `sidecar run` runs (0: skip)")
     args = parser.parse_args()
     info = machine()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in (args.sizes or ("10000,100000,1000000" if args.database_url
+                                             else "1000,10000,100000,1000000")).split(",")]
     rows: list[dict[str, Any]] = []
     rss: dict[str, Any] | None = None
     for size in sizes:
@@ -214,28 +244,10 @@ def main() -> None:
     print_table(["open clocks", "due", "tick ms", "naive ms", "speedup", "populate s"],
                 [[f"{r['open_clocks']:,}", r["due"], r["tick_ms"], r["naive_ms"], f"{r['speedup']}x",
                   r["populate_s"]] for r in rows])
-    base = next((r for r in rows if r["open_clocks"] >= 10_000), None)
-    growth = round(rows[-1]["tick_ms"] / base["tick_ms"], 2) if base else None
-    largest = rows[-1]
-    targets = [
-        target(f"tick flat from {base['open_clocks'] if base else '-':,} to {largest['open_clocks']:,} open clocks "
-               f"({dialect})", "within 2x", f"{growth}x", None if growth is None else growth <= 2.0,
-               "the tick selects only due clocks through the next_due_at index", value=growth, limit=2.0),
-        target(f"tick vs naive scan at {largest['open_clocks']:,} open clocks ({dialect})", ">= 50x faster",
-               f"{largest['speedup']}x ({largest['tick_ms']} ms vs {largest['naive_ms']} ms)",
-               largest["speedup"] >= 50, "" if largest["speedup"] >= 50 else
-               "fewer open clocks than the target's 1M: the naive scan is still cheap",
-               value=largest["speedup"], limit=50, better="higher"),
-    ]
+    targets, growth = targets_for(rows, rss, dialect)
     if rss is not None:
-        print(f"`sidecar run` with {largest['open_clocks']:,} open clocks: RSS {rss['rss_mb']} MB, "
+        print(f"`sidecar run` with {rows[-1]['open_clocks']:,} open clocks: RSS {rss['rss_mb']} MB, "
               f"peak {rss['peak_rss_mb']} MB, {rss['audit_rows']} audit rows written")
-        targets.append(target(f"RSS of `sidecar run` with {largest['open_clocks']:,} open clocks ({dialect})",
-                              f"< {RSS_TARGET_MB} MB", f"peak {rss['peak_rss_mb']} MB",
-                              rss["peak_rss_mb"] < RSS_TARGET_MB,
-                              f"over {rss['seconds']:.0f} s of evaluate every second; "
-                              f"{rss['audit_rows']} audit rows written",
-                              value=rss["peak_rss_mb"], limit=RSS_TARGET_MB))
     result = {"benchmark": f"evaluator tick vs naive scan ({dialect})",
               "database": "sqlite (file, WAL)" if dialect == "sqlite" else "postgresql (loopback)",
               "machine": info, "rows": rows, "tick_growth_from_10k_to_largest": growth, "sidecar_run": rss,
