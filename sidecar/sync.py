@@ -178,14 +178,18 @@ def drain_intake(sessions: sessionmaker[Session], ctx: EngineContext, reader: Cr
     answer (and its rate-limit pauses). Applying is safe however late: a snapshot older than the
     lead's stored one changes nothing, and the same snapshot twice records nothing."""
     applied = 0
+    crm = reader.crm.value
     while True:
         with reading(sessions) as session:
-            pending = select(IntakeItem.id, IntakeItem.crm_id).where(IntakeItem.crm == reader.crm.value,
-                                                                     IntakeItem.processed_at.is_(None))
-            items = session.execute(pending.order_by(IntakeItem.id).limit(batch)).all()
-        if not items:
-            return applied
-        ids = list(dict.fromkeys(crm_id for _id, crm_id in items))
+            pending = (IntakeItem.crm == crm, IntakeItem.processed_at.is_(None))
+            # Up to `batch` distinct leads, oldest announcement first, and every pending item for
+            # them up to `last`: a burst of events about the same leads costs one read per lead.
+            last = session.scalar(select(func.max(IntakeItem.id)).where(*pending))
+            if last is None:
+                return applied
+            first_seen = func.min(IntakeItem.id)
+            ids = list(session.scalars(select(IntakeItem.crm_id).where(*pending, IntakeItem.id <= last)
+                                       .group_by(IntakeItem.crm_id).order_by(first_seen).limit(batch)))
         snapshots, refused = read_isolating(reader, ids)  # may raise: nothing is marked, tried again later
         # A few leads per transaction: the writer lock is let go often enough that a webhook's
         # insert waits for a few leads' worth of work, not a whole batch's.
@@ -195,8 +199,9 @@ def drain_intake(sessions: sessionmaker[Session], ctx: EngineContext, reader: Cr
                     _apply_one(session, ctx, snapshot, now)
                     applied += 1
         with transaction(sessions) as session:
-            for item in session.scalars(select(IntakeItem).where(IntakeItem.id.in_([i for i, _c in items]),
-                                                                 IntakeItem.processed_at.is_(None))):
+            # Items announced after `last` may carry a newer change: they wait for the next read.
+            for item in session.scalars(select(IntakeItem).where(*pending, IntakeItem.id <= last,
+                                                                 IntakeItem.crm_id.in_(ids))):
                 item.processed_at = now
                 if item.crm_id in refused:
                     item.error = refused[item.crm_id][:500]
