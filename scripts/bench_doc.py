@@ -52,8 +52,14 @@ def cell(value: object) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def verdict(met: object) -> str:
-    return {True: "met", False: "**not met**"}.get(met, "not measured")  # type: ignore[call-overload]
+def verdict(row: dict[str, Any]) -> str:
+    """met / not met; without a verdict: not measured, or a figure the issue sets no threshold for."""
+    met = row.get("met")
+    if met is True:
+        return "met"
+    if met is False:
+        return "**not met**"
+    return "not measured" if str(row.get("measured", "")).startswith("not measured") else "no threshold"
 
 
 def margin(row: dict[str, Any]) -> str:
@@ -101,7 +107,7 @@ def section(name: str, data: dict[str, Any]) -> tuple[list[str], list[dict[str, 
     if targets:
         lines += ["| measure | target | measured | verdict | by how much | why |", "|---|---|---|---|---|---|"]
         lines += [f"| {cell(t.get('name'))} | {cell(t.get('target'))} | {cell(t.get('measured'))} | "
-                  f"{verdict(t.get('met'))} | {cell(margin(t))} | {cell(t.get('why'))} |" for t in targets]
+                  f"{verdict(t)} | {cell(margin(t))} | {cell(t.get('why'))} |" for t in targets]
         lines.append("")
     else:
         lines += ["No targets recorded in this file; its figures as written:", ""]
@@ -135,10 +141,12 @@ def render(results: Path) -> str:
     if summary:
         met = sum(1 for t in summary if t.get("met") is True)
         missed = sum(1 for t in summary if t.get("met") is False)
-        out += [f"{met} met, {missed} not met, {len(summary) - met - missed} not measured.", "",
+        unmeasured = sum(1 for t in summary if verdict(t) == "not measured")
+        out += [f"{met} met, {missed} not met, {unmeasured} not measured, "
+                f"{len(summary) - met - missed - unmeasured} without a threshold.", "",
                 "| benchmark | measure | target | measured | verdict |", "|---|---|---|---|---|"]
         out += [f"| {cell(t['benchmark'])} | {cell(t.get('name'))} | {cell(t.get('target'))} | "
-                f"{cell(t.get('measured'))} | {verdict(t.get('met'))} |" for t in summary]
+                f"{cell(t.get('measured'))} | {verdict(t)} |" for t in summary]
     else:
         out.append("No result file records targets yet.")
     out.append("")

@@ -30,6 +30,9 @@ FIXTURE = {
          "why": "one search per object type", "value": 5, "limit": 1, "better": "lower"},
         {"name": "intake p99 | 2 workers", "target": ">= 1000 req/s", "measured": "800 req/s", "met": False,
          "why": "2 shared cores", "value": 800, "limit": 1000, "better": "higher"},
+        {"name": "intake with 2 workers", "target": ">= 1000 req/s", "measured": "not measured", "met": None,
+         "why": "no SIDECAR_WEB_WORKERS"},
+        {"name": "2 instances: throughput", "target": "more steps/s", "measured": "1.6x", "met": None, "why": ""},
     ],
     "rows": [{"crm": "hubspot", "case": "idle poll", "calls": 5}],
 }
@@ -42,9 +45,11 @@ def test_renders_targets_verdicts_margins_machine_and_absent_files(tmp_path: Pat
     text = bench_doc().render(tmp_path)
 
     assert text.startswith("# Benchmarks")
-    assert "1 met, 2 not met, 0 not measured." in text
-    assert "| 4. Sync and write cost against the APIs' minimum | hubspot: idle poll | 1 call | 5 calls | **not met** |" \
-        in text
+    assert "1 met, 2 not met, 1 not measured, 1 without a threshold." in text
+    assert "| intake with 2 workers | >= 1000 req/s | not measured | not measured |" in text
+    assert "| 2 instances: throughput | more steps/s | 1.6x | no threshold |" in text
+    assert ("| 4. Sync and write cost against the APIs' minimum | hubspot: idle poll | 1 call | 5 calls "
+            "| **not met** |") in text
     assert "5.00x the limit (400 % over)" in text  # missed: by how much
     assert "0.95x the limit |" in text  # met, with room to spare
     assert "0.80x the target (20 % short)" in text  # a higher-is-better target missed
