@@ -95,6 +95,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     build = hubspot_request if spec["kind"] == "hubspot" else salesforce_request
     requests = [build(spec, i, f"{host}:{port}", path) for i in range(spec["requests"])]
     results: list[tuple[int, float] | None] = [None] * len(requests)
+    sent_unix: list[float] = [0.0] * len(requests)  # wall clock: comparable across processes
     queue = iter(range(len(requests)))
     rate = float(spec.get("rate") or 0)
     started = time.perf_counter()
@@ -108,6 +109,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                     if delay > 0:
                         await asyncio.sleep(delay)
                 t0 = time.perf_counter()
+                sent_unix[index] = time.time()
                 writer.write(requests[index][0])
                 status = await read_response(reader)
                 results[index] = (status, time.perf_counter() - t0)
@@ -122,7 +124,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     for status, _ in done:
         statuses[str(status)] = statuses.get(str(status), 0) + 1
     return {"elapsed_s": elapsed, "statuses": statuses, "latencies_s": [lat for _s, lat in done],
-            "accepted_deliveries": accepted, "sent_at": [spec["url"]]}
+            "accepted_deliveries": accepted, "sent_unix": sent_unix}
 
 
 def main() -> None:
