@@ -182,7 +182,9 @@ def drain_intake(sessions: sessionmaker[Session], ctx: EngineContext, reader: Cr
 
     Several sidecars may drain one intake: each batch is claimed in a short transaction, read from
     the CRM with no transaction open, and applied only while the claim is still ours (see
-    `_claim_intake`), so each id is applied by one sidecar."""
+    `_claim_intake`), so each id is applied by one sidecar. The CRM is never read inside a
+    transaction: on SQLite a write transaction holds the only writer lock, and every webhook's
+    insert would wait behind the CRM's answer (and its rate-limit pauses)."""
     applied = 0
     crm = reader.crm.value
     while True:
@@ -192,60 +194,80 @@ def drain_intake(sessions: sessionmaker[Session], ctx: EngineContext, reader: Cr
         token, ids = claimed
         try:
             snapshots, refused = read_isolating(reader, ids)
-            applied += _apply_claimed(sessions, ctx, crm, token, snapshots, refused, now)
+            applied += _apply_claimed(sessions, ctx, crm, token, ids, snapshots, refused, now)
         except Exception:  # the ids go back to the queue at once, for whichever sidecar drains next
             _release_intake(sessions, token)
             raise
 
 
-def _apply_claimed(sessions: sessionmaker[Session], ctx: EngineContext, crm: str, token: str,
+APPLY_CHUNK = 10  # leads applied per write transaction by the webhook drain
+
+
+def _apply_claimed(sessions: sessionmaker[Session], ctx: EngineContext, crm: str, token: str, ids: list[str],
                    snapshots: list[LeadSnapshot], refused: dict[str, str], now: datetime) -> int:
-    """Apply what was read for the rows still carrying `token`, and mark them processed; returns how
-    many snapshots were applied."""
-    with transaction(sessions) as session:
-        mine = _still_claimed(session, token)
-        if not mine:  # our lease ran out and another sidecar took the batch over: it applies it
-            log.warning("%s webhook batch: claim lost (lease expired and taken over); not applied", crm)
-            return 0
-        wanted = {item.crm_id for item in mine}
-        snapshots = [snapshot for snapshot in snapshots if snapshot.crm_id in wanted]
-        lock_leads(session, crm, (snapshot.crm_id for snapshot in snapshots))
-        for snapshot in snapshots:
-            _apply_one(session, ctx, snapshot, now)
-        for item in mine:
-            item.processed_at, item.claim_token, item.claimed_until = now, None, None
-            if item.crm_id in refused:
-                item.error = refused[item.crm_id][:500]
+    """Apply what was read for the rows still carrying `token`, and mark them processed, a few leads
+    per transaction (the SQLite writer lock is let go often enough that a webhook's insert waits for
+    a few leads' worth of work, not a whole batch's); returns how many snapshots were applied."""
+    applied = 0
+    read = {snapshot.crm_id: snapshot for snapshot in snapshots}
+    for start in range(0, len(ids), APPLY_CHUNK):
+        chunk = ids[start:start + APPLY_CHUNK]
+        with transaction(sessions) as session:
+            mine = _still_claimed(session, token, chunk)
+            if not mine:  # our lease ran out and another sidecar took the batch over: it applies it
+                log.warning("%s webhook batch: claim lost (lease expired and taken over); not applied", crm)
+                return applied
+            wanted = {item.crm_id for item in mine}
+            todo = [read[crm_id] for crm_id in chunk if crm_id in wanted and crm_id in read]
+            lock_leads(session, crm, (snapshot.crm_id for snapshot in todo))
+            for snapshot in todo:
+                _apply_one(session, ctx, snapshot, now)
+            for item in mine:
+                item.processed_at, item.claim_token, item.claimed_until = now, None, None
+                if item.crm_id in refused:
+                    item.error = refused[item.crm_id][:500]
+        applied += len(todo)
     for crm_id, why in refused.items():
-        if crm_id in wanted:
-            log.warning("%s refused to read webhook id %.40r, set aside: %s", crm, crm_id, why)
-    return len(snapshots)
+        log.warning("%s refused to read webhook id %.40r, set aside: %s", crm, crm_id, why)
+    return applied
 
 
 def _claim_intake(sessions: sessionmaker[Session], crm: str, now: datetime, batch: int,
                   lease: timedelta) -> tuple[str, list[str]] | None:
     """Claim the oldest unprocessed ids no live claim holds: (token, distinct lead ids), or None.
+    Every other free pending event about those leads up to the newest seen is claimed with them:
+    a burst of events about the same leads costs one read per lead (an event stored after this
+    claim may announce a change the read predates: it waits for its own read).
     On PostgreSQL rows another sidecar is claiming at this instant are skipped (SKIP LOCKED), not
     waited for; a claim whose lease has passed belongs to a sidecar that died, and is taken over."""
     with transaction(sessions) as session:
-        free = or_(IntakeItem.claimed_until.is_(None), IntakeItem.claimed_until < now)
-        query = (select(IntakeItem).where(IntakeItem.crm == crm, IntakeItem.processed_at.is_(None), free)
-                 .order_by(IntakeItem.id).limit(batch))
-        if session.get_bind().dialect.name == "postgresql":
+        postgres = session.get_bind().dialect.name == "postgresql"
+        free = (IntakeItem.crm == crm, IntakeItem.processed_at.is_(None),
+                or_(IntakeItem.claimed_until.is_(None), IntakeItem.claimed_until < now))
+        query = select(IntakeItem).where(*free).order_by(IntakeItem.id).limit(batch)
+        if postgres:
             query = query.with_for_update(skip_locked=True)
         items = list(session.scalars(query))
         if not items:
             return None
+        ids = list(dict.fromkeys(item.crm_id for item in items))
+        newest = session.scalar(select(func.max(IntakeItem.id)).where(*free))
+        more = select(IntakeItem).where(*free, IntakeItem.id > items[-1].id, IntakeItem.id <= newest,
+                                        IntakeItem.crm_id.in_(ids))
+        if postgres:
+            more = more.with_for_update(skip_locked=True)
+        items.extend(session.scalars(more))
         token = uuid.uuid4().hex
         for item in items:
             item.claim_token, item.claimed_until = token, now + lease
-        return token, list(dict.fromkeys(item.crm_id for item in items))
+        return token, ids
 
 
-def _still_claimed(session: Session, token: str) -> list[IntakeItem]:
-    """The rows that still carry our token, locked until the apply commits (a sidecar taking over an
-    expired claim waits for that commit, then finds them processed)."""
-    query = select(IntakeItem).where(IntakeItem.claim_token == token, IntakeItem.processed_at.is_(None))
+def _still_claimed(session: Session, token: str, crm_ids: list[str]) -> list[IntakeItem]:
+    """The rows about `crm_ids` that still carry our token, locked until the apply commits (a sidecar
+    taking over an expired claim waits for that commit, then finds them processed)."""
+    query = select(IntakeItem).where(IntakeItem.claim_token == token, IntakeItem.processed_at.is_(None),
+                                     IntakeItem.crm_id.in_(crm_ids))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
     return list(session.scalars(query.order_by(IntakeItem.id)))

@@ -102,6 +102,7 @@ class HubSpotEmulator(HubSpotObjects, HubSpotCatalog, HubSpotHelpers, HubSpotMer
         v4 = r"/crm/v4/objects/(?P<type>[^/]+)/(?P<id>\d+)/associations/(?P<to>[^/]+)"
         add("GET", v4, self._v4_list)
         add("PUT", v4 + r"/(?P<to_id>\d+)", self._v4_create)
+        add("POST", r"/crm/v4/associations/(?P<from_type>[^/]+)/(?P<to>[^/]+)/batch/read", self._v4_batch_read)
         add("GET", r"/crm/v3/owners", self._owners)
         add("GET", r"/crm/v3/owners/(?P<id>[^/]+)", self._owner)
         add("GET", r"/crm/v3/properties/(?P<type>[^/]+)", self._properties)
@@ -197,6 +198,8 @@ def required_scope(method: str, path: str) -> str | None:
     if path.startswith("/crm/v3/owners"):
         return "crm.objects.owners.read"
     match = _OBJECT_PATH.match(path)
+    if match is None and path.startswith("/crm/v4/associations/") and path.endswith("/batch/read"):
+        return "crm.objects.contacts.read"  # reading links of contacts and their engagements
     if match is None:
         return None
     try:

@@ -9,6 +9,8 @@ from connectors.emulators.http import Request, Response
 from connectors.emulators.hubspot_base import HubSpotBase
 from connectors.emulators.hubspot_store import ApiError, PropertyDef, resolve_type
 
+ASSOCIATION_BATCH_MAX = 1000
+
 OWNERS_MAX = 500
 # Objects whose properties may require unique values: HubSpot documents them for contacts,
 # companies, deals, tickets and custom objects (developers.hubspot.com changelog "Unique Properties
@@ -30,6 +32,41 @@ class HubSpotCatalog(HubSpotBase):
                     "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": type_id, "label": None}]}
                    for to_id, type_id in self.store.associated(object_type.name, record.id, target.name)]
         return Response(200, {"results": results})
+
+    def _v4_batch_read(self, request: Request) -> Response:
+        """POST /crm/v4/associations/{from}/{to}/batch/read: each input's associated ids, at most
+        ASSOCIATION_BATCH_MAX inputs (HubSpot's limit since 2025-02-10, developer changelog "Batch
+        Read Limit for HubSpot Associations API"). Inputs without any association, or unknown, are
+        listed under `errors` with status 207, as HubSpot does; the others under `results`."""
+        object_type = resolve_type(request.params["from_type"])
+        target = resolve_type(request.params["to"])
+        inputs = (request.json() or {}).get("inputs") or []
+        if len(inputs) > ASSOCIATION_BATCH_MAX:
+            raise ApiError(400, "VALIDATION_ERROR", f"Too many inputs. Maximum allowed is {ASSOCIATION_BATCH_MAX}")
+        results, missing = [], []
+        for item in inputs:
+            raw = str((item or {}).get("id"))
+            try:
+                record = self.store.get(object_type, raw)
+            except ApiError:
+                missing.append(raw)
+                continue
+            linked = self.store.associated(object_type.name, record.id, target.name)
+            if not linked:
+                missing.append(raw)
+                continue
+            results.append({"from": {"id": raw}, "to": [
+                {"toObjectId": to_id, "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": type_id,
+                                                             "label": None}]} for to_id, type_id in linked]})
+        body: dict[str, Any] = {"status": "COMPLETE", "results": results}
+        if not missing:
+            return Response(200, body)
+        body["numErrors"] = len(missing)
+        body["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND",
+                           "subCategory": "crm.associations.NO_ASSOCIATIONS_FOUND",
+                           "message": f"No {target.name} is associated with {object_type.singular} {raw}.",
+                           "context": {"fromObjectId": [raw]}, "errors": []} for raw in missing]
+        return Response(207, body)
 
     def _v4_create(self, request: Request) -> Response:
         object_type = resolve_type(request.params["type"])

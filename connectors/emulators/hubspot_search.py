@@ -21,6 +21,7 @@ MAX_SEARCH_RESULTS = 10_000
 MAX_FILTER_GROUPS = 5
 MAX_FILTERS_PER_GROUP = 6
 MAX_FILTERS_TOTAL = 18
+MAX_IN_VALUES = 100  # IN / NOT_IN take at most 100 values (HubSpot search guide, "Limitations")
 
 OPERATORS = frozenset(
     {"EQ", "NEQ", "LT", "LTE", "GT", "GTE", "BETWEEN", "IN", "NOT_IN", "HAS_PROPERTY",
@@ -268,6 +269,8 @@ def _validate_filter(flt: Any) -> None:
     if operator in _MULTI:
         if not isinstance(flt.get("values"), list):
             raise SearchError(f"{operator} needs a values list")
+        if len(flt["values"]) > MAX_IN_VALUES:
+            raise SearchError(f"{operator} takes at most {MAX_IN_VALUES} values")
     elif operator not in _VALUELESS and flt.get("value") is None:
         raise SearchError(f"{operator} needs a value")
     if operator == "BETWEEN" and flt.get("highValue") is None:

@@ -24,8 +24,8 @@ index yet. So:
    `settle_s`, step 1 finds the record, or shows it never landed, and the key is created.
 A duplicate therefore needs an index lag longer than `settle_s` (or than the lease after a crash);
 third-party reports put HubSpot's lag at seconds. A definite failure (4xx, 429) wrote nothing and
-is retried without waiting. Cost: one search per 50 keys before creating (1,000 tasks: 20 searches
-and 10 creates); a replay creates nothing.
+is retried without waiting. Cost: one search per 100 keys before creating (1,000 tasks: 10 searches
+and 10 creates; keys with capitals need two values each, so up to 20); a replay creates nothing.
 """
 
 from __future__ import annotations
@@ -42,9 +42,10 @@ from sidecar.ports import PermanentError, TransientError
 log = logging.getLogger(__name__)
 
 BATCH = 100
-# Keys per search: each goes in as itself and, when it has capitals, lower-cased too (HubSpot's
-# IN filter on string values is safest with lower-case values), so at most 100 values a search.
-SEARCH_KEYS = 50
+# Values per search: HubSpot's IN filter takes at most 100. Each key goes in as itself and, when it
+# has capitals, lower-cased too (the IN filter on string values is safest with lower-case values),
+# so a search covers 100 lower-case keys, or as few as 50 with capitals.
+SEARCH_VALUES = 100
 SEARCH_PAGE = 200
 # Refused sub-batches allowed while isolating invalid inputs of one batch of 100: enough to single
 # out two bad inputs (2 x log2(100) halvings), and a bound when every input is refused alike.
@@ -219,9 +220,7 @@ class KeyedCreates:
         """key -> id of the records search lists with these keys (oldest id if, against all odds,
         one key is on two records). Only finds what the index holds: see the module docstring."""
         found: dict[str, str] = {}
-        for start in range(0, len(keys), SEARCH_KEYS):
-            chunk = list(keys[start:start + SEARCH_KEYS])
-            values = list(dict.fromkeys([*chunk, *(k.lower() for k in chunk)]))
+        for chunk, values in key_chunks(keys):
             wanted = set(chunk)
             after: str | None = None
             while True:
@@ -244,3 +243,21 @@ class KeyedCreates:
                 if not after:
                     break
         return found
+
+
+def key_chunks(keys: Sequence[str]) -> list[tuple[list[str], list[str]]]:
+    """The keys in order, cut so that each chunk's IN values (every key, and its lower-case form
+    when that differs) number at most SEARCH_VALUES: (keys, values) per search."""
+    chunks: list[tuple[list[str], list[str]]] = []
+    chunk: list[str] = []
+    values: dict[str, None] = {}
+    for key in dict.fromkeys(keys):
+        mine = dict.fromkeys([key, key.lower()])
+        if chunk and len(values) + len([v for v in mine if v not in values]) > SEARCH_VALUES:
+            chunks.append((chunk, list(values)))
+            chunk, values = [], {}
+        chunk.append(key)
+        values.update(mine)
+    if chunk:
+        chunks.append((chunk, list(values)))
+    return chunks

@@ -126,7 +126,7 @@ class HubSpotWriter:
     def create_tasks(self, items: Sequence[tuple[TaskRequest, str]]) -> Mapping[str, str | Exception]:
         """`BatchTaskWriter`: per key the id of its task (created now or found), or the error of that
         item alone. One batch create per 100 new keys (1,000 tasks: 10 calls), associations
-        included, after one search per 50 keys for records an earlier attempt wrote; keys found are
+        included, after one search per 100 keys for records an earlier attempt wrote; keys found are
         never updated (a task a rep completed stays completed). Raises only when nothing could be
         done (the first call failed as a whole: 429 after retries, token or scope problems)."""
         return self.creates.create_all("tasks", [(self._task_props(task), task.lead.crm_id, key)

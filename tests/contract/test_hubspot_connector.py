@@ -12,10 +12,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from connectors.emulators.hubspot import HubSpotEmulator
+from connectors.emulators.hubspot import DEFAULT_TOKEN, HubSpotEmulator
 from connectors.hubspot.api import HubSpotApi
 from connectors.hubspot.auth import Credentials, HubSpotAuth, check_access
 from connectors.hubspot.fields import FieldMap, load_field_map, missing_properties
@@ -151,9 +152,9 @@ def test_logged_call_is_call_logged_progress_at_its_timestamp(
     assert [(a.crm_id, a.kind, a.at, a.by) for a in activities] == [
         (call, ProgressKind.CALL_LOGGED, call_at, "70000001")]
     assert pages[0].cursor == cursor  # engagement-driven reads never move the lead cursor
-    # The emulator has no v4 batch association read: one read per engagement; none for the
-    # cancelled meeting, which is not progress.
-    assert reader.engagements.association_reads == 1
+    # One v4 batch association read for the call (none for the cancelled meeting, which is not
+    # progress), no per-engagement read.
+    assert (reader.engagements.batch_association_reads, reader.engagements.association_reads) == (1, 0)
     # The webhook path (read_leads) finds the same progress from the contact side.
     (snap,) = reader.read_leads([contact])
     assert [(a.crm_id, a.kind) for a in snap.activities] == [(call, ProgressKind.CALL_LOGGED)]
@@ -232,10 +233,10 @@ def test_batch_of_150_tasks_with_repeats_uses_few_calls(
     ids = writer.create_tasks(items)
     assert ids["key-7"] == already and len(set(ids.values())) == 150 and set(ids) == {k for _t, k in items}
     assert len(emulator.records("tasks")) == 150
-    # One search per 50 keys finds key-7 (keys are not unique on tasks: HubSpot would not refuse a
-    # second one); the other 99 of the first 100 in one create, the last 50 in another. Created
-    # records are matched to keys by the key property echoed in the results: no read-back.
-    assert api.calls == {"search_api.do_search": 3, "batch_api.create": 2}
+    # One search per 100 lower-case keys finds key-7 (keys are not unique on tasks: HubSpot would not
+    # refuse a second one); the other 99 of the first 100 in one create, the last 50 in another.
+    # Created records are matched to keys by the key property echoed in the results: no read-back.
+    assert api.calls == {"search_api.do_search": 2, "batch_api.create": 2}
 
 
 def test_an_invalid_task_fails_alone_and_a_replay_creates_nothing(
@@ -385,3 +386,38 @@ def test_poll_lands_leads_and_events_in_the_store(
         assert leads[ids[0]].last_progress_at is not None
     # A third poll with nothing new changes nothing.
     assert poll(sessions, ctx, reader, clock()).events == 0
+
+
+def test_reading_100_announced_leads_takes_one_batch_association_read_per_engagement_type(
+    emulator: HubSpotEmulator, reader: HubSpotReader, api: HubSpotApi, clock: Clock
+) -> None:
+    """The webhook path's targeted read: 100 contacts cost 2 batch reads (properties, then owner
+    history in 50s) and one v4 batch association read per engagement type, not one read per contact
+    and type (405 calls before the emulator answered the batch endpoint)."""
+    contacts = emulator.insert_many("contacts", ({"email": f"b{i}@example.com"} for i in range(100)))
+    call = emulator.insert("calls", {"hs_timestamp": (START - timedelta(minutes=5)).isoformat(),
+                                     "hs_call_status": "COMPLETED"})
+    emulator.associate("calls", call, "contacts", contacts[42])
+    api.calls.clear()
+    snaps = reader.read_leads(contacts)
+    assert sorted(s.crm_id for s in snaps) == sorted(contacts)
+    assert {s.crm_id: [a.crm_id for a in s.activities] for s in snaps if s.activities} == {contacts[42]: [call]}
+    assert api.calls["batch_api.get_page"] == 4 and "basic_api.get_page" not in api.calls
+    assert reader.engagements.association_reads == 0
+
+
+def test_the_emulator_batch_association_read_lists_ids_without_links_as_errors(emulator: HubSpotEmulator) -> None:
+    contact, lonely = emulator.insert("contacts", {"email": "x@example.com"}), emulator.insert("contacts", {})
+    call = emulator.insert("calls", {"hs_call_status": "COMPLETED"})
+    emulator.associate("calls", call, "contacts", contact)
+    http = requests.Session()
+    http.trust_env = False
+    url = f"{emulator.url}/crm/v4/associations/contacts/calls/batch/read"
+    headers = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
+    answer = http.post(url, json={"inputs": [{"id": contact}, {"id": lonely}]}, headers=headers, timeout=10)
+    assert answer.status_code == 207
+    body = answer.json()
+    assert [(r["from"]["id"], [t["toObjectId"] for t in r["to"]]) for r in body["results"]] == [(contact, [int(call)])]
+    assert [e["context"]["fromObjectId"] for e in body["errors"]] == [[lonely]]
+    too_many = http.post(url, json={"inputs": [{"id": str(i)} for i in range(1001)]}, headers=headers, timeout=10)
+    assert too_many.status_code == 400

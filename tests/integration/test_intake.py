@@ -79,3 +79,37 @@ def test_a_restart_on_sqlite_gives_back_the_ids_a_killed_drain_had_claimed(sessi
         assert released == 0
         assert drain_intake(sessions, context(), reader, ny(24, 8, 7)) == 2
     assert reader.reads == [["00QA", "00QB"]]
+
+
+def test_a_burst_of_events_about_the_same_leads_costs_one_read_per_lead(sessions: sessionmaker[Session]) -> None:
+    """1,000 events about 20 leads: one CRM read of the 20 ids, every event marked processed."""
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    with transaction(sessions) as session:
+        enqueue_intake(session, "salesforce", [(f"burst-{i}", f"00Q{i % 20}") for i in range(1000)], ny(24, 8))
+    reader = Reader()
+    assert drain_intake(sessions, context(), reader, ny(24, 8, 1)) == 20
+    assert [sorted(ids) for ids in reader.reads] == [sorted(f"00Q{i}" for i in range(20))]
+    with transaction(sessions) as session:
+        assert session.scalar(select(func.count()).select_from(IntakeItem)
+                              .where(IntakeItem.processed_at.is_(None))) == 0
+
+
+def test_an_event_stored_while_its_lead_is_being_read_is_read_again(sessions: sessionmaker[Session]) -> None:
+    """The read may predate the change a later event announces: that event waits for its own read."""
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    with transaction(sessions) as session:
+        enqueue_intake(session, "salesforce", [("early", "00QA")], ny(24, 8))
+
+    class LateEvent(Reader):
+        def read_leads(self, crm_ids: Sequence[str]) -> list[LeadSnapshot]:
+            if not self.reads:  # a webhook lands between our read and our write
+                with transaction(sessions) as session:
+                    enqueue_intake(session, "salesforce", [("late", "00QA")], ny(24, 8, 1))
+            return super().read_leads(crm_ids)
+
+    reader = LateEvent()
+    drain_intake(sessions, context(), reader, ny(24, 8, 2))
+    assert reader.reads == [["00QA"], ["00QA"]]  # read again for the late event
+    with transaction(sessions) as session:
+        assert session.scalar(select(func.count()).select_from(IntakeItem)
+                              .where(IntakeItem.processed_at.is_(None))) == 0
