@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from pydantic import TypeAdapter
 from sqlalchemy import and_, or_, select, update
@@ -25,7 +25,6 @@ from sidecar import audit
 from sidecar.noise import shape
 from sidecar.policy.model import NoiseControl
 from sidecar.ports import (
-    BatchTaskWriter,
     ConflictError,
     CrmWriter,
     LeadUpdate,
@@ -55,6 +54,11 @@ ACTIONS: dict[str, tuple[str, type[Any]]] = {
 }
 _ADAPTERS = {action: TypeAdapter(kind) for action, (_port, kind) in ACTIONS.items()}
 _ACTION_OF = {kind: action for action, (_port, kind) in ACTIONS.items()}
+# Effects a CRM writer may perform many at a time: the optional batch method (sidecar.ports
+# BatchTaskWriter, BatchNoteWriter, BatchOwnerWriter) for each request type.
+BATCH_METHODS: dict[type[Any], str] = {TaskRequest: "create_tasks", NoteRequest: "add_notes",
+                                       OwnerChange: "change_owners"}
+_CREATES = frozenset({"create_tasks", "add_notes"})  # told which keys were never sent before
 
 
 @dataclass
@@ -225,10 +229,10 @@ def dispatch(sessions: sessionmaker[Session], ports: Ports, now: datetime, *, ba
         outcomes["skipped"] += skipped
         if not claims:
             break
-        sends, task_batches = _batch_tasks(ports, shaped.sends)
+        sends, batches = _batch_writes(ports, shaped.sends)
         done_before = outcomes["done"]
-        for crm, group in task_batches.items():
-            _perform_tasks(sessions, ports, crm, group, now, retry, outcomes)
+        for (crm, method), group in batches.items():
+            _perform_batch(sessions, ports, crm, method, group, now, retry, outcomes)
         for group in sends:
             _perform_all(sessions, ports, group, now, retry, outcomes)
         retried = [claim.id for claim in claims if claim.attempt > 1]
@@ -255,36 +259,43 @@ def _resume_backlog(sessions: sessionmaker[Session], retried: list[int], now: da
         ).values(next_attempt_at=now))
 
 
-def _batch_tasks(ports: Ports, sends: list[list[_Claim]]) -> tuple[list[list[_Claim]], dict[str, list[_Claim]]]:
-    """Tasks for a CRM whose writer can batch go out together (1,000 tasks in a handful of calls)."""
+def _batch_writes(ports: Ports, sends: list[list[_Claim]]
+                  ) -> tuple[list[list[_Claim]], dict[tuple[str, str], list[_Claim]]]:
+    """Tasks, notes and owner changes for a CRM whose writer can batch them go out together, by kind
+    (1,000 of them in a handful of calls). Claim order is kept within a kind; an effect that
+    depends on another is never claimed with it (`_claim` waits for the prerequisite to be done)."""
     rest: list[list[_Claim]] = []
-    batches: dict[str, list[_Claim]] = {}
+    batches: dict[tuple[str, str], list[_Claim]] = {}
     for group in sends:
         request = group[0].request
-        if len(group) == 1 and isinstance(request, TaskRequest):
+        method = BATCH_METHODS.get(type(request))
+        if len(group) == 1 and method is not None and not isinstance(request, Notification):
             writer = ports.writers.get(request.lead.crm.value)
-            if writer is not None and hasattr(writer, "create_tasks"):
-                batches.setdefault(request.lead.crm.value, []).append(group[0])
+            if writer is not None and hasattr(writer, method):
+                batches.setdefault((request.lead.crm.value, method), []).append(group[0])
                 continue
         rest.append(group)
-    for crm, group in list(batches.items()):
-        if len(group) == 1:  # a batch of one is just a create_task
-            rest.append(batches.pop(crm))
+    for batch_key, group in list(batches.items()):
+        if len(group) == 1:  # a batch of one takes the single-item path
+            rest.append(batches.pop(batch_key))
     return rest, batches
 
 
-def _perform_tasks(sessions: sessionmaker[Session], ports: Ports, crm: str, group: list[_Claim], now: datetime,
-                   retry: RetryPolicy, outcomes: Counter[str]) -> None:
-    """One batch call; each task settles on its own result (one bad task fails alone)."""
-    writer = cast(BatchTaskWriter, ports.writers[crm])
-    items = [(cast(TaskRequest, claim.request), claim.key) for claim in group]
+def _perform_batch(sessions: sessionmaker[Session], ports: Ports, crm: str, method: str, group: list[_Claim],
+                   now: datetime, retry: RetryPolicy, outcomes: Counter[str]) -> None:
+    """One batch method call; each effect settles on its own result (one bad item fails alone)."""
+    perform = getattr(ports.writers[crm], method)
+    items = [(claim.request, claim.key) for claim in group]
+    # A first attempt (claimed with attempts 0 -> 1) was never sent: a crash, a lost lease or an
+    # unknown outcome all leave the row claimed again with attempts >= 2, which is looked up first.
+    unsent = {"unsent": frozenset(claim.key for claim in group if claim.attempt == 1)} if method in _CREATES else {}
     try:
-        results: Mapping[str, str | Exception] = writer.create_tasks(items)
-    except Exception as exc:  # the whole call failed: every task gets the same outcome
+        results: Mapping[str, str | Exception] = perform(items, **unsent)
+    except Exception as exc:  # the whole call failed: every item gets the same outcome
         results = dict.fromkeys((claim.key for claim in group), exc)
     with transaction(sessions) as session:
         for claim in group:
-            result = results.get(claim.key, TransientError("the batch answer had no result for this task"))
+            result = results.get(claim.key, TransientError("the batch answer had no result for this effect"))
             outcomes[_settle(session, claim, _outcome(result, claim.key), now, retry)] += 1
 
 

@@ -6,7 +6,7 @@ plain frozen dataclasses so that they can sit in the outbox as JSON (see `outbox
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -177,9 +177,33 @@ class CrmWriter(Protocol):
 class BatchTaskWriter(Protocol):
     """Optional on a CrmWriter: many tasks in few API calls (the dispatcher uses it when present)."""
 
-    def create_tasks(self, items: Sequence[tuple[TaskRequest, str]]) -> Mapping[str, str | Exception]:
+    def create_tasks(self, items: Sequence[tuple[TaskRequest, str]],
+                     unsent: Collection[str] = ()) -> Mapping[str, str | Exception]:
         """(request, idempotency key) pairs -> per key: the task id (created or found), or the
-        TransientError / PermanentError for that item alone."""
+        TransientError / PermanentError for that item alone. `unsent`: keys no earlier attempt ever
+        sent (the dispatcher's first attempt at them), so there is nothing to look up before
+        creating; any other key may have been written by an attempt whose outcome was lost."""
+        ...
+
+
+class BatchNoteWriter(Protocol):
+    """Optional on a CrmWriter: many notes in few API calls (the dispatcher uses it when present)."""
+
+    def add_notes(self, items: Sequence[tuple[NoteRequest, str]],
+                  unsent: Collection[str] = ()) -> Mapping[str, str | Exception]:
+        """(request, idempotency key) pairs -> per key: the note id (created or found), or the error
+        of that item alone. `unsent` as for `BatchTaskWriter.create_tasks`."""
+        ...
+
+
+class BatchOwnerWriter(Protocol):
+    """Optional on a CrmWriter: many conditional owner changes in few API calls (one batched read
+    of the current owners, then one batched write of those still owned as the decision saw)."""
+
+    def change_owners(self, items: Sequence[tuple[OwnerChange, str]]) -> Mapping[str, str | Exception]:
+        """(change, idempotency key) pairs -> per key: "owner:<to_owner_id>" when the lead has that
+        owner now (written, or already so), or that item's own error (ConflictError when a person
+        changed the lead since the decision: their change stands)."""
         ...
 
 

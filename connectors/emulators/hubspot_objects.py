@@ -194,6 +194,13 @@ class HubSpotObjects(HubSpotBase):
         else:
             id_property = body.get("idProperty")
             self.store.check_id_property(object_type, id_property)  # the whole batch is refused
+            if op == "update":  # validated first as well: one invalid input fails the whole batch
+                ids = [str(item.get("id")) for item in inputs]
+                if len(set(ids)) < len(ids):
+                    raise ApiError(400, "VALIDATION_ERROR", "Duplicate IDs found in batch input: "
+                                   f"{sorted({i for i in ids if ids.count(i) > 1})}")
+                for item in inputs:
+                    self.store.normalise(object_type, item.get("properties") or {}, strict=True)
             # batch/read?archived=true answers archived records only (deleted, merged away).
             archived = op == "read" and self._flag(request, "archived")
             for item in inputs:

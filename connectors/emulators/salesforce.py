@@ -106,6 +106,7 @@ class SalesforceEmulator(SalesforceQueries, SalesforceRecords, SalesforceHelpers
         add("POST", _V + r"/composite/sobjects", lambda r: self._composite(r, creating=True))
         add("PATCH", _V + r"/composite/sobjects", lambda r: self._composite(r, creating=False))
         add("PATCH", _V + r"/composite/sobjects/(?P<sobject>\w+)/(?P<field>\w+)", self._upsert)
+        add("POST", _V + r"/composite/sobjects/(?P<sobject>\w+)", self._retrieve)
         add("POST", _V + r"/composite", self._composite_request)
         add("POST", _V + r"/jobs/query", lambda r: self.bulk.create(r, self._actor, self._body(r)))
         add("GET", _V + r"/jobs/query/(?P<job>750\w+)", self.bulk.status)

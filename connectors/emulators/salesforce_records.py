@@ -24,6 +24,8 @@ from connectors.emulators.salesforce_composite import (
 )
 from connectors.emulators.soql import parse_sf_datetime
 
+RETRIEVE_MAX = 2000  # ids per sObject Collections retrieve (POST with the ids in the body)
+
 
 class SalesforceRecords(SalesforceBase):
     def _record(self, request: Request) -> tuple[str, dict[str, Any]]:
@@ -91,6 +93,33 @@ class SalesforceRecords(SalesforceBase):
             raise ApiError(400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit more than "
                            f"{COMPOSITE_MAX} records into this call")
         return records, bool(body.get("allOrNone"))
+
+    def _retrieve(self, request: Request) -> Response:
+        """`POST /composite/sobjects/{sObject}` with `{"ids": [...], "fields": [...]}`: up to 2,000
+        records of one type, one answer per id in request order, null for an id that is not (or no
+        longer) a readable record of that type; an unknown field fails the whole call (400). The
+        code for more than 2,000 ids is our approximation (Salesforce documents the limit only)."""
+        sobject = self._sobject(request.params["sobject"])
+        body = self._body(request)
+        ids, fields = (body.get("ids"), body.get("fields")) if isinstance(body, dict) else (None, None)
+        if not isinstance(ids, list) or not ids or not isinstance(fields, list) or not fields:
+            raise ApiError(400, "JSON_PARSER_ERROR", "ids and fields are required")
+        if len(ids) > RETRIEVE_MAX:
+            raise ApiError(400, "EXCEEDED_ID_LIMIT", f"cannot retrieve more than {RETRIEVE_MAX} records in one call")
+        names = {n.lower(): n for n in self.store.schemas[sobject]}
+        unknown = [str(f) for f in fields if str(f).lower() not in names]
+        if unknown:
+            raise ApiError(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on entity '{sobject}'")
+        answers: list[dict[str, Any] | None] = []
+        for record_id in ids:
+            record = self.store.get(sobject, str(record_id))
+            if record is None or record.get("IsDeleted"):
+                answers.append(None)
+                continue
+            row = {names[str(f).lower()]: record.get(names[str(f).lower()]) for f in fields}
+            row.setdefault("Id", record["Id"])
+            answers.append(attributed(sobject, request.params["version"], record["Id"], row))
+        return Response(200, answers)
 
     def _composite(self, request: Request, *, creating: bool) -> Response:
         records, all_or_none = self._composite_records(request)

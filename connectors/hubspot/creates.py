@@ -26,12 +26,14 @@ A duplicate therefore needs an index lag longer than `settle_s` (or than the lea
 third-party reports put HubSpot's lag at seconds. A definite failure (4xx, 429) wrote nothing and
 is retried without waiting. Cost: one search per 100 keys before creating (1,000 tasks: 10 searches
 and 10 creates; keys with capitals need two values each, so up to 20); a replay creates nothing.
+Keys the caller names `unsent` (the dispatcher's first attempt at them: no earlier attempt can have
+written anything) skip the search: 1,000 new tasks = 10 creates.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -82,9 +84,17 @@ class KeyedCreates:
             self._unique[object_type] = bool((definition or {}).get("hasUniqueValue"))
         return self._unique[object_type]
 
+    def learned_unique(self, object_type: str, unique: bool) -> None:
+        """What creating the property just showed (`HubSpotWriter.ensure_properties`)."""
+        self._unique[object_type] = unique
+
     # -- creates -----------------------------------------------------------------------------------
 
-    def create_all(self, object_type: str, items: Sequence[tuple[dict[str, str], str, str]]) -> Results:
+    def create_all(self, object_type: str, items: Sequence[tuple[dict[str, str], str, str]],
+                   unsent: Collection[str] = ()) -> Results:
+        """Per key the record's id (created now, or found) or that item's own error. Keys in
+        `unsent` were never sent by any earlier attempt (the dispatcher's first attempt at them):
+        nothing to search for, they are created at once (1,000 new tasks: 10 calls)."""
         todo: dict[str, tuple[dict[str, str], str]] = {}
         for props, lead, key in items:
             todo.setdefault(key, (props, lead))  # one key, one record: the first request for it counts
@@ -92,7 +102,7 @@ class KeyedCreates:
         results: Results = {}
         for start in range(0, len(keyed), BATCH):
             try:
-                results.update(self._chunk(object_type, dict(keyed[start:start + BATCH])))
+                results.update(self._chunk(object_type, dict(keyed[start:start + BATCH]), unsent))
             except (TransientError, PermanentError) as exc:
                 if not results:
                     raise  # nothing done: the whole call failed
@@ -101,7 +111,7 @@ class KeyedCreates:
                 break
         return results
 
-    def _chunk(self, object_type: str, todo: Todo) -> Results:
+    def _chunk(self, object_type: str, todo: Todo, unsent: Collection[str]) -> Results:
         if self.unique(object_type):
             return self._create(object_type, todo, [SPLIT_BUDGET], unique=True)
         now = self.clock()
@@ -114,7 +124,9 @@ class KeyedCreates:
                     f"{left.total_seconds():.0f} s (HubSpot's search index lags writes)",
                     retry_after=left.total_seconds())
         rest = {key: value for key, value in todo.items() if key not in results}
-        found = self.search(object_type, list(rest)) if rest else {}
+        # A key this process saw end uncertain is searched even if the caller thinks it unsent.
+        sent = [key for key in rest if key not in unsent or key in self._uncertain]
+        found = self.search(object_type, sent) if sent else {}
         for key in found:
             self._uncertain.pop(key, None)
         results.update(found)

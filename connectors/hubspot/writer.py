@@ -14,7 +14,7 @@ alone while the rest of its batch is written.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +22,8 @@ from connectors.hubspot.api import HubSpotApi
 from connectors.hubspot.creates import SETTLE_S, WRITE_SCOPE, KeyedCreates
 from connectors.hubspot.errors import Rejected
 from connectors.hubspot.fields import FieldMap
-from connectors.hubspot.mapping import epoch_ms, parse_time
+from connectors.hubspot.mapping import epoch_ms
+from connectors.hubspot.owners import OwnerBatches, judge
 from sidecar.domain import Crm
 from sidecar.ports import (
     ConflictError,
@@ -68,6 +69,7 @@ class HubSpotWriter:
                 "as contacts (object: contacts)")
         self.creates = KeyedCreates(api, key_property, lambda kind: self.association_types[(kind, fields.object)],
                                     clock, settle_s)
+        self.owners = OwnerBatches(api, fields.object, fields.owner, lambda change: self.change_owner(change, ""))
 
     def ensure_properties(self) -> list[str]:
         """Create the idempotency-key property on tasks and notes; returns those created now.
@@ -91,6 +93,7 @@ class HubSpotWriter:
                         continue  # unique values refused on this object: a plain property
                     raise
                 created.append(f"{object_type}.{self.key_property}")
+                self.creates.learned_unique(object_type, unique)  # no need to read the definition back
                 break
         return created
 
@@ -123,20 +126,26 @@ class HubSpotWriter:
     def create_task(self, task: TaskRequest, idempotency_key: str) -> str:
         return _one(self.create_tasks([(task, idempotency_key)]), idempotency_key)
 
-    def create_tasks(self, items: Sequence[tuple[TaskRequest, str]]) -> Mapping[str, str | Exception]:
+    def create_tasks(self, items: Sequence[tuple[TaskRequest, str]],
+                     unsent: Collection[str] = ()) -> Mapping[str, str | Exception]:
         """`BatchTaskWriter`: per key the id of its task (created now or found), or the error of that
         item alone. One batch create per 100 new keys (1,000 tasks: 10 calls), associations
         included, after one search per 100 keys for records an earlier attempt wrote; keys found are
         never updated (a task a rep completed stays completed). Raises only when nothing could be
         done (the first call failed as a whole: 429 after retries, token or scope problems)."""
         return self.creates.create_all("tasks", [(self._task_props(task), task.lead.crm_id, key)
-                                                 for task, key in items])
+                                                 for task, key in items], unsent)
 
     def add_note(self, note: NoteRequest, idempotency_key: str) -> str:
-        props = {"hs_note_body": _with_link(note.body, note.lead.record_url),
-                 "hs_timestamp": str(epoch_ms(note.at))}
-        return _one(self.creates.create_all("notes", [(props, note.lead.crm_id, idempotency_key)]),
-                    idempotency_key)
+        return _one(self.add_notes([(note, idempotency_key)]), idempotency_key)
+
+    def add_notes(self, items: Sequence[tuple[NoteRequest, str]],
+                  unsent: Collection[str] = ()) -> Mapping[str, str | Exception]:
+        """`BatchNoteWriter`: as `create_tasks`, for notes (batch creates of 100, associations inline,
+        keys searched first so that a replay writes nothing)."""
+        return self.creates.create_all("notes", [
+            ({"hs_note_body": _with_link(note.body, note.lead.record_url), "hs_timestamp": str(epoch_ms(note.at))},
+             note.lead.crm_id, key) for note, key in items], unsent)
 
     def _task_props(self, task: TaskRequest) -> dict[str, str]:
         return {"hs_timestamp": str(epoch_ms(task.due_at)), "hs_task_subject": task.subject,
@@ -179,21 +188,19 @@ class HubSpotWriter:
                                change.lead.crm_id, properties=[owner_prop, self.fields.modified_property],
                                properties_with_history=[owner_prop])
         current = (record.get("properties") or {}).get(owner_prop) or None
-        if current == change.to_owner_id:
-            return  # our own earlier attempt (or the same decision by a human): done
-        if current != change.from_owner_id:
-            raise ConflictError(f"HubSpot {self.fields.object} {change.lead.crm_id}: owner is now "
-                                f"{current or 'nobody'}, not {change.from_owner_id}: a newer change wins")
         history: list[dict[str, Any]] = (record.get("propertiesWithHistory") or {}).get(owner_prop) or []
-        seen = change.seen_modified_at
-        later = [v for v in history if (at := parse_time(v.get("timestamp"))) and at > seen]
-        if later:
-            raise ConflictError(f"HubSpot {self.fields.object} {change.lead.crm_id}: owner changed at "
-                                f"{later[0].get('timestamp')} after our decision; current owner "
-                                f"{current or 'nobody'} stays")
+        verdict = judge(self.fields.object, change, current, history)
+        if isinstance(verdict, Exception):
+            raise verdict
+        if verdict is not None:
+            return  # our own earlier attempt (or the same decision by a human): done
         self.api.call("general", "crm.objects.basic_api", "update", self.fields.object, change.lead.crm_id,
                       {"properties": {owner_prop: change.to_owner_id}}, scope=WRITE_SCOPE)
 
+
+    def change_owners(self, items: Sequence[tuple[OwnerChange, str]]) -> Mapping[str, str | Exception]:
+        """`BatchOwnerWriter`: the same read-compare-write, 50 reads and 100 writes a call (owners.py)."""
+        return self.owners.change_owners(items)
 
     # -- status and tags ---------------------------------------------------------------------------
 

@@ -37,9 +37,8 @@ saw; 1-second precision, hence the read). A human change in the meantime wins (C
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC
-from email.utils import format_datetime
 from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -48,11 +47,12 @@ import requests
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError
 
-from connectors.salesforce import queries
+from connectors.salesforce import owners, queries
 from connectors.salesforce.client import SalesforceClient
 from connectors.salesforce.datetimes import api_datetime
 from connectors.salesforce.errors import error_code, translate
 from connectors.salesforce.fields import FieldMap
+from connectors.salesforce.owners import same_id
 from sidecar.domain import Crm
 from sidecar.ports import (
     ConflictError,
@@ -81,7 +81,8 @@ _RETRYABLE_RECORD_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE",
 _DUPLICATE_CODES = frozenset({"DUPLICATE_VALUE", "DUPLICATE_EXTERNAL_ID"})
 
 TaskResults = dict[str, str | Exception]
-RecordFields = Callable[[TaskRequest, str], dict[str, Any]]
+Activity = TaskRequest | NoteRequest  # both are written as Task records
+RecordFields = Callable[[Any, str], dict[str, Any]]
 
 
 def _query_all(soql: str, sf: Salesforce) -> Any:
@@ -90,11 +91,6 @@ def _query_all(soql: str, sf: Salesforce) -> Any:
 
 def _restful(path: str, method: str, body: Any, timeout: float, sf: Salesforce) -> Any:
     return sf.restful(path, method=method, json=body, timeout=timeout)
-
-
-def _same_id(a: str | None, b: str | None) -> bool:
-    # 15- and 18-character forms of one id share the first 15 characters (case-sensitive).
-    return bool(a and b and a[:15] == b[:15])
 
 
 def _describe(lead: LeadContext, body: str, key: str) -> str:
@@ -183,9 +179,32 @@ class SalesforceWriter:
 
     def add_note(self, note: NoteRequest, idempotency_key: str) -> str:
         """A breach note is a completed Task (visible in the activity timeline, no extra licence).
-        Notes keep lookup-then-create: they are few, and an upsert would have to send Status."""
+        One note: lookup-then-create, as it always was; many: `add_notes`."""
         return self._create_once(idempotency_key, note.lead.crm_id,
                                  lambda: self.note_fields(note, idempotency_key))
+
+    def note_upsert_fields(self, note: NoteRequest, key: str) -> dict[str, Any]:
+        """A note's upsert: its Status (Completed) is sent, unlike a task's: a note is born completed,
+        so a replay that matches it only keeps it so. TaskSubtype is create-only (left out)."""
+        values = self.note_fields(note, key)
+        values.pop("TaskSubtype", None)
+        return values
+
+    def add_notes(self, items: Sequence[tuple[NoteRequest, str]],
+                  unsent: Collection[str] = ()) -> Mapping[str, str | Exception]:
+        """`BatchNoteWriter`: notes as tasks are written, upserted by key 200 a call (1,000 notes =
+        5 calls; a replay matches the note written before), with the same fallbacks. Per key the
+        note's id or that note's own error; raises only when nothing was written."""
+        wanted: dict[str, NoteRequest] = {}
+        for note, key in items:
+            wanted.setdefault(key, note)
+        if not wanted:
+            return {}
+        if self.key_field and self.upsert:
+            upserted = self._upsert_tasks(self.key_field, list(wanted.items()), self.note_upsert_fields)
+            if upserted is not None:
+                return upserted
+        return self._create_after_lookup(wanted, self.note_fields, unsent)
 
     def find_task(self, key: str, lead_id: str) -> str | None:
         """Our earlier task for this key (on this lead), or None."""
@@ -250,7 +269,8 @@ class SalesforceWriter:
             raise PermanentError(f"Salesforce answered a Task create without an id: {created!r:.200}")
         return str(created["id"])
 
-    def create_tasks(self, items: Sequence[tuple[TaskRequest, str]]) -> Mapping[str, str | Exception]:
+    def create_tasks(self, items: Sequence[tuple[TaskRequest, str]],
+                     unsent: Collection[str] = ()) -> Mapping[str, str | Exception]:
         """`BatchTaskWriter`: per idempotency key the task id (created or found) or the error of that
         item alone. Raises only when the whole call failed (nothing was written: e.g. the first
         request answered 5xx/429, or the session could not be renewed). A failure after some
@@ -264,9 +284,9 @@ class SalesforceWriter:
             upserted = self._upsert_tasks(self.key_field, list(wanted.items()))
             if upserted is not None:
                 return upserted
-        return self._create_after_lookup(wanted)
+        return self._create_after_lookup(wanted, self.task_fields, unsent)
 
-    def _send_chunks(self, path: str, method: str, todo: Sequence[tuple[str, TaskRequest]],
+    def _send_chunks(self, path: str, method: str, todo: Sequence[tuple[str, Activity]],
                      record: RecordFields, results: TaskResults) -> list[tuple[str, Any]] | None:
         """POST/PATCH `todo` in chunks of 200; (key, per-record answer) pairs in order. Whole-call
         failures raise when nothing was written yet, else become the value of the unsent keys.
@@ -314,11 +334,12 @@ class SalesforceWriter:
                 results.update(dict.fromkeys(racing, TransientError(f"could not read the task back: {exc}")))
         return results
 
-    def _upsert_tasks(self, key_field: str, todo: Sequence[tuple[str, TaskRequest]]) -> TaskResults | None:
+    def _upsert_tasks(self, key_field: str, todo: Sequence[tuple[str, Activity]],
+                      record: RecordFields | None = None) -> TaskResults | None:
         """Upsert by the key field, 200 a call. None (and upsert off) when the org refuses it."""
         results: TaskResults = {}
         path = f"composite/sobjects/Task/{key_field}"
-        answered = self._send_chunks(path, "PATCH", todo, self.upsert_fields, results)
+        answered = self._send_chunks(path, "PATCH", todo, record or self.upsert_fields, results)
         if answered is None:
             log.warning("Salesforce refused the upsert on Task.%s (not an External ID, or API < 46.0); "
                         "looking keys up before creating instead", key_field)
@@ -326,12 +347,15 @@ class SalesforceWriter:
             return None
         return self._settle(answered, results, {key: task.lead.crm_id for key, task in todo})
 
-    def _create_after_lookup(self, wanted: dict[str, TaskRequest]) -> TaskResults:
-        """Fallback: keys looked up (IN chunks, or per key by marker), then creates in 200s."""
+    def _create_after_lookup(self, wanted: Mapping[str, Activity], record: RecordFields,
+                             unsent: Collection[str] = ()) -> TaskResults:
+        """Fallback: keys looked up (IN chunks, or per key by marker; not those never sent before),
+        then creates in 200s."""
         leads = {key: task.lead.crm_id for key, task in wanted.items()}
-        results: TaskResults = dict(self._find_tasks(leads))
+        sent = {key: lead for key, lead in leads.items() if key not in unsent}
+        results: TaskResults = dict(self._find_tasks(sent)) if sent else {}
         todo = [(key, task) for key, task in wanted.items() if key not in results]
-        answered = self._send_chunks("composite/sobjects", "POST", todo, self.task_fields, results)
+        answered = self._send_chunks("composite/sobjects", "POST", todo, record, results)
         return self._settle(answered or [], results, leads)
 
     def update_task(self, update: TaskUpdate, idempotency_key: str) -> str:
@@ -348,7 +372,7 @@ class SalesforceWriter:
             return f"already closed:{task_id}"
         if update.close:
             values: dict[str, Any] = {"Status": CLOSED_STATUS}
-        elif update.new_owner_id and not _same_id(str(current.get("OwnerId") or ""), update.new_owner_id):
+        elif update.new_owner_id and not same_id(str(current.get("OwnerId") or ""), update.new_owner_id):
             values = {"OwnerId": update.new_owner_id}
         else:
             return f"owner:{update.new_owner_id}:{task_id}"
@@ -358,32 +382,12 @@ class SalesforceWriter:
     # --- owner ------------------------------------------------------------------------------------------
 
     def change_owner(self, change: OwnerChange, idempotency_key: str) -> None:
-        """Read the owner first and compare it with the owner our decision saw, then PATCH with
-        If-Unmodified-Since. The header alone is not enough: HTTP dates have one-second precision,
-        so a human change within the second of `seen_modified_at` would pass it and be overwritten."""
-        lead_id = change.lead.crm_id
-        current = self._owner_of(lead_id)
-        if _same_id(current, change.to_owner_id):
-            return  # our own earlier write, retried (or a human made the same choice)
-        if change.from_owner_id is not None and not _same_id(current, change.from_owner_id):
-            raise ConflictError(f"lead {lead_id} is now owned by {current}, not {change.from_owner_id}: "
-                                "changed in Salesforce after our decision, so the reassignment was not made")
-        since = format_datetime(change.seen_modified_at.astimezone(UTC), usegmt=True)
-        try:
-            self.client.raw(lambda sf: sf.restful(f"sobjects/Lead/{lead_id}", method="PATCH",
-                                                  json={"OwnerId": change.to_owner_id},
-                                                  headers={"If-Unmodified-Since": since}))
-            return
-        except SalesforceError as exc:
-            if exc.status != 412:
-                raise translate(exc) from exc
-        except Exception as exc:
-            raise translate(exc) from exc
-        owner = self._owner_of(lead_id)
-        if _same_id(owner, change.to_owner_id):
-            return  # our own earlier write, retried: the lead already has the owner we wanted
-        raise ConflictError(f"lead {lead_id} changed in Salesforce after {since}; it is now owned by "
-                            f"{owner}, so the reassignment was not made")
+        """Read-compare, then PATCH with If-Unmodified-Since: a human's newer change wins (owners.py)."""
+        owners.change_owner(self.client, change)
+
+    def change_owners(self, items: Sequence[tuple[OwnerChange, str]]) -> Mapping[str, str | Exception]:
+        """`BatchOwnerWriter`: one retrieve per 2,000 leads, then updates of 200 (owners.py)."""
+        return owners.change_owners(self.client, items)
 
     # --- status and tags ---------------------------------------------------------------------------------
 
@@ -422,8 +426,3 @@ class SalesforceWriter:
             self.client.raw(lambda sf: sf.restful(f"sobjects/Lead/{lead_id}", method="PATCH", json=values))
         except Exception as exc:  # a refused picklist value is permanent; limits and outages are retried
             raise translate(exc) from exc
-
-    def _owner_of(self, lead_id: str) -> str | None:
-        current = self.client.rest("GET", f"sobjects/Lead/{lead_id}", params={"fields": "OwnerId"})
-        owner = current.get("OwnerId") if current else None
-        return str(owner) if owner else None
