@@ -151,6 +151,8 @@ def hubspot(count: int) -> list[dict[str, Any]]:
         reader = HubSpotReader(api, FieldMap(), clock=clock)
         writer = HubSpotWriter(api, FieldMap())
         writer.ensure_properties()
+        for kind in ("tasks", "notes"):  # read once per process (is the key unique?), not per 1,000 writes
+            writer.creates.unique(kind)
         _, cursor = drain(reader, Cursor())
 
         def calls(action: Callable[[], Any]) -> tuple[int, Any]:

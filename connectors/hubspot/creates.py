@@ -84,10 +84,6 @@ class KeyedCreates:
             self._unique[object_type] = bool((definition or {}).get("hasUniqueValue"))
         return self._unique[object_type]
 
-    def learned_unique(self, object_type: str, unique: bool) -> None:
-        """What creating the property just showed (`HubSpotWriter.ensure_properties`)."""
-        self._unique[object_type] = unique
-
     # -- creates -----------------------------------------------------------------------------------
 
     def create_all(self, object_type: str, items: Sequence[tuple[dict[str, str], str, str]],

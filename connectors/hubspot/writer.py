@@ -93,7 +93,6 @@ class HubSpotWriter:
                         continue  # unique values refused on this object: a plain property
                     raise
                 created.append(f"{object_type}.{self.key_property}")
-                self.creates.learned_unique(object_type, unique)  # no need to read the definition back
                 break
         return created
 

@@ -144,7 +144,7 @@ class BatchWriter(FakeWriter):
         super().__init__()
         self.refuse, self.batches = refuse, []  # type: ignore[var-annotated]
 
-    def create_tasks(self, items):  # type: ignore[no-untyped-def]
+    def create_tasks(self, items, unsent=()):  # type: ignore[no-untyped-def]
         self.batches.append([key for _task, key in items])
         return {key: PermanentError("INVALID_CROSS_REFERENCE_KEY: WhoId") if task.lead.crm_id == self.refuse
                 else f"00T{i}" for i, (task, key) in enumerate(items)}
