@@ -62,7 +62,10 @@ class HubSpotObjects(HubSpotBase):
                 if target is None:
                     raise ApiError(400, "VALIDATION_ERROR",
                                    f"{type_id} is not a valid association type for {object_type.name}")
-                if not to_id.isdigit() or int(to_id) not in self.store.records[target.name]:
+                records = self.store.records[target.name]
+                # An archived (deleted) target is refused here as `store.associate` would, before
+                # anything of the batch is written.
+                if not to_id.isdigit() or int(to_id) not in records or records[int(to_id)].archived_at:
                     raise ApiError(400, "VALIDATION_ERROR", f"No {target.singular} with ID {to_id} exists")
                 resolved.append((target, int(to_id), type_id))
         return resolved
