@@ -8,9 +8,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar import outbox
+from sidecar.domain import Crm
 from sidecar.engine.evaluator import tick
 from sidecar.outbox import Ports, RetryPolicy, dispatch
-from sidecar.ports import PermanentError, TransientError
+from sidecar.ports import (
+    ConflictError,
+    LeadContext,
+    NoteRequest,
+    OwnerChange,
+    PermanentError,
+    TaskRequest,
+    TransientError,
+)
 from sidecar.store.db import transaction
 from sidecar.store.models import AuditRow, Lead, LeadEvent, OutboxRow
 from tests.support import (
@@ -207,3 +216,83 @@ def test_same_timestamp_two_changes_both_recorded(sessions: sessionmaker[Session
         values = [e.new for e in session.scalars(select(LeadEvent).where(LeadEvent.kind == "field_changed")
                                                  .order_by(LeadEvent.id))]
     assert values == ["10.0", "20.0"]
+
+
+class NotesAndOwnersWriter(FakeWriter):
+    """A writer that batches notes and owner changes: one note is refused, one lead was reassigned
+    by a person; it records each batch with the keys it was told were never sent."""
+
+    def __init__(self, refuse: str = "", reassigned: str = "", fail_notes: int = 0) -> None:
+        super().__init__()
+        self.refuse, self.reassigned, self.fail_notes = refuse, reassigned, fail_notes
+        self.batches: list[tuple[str, list[str], set[str]]] = []
+
+    def add_notes(self, items, unsent=()):  # type: ignore[no-untyped-def]
+        self.batches.append(("add_notes", [key for _note, key in items], set(unsent)))
+        if self.fail_notes:
+            self.fail_notes -= 1
+            raise TransientError("HubSpot 502")
+        return {key: PermanentError("refused") if note.lead.crm_id == self.refuse else f"N{i}"
+                for i, (note, key) in enumerate(items)}
+
+    def change_owners(self, items):  # type: ignore[no-untyped-def]
+        self.batches.append(("change_owners", [key for _change, key in items], set()))
+        return {key: ConflictError("a person reassigned it") if change.lead.crm_id == self.reassigned
+                else f"owner:{change.to_owner_id}" for change, key in items}
+
+
+def row_statuses(sessions: sessionmaker[Session]) -> dict[str, str]:
+    with transaction(sessions) as session:
+        return {r.idempotency_key: r.status for r in session.scalars(select(OutboxRow))}
+
+
+def lead_context(crm_id: str) -> LeadContext:
+    return LeadContext(Crm.SALESFORCE, crm_id, "Ada", "Engines", None, None, None, "NEW", "r1", None, "")
+
+
+def enqueue_notes_and_owner_changes(sessions: sessionmaker[Session], now: datetime) -> None:
+    """Three leads, each a note and an owner change; each new owner's task depends on its change."""
+    with transaction(sessions) as session:
+        for lead_id in ("00Q0", "00Q1", "00Q2"):
+            lead = lead_context(lead_id)
+            outbox.enqueue(session, key=f"{lead_id}:note", request=NoteRequest(lead, "breached", now), now=now)
+            change = outbox.enqueue(session, key=f"{lead_id}:owner",
+                                    request=OwnerChange(lead, "r1", "r2", now - timedelta(minutes=1)), now=now)
+            outbox.enqueue(session, key=f"{lead_id}:task", depends_on=change, now=now,
+                           request=TaskRequest(lead, "r2", "Call now", "SLA", now + timedelta(hours=1)))
+
+
+def test_notes_and_owner_changes_go_out_in_batches_settle_alone_and_dependants_follow(
+        sessions: sessionmaker[Session]) -> None:
+    now = ny(24, 9, 30).astimezone(UTC)
+    enqueue_notes_and_owner_changes(sessions, now)
+    writer = NotesAndOwnersWriter(refuse="00Q1", reassigned="00Q2")
+    outcome = dispatch(sessions, Ports(FakeNotifier(), {"salesforce": writer}), now)
+    notes = ["00Q0:note", "00Q1:note", "00Q2:note"]
+    owners = ["00Q0:owner", "00Q1:owner", "00Q2:owner"]
+    assert writer.batches == [("add_notes", notes, set(notes)), ("change_owners", owners, set())]
+    assert not any(key.endswith((":note", ":owner")) for key in writer.calls)  # no single calls
+    with transaction(sessions) as session:
+        rows = {r.idempotency_key: (r.status, r.result) for r in session.scalars(select(OutboxRow))}
+    assert rows["00Q0:note"] == ("done", "N0") and rows["00Q1:note"][0] == "dead"
+    assert rows["00Q0:owner"] == rows["00Q1:owner"] == ("done", "owner:r2")
+    assert rows["00Q2:owner"][0] == "skipped"  # the person's change stands...
+    assert rows["00Q2:task"][0] == "skipped"  # ...and the new owner's task is not created
+    # The tasks waited for their owner change: claimed in a later round, after it was done.
+    assert rows["00Q0:task"][0] == rows["00Q1:task"][0] == "done"
+    assert writer.calls == ["00Q0:task", "00Q1:task"]
+    assert outcome["dead"] == 1 and outcome["skipped"] == 2
+
+
+def test_a_batch_that_fails_whole_is_retried_and_looked_up_the_second_time(
+        sessions: sessionmaker[Session]) -> None:
+    now = ny(24, 9, 30).astimezone(UTC)
+    enqueue_notes_and_owner_changes(sessions, now)
+    writer = NotesAndOwnersWriter(fail_notes=1)
+    ports = Ports(FakeNotifier(), {"salesforce": writer})
+    first = dispatch(sessions, ports, now, retry=RetryPolicy(base=timedelta(seconds=30)))
+    assert first["retry"] == 3 and row_statuses(sessions)["00Q0:note"] == "pending"
+    dispatch(sessions, ports, now + timedelta(hours=2))
+    note_batches = [batch for batch in writer.batches if batch[0] == "add_notes"]
+    assert len(note_batches) == 2 and note_batches[1][2] == set()  # sent before: not "unsent" any more
+    assert {row_statuses(sessions)[f"00Q{i}:note"] for i in range(3)} == {"done"}
