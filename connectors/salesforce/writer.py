@@ -29,9 +29,13 @@ Fallbacks, switched on by themselves the first time Salesforce refuses:
   `sidecar check` says how to create the field. (A marker in Subject, which is filterable, would
   clutter what reps read and be cut by its 255 characters.)
 
-Owner changes are conditional twice over: the current OwnerId is read and must still be the owner
-our decision saw, then the PATCH carries If-Unmodified-Since (the modification time our decision
-saw; 1-second precision, hence the read). A human change in the meantime wins (ConflictError).
+Breach notes in batches (`add_notes`) are upserted the same way (Status Completed is sent: a note is
+born completed); a single note keeps lookup-then-create.
+
+Owner changes (owners.py) are conditional: the current OwnerId is read and must still be the owner
+our decision saw, and the lead unmodified since; a human change in the meantime wins
+(ConflictError). One at a time with If-Unmodified-Since on the PATCH; many with one sObject
+Collections retrieve per 2,000 leads and an update per 200.
 """
 
 from __future__ import annotations
