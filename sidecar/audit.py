@@ -10,9 +10,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
+from sidecar.store import ids
 from sidecar.store.models import AuditRow, Lead, Rep, Team
 
 
@@ -55,35 +56,6 @@ EXPORT_KEYS = ("at", "lead_id", "lead_name", "crm", "kind", "pattern", "action",
 # decisions recorded new in it (audit id -> step key). They spare a burst of steps one look-up query
 # per audit row and per effect; the unique keys in the database still guard against any double.
 _ABSENT, _FRESH = "sidecar_absent_step_keys", "sidecar_fresh_decisions"
-# Per session: audit ids reserved for the rows this transaction is about to record (see reserve_ids).
-_IDS = "sidecar_reserved_audit_ids"
-
-
-def reserve_ids(session: Session, count: int) -> None:
-    """Reserve ids for the next `count` audit rows of this transaction, in one query.
-
-    A row needs its id at once (its effects and the breach note name it), so without a reserved id
-    `record` flushes each row on its own: a round trip per decision, most of a burst's time. With
-    ids in hand the rows and their effects are inserted together, in bulk, when the batch is flushed.
-    PostgreSQL: ids drawn from the table's sequence (an id reserved but not used is a gap, as after
-    any rollback; concurrent sidecars draw distinct ones). SQLite: the write lock is held from BEGIN
-    IMMEDIATE, so nobody else inserts before the commit and the next ids are max(id)+1 onwards, the
-    very ids SQLite would have given (the audit's numbering is unchanged)."""
-    if count <= 0:
-        return
-    reserved: list[int] = session.info.setdefault(_IDS, [])
-    if session.get_bind().dialect.name == "postgresql":
-        drawn = session.scalars(text("SELECT nextval(pg_get_serial_sequence('audit', 'id')) "
-                                     "FROM generate_series(1, :n)"), {"n": count})
-        reserved.extend(sorted(int(i) for i in drawn))
-        return
-    start = reserved[-1] + 1 if reserved else (session.scalar(select(func.max(AuditRow.id))) or 0) + 1
-    reserved.extend(range(start, start + count))
-
-
-def _reserved_id(session: Session) -> int | None:
-    reserved: list[int] | None = session.info.get(_IDS)
-    return reserved.pop(0) if reserved else None
 
 
 def note_absent(session: Session, candidates: set[str]) -> None:
@@ -129,7 +101,7 @@ def record(session: Session, *, at: datetime, kind: str, lead: Lead | None = Non
                    step_key=step_key, details=details or {},
                    pattern=pattern.value if pattern else None, action=action.value if action else None,
                    to_owner=to_owner)
-    row.id = _reserved_id(session)  # type: ignore[assignment]
+    row.id = ids.take(session, AuditRow)  # type: ignore[assignment]  # reserved by the tick, else None
     session.add(row)
     if row.id is None:
         session.flush()  # no id reserved: the insert gives it

@@ -23,8 +23,9 @@ from sidecar.engine import clocks
 from sidecar.engine.patterns import clock_handler, keys
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.outbox import leads_awaiting_owner_change
+from sidecar.store import ids
 from sidecar.store.db import transaction
-from sidecar.store.models import Clock, Lead, Rep, Team
+from sidecar.store.models import AuditRow, Clock, Lead, OutboxRow, Rep, Team
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,18 @@ def _preload(session: Session, due: list[Clock]) -> list[object]:
 
 def _note_new_steps(session: Session, ctx: EngineContext, due: list[Clock]) -> None:
     """Tell the audit which step keys of these clocks are not recorded yet (one query for the
-    batch instead of one per step): every step still to come, and its "ignored" companion."""
+    batch instead of one per step): every step still to come and, when a breach (100 %) is still
+    to come, the "ignored" companion of each warning before it. A key left out is only looked up
+    on its own when recorded, so this may omit but never wrongly include."""
     candidates: set[str] = set()
     for clock in due:
         if clock.kind not in clocks.KINDS:
             continue
-        count = len(clocks.thresholds(ctx.book.get(session, clock.policy_version), clock.kind, clock.ladder))
-        for index in range(count):
-            candidates.update((keys.step_key(clock.id, index), keys.step_key(clock.id, index, "ignored")))
+        steps = clocks.thresholds(ctx.book.get(session, clock.policy_version), clock.kind, clock.ladder)
+        candidates.update(keys.step_key(clock.id, index) for index in range(clock.steps_fired, len(steps)))
+        if any(at >= 1.0 for at in steps[clock.steps_fired:]):
+            candidates.update(keys.step_key(clock.id, index, "ignored")
+                              for index, at in enumerate(steps) if at < 1.0)
     audit.note_absent(session, candidates)
 
 
@@ -85,9 +90,12 @@ def tick(sessions: sessionmaker[Session], ctx: EngineContext, now: datetime,
                 loaded = _preload(session, due) if due else []
                 _note_new_steps(session, ctx, due)
                 awaiting = leads_awaiting_owner_change(session, {clock.lead_id for clock in due})
-                # One id per clock to fire, in one query: its audit row and its effects then go in
-                # with the batch's bulk insert instead of a flush each (extra rows flush on their own).
-                audit.reserve_ids(session, sum(1 for clock in due if clock.lead_id not in awaiting))
+                # Ids for one decision and one effect per clock to fire (a warning to its owner, the
+                # common step), one query each: the batch is then inserted in bulk at commit instead
+                # of a flush per decision. More rows than reserved simply get their ids on insert.
+                firing = sum(1 for clock in due if clock.lead_id not in awaiting)
+                ids.reserve(session, AuditRow, firing)
+                ids.reserve(session, OutboxRow, firing)
                 for clock in due:
                     if clock.lead_id in awaiting:  # the CRM may not show the owner this clock is about
                         held.add(clock.id)
