@@ -44,8 +44,15 @@ def _preload(session: Session, due: list[Clock]) -> list[object]:
     Every step reads these (its lead, the owner it tells, the team channel); one query each for the
     whole batch instead of several per step. The session's identity map holds its objects weakly,
     so the returned list keeps them alive for the batch: `session.get` then answers from memory.
+
+    On PostgreSQL the leads are locked here, skipping those another transaction holds (an apply of
+    a CRM change locks the lead, then its clocks): the tick then never waits for a lead while it
+    holds clocks, so the two cannot deadlock; a skipped lead's clocks wait for the next tick.
     """
-    leads = list(session.scalars(select(Lead).where(Lead.id.in_({clock.lead_id for clock in due}))))
+    query = select(Lead).where(Lead.id.in_({clock.lead_id for clock in due}))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, key_share=True)  # FOR NO KEY UPDATE, as an UPDATE
+    leads = list(session.scalars(query))
     teams = list(session.scalars(select(Team)))  # a handful of rows: all of them
     rep_ids = {lead.owner_id for lead in leads if lead.owner_id} | {t.manager_id for t in teams if t.manager_id}
     reps = list(session.scalars(select(Rep).where(Rep.id.in_(rep_ids)))) if rep_ids else []
@@ -80,7 +87,7 @@ def tick(sessions: sessionmaker[Session], ctx: EngineContext, now: datetime,
     """
     fired: Counter[str] = Counter()
     failed: set[int] = set()
-    held: set[int] = set()  # clocks of leads whose owner change has not settled: decided later
+    held: set[int] = set()  # clocks of leads whose owner change has not settled, or being applied: later
     careful = False
     while True:
         decided: Counter[str] = Counter()
@@ -89,7 +96,9 @@ def tick(sessions: sessionmaker[Session], ctx: EngineContext, now: datetime,
                 due = _due(session, now, batch, failed | held)
                 loaded = _preload(session, due) if due else []
                 _note_new_steps(session, ctx, due)
-                awaiting = leads_awaiting_owner_change(session, {clock.lead_id for clock in due})
+                lead_ids = {clock.lead_id for clock in due}
+                locked_elsewhere = lead_ids - {lead.id for lead in loaded if isinstance(lead, Lead)}
+                awaiting = leads_awaiting_owner_change(session, lead_ids) | locked_elsewhere
                 # Ids for one decision and one effect per clock to fire (a warning to its owner, the
                 # common step), one query each: the batch is then inserted in bulk at commit instead
                 # of a flush per decision. More rows than reserved simply get their ids on insert.
