@@ -49,6 +49,24 @@ def target(name: str, goal: str, measured: str, met: bool | None, why: str = "",
             "value": value, "limit": limit, "better": better}
 
 
+def load_text(info: dict[str, Any]) -> str:
+    """The load average of `machine()` as one table cell ("4.56 / 6.24 / 7.97")."""
+    load = info.get("load_average_at_start")
+    return " / ".join(str(x) for x in load) if isinstance(load, list) else "?"
+
+
+def kept_rows(name: str, fresh: Sequence[dict[str, Any]], key: Sequence[str]) -> list[dict[str, Any]]:
+    """The previous result file's rows (earlier labels: before/after figures, the other database)
+    with every row of `fresh` replacing the one of the same `key` values; fresh rows come last."""
+    path = RESULTS / f"{name}.json"
+    try:
+        old = json.loads(path.read_text()).get("rows", []) if path.exists() else []
+    except ValueError:
+        old = []
+    ids = {tuple(row.get(k) for k in key) for row in fresh}
+    return [row for row in old if isinstance(row, dict) and tuple(row.get(k) for k in key) not in ids] + list(fresh)
+
+
 def write(name: str, result: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

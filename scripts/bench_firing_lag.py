@@ -22,7 +22,6 @@ Writes scripts/results/bench_firing_lag.json (key --label, default "after").
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -44,7 +43,8 @@ from connectors.emulators.demo_org import DemoOrg
 from connectors.emulators.hubspot import DEFAULT_TOKEN, HubSpotEmulator
 from connectors.emulators.hubspot_store import resolve_type
 from connectors.emulators.slack import SlackEmulator
-from scripts.bench_support import RESULTS, Planned, bench_policy, build_org, insert_leads, machine, percentile
+from scripts.bench_common import kept_rows, load_text, machine, print_table, target, write
+from scripts.bench_support import Planned, bench_policy, build_org, insert_leads, percentile
 from sidecar import service, wiring
 from sidecar.settings import Settings
 from sidecar.store.db import reading, session_factory
@@ -137,6 +137,7 @@ def main() -> None:
     service.run(settings, sessions, wall)
     watcher.stop.set()
     result = measure(sessions, hubspot, due_at, watcher.seen)
+    result["doubled"] = doubled(slack, [key for key, _at in result.pop("audit_keys")])
     hubspot.stop()
     slack.stop()
     org.engine.dispose()
@@ -200,11 +201,20 @@ def measure(sessions: Any, hubspot: HubSpotEmulator, due_at: dict[int, tuple[dat
             record = hubspot.store.get(resolve_type("notes"), result)
             crm_lags.append(record.created_at.timestamp() - due)
     planned = len(due_at)
-    return {"planned_steps": planned, "fired_once": fired["planned"], "missed": planned - fired["planned"],
+    return {"audit_keys": audits, "planned_steps": planned,
+            "fired_once": fired["planned"], "missed": planned - fired["planned"],
             "unplanned_or_wrong": fired["unplanned"] + fired["wrong_step"], "effects": dict(statuses),
             "failed_effect_reasons": sorted(errors)[:5],
             "due_to_decision": _stats(decided), "due_to_audit_visible": _stats(visible),
             "due_to_slack": _stats(slack_lags), "due_to_crm_note": _stats(crm_lags)}
+
+
+def doubled(slack: SlackEmulator, audit_keys: list[str | None]) -> int:
+    """Steps decided twice, plus Slack messages posted twice for one outbox key (from their metadata)."""
+    decisions = Counter(key for key in audit_keys if key)
+    posted = Counter(str(((m.get("metadata") or {}).get("event_payload") or {}).get("key"))
+                     for m in slack.export() if m.get("metadata"))
+    return sum(n - 1 for n in decisions.values() if n > 1) + sum(n - 1 for n in posted.values() if n > 1)
 
 
 def _stats(values: list[float]) -> dict[str, float | int]:
@@ -212,24 +222,63 @@ def _stats(values: list[float]) -> dict[str, float | int]:
             "max_s": round(max(values), 3) if values else float("nan")}
 
 
+LAGS = (("due_to_decision", "due -> decision (`at` of the audit row)", None),
+        ("due_to_audit_visible", "due -> audit row visible in the store", 1.0),
+        ("due_to_slack", "due -> Slack message in the emulator", 2.0),
+        ("due_to_crm_note", "due -> CRM note in the HubSpot emulator", 2.0))
+KEY = ("label", "db", "leads", "due")
+
+
 def report(args: argparse.Namespace, info: dict[str, Any], result: dict[str, Any]) -> None:
     print(f"firing lag: {args.leads} open leads, {args.due} due over {args.window} s, {args.db}; "
           f"{info['cpus']} CPUs ({info['cpu_model']}), load at start {info['load_average_at_start']}")
-    print(f"{'lag':<22}{'n':>7}{'p50 s':>9}{'p99 s':>9}{'max s':>9}   target p99")
-    targets = {"due_to_audit_visible": "<= 1 s", "due_to_slack": "<= 2 s", "due_to_crm_note": "<= 2 s"}
-    for name in ("due_to_decision", "due_to_audit_visible", "due_to_slack", "due_to_crm_note"):
-        s = result[name]
-        print(f"{name:<22}{s['n']:>7}{s['p50_s']:>9}{s['p99_s']:>9}{s['max_s']:>9}   {targets.get(name, '')}")
+    print_table(["lag", "n", "p50 s", "p99 s", "max s", "target p99"],
+                [[name, result[name]["n"], result[name]["p50_s"], result[name]["p99_s"], result[name]["max_s"],
+                  "" if limit is None else f"<= {limit:g} s"] for name, _what, limit in LAGS])
     print(f"steps: {result['planned_steps']} planned, {result['fired_once']} fired once, {result['missed']} missed, "
-          f"{result['unplanned_or_wrong']} unplanned; effects {result['effects']}")
+          f"{result['doubled']} doubled, {result['unplanned_or_wrong']} unplanned; effects {result['effects']}")
     for reason in result["failed_effect_reasons"]:
         print(f"  failed effect: {reason}")
-    path = RESULTS / "bench_firing_lag.json"
-    previous = json.loads(path.read_text()) if path.exists() else {}
-    runs = previous.get("runs", {})
-    runs[args.label] = {"machine": info, "leads": args.leads, "due": args.due, "window_s": args.window,
-                        "db": args.db, **result}
-    path.write_text(json.dumps({"targets": targets, "runs": runs}, indent=2) + "\n")
+    row: dict[str, Any] = {"label": args.label, "db": args.db, "leads": args.leads, "due": args.due,
+                           "window_s": args.window, "planned_steps": result["planned_steps"],
+                           "fired_once": result["fired_once"], "missed": result["missed"],
+                           "doubled": result["doubled"], "unplanned_or_wrong": result["unplanned_or_wrong"]}
+    for name, _what, _limit in LAGS:
+        row.update({f"{name}_{k}": v for k, v in result[name].items()})
+    row.update(effects=", ".join(f"{k} {n}" for k, n in sorted(result["effects"].items())),
+               failed_effect_reasons=result["failed_effect_reasons"], load_at_start=load_text(info),
+               started_at=info["started_at"], machine=info)
+    rows = kept_rows("bench_firing_lag", [row], KEY)
+    write("bench_firing_lag", {"benchmark": "firing lag of `sidecar run`: due instant -> audit, Slack, CRM",
+                               "machine": info, "targets": targets_for(row), "rows": rows, "notes": NOTES})
+
+
+def targets_for(row: dict[str, Any]) -> list[dict[str, Any]]:
+    where = f"{row['leads']:,} open leads, {row['due']:,} steps due over {row['window_s']} s, {row['db']}"
+    targets = []
+    for name, what, limit in LAGS:
+        p99 = row[f"{name}_p99_s"]
+        measured = f"p99 {p99} s (p50 {row[f'{name}_p50_s']} s, max {row[f'{name}_max_s']} s)"
+        if limit is None:
+            targets.append(target(f"{what} ({where})", "no threshold (for reading the others)", measured, None))
+            continue
+        met = p99 <= limit
+        why = "" if met else (f"{p99 - limit:.2f} s over: load average {row['load_at_start']} at start on a shared "
+                              "2-core machine (the run shares the cores with the emulators and other jobs)")
+        targets.append(target(f"{what}, p99 ({where})", f"<= {limit:g} s", measured, met, why,
+                              value=p99, limit=limit))
+    for count, what in (("missed", "steps missed"), ("doubled", "steps fired or sent twice")):
+        targets.append(target(f"{what} ({where})", "0", str(row[count]), row[count] == 0,
+                              "" if row[count] == 0 else "see the run's failed effects and log"))
+    return targets
+
+
+NOTES = [
+    "Rows labelled `before` are main with fixed intervals (evaluate every 15 s, dispatch every 5 s); "
+    "`after` wakes evaluate at the earliest `next_due_at` and hands new effects to the dispatcher at once.",
+    "Doubled: a step decided more than once (audit rows per step key), or a Slack message posted twice "
+    "for the same outbox key (the key travels in the message metadata).",
+]
 
 
 if __name__ == "__main__":

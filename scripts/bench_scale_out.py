@@ -8,9 +8,9 @@ started: this measures the deciding, which is what more instances would share. N
 every due clock has exactly one step fired, and the audit's unique step keys number the steps.
 
     python scripts/bench_scale_out.py --database-url postgresql+psycopg://postgres@127.0.0.1:55480/h_bench
-                                      [--steps 2000] [--instances 1,2,4]
+                                      [--steps 20000] [--instances 1,2,4]
 
-The issue asks for 100,000 due steps; the default is 2,000 so that the three runs finish in under
+The issue asks for 100,000 due steps; the default is 20,000 so that the three runs finish in under
 10 minutes on 2 cores (--steps 100000 runs the full size). The database is EMPTIED: use a scratch one.
 """
 
@@ -88,7 +88,7 @@ def run(url: str, steps: int, instances: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", required=True, help="a scratch PostgreSQL database (emptied!)")
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--instances", default="1,2,4")
     args = parser.parse_args()
     if not args.database_url.startswith("postgresql"):

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
+from sidecar.store import ids
 from sidecar.store.models import AuditRow, Lead, Rep, Team
 
 
@@ -100,8 +101,10 @@ def record(session: Session, *, at: datetime, kind: str, lead: Lead | None = Non
                    step_key=step_key, details=details or {},
                    pattern=pattern.value if pattern else None, action=action.value if action else None,
                    to_owner=to_owner)
+    row.id = ids.take(session, AuditRow)  # type: ignore[assignment]  # reserved by the tick, else None
     session.add(row)
-    session.flush()
+    if row.id is None:
+        session.flush()  # no id reserved: the insert gives it
     if new:
         session.info.setdefault(_FRESH, {})[row.id] = step_key
     return row

@@ -37,6 +37,7 @@ from sidecar.ports import (
     TaskUpdate,
     TransientError,
 )
+from sidecar.store import ids
 from sidecar.store.db import transaction
 from sidecar.store.locks import one_at_a_time
 from sidecar.store.models import AuditRow, Lead, OutboxRow
@@ -103,6 +104,7 @@ def enqueue(session: Session, *, key: str, request: Request, now: datetime, audi
                     attempts=0, next_attempt_at=max(now, not_before or now), created_at=now, audit_id=audit_id,
                     depends_on=depends_on.id if depends_on is not None else None,
                     recipient=request.recipient if isinstance(request, Notification) else None)
+    row.id = ids.take(session, OutboxRow)  # type: ignore[assignment]  # reserved by the tick, else None
     session.add(row)  # inserted with the next flush (the next decision's, or the commit): in bulk
     enqueued.add(key)
     return row

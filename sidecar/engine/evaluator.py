@@ -23,8 +23,9 @@ from sidecar.engine import clocks
 from sidecar.engine.patterns import clock_handler, keys
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.outbox import leads_awaiting_owner_change
+from sidecar.store import ids
 from sidecar.store.db import transaction
-from sidecar.store.models import Clock, Lead, Rep, Team
+from sidecar.store.models import AuditRow, Clock, Lead, OutboxRow, Rep, Team
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,15 @@ def _preload(session: Session, due: list[Clock]) -> list[object]:
     Every step reads these (its lead, the owner it tells, the team channel); one query each for the
     whole batch instead of several per step. The session's identity map holds its objects weakly,
     so the returned list keeps them alive for the batch: `session.get` then answers from memory.
+
+    On PostgreSQL the leads are locked here, skipping those another transaction holds (an apply of
+    a CRM change locks the lead, then its clocks): the tick then never waits for a lead while it
+    holds clocks, so the two cannot deadlock; a skipped lead's clocks wait for the next tick.
     """
-    leads = list(session.scalars(select(Lead).where(Lead.id.in_({clock.lead_id for clock in due}))))
+    query = select(Lead).where(Lead.id.in_({clock.lead_id for clock in due}))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, key_share=True)  # FOR NO KEY UPDATE, as an UPDATE
+    leads = list(session.scalars(query))
     teams = list(session.scalars(select(Team)))  # a handful of rows: all of them
     rep_ids = {lead.owner_id for lead in leads if lead.owner_id} | {t.manager_id for t in teams if t.manager_id}
     reps = list(session.scalars(select(Rep).where(Rep.id.in_(rep_ids)))) if rep_ids else []
@@ -53,14 +61,18 @@ def _preload(session: Session, due: list[Clock]) -> list[object]:
 
 def _note_new_steps(session: Session, ctx: EngineContext, due: list[Clock]) -> None:
     """Tell the audit which step keys of these clocks are not recorded yet (one query for the
-    batch instead of one per step): every step still to come, and its "ignored" companion."""
+    batch instead of one per step): every step still to come and, when a breach (100 %) is still
+    to come, the "ignored" companion of each warning before it. A key left out is only looked up
+    on its own when recorded, so this may omit but never wrongly include."""
     candidates: set[str] = set()
     for clock in due:
         if clock.kind not in clocks.KINDS:
             continue
-        count = len(clocks.thresholds(ctx.book.get(session, clock.policy_version), clock.kind, clock.ladder))
-        for index in range(count):
-            candidates.update((keys.step_key(clock.id, index), keys.step_key(clock.id, index, "ignored")))
+        steps = clocks.thresholds(ctx.book.get(session, clock.policy_version), clock.kind, clock.ladder)
+        candidates.update(keys.step_key(clock.id, index) for index in range(clock.steps_fired, len(steps)))
+        if any(at >= 1.0 for at in steps[clock.steps_fired:]):
+            candidates.update(keys.step_key(clock.id, index, "ignored")
+                              for index, at in enumerate(steps) if at < 1.0)
     audit.note_absent(session, candidates)
 
 
@@ -75,7 +87,7 @@ def tick(sessions: sessionmaker[Session], ctx: EngineContext, now: datetime,
     """
     fired: Counter[str] = Counter()
     failed: set[int] = set()
-    held: set[int] = set()  # clocks of leads whose owner change has not settled: decided later
+    held: set[int] = set()  # clocks of leads whose owner change has not settled, or being applied: later
     careful = False
     while True:
         decided: Counter[str] = Counter()
@@ -84,7 +96,15 @@ def tick(sessions: sessionmaker[Session], ctx: EngineContext, now: datetime,
                 due = _due(session, now, batch, failed | held)
                 loaded = _preload(session, due) if due else []
                 _note_new_steps(session, ctx, due)
-                awaiting = leads_awaiting_owner_change(session, {clock.lead_id for clock in due})
+                lead_ids = {clock.lead_id for clock in due}
+                locked_elsewhere = lead_ids - {lead.id for lead in loaded if isinstance(lead, Lead)}
+                awaiting = leads_awaiting_owner_change(session, lead_ids) | locked_elsewhere
+                # Ids for one decision and one effect per clock to fire (a warning to its owner, the
+                # common step), one query each: the batch is then inserted in bulk at commit instead
+                # of a flush per decision. More rows than reserved simply get their ids on insert.
+                firing = sum(1 for clock in due if clock.lead_id not in awaiting)
+                ids.reserve(session, AuditRow, firing)
+                ids.reserve(session, OutboxRow, firing)
                 for clock in due:
                     if clock.lead_id in awaiting:  # the CRM may not show the owner this clock is about
                         held.add(clock.id)

@@ -360,3 +360,29 @@ def test_two_instances_dispatching_at_the_same_instant_send_one_recipients_warni
     assert notifiers[0].sent == notifiers[1].sent == {}
     digests = [digest for notifier in notifiers for digest in notifier.digests.values()]
     assert len(digests) == 1 and sorted(n.lead.crm_id for n in digests[0]) == [f"00Q{i:03d}" for i in range(30)]
+
+
+# --- lock order: a tick never waits for a lead another transaction holds ------------------------------------
+
+
+def test_a_tick_skips_a_lead_being_applied_instead_of_waiting_for_it_and_fires_it_next_time(
+        engine: Engine, sessions: sessionmaker[Session], other_sessions: sessionmaker[Session]) -> None:
+    """An apply locks a lead, then its clocks; the tick holds clocks and would lock the lead after
+    them: waiting there could deadlock. It skips the locked lead and decides it on a later tick."""
+    postgres_only(engine)
+    apply_policy(sessions, policy_raw(stuck=[]), ny(1, 0))
+    add_team(sessions)
+    ctx = context()
+    for i in range(3):
+        ingest(sessions, ctx, snapshot(f"00Q{i:03d}", at=ny(24, 8)))
+    warned_at = ny(24, 8, 48).astimezone(UTC)
+    with other_sessions() as applying, applying.begin():
+        # What an UPDATE of the lead takes (FOR NO KEY UPDATE), held as an apply holds it.
+        locked = applying.scalars(select(Lead).where(Lead.crm_id == "00Q001").with_for_update(key_share=True)).one()
+        fired = run_together(lambda: tick(sessions, ctx, warned_at))[0]  # bounded: fails if it waits
+        with transaction(sessions) as session:
+            warned = set(session.scalars(select(AuditRow.lead_id).where(AuditRow.pattern == "sla")))
+        assert sum(fired.values()) == 2 and locked.id not in warned and len(warned) == 2
+    assert sum(tick(sessions, ctx, warned_at).values()) == 1  # released: decided now, once
+    with transaction(sessions) as session:
+        assert len(set(session.scalars(select(AuditRow.step_key).where(AuditRow.pattern == "sla")))) == 3

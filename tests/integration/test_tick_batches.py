@@ -7,7 +7,7 @@ import logging
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar.engine.evaluator import tick
@@ -57,3 +57,38 @@ def test_a_step_already_recorded_is_not_recorded_again(sessions: sessionmaker[Se
             steps_fired=0, next_due_at=ny(24, 8, 48)))
     tick(sessions, ctx, ny(24, 8, 50) + timedelta(seconds=1))
     assert counts(sessions) == after_first  # same audit row, same effects: nothing doubled
+
+
+def test_a_batch_goes_in_as_one_insert_of_decisions_and_one_of_effects(sessions: sessionmaker[Session],
+                                                                       engine: Engine) -> None:
+    """The tick reserves the batch's ids (sidecar.store.ids), so no decision is flushed on its own;
+    on SQLite the ids are the ones SQLite itself would have given (the audit's numbering unchanged)."""
+    ctx = context()
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions)
+    for i in range(5):
+        ingest(sessions, ctx, snapshot(f"00Q{i}", at=ny(24, 8)))
+    with transaction(sessions) as session:
+        last_audit = session.scalar(select(func.max(AuditRow.id))) or 0
+        last_effect = session.scalar(select(func.max(OutboxRow.id))) or 0
+    inserts: list[str] = []
+
+    def note(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.startswith("INSERT INTO"):
+            inserts.append(statement.split()[2])
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        fired = tick(sessions, ctx, ny(24, 8, 50), batch=10)
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert fired["sla_breach_imminent"] == 5
+    assert inserts.count("audit") == 1 and inserts.count("outbox") == 1
+    with transaction(sessions) as session:
+        decisions = list(session.scalars(select(AuditRow).where(AuditRow.id > last_audit).order_by(AuditRow.id)))
+        effects = list(session.scalars(select(OutboxRow).where(OutboxRow.id > last_effect).order_by(OutboxRow.id)))
+    assert len(decisions) == 5 and len(effects) == 5
+    assert [effect.audit_id for effect in effects] == [row.id for row in decisions]  # each warning's own effect
+    if engine.dialect.name == "sqlite":
+        assert [row.id for row in decisions] == list(range(last_audit + 1, last_audit + 6))
+        assert [effect.id for effect in effects] == list(range(last_effect + 1, last_effect + 6))
