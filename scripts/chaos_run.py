@@ -292,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json-out", type=Path, default=ROOT / "scripts" / "results" / "chaos_run.json")
     parser.add_argument("--wall-seconds", type=float, default=300.0, help="wall time the simulated period takes")
     parser.add_argument("--tail-seconds", type=float, default=120.0, help="most wall time for the quiet tail")
-    parser.add_argument("--fault-rate", type=float, default=0.001,
-                        help="share of requests per fault kind (six kinds; a poll page makes dozens of calls)")
+    parser.add_argument("--fault-rate", type=float, default=0.05,
+                        help="share of requests per fault kind (5xx, 429, dropped, timeout at half, slow; expired "
+                             "session at 3x on searches): at 0.05 about a fifth of the calls fail, ~500 faults a week")
     parser.add_argument("--database-url", help="use this PostgreSQL server (a fresh database; no restart)")
     parser.add_argument("--pg-port", type=int, default=55490, help="port of the private cluster")
     parser.add_argument("--no-pg-restart", action="store_true")

@@ -228,6 +228,7 @@ def run() -> None:
 
     On real time until Ctrl-C or SIGTERM."""
     from sidecar import logs, service
+    from sidecar.store.reachable import until_reachable
 
     settings = Settings()
     busy = port_problem(settings.web_port, "SIDECAR_WEB_PORT")
@@ -242,7 +243,8 @@ def run() -> None:
     except bench_clock.ClockSettingError as exc:
         raise fail(str(exc)) from exc
     try:
-        service.run(settings, sessions(), clock)
+        # A database restarting right now (a restarted instance, a restarted cluster) is waited for.
+        service.run(settings, until_reachable(sessions, "database unreachable at start"), clock)
     except service.CannotStart as exc:
         raise fail(str(exc)) from exc
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
+from sqlalchemy.exc import DBAPIError
+
 from sidecar.logs import mask
 
 log = logging.getLogger("sidecar.health")
@@ -119,6 +121,10 @@ def describe(exc: BaseException) -> str:
         problem = "connection refused"  # urllib3 sometimes keeps only the text
     if problem is not None:
         host = next((h for h in map(_host, chain) if h), None)
+        # The driver's error names no host object; every job touches the database, so "the API"
+        # would send an operator after the wrong server during a database restart.
+        if host is None and any(isinstance(e, DBAPIError) for e in chain):
+            host = "the database"
         return f"cannot reach {host or 'the API'} ({problem})"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return mask(text[:300])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -41,6 +41,7 @@ class Runtime:
     directory_file: Path | None = None  # what the CRMs do not know: teams, capacity, seniority
     failures: FailureTracker = field(default_factory=FailureTracker)  # per CRM: backoff, one line, readiness
     lease: timedelta = timedelta(minutes=5)  # how long a dispatcher's claim on an effect holds (outbox.dispatch)
+    clock: Callable[[], datetime] | None = None  # the jobs' clock, read again mid-run (outbox lease renewal)
 
 
 def poll_all(rt: Runtime, now: datetime) -> dict[str, sync.PollStats]:
@@ -136,7 +137,7 @@ def resurface_reviews(rt: Runtime, now: datetime) -> int:
 def dispatch(rt: Runtime, now: datetime) -> Counter[str]:
     with transaction(rt.sessions) as session:  # the admin's noise settings, as the active policy says
         rt.ports.noise = rt.ctx.book.active(session)[1].noise
-    return outbox.dispatch(rt.sessions, rt.ports, now, lease=rt.lease, retry=rt.retry)
+    return outbox.dispatch(rt.sessions, rt.ports, now, lease=rt.lease, retry=rt.retry, clock=rt.clock)
 
 
 def run_cycle(rt: Runtime, now: datetime, *, poll: bool = True) -> Counter[str]:

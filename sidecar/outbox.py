@@ -12,10 +12,10 @@ import hashlib
 import logging
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pydantic import TypeAdapter
 from sqlalchemy import and_, or_, select, update
@@ -213,13 +213,15 @@ def _perform(ports: Ports, claim: _Claim) -> str:
 
 def dispatch(sessions: sessionmaker[Session], ports: Ports, now: datetime, *, batch: int = 50,
              max_batches: int = 20, lease: timedelta = timedelta(minutes=5),
-             retry: RetryPolicy | None = None) -> Counter[str]:
+             retry: RetryPolicy | None = None, clock: Callable[[], datetime] | None = None) -> Counter[str]:
     """Perform due effects; returns how many ended in each status.
 
     Claims batch after batch so that effects waiting on one just performed (a new owner's task
-    after the owner change) go out in the same run.
+    after the owner change) go out in the same run. `clock`: the time right before each call, when
+    its claim is renewed (see `_renew`; without it, `now`).
     """
     retry = retry or RetryPolicy()
+    renew = _Renewal(sessions, lease, clock or (lambda: now))
     outcomes: Counter[str] = Counter()
     for _ in range(max_batches):
         with transaction(sessions) as session:
@@ -234,13 +236,43 @@ def dispatch(sessions: sessionmaker[Session], ports: Ports, now: datetime, *, ba
         sends, batches = _batch_writes(ports, shaped.sends)
         done_before = outcomes["done"]
         for (crm, method), group in batches.items():
-            _perform_batch(sessions, ports, crm, method, group, now, retry, outcomes)
+            if group := renew(group):
+                _perform_batch(sessions, ports, crm, method, group, now, retry, outcomes)
         for group in sends:
-            _perform_all(sessions, ports, group, now, retry, outcomes)
+            if group := renew(group):
+                _perform_all(sessions, ports, group, now, retry, outcomes)
         retried = [claim.id for claim in claims if claim.attempt > 1]
         if outcomes["done"] > done_before and retried:
             _resume_backlog(sessions, retried, now)
     return +outcomes
+
+
+@dataclass
+class _Renewal:
+    """A batch's claims all start their lease at the claim, but its calls go out one after another:
+    under a slow CRM or Slack (or a busy machine) the last ones would start after their lease ran
+    out, while another dispatcher takes them over and performs them too (the chaos run saw a
+    hundred Slack messages posted twice). So each claim's lease starts again right before its own
+    call, and a claim already taken over is dropped instead of performed a second time."""
+
+    sessions: sessionmaker[Session]
+    lease: timedelta
+    clock: Callable[[], datetime]
+
+    def __call__(self, group: list[_Claim]) -> list[_Claim]:
+        until = self.clock() + self.lease
+        kept = []
+        with transaction(self.sessions) as session:
+            for claim in group:
+                held = session.execute(update(OutboxRow).where(
+                    OutboxRow.id == claim.id, OutboxRow.status == "in_flight",
+                    OutboxRow.attempts == claim.attempt).values(claimed_until=until))
+                if cast(Any, held).rowcount == 1:
+                    kept.append(claim)
+                else:
+                    log.warning("effect %s: claim lost before its call (lease expired and taken over); "
+                                "not performed here", claim.key)
+        return kept
 
 
 def _resume_backlog(sessions: sessionmaker[Session], retried: list[int], now: datetime) -> None:
@@ -360,7 +392,7 @@ def _settle(session: Session, claim: _Claim, settled: tuple[str, str, float | No
     row = _still_ours(session, claim)
     if row is None:
         return "lost"
-    if status == "retry" and row.attempts >= retry.max_attempts:
+    if status == "retry" and row.attempts >= retry.max_attempts and not _task_still_coming(session, claim.request):
         status, text = "dead", f"gave up after {row.attempts} attempts: {text}"
     if status == "retry":
         row.status, row.last_error = "pending", text
@@ -373,6 +405,16 @@ def _settle(session: Session, claim: _Claim, settled: tuple[str, str, float | No
         row.last_error = text
     _audit_outcome(session, row, claim.request, status, text, now)
     return status
+
+
+def _task_still_coming(session: Session, request: Request) -> bool:
+    """A task update waits for its task: while the task's create is still pending or in flight (a
+    CRM failing creates for a while, or a dead dispatcher's claim waiting out its lease), failing to
+    find the task is no reason to give the update up. The create's own attempts are bounded."""
+    if not isinstance(request, TaskUpdate):
+        return False
+    create = session.scalars(select(OutboxRow.status).where(OutboxRow.idempotency_key == request.task_key)).first()
+    return create in ("pending", "in_flight")
 
 
 def _audit_outcome(session: Session, row: OutboxRow, request: Request, status: str, text: str,

@@ -17,6 +17,7 @@ from sidecar.jobs import Runtime
 from sidecar.settings import Settings
 from sidecar.store.db import transaction
 from sidecar.store.locks import AnotherInstance, single_instance
+from sidecar.store.reachable import until_reachable
 
 log = logging.getLogger("sidecar.run")
 
@@ -89,11 +90,13 @@ def _run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[]
         listen_url = web.start()
     except ListenError as exc:
         raise CannotStart(f"{exc} (set SIDECAR_WEB_PORT or SIDECAR_WEB_HOST)") from exc
-    for line in summary(settings, runtime, sessions, listen_url, paths):
-        log.info(line)
-    outbox.release_orphaned_claims(sessions, clock())  # before any job: see its docstring
-    sync.release_orphaned_intake(sessions)  # likewise for webhook ids a killed drain had claimed
     try:
+        starting = "database unreachable at start"  # e.g. PostgreSQL restarting: waited for (store.reachable)
+        for line in until_reachable(lambda: list(summary(settings, runtime, sessions, listen_url, paths)), starting):
+            log.info(line)
+        # Before any job: see their docstrings (claims and webhook ids a killed process left behind).
+        until_reachable(lambda: outbox.release_orphaned_claims(sessions, clock()), starting)
+        until_reachable(lambda: sync.release_orphaned_intake(sessions), starting)
         scheduler.run_forever(runtime, clock, settings.job_intervals(),
                               timedelta(seconds=settings.backoff_cap_seconds))
     finally:

@@ -175,7 +175,8 @@ def build_runtime(settings: Settings, sessions: sessionmaker[Session], *,
         sf_client.on_login = lambda url: setattr(ctx, "links", replace(ctx.links, salesforce_base=url))
     return Runtime(sessions, ctx, readers, Ports(notifier, writers),
                    RetryPolicy(rng=random.Random()),  # noqa: S311 - retry jitter, not security
-                   directory_file=settings.directory_file, lease=timedelta(seconds=settings.outbox_lease_seconds))
+                   directory_file=settings.directory_file, lease=timedelta(seconds=settings.outbox_lease_seconds),
+                   clock=clock)
 
 
 SLACK_ROUTES = ("slack_dm", "team_channel", "channel")

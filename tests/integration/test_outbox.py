@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -18,6 +19,7 @@ from sidecar.ports import (
     OwnerChange,
     PermanentError,
     TaskRequest,
+    TaskUpdate,
     TransientError,
 )
 from sidecar.store.db import transaction
@@ -296,3 +298,87 @@ def test_a_batch_that_fails_whole_is_retried_and_looked_up_the_second_time(
     note_batches = [batch for batch in writer.batches if batch[0] == "add_notes"]
     assert len(note_batches) == 2 and note_batches[1][2] == set()  # sent before: not "unsent" any more
     assert {row_statuses(sessions)[f"00Q{i}:note"] for i in range(3)} == {"done"}
+
+
+class Slow:
+    """A port (notifier or writer) whose every call takes `minutes` on the test's clock and is
+    recorded as (dispatcher, key); `during[n]` runs (once) inside this dispatcher's n-th call."""
+
+    def __init__(self, inner: object, name: str, clock: list[datetime], performed: list[tuple[str, str]],
+                 minutes: float = 0, during: dict[int, Callable[[], object]] | None = None) -> None:
+        self.inner, self.name, self.clock, self.performed = inner, name, clock, performed
+        self.minutes, self.during = minutes, during if during is not None else {}
+
+    def __getattr__(self, method: str) -> object:
+        target = getattr(self.inner, method)  # AttributeError for what the port does not offer
+
+        def call(*args: object) -> object:
+            self.performed.append((self.name, str(args[-1])))
+            self.clock[0] += timedelta(minutes=self.minutes)
+            hook = self.during.pop(sum(who == self.name for who, _key in self.performed), None)
+            if hook is not None:
+                hook()
+            return target(*args)
+        return call
+
+
+def test_a_slow_batch_renews_each_claim_before_its_call_so_no_other_dispatcher_repeats_it(
+        sessions: sessionmaker[Session]) -> None:
+    """Chaos run defect: a batch's claims all leased at the claim, its calls made one by one; calls
+    that started after their lease ran out were taken over and made twice (Slack messages)."""
+    breached_lead(sessions)
+    start = ny(24, 9, 46).astimezone(UTC)
+    clock, performed = [start], []  # type: ignore[var-annotated]
+    lease = timedelta(minutes=5)
+
+    def other_dispatcher() -> None:  # B, six minutes on: the claims A made at the start ran out
+        dispatch(sessions, Ports(Slow(FakeNotifier(), "B", clock, performed),
+                                 {"salesforce": Slow(FakeWriter(), "B", clock, performed)}), clock[0], lease=lease)
+
+    during = {2: other_dispatcher}  # one dict for both of A's ports: B runs once, in A's second call
+    ports = Ports(Slow(FakeNotifier(), "A", clock, performed, minutes=3, during=during),
+                  {"salesforce": Slow(FakeWriter(), "A", clock, performed, minutes=3, during=during)})
+    dispatch(sessions, ports, start, lease=lease, clock=lambda: clock[0])
+    keys = [key for _who, key in performed]
+    assert not during  # B did run
+    assert len(keys) == 8 and len(set(keys)) == 8, performed  # every effect once, whoever made it
+    assert {who for who, _key in performed} == {"A", "B"}  # B took over what A had not started
+    assert {status for status, _ in statuses(sessions).values()} == {"done"}
+
+
+class TaskFirst(FakeWriter):
+    """Finds a task to update only once its create was made (the real writers search by its key)."""
+
+    def update_task(self, update: TaskUpdate, idempotency_key: str) -> str:
+        if update.task_key not in self.effects:
+            self.calls.append(idempotency_key)
+            raise TransientError(f"no task carries key {update.task_key} yet", retry_after=60)
+        return super().update_task(update, idempotency_key)
+
+
+def test_a_task_update_waits_for_its_task_while_the_create_is_unsettled(sessions: sessionmaker[Session]) -> None:
+    """Chaos run defect: a killed dispatcher's claim on a task's create held for its lease, while the
+    update moving that task to the lead's new owner failed to find it ten times and was dead-lettered:
+    the task stayed with the old owner."""
+    lead = LeadContext(Crm.SALESFORCE, "00Q1", "Ada Lovelace", "Engines", "US-East", "web_form", None, "NEW",
+                       "r2", None, "https://example.test/00Q1")
+    start = ny(24, 9).astimezone(UTC)
+    task_key = "first-response:lead:1:task:r1"
+    with transaction(sessions) as session:
+        outbox.enqueue(session, key=task_key, request=TaskRequest(lead, "r1", "Call", "", start), now=start)
+        outbox.enqueue(session, key="clock:1:step:2:task-update", request=TaskUpdate(lead, task_key, "r2"), now=start)
+    with transaction(sessions) as session:  # a dispatcher claims the create, then is killed
+        claimed, _ = outbox._claim(session, start, 1, timedelta(minutes=5))
+    assert [claim.key for claim in claimed] == [task_key]
+    writer = TaskFirst()
+    ports, retry = Ports(FakeNotifier(), {"salesforce": writer}), RetryPolicy(max_attempts=3)
+    for second in range(1, 300, 61):  # the update is tried each minute while the lease holds
+        dispatch(sessions, ports, start + timedelta(seconds=second), retry=retry)
+    with transaction(sessions) as session:
+        update = session.scalars(select(OutboxRow).where(OutboxRow.action == "update_task")).one()
+        assert (update.status, update.attempts) == ("pending", 5)  # past max_attempts, not given up
+    for minute in (6, 8):  # the lease ran out: the create goes out, then the update finds its task
+        dispatch(sessions, ports, start + timedelta(minutes=minute), retry=retry)
+    assert {status for status, _error in statuses(sessions).values()} == {"done"}
+    assert writer.effects[task_key].owner_id == "r1"
+    assert writer.effects["clock:1:step:2:task-update"].new_owner_id == "r2"

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
+from sqlalchemy import create_engine
+from sqlalchemy.exc import OperationalError
 
 from sidecar.failures import FailureTracker, describe
 from sidecar.ports import TransientError
@@ -39,6 +41,16 @@ def test_a_refused_connection_is_described_in_plain_words_with_the_host() -> Non
     wrapped = TransientError("HubSpot do_search: network error: MaxRetryError")
     wrapped.__cause__ = refused()
     assert describe(wrapped) == "cannot reach 127.0.0.1 (connection refused)"
+
+
+def test_a_refused_database_connection_is_named_as_the_database_not_an_api() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port}/sidecar")
+    with pytest.raises(OperationalError) as caught:
+        engine.connect()
+    assert describe(caught.value) == "cannot reach the database (connection refused)"
 
 
 def test_other_errors_keep_their_first_line_and_lose_tokens() -> None:
