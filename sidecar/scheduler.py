@@ -9,7 +9,9 @@ line, backoff, recovery line: see sidecar.failures), a routine run only at DEBUG
 The intervals are a safety net: `evaluate` is woken at the earliest `next_due_at` (re-armed after
 every job that may have started or moved a clock), and `dispatch` right after a tick decided
 something and at the earliest pending effect, so a step fires within about a second of its due
-instant and its message follows at once (see `Wakeups`).
+instant and its message follows at once (see `Wakeups`). A stored webhook wakes `drain_webhooks`
+at once (sidecar.doorbell), and a drain that applied leads wakes `dispatch`: a new lead's
+first-response task goes out right after it was read.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from sidecar import jobs, wakeups
+from sidecar.doorbell import Doorbell
 from sidecar.jobs import Runtime
 
 log = logging.getLogger(__name__)
@@ -131,6 +134,10 @@ class Wakeups:
             if result:  # a settled owner change lets the tick decide that lead's held steps
                 self.wake("evaluate")
         else:  # polls, webhooks, directory, reviews may start or move clocks
+            if name == "drain_webhooks" and result:
+                # Applying a new lead may have decided its first-response task (patterns.on_applied):
+                # hand it to the dispatcher now, not at its next interval.
+                self.wake("dispatch")
             self.wake("evaluate", wakeups.next_step_due(self.rt.sessions))
 
 
@@ -181,10 +188,14 @@ _WAKEUPS: weakref.WeakKeyDictionary[BaseScheduler, Wakeups] = weakref.WeakKeyDic
 
 
 def run_forever(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] | None = None,
-                backoff_cap: timedelta | None = None) -> None:
+                backoff_cap: timedelta | None = None, doorbell: Doorbell | None = None) -> None:
+    """`doorbell`: rung by the webhook receivers when they stored lead ids; the drain runs at once."""
     scheduler = build(rt, clock, intervals, backoff_cap)
 
     stopping = threading.Event()
+    if doorbell is not None:
+        wake = _WAKEUPS[scheduler]
+        doorbell.listen(lambda: wake.wake("drain_webhooks"), stopping)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         if stopping.is_set():  # a second signal (e.g. sent to the whole process group) changes nothing
