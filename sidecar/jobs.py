@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -41,6 +41,8 @@ class Runtime:
     directory_file: Path | None = None  # what the CRMs do not know: teams, capacity, seniority
     failures: FailureTracker = field(default_factory=FailureTracker)  # per CRM: backoff, one line, readiness
     lease: timedelta = timedelta(minutes=5)  # how long a dispatcher's claim on an effect holds (outbox.dispatch)
+    # Called when a job committed effects the dispatcher should send now (`sidecar run` wakes it).
+    effects_stored: Callable[[], None] | None = None
 
 
 def poll_all(rt: Runtime, now: datetime) -> dict[str, sync.PollStats]:
@@ -104,7 +106,7 @@ def drain_webhooks(rt: Runtime, now: datetime) -> int:
         if not rt.failures.due("drain_webhooks", name, now):
             continue
         try:  # one CRM's outage must not stop the other's webhook intake
-            applied += sync.drain_intake(rt.sessions, rt.ctx, reader, now)
+            applied += sync.drain_intake(rt.sessions, rt.ctx, reader, now, applied_hook=rt.effects_stored)
         except Exception as exc:  # reported; the ids stay queued for the next run
             rt.failures.failed("drain_webhooks", name, now, exc)
         else:
