@@ -4,7 +4,6 @@ receivers, log a short startup summary, run the jobs until SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -20,7 +19,6 @@ from sidecar.store.db import transaction
 from sidecar.store.locks import AnotherInstance, single_instance
 
 log = logging.getLogger("sidecar.run")
-SWITCH_INTERVAL_S = 0.001
 
 
 class CannotStart(ValueError):
@@ -74,10 +72,6 @@ def _run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[]
     from sidecar.web.app import BackgroundServer, ListenError, create_app
     from sidecar.web.workers import WebWorkers, workers_problem
 
-    # The web thread waits for the processor behind the jobs' threads: Python hands it over every 5 ms
-    # by default, and a webhook that needs a dozen hand-overs (request, store, commit, response)
-    # waits that often. 1 ms keeps a webhook's wait short at the cost of a little job throughput.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     problem = workers_problem(settings.web_workers, sessions.kw["bind"].dialect.name)
     if problem:
         raise CannotStart(problem)
