@@ -38,6 +38,8 @@ from connectors.hubspot.limits import LimitSettings, RateLimiter
 from connectors.hubspot.writer import HubSpotWriter
 
 TARGET_P99_S = 2.0
+# Measured before a stored webhook woke the drain and an applied batch woke dispatch (commit ae9102a).
+BEFORE = {"p50_s": 1.95, "p99_s": 3.91}
 
 
 def watch(emulator: HubSpotEmulator, wanted: set[str], seen: dict[str, float], stop: threading.Event) -> None:
@@ -107,7 +109,7 @@ def main() -> None:
                       "on 2 cores shared with the load generator and the emulator",
                       value=row["p99_s"], limit=TARGET_P99_S)]
     write("bench_end_to_end", {"benchmark": "webhook to first-response task", "machine": info, "rows": [row],
-                               "targets": targets})
+                               "before": BEFORE, "targets": targets})
 
 
 if __name__ == "__main__":

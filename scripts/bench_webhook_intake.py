@@ -55,6 +55,10 @@ from sidecar.store.models import IntakeItem, Lead
 SECRET = "bench-app-secret"  # the emulated app's secret: signs the load generator's webhooks
 PORTAL = "62515"
 TARGET_RPS, TARGET_P99_MS = 1000, 50
+# Measured before the request path was trimmed (commit ae9102a: one process, SQLite, receivers storing
+# each webhook in its own transaction, the drain on its interval), with this script's defaults.
+BEFORE = {"hubspot, sqlite, 1 worker": {"req_per_s": 135.0, "p50_ms": 188.4, "p99_ms": 1069.0},
+          "salesforce, sqlite, 1 worker": {"req_per_s": 133.9, "p50_ms": 177.2, "p99_ms": 1261.6}}
 
 
 def fresh_database(url: str | None, workdir: Path) -> str:
@@ -227,7 +231,7 @@ def main() -> None:
                               "which other processes can only poll for): rerun with --postgres-url"))
     write("bench_webhook_intake", {"benchmark": "webhook intake into sidecar run",
                                    "databases": sorted({r["database"] for r in rows}),
-                                   "machine": info, "rows": rows, "targets": targets})
+                                   "machine": info, "rows": rows, "before": BEFORE, "targets": targets})
 
 
 if __name__ == "__main__":
