@@ -202,12 +202,7 @@ def drain_intake(sessions: sessionmaker[Session], ctx: EngineContext, reader: Cr
             raise
 
 
-# Leads applied per write transaction by the webhook drain. On SQLite every webhook's insert waits
-# for the drain's open transaction (one writer lock): 2 leads' worth of work keeps that wait short
-# (measured: intake about 1.5-2x the requests/s of 10, scripts/bench_webhook_intake.py). PostgreSQL
-# inserts beside it, so larger transactions there only save commits.
-APPLY_CHUNK = {"sqlite": 2}
-APPLY_CHUNK_DEFAULT = 10
+APPLY_CHUNK = 10  # leads applied per write transaction by the webhook drain
 
 
 def _apply_claimed(sessions: sessionmaker[Session], ctx: EngineContext, crm: str, token: str, ids: list[str],
@@ -218,9 +213,8 @@ def _apply_claimed(sessions: sessionmaker[Session], ctx: EngineContext, crm: str
     a few leads' worth of work, not a whole batch's); returns how many snapshots were applied."""
     applied = 0
     read = {snapshot.crm_id: snapshot for snapshot in snapshots}
-    size = APPLY_CHUNK.get(sessions.kw["bind"].dialect.name, APPLY_CHUNK_DEFAULT)
-    for start in range(0, len(ids), size):
-        chunk = ids[start:start + size]
+    for start in range(0, len(ids), APPLY_CHUNK):
+        chunk = ids[start:start + APPLY_CHUNK]
         with transaction(sessions) as session:
             mine = _still_claimed(session, token, chunk)
             if not mine:  # our lease ran out and another sidecar took the batch over: it applies it
