@@ -108,7 +108,8 @@ def main() -> None:
                       f"{row['tasks_seen']}/{args.leads} tasks", ok,
                       "" if ok else "the drain and the dispatcher are woken at once, but each lead waits for the "
                       "batch it was claimed with (up to 100 leads read, applied and their tasks created together) "
-                      "on 2 cores shared with the load generator and the emulator",
+                      f"on 2 cores shared with the load generator and the emulator (load average "
+                      f"{(info['load_average_at_start'] or ['?'])[0]} at the start)",
                       value=row["p99_s"], limit=TARGET_P99_S)]
     write("bench_end_to_end", {"benchmark": "webhook to first-response task", "machine": info, "rows": [row],
                                "before": BEFORE, "targets": targets})
