@@ -42,6 +42,8 @@ class Runtime:
     failures: FailureTracker = field(default_factory=FailureTracker)  # per CRM: backoff, one line, readiness
     lease: timedelta = timedelta(minutes=5)  # how long a dispatcher's claim on an effect holds (outbox.dispatch)
     clock: Callable[[], datetime] | None = None  # the jobs' clock, read again mid-run (outbox lease renewal)
+    # Called when a job committed effects the dispatcher should send now (`sidecar run` wakes it).
+    effects_stored: Callable[[], None] | None = None
 
 
 def poll_all(rt: Runtime, now: datetime) -> dict[str, sync.PollStats]:
@@ -105,7 +107,7 @@ def drain_webhooks(rt: Runtime, now: datetime) -> int:
         if not rt.failures.due("drain_webhooks", name, now):
             continue
         try:  # one CRM's outage must not stop the other's webhook intake
-            applied += sync.drain_intake(rt.sessions, rt.ctx, reader, now)
+            applied += sync.drain_intake(rt.sessions, rt.ctx, reader, now, applied_hook=rt.effects_stored)
         except Exception as exc:  # reported; the ids stay queued for the next run
             rt.failures.failed("drain_webhooks", name, now, exc)
         else:

@@ -9,7 +9,9 @@ line, backoff, recovery line: see sidecar.failures), a routine run only at DEBUG
 The intervals are a safety net: `evaluate` is woken at the earliest `next_due_at` (re-armed after
 every job that may have started or moved a clock), and `dispatch` right after a tick decided
 something and at the earliest pending effect, so a step fires within about a second of its due
-instant and its message follows at once (see `Wakeups`).
+instant and its message follows at once (see `Wakeups`). A stored webhook wakes `drain_webhooks`
+at once (sidecar.doorbell), and each batch the drain applied wakes `dispatch` (`Runtime.effects_stored`):
+a new lead's first-response task goes out right after it was read.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from sidecar import jobs, wakeups
+from sidecar.doorbell import Doorbell
 from sidecar.jobs import Runtime
 
 log = logging.getLogger(__name__)
@@ -119,19 +122,25 @@ class Wakeups:
         except Exception as exc:  # the store is down: the intervals still run every job
             log.debug("could not plan the next %s run early: %s", event.job_id, exc)
 
+    def _wake_at(self, name: str, at: datetime | None) -> None:
+        """`wake` at the next due instant, if there is one (None: nothing due, the interval stands;
+        waking at once then would run the job again and again while there is nothing to do)."""
+        if at is not None:
+            self.wake(name, at)
+
     def _plan(self, name: str, now: datetime, result: Any) -> None:
         if name == "evaluate":
             if result:  # new effects: hand them to the dispatcher now, not at its next interval
                 self.wake("dispatch")
-            self.wake("evaluate", wakeups.next_step_due(self.rt.sessions, after=now))
+            self._wake_at("evaluate", wakeups.next_step_due(self.rt.sessions, after=now))
         elif name == "dispatch":
             if sum(dict(result or {}).values()) >= DISPATCH_CAPACITY:  # it stopped at its cap: more is due
                 self.wake("dispatch")
-            self.wake("dispatch", wakeups.next_effect_due(self.rt.sessions, after=now))
+            self._wake_at("dispatch", wakeups.next_effect_due(self.rt.sessions, after=now))
             if result:  # a settled owner change lets the tick decide that lead's held steps
                 self.wake("evaluate")
         else:  # polls, webhooks, directory, reviews may start or move clocks
-            self.wake("evaluate", wakeups.next_step_due(self.rt.sessions))
+            self._wake_at("evaluate", wakeups.next_step_due(self.rt.sessions))
 
 
 DISPATCH_CAPACITY = 50 * 20  # outbox.dispatch's default batch x max_batches: one run's most
@@ -171,6 +180,8 @@ def build(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] 
         scheduler.add_job(_job(name, rt, clock, wake), "interval", seconds=seconds, id=name, name=name,
                           next_run_time=wall_now())
     wake.scheduler = scheduler
+    # A new lead's first-response task, decided while the webhook drain applies it, goes out now.
+    rt.effects_stored = lambda: wake.wake("dispatch")
     scheduler.add_listener(wake.submitted, EVENT_JOB_SUBMITTED)
     scheduler.add_listener(wake.ended, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
     _WAKEUPS[scheduler] = wake
@@ -181,10 +192,14 @@ _WAKEUPS: weakref.WeakKeyDictionary[BaseScheduler, Wakeups] = weakref.WeakKeyDic
 
 
 def run_forever(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] | None = None,
-                backoff_cap: timedelta | None = None) -> None:
+                backoff_cap: timedelta | None = None, doorbell: Doorbell | None = None) -> None:
+    """`doorbell`: rung by the webhook receivers when they stored lead ids; the drain runs at once."""
     scheduler = build(rt, clock, intervals, backoff_cap)
 
     stopping = threading.Event()
+    if doorbell is not None:
+        wake = _WAKEUPS[scheduler]
+        doorbell.listen(lambda: wake.wake("drain_webhooks"), stopping)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         if stopping.is_set():  # a second signal (e.g. sent to the whole process group) changes nothing

@@ -48,7 +48,9 @@ def summary(settings: Settings, runtime: Runtime, sessions: sessionmaker[Session
     return [
         f"sidecar {sidecar.__version__} starting: database {safe_database_url(settings.database_url)}, "
         f"{policy_line(sessions)}, CRMs {', '.join(runtime.readers)}, {slack}",
-        f"web {listen_url} (public URL {public}): {', '.join(paths)}; "
+        f"web {listen_url} (public URL {public}"
+        + (f", {settings.web_workers} worker processes" if settings.web_workers > 1 else "")
+        + f"): {', '.join(paths)}; "
         f"dashboard {(settings.public_url or listen_url).rstrip('/')}/dashboard/ "
         + ("(log in with a SIDECAR_DASHBOARD_USERS token)" if settings.dashboard_users or settings.admin_token
            else "(set SIDECAR_DASHBOARD_USERS to log in)"),
@@ -67,15 +69,21 @@ def run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[],
 
 def _run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[], datetime]) -> None:
     from sidecar import scheduler, wiring
+    from sidecar.doorbell import Doorbell
     from sidecar.web.app import BackgroundServer, ListenError, create_app
+    from sidecar.web.workers import WebWorkers, workers_problem
 
+    problem = workers_problem(settings.web_workers, sessions.kw["bind"].dialect.name)
+    if problem:
+        raise CannotStart(problem)
     runtime = wiring.build_runtime(settings, sessions, clock=clock)
     if not runtime.readers:
         raise CannotStart("no CRM configured: set Salesforce or HubSpot credentials in .env (see .env.example)")
     from sidecar.web.auth import UsersError
 
+    doorbell = Doorbell()
     try:
-        routers = wiring.web_routers(settings, sessions, runtime.ctx, clock)
+        routers = wiring.web_routers(settings, sessions, runtime.ctx, clock, doorbell.ring)
     except UsersError as exc:
         raise CannotStart(str(exc)) from exc
     paths = ["/healthz", "/readyz", *sorted({path for r in routers for route in r.routes
@@ -83,13 +91,20 @@ def _run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[]
                                             and not path.startswith(("/dashboard/", "/api/"))})]
     # Polls may slow to one per 10 minutes near the daily API limit (connectors/quota.py): stale beyond that.
     stale = timedelta(seconds=max(3 * settings.poll_interval_seconds, 15 * 60))
-    web = BackgroundServer(create_app(sessions, routers, runtime.failures, max_body_bytes=settings.max_body_bytes,
-                                      clock=clock, poll_stale_after=stale),
-                           settings.web_port, settings.web_host)
+    web: BackgroundServer | WebWorkers
+    if settings.web_workers > 1:  # processes of their own (sidecar.web.workers), ringing a shared doorbell
+        web = WebWorkers(settings.web_workers, settings.web_host, settings.web_port, stale)
+        doorbell = Doorbell(web.rung)
+    else:
+        web = BackgroundServer(create_app(sessions, routers, runtime.failures,
+                                          max_body_bytes=settings.max_body_bytes, clock=clock,
+                                          poll_stale_after=stale), settings.web_port, settings.web_host)
     try:
         listen_url = web.start()
-    except ListenError as exc:
-        raise CannotStart(f"{exc} (set SIDECAR_WEB_PORT or SIDECAR_WEB_HOST)") from exc
+    except (ListenError, OSError) as exc:
+        where = f"cannot listen on {settings.web_host}:{settings.web_port}: {exc}" if isinstance(exc, OSError) \
+            else str(exc)
+        raise CannotStart(f"{where} (set SIDECAR_WEB_PORT or SIDECAR_WEB_HOST)") from exc
     try:
         starting = "database unreachable at start"  # e.g. PostgreSQL restarting: waited for (store.reachable)
         for line in until_reachable(lambda: list(summary(settings, runtime, sessions, listen_url, paths)), starting):
@@ -98,6 +113,6 @@ def _run(settings: Settings, sessions: sessionmaker[Session], clock: Callable[[]
         until_reachable(lambda: outbox.release_orphaned_claims(sessions, clock()), starting)
         until_reachable(lambda: sync.release_orphaned_intake(sessions), starting)
         scheduler.run_forever(runtime, clock, settings.job_intervals(),
-                              timedelta(seconds=settings.backoff_cap_seconds))
+                              timedelta(seconds=settings.backoff_cap_seconds), doorbell)
     finally:
         web.stop()

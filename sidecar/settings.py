@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     # Largest request body any route accepts (413 above it, before reading or checking anything);
     # HubSpot batches (<= 100 events) and Salesforce Outbound Messages (<= 100 notifications) fit easily.
     max_body_bytes: int = 5 * 1024 * 1024
+    # Web server processes for the receivers, dashboard and APIs. 1: a thread of `sidecar run` itself.
+    # More: that many processes beside it sharing the port, so parsing and storing webhooks is not
+    # slowed by the jobs (one Python process runs one thread at a time). PostgreSQL only: on SQLite
+    # every write takes one lock, which other processes can only wait for by polling it.
+    web_workers: int = 1
 
     # Job intervals of `sidecar run`, in seconds; a failing CRM is retried with a doubling backoff
     # starting at its job's interval, up to `backoff_cap_seconds`.
@@ -111,6 +116,13 @@ class Settings(BaseSettings):
     def _at_least_a_kilobyte(cls, value: int) -> int:
         if value < 1024:
             raise ValueError("SIDECAR_MAX_BODY_BYTES must be at least 1024 (the default is 5242880, 5 MB)")
+        return value
+
+    @field_validator("web_workers")
+    @classmethod
+    def _worker_count(cls, value: int) -> int:
+        if not 1 <= value <= 64:
+            raise ValueError("SIDECAR_WEB_WORKERS must be between 1 and 64 (about one per core is plenty)")
         return value
 
     @field_validator("poll_interval_seconds", "webhook_drain_interval_seconds", "evaluate_interval_seconds",

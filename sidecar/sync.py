@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -175,7 +175,8 @@ def read_isolating(reader: CrmReader, ids: list[str]) -> tuple[list[LeadSnapshot
 
 
 def drain_intake(sessions: sessionmaker[Session], ctx: EngineContext, reader: CrmReader, now: datetime,
-                 batch: int = 100, lease: timedelta = timedelta(minutes=5)) -> int:
+                 batch: int = 100, lease: timedelta = timedelta(minutes=5),
+                 applied_hook: Callable[[], None] | None = None) -> int:
     """Read announced leads, `batch` ids per CRM call, and apply them like polled changes. An id the
     CRM refuses to read is dead-lettered on its own (`error` set, shown by `sidecar status`) and
     never holds up the ids behind it; polling still covers that lead if it exists.
@@ -184,7 +185,8 @@ def drain_intake(sessions: sessionmaker[Session], ctx: EngineContext, reader: Cr
     the CRM with no transaction open, and applied only while the claim is still ours (see
     `_claim_intake`), so each id is applied by one sidecar. The CRM is never read inside a
     transaction: on SQLite a write transaction holds the only writer lock, and every webhook's
-    insert would wait behind the CRM's answer (and its rate-limit pauses)."""
+    insert would wait behind the CRM's answer (and its rate-limit pauses). `applied_hook` is called
+    after each transaction that applied leads (their effects, e.g. a first-response task, are stored)."""
     applied = 0
     crm = reader.crm.value
     while True:
@@ -194,7 +196,7 @@ def drain_intake(sessions: sessionmaker[Session], ctx: EngineContext, reader: Cr
         token, ids = claimed
         try:
             snapshots, refused = read_isolating(reader, ids)
-            applied += _apply_claimed(sessions, ctx, crm, token, ids, snapshots, refused, now)
+            applied += _apply_claimed(sessions, ctx, crm, token, ids, snapshots, refused, now, applied_hook)
         except Exception:  # the ids go back to the queue at once, for whichever sidecar drains next
             _release_intake(sessions, token)
             raise
@@ -204,7 +206,8 @@ APPLY_CHUNK = 10  # leads applied per write transaction by the webhook drain
 
 
 def _apply_claimed(sessions: sessionmaker[Session], ctx: EngineContext, crm: str, token: str, ids: list[str],
-                   snapshots: list[LeadSnapshot], refused: dict[str, str], now: datetime) -> int:
+                   snapshots: list[LeadSnapshot], refused: dict[str, str], now: datetime,
+                   applied_hook: Callable[[], None] | None = None) -> int:
     """Apply what was read for the rows still carrying `token`, and mark them processed, a few leads
     per transaction (the SQLite writer lock is let go often enough that a webhook's insert waits for
     a few leads' worth of work, not a whole batch's); returns how many snapshots were applied."""
@@ -227,6 +230,8 @@ def _apply_claimed(sessions: sessionmaker[Session], ctx: EngineContext, crm: str
                 if item.crm_id in refused:
                     item.error = refused[item.crm_id][:500]
         applied += len(todo)
+        if todo and applied_hook is not None:
+            applied_hook()
     for crm_id, why in refused.items():
         log.warning("%s refused to read webhook id %.40r, set aside: %s", crm, crm_id, why)
     return applied

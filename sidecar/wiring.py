@@ -211,15 +211,17 @@ def teams_targets(settings: Settings) -> list[tuple[str, str, str | None]]:
 
 
 def web_routers(settings: Settings, sessions: sessionmaker[Session], ctx: EngineContext,
-                clock: Callable[[], datetime] | None = None) -> list[APIRouter]:
-    """The webhook receivers, Slack buttons and admin API for whatever is configured."""
+                clock: Callable[[], datetime] | None = None,
+                on_stored: Callable[[], None] | None = None) -> list[APIRouter]:
+    """The webhook receivers, Slack buttons and admin API for whatever is configured. `on_stored`:
+    called when a webhook stored new lead ids (rings the drain's doorbell, see sidecar.doorbell)."""
     now: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))  # the web layer's clock: the jobs' one
     routers: list[APIRouter] = []
     if settings.sf_organization_id:
         from connectors.salesforce.outbound import salesforce_outbound_router
 
         routers.append(salesforce_outbound_router(settings.sf_organization_id,
-                                                  intake_callback(sessions, "salesforce", now)))
+                                                  intake_callback(sessions, "salesforce", now, on_stored)))
     if settings.hubspot_app_secret:
         from connectors.hubspot.webhooks import hubspot_webhook_router
 
@@ -227,7 +229,7 @@ def web_routers(settings: Settings, sessions: sessionmaker[Session], ctx: Engine
         # Events of any other portal are refused; "0" is the field map's "not set".
         portal = settings.hubspot_portal_id or (hs_fields.portal_id if hs_fields.portal_id != "0" else None)
         routers.append(hubspot_webhook_router(_secret(settings.hubspot_app_secret) or "",
-                                              intake_callback(sessions, "hubspot", now),
+                                              intake_callback(sessions, "hubspot", now, on_stored),
                                               public_base_url=settings.public_url,
                                               object_type_id=hs_fields.type_id, portal_id=portal))
     if settings.slack_signing_secret:

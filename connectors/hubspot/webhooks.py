@@ -166,6 +166,14 @@ def _parse(body: bytes, object_type_id: str, portal_id: str | None) -> Parsed:
         raise ValueError("JSON nested too deeply") from None
 
 
+def _parse_and_store(body: bytes, object_type_id: str, portal_id: str | None,
+                     on_ids: Callable[[list[tuple[str, str]]], None]) -> Parsed:
+    parsed = _parse(body, object_type_id, portal_id)
+    if parsed.pairs:
+        on_ids(parsed.pairs)
+    return parsed
+
+
 def hubspot_webhook_router(app_secret: str, on_ids: Callable[[list[tuple[str, str]]], None],
                            clock: Callable[[], float] = time.time,
                            public_base_url: str | None = None, object_type_id: str = "0-1",
@@ -190,8 +198,10 @@ def hubspot_webhook_router(app_secret: str, on_ids: Callable[[list[tuple[str, st
         if media_type(request.headers.get("content-type")) != "application/json":  # after the signature:
             return Response(status_code=415, content="expected Content-Type: application/json")  # tells no stranger
         try:
-            # In a worker thread: a large batch must not hold up the event loop.
-            parsed = await run_in_threadpool(_parse, body, object_type_id, portal)
+            # One trip to a worker thread for parsing and storing: a large batch must not hold up
+            # the event loop, and the store is synchronous. Stored durably before we acknowledge
+            # (an exception -> 500 -> HubSpot retries).
+            parsed = await run_in_threadpool(_parse_and_store, body, object_type_id, portal, on_ids)
         except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
             return Response(status_code=400, content=f"malformed webhook body: {exc}")
         if parsed.skipped:
@@ -199,10 +209,6 @@ def hubspot_webhook_router(app_secret: str, on_ids: Callable[[list[tuple[str, st
             log.warning("HubSpot webhook: skipped %s", ", ".join(f"{n} {k}" for k, n in parsed.skipped.items()))
         if parsed.events and parsed.skipped["wrong_portal"] == parsed.events:
             return Response(status_code=403, content=f"events of another portal than {portal}")
-        if parsed.pairs:
-            # Stored durably before we acknowledge (an exception -> 500 -> HubSpot retries); in a
-            # worker thread: the store is synchronous and must not block the event loop.
-            await run_in_threadpool(on_ids, parsed.pairs)
         return Response(status_code=204)
 
     return router

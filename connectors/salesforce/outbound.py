@@ -140,6 +140,13 @@ def parse_notifications(body: bytes, organization_id: str) -> Parsed:
     return parsed
 
 
+def _parse_and_store(body: bytes, organization_id: str, on_ids: Callable[[list[tuple[str, str]]], None]) -> Parsed:
+    parsed = parse_notifications(body, organization_id)
+    if parsed.pairs:
+        on_ids(parsed.pairs)
+    return parsed
+
+
 def salesforce_outbound_router(organization_id: str, on_ids: Callable[[list[tuple[str, str]]], None],
                                skipped: Counter[str] = SKIPPED) -> APIRouter:
     """`POST /webhooks/salesforce`. `on_ids` must store the pairs durably before returning."""
@@ -152,8 +159,10 @@ def salesforce_outbound_router(organization_id: str, on_ids: Callable[[list[tupl
             return _fault(415, "expected a SOAP message (Content-Type: text/xml)")
         body = await request.body()
         try:
-            # In a worker thread: parsing a large message must not hold up the event loop.
-            parsed = await run_in_threadpool(parse_notifications, body, expected_org)
+            # One trip to a worker thread for parsing and storing: a large message must not hold up
+            # the event loop, and the store is synchronous. An exception in the store means no Ack:
+            # Salesforce delivers the message again later.
+            parsed = await run_in_threadpool(_parse_and_store, body, expected_org, on_ids)
         except OutboundRefused as exc:
             return _fault(exc.status, str(exc))
         if parsed.skipped:
@@ -161,8 +170,6 @@ def salesforce_outbound_router(organization_id: str, on_ids: Callable[[list[tupl
             log.warning("Outbound Message: skipped %s", ", ".join(f"{n} {k}" for k, n in parsed.skipped.items()))
         if not parsed.pairs:
             return _fault(400, "no notification carries a well-formed Id and Lead Id")
-        # An exception here means no Ack: Salesforce delivers the message again later.
-        await run_in_threadpool(on_ids, parsed.pairs)
         return Response(ACK, media_type="text/xml")
 
     return router

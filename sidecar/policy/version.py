@@ -26,6 +26,10 @@ def version_of(policy: Policy) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+# session.info key: (transaction, active version id) as PolicyBook.active read it in that transaction
+ACTIVE_IN_TRANSACTION = "sidecar_active_policy"
+
+
 def record_version(session: Session, policy: Policy, source_file: str, now: datetime) -> PolicyVersion:
     """Make this policy the active one. A known version is re-activated, never duplicated."""
     version = version_of(policy)
@@ -42,6 +46,7 @@ def record_version(session: Session, policy: Policy, source_file: str, now: date
     elif row != current:
         row.activated_at = now
     session.flush()
+    session.info.pop(ACTIVE_IN_TRANSACTION, None)  # the active version may have changed
     return row
 
 

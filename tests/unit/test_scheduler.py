@@ -136,3 +136,48 @@ def test_a_wake_up_asked_for_while_the_job_runs_is_kept_until_it_ends(
     assert built.get_job("dispatch").next_run_time == now + timedelta(seconds=5)  # still running
     _ended(built, "dispatch", now, result)
     assert built.get_job("dispatch").next_run_time == now  # honoured as soon as it ended
+
+
+def test_with_nothing_due_evaluate_and_dispatch_keep_their_intervals(
+        sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No open clock and no pending effect: the next runs stay at the intervals (waking them at once
+    would run both again and again while there is nothing to do)."""
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    rt = _runtime(sessions)
+    now = ny(24, 8).astimezone(UTC)
+    _wall(monkeypatch, now)
+    built = scheduler.build(rt, lambda: now)
+    _run(built, "evaluate", now)
+    _run(built, "dispatch", now)
+    _run(built, "drain_webhooks", now)
+    assert built.get_job("evaluate").next_run_time == now + timedelta(seconds=15)
+    assert built.get_job("dispatch").next_run_time == now + timedelta(seconds=5)
+
+
+def test_effects_stored_by_the_webhook_drain_wake_dispatch_at_once(
+        sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    rt = _runtime(sessions)
+    now = ny(24, 8).astimezone(UTC)
+    _wall(monkeypatch, now)
+    built = scheduler.build(rt, lambda: now)
+    built.modify_job("dispatch", next_run_time=now + timedelta(seconds=5))
+    assert rt.effects_stored is not None
+    rt.effects_stored()  # what sync.drain_intake calls after each transaction that applied leads
+    assert built.get_job("dispatch").next_run_time == now
+
+
+def test_a_ring_of_the_doorbell_runs_the_drain_now(sessions: sessionmaker[Session],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.doorbell import Doorbell
+
+    rt = _runtime(sessions)
+    now = ny(24, 8).astimezone(UTC)
+    _wall(monkeypatch, now)
+    built = scheduler.build(rt, lambda: now)
+    built.modify_job("drain_webhooks", next_run_time=now + timedelta(seconds=5))
+    bell = Doorbell()
+    bell.ring()  # a receiver stored a webhook
+    wake = scheduler._WAKEUPS[built]
+    assert bell.answer(lambda: wake.wake("drain_webhooks"), timeout=0)  # what run_forever's listener does
+    assert built.get_job("drain_webhooks").next_run_time == now
