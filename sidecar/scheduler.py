@@ -173,7 +173,10 @@ def build(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] 
     intervals = {**DEFAULT_INTERVALS, **(intervals or {})}
     rt.failures.bases.update({name: timedelta(seconds=seconds) for name, seconds in intervals.items()})
     rt.failures.cap = backoff_cap or rt.failures.cap
-    scheduler = BlockingScheduler(timezone=UTC, job_defaults={"max_instances": 1, "coalesce": True})
+    scheduler = BlockingScheduler(timezone=UTC, job_defaults={"max_instances": 1, "coalesce": True,
+                                                          # a late run still runs: a missed one sends no end event
+                                                          # and would leave Wakeups counting it as submitted
+                                                          "misfire_grace_time": None})
     wake = Wakeups(rt, clock)
     for name, seconds in intervals.items():
         # First run now on APScheduler's own (wall) clock, whatever time `clock` tells the jobs.

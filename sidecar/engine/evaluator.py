@@ -68,7 +68,10 @@ def _note_new_steps(session: Session, ctx: EngineContext, due: list[Clock]) -> N
     for clock in due:
         if clock.kind not in clocks.KINDS:
             continue
-        steps = clocks.thresholds(ctx.book.get(session, clock.policy_version), clock.kind, clock.ladder)
+        try:
+            steps = clocks.thresholds(ctx.book.get(session, clock.policy_version), clock.kind, clock.ladder)
+        except Exception:  # noqa: S112 - e.g. its policy version is gone: that clock fails alone (and is logged) when it fires
+            continue
         candidates.update(keys.step_key(clock.id, index) for index in range(clock.steps_fired, len(steps)))
         if any(at >= 1.0 for at in steps[clock.steps_fired:]):
             candidates.update(keys.step_key(clock.id, index, "ignored")
