@@ -41,7 +41,7 @@ from sqlalchemy import select
 
 from connectors.emulators.demo_org import DemoOrg
 from connectors.emulators.hubspot import DEFAULT_TOKEN, HubSpotEmulator
-from connectors.emulators.hubspot_store import resolve_type
+from connectors.emulators.hubspot_schema import resolve_type
 from connectors.emulators.slack import SlackEmulator
 from scripts.bench_common import kept_rows, load_text, machine, print_table, target, write
 from scripts.bench_support import Planned, bench_policy, build_org, insert_leads, percentile

@@ -40,7 +40,7 @@ from pydantic import SecretStr
 from connectors.emulators.demo_org import DemoOrg, Person
 from connectors.emulators.http import Emulator, Request, Response
 from connectors.emulators.hubspot import DEFAULT_TOKEN, HubSpotEmulator
-from connectors.emulators.hubspot_store import ObjectType, resolve_type
+from connectors.emulators.hubspot_schema import ObjectType, resolve_type
 from connectors.emulators.reps import CONTACTED, ON_HOLD
 from connectors.emulators.slack import SlackEmulator
 from connectors.emulators.synthetic import SynthLead, generate, response_delay

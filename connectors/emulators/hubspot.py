@@ -32,8 +32,9 @@ from connectors.emulators.hubspot_merges import HubSpotMerges
 from connectors.emulators.hubspot_objects import BATCH_MAX as BATCH_MAX
 from connectors.emulators.hubspot_objects import LIST_MAX as LIST_MAX
 from connectors.emulators.hubspot_objects import HubSpotObjects
+from connectors.emulators.hubspot_schema import ApiError, resolve_type
 from connectors.emulators.hubspot_search import MAX_SEARCH_RESULTS, SearchError
-from connectors.emulators.hubspot_store import ApiError, Store, resolve_type
+from connectors.emulators.hubspot_store import Store
 from connectors.emulators.hubspot_webhooks import WebhookOutbox, sign_v3
 
 __all__ = ["DEFAULT_TOKEN", "HubSpotEmulator", "sign_v3"]

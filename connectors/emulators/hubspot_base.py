@@ -10,7 +10,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from connectors.emulators.http import Request
-from connectors.emulators.hubspot_store import OBJECT_TYPES, ApiError, Record, Store, resolve_type
+from connectors.emulators.hubspot_schema import OBJECT_TYPES, ApiError, resolve_type
+from connectors.emulators.hubspot_store import Record, Store
 from connectors.emulators.hubspot_webhooks import WebhookOutbox
 
 _KNOWN_TYPES = {alias for t in OBJECT_TYPES.values() for alias in (t.name, t.type_id, t.singular)}

@@ -7,7 +7,8 @@ from typing import Any
 
 from connectors.emulators.http import Request, Response
 from connectors.emulators.hubspot_base import HubSpotBase
-from connectors.emulators.hubspot_store import ApiError, PropertyDef, resolve_type
+from connectors.emulators.hubspot_properties import PropertyDef
+from connectors.emulators.hubspot_schema import ApiError, resolve_type
 
 ASSOCIATION_BATCH_MAX = 1000
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from connectors.emulators.hubspot_limits import RateLimits
-from connectors.emulators.hubspot_store import OBJECT_TYPES, ObjectType, Owner, Record, Store, resolve_type
+from connectors.emulators.hubspot_schema import OBJECT_TYPES, ObjectType, resolve_type
+from connectors.emulators.hubspot_store import Owner, Record, Store
 from connectors.emulators.hubspot_webhooks import WebhookOutbox, parse_subscriptions
 
 DEFAULT_TOKEN = "pat-na1-emulator-token"  # a fixture value, not a credential

@@ -19,7 +19,8 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from connectors.emulators.hubspot_store import OBJECT_TYPES, Store, resolve_type
+from connectors.emulators.hubspot_schema import OBJECT_TYPES, resolve_type
+from connectors.emulators.hubspot_store import Store
 from connectors.emulators.hubspot_webhooks import WebhookOutbox
 
 MERGED_IDS = "hs_merged_object_ids"

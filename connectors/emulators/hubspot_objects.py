@@ -13,6 +13,14 @@ from typing import Any
 
 from connectors.emulators.http import Request, Response
 from connectors.emulators.hubspot_base import HubSpotBase
+from connectors.emulators.hubspot_schema import (
+    ASSOCIATION_TYPES,
+    OBJECT_TYPES,
+    ApiError,
+    ObjectType,
+    iso_ms,
+    resolve_type,
+)
 from connectors.emulators.hubspot_search import (
     matches,
     matches_query,
@@ -20,15 +28,7 @@ from connectors.emulators.hubspot_search import (
     sort_records,
     validate_search,
 )
-from connectors.emulators.hubspot_store import (
-    ASSOCIATION_TYPES,
-    OBJECT_TYPES,
-    ApiError,
-    ObjectType,
-    Record,
-    iso_ms,
-    resolve_type,
-)
+from connectors.emulators.hubspot_store import Record
 
 BATCH_MAX = 100
 # A batch read asking for `propertiesWithHistory` takes at most 50 inputs. HubSpot's answer, as

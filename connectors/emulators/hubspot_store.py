@@ -1,183 +1,31 @@
-"""In-memory CRM data of the HubSpot emulator: object types, property definitions, records with
-per-property value history, associations and owners.
+"""In-memory CRM data of the HubSpot emulator: records with per-property value history,
+associations and owners, and how a record renders in API answers.
 
 No HTTP here; `hubspot.py` maps requests onto this store and `ApiError`s onto HubSpot's error
-bodies. Callers hold the emulator's lock, so the store itself is not thread-safe.
+bodies. Object types live in `hubspot_schema`, property definitions and value checks in
+`hubspot_properties`. Callers hold the emulator's lock, so the store itself is not thread-safe.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from connectors.emulators.hubspot_search import parse_datetime_ms
+from connectors.emulators.hubspot_properties import PropertyDef, default_property_defs, normalise_values
+from connectors.emulators.hubspot_schema import (
+    ASSOCIATION_TYPES,
+    OBJECT_TYPES,
+    ApiError,
+    ObjectType,
+    iso_ms,
+    resolve_type,
+)
 
-
-class ApiError(Exception):
-    """An error HubSpot answers with a JSON body {status, message, correlationId, category}."""
-
-    def __init__(self, status: int, category: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.category = category
-        self.message = message
-        self.extra = extra
-
-
-def iso_ms(moment: datetime) -> str:
-    """HubSpot's timestamp format: UTC, millisecond precision, trailing Z."""
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
-@dataclass(frozen=True)
-class ObjectType:
-    name: str  # plural API name
-    type_id: str  # "0-1" etc.
-    singular: str
-    created_prop: str
-    modified_prop: str
-    default_props: tuple[str, ...]
-
-
-def _engagement(name: str, type_id: str, singular: str, *extra: str) -> ObjectType:
-    return ObjectType(name, type_id, singular, "hs_createdate", "hs_lastmodifieddate",
-                      ("hs_createdate", "hs_lastmodifieddate", "hs_object_id", *extra))
-
-
-OBJECT_TYPES: dict[str, ObjectType] = {
-    t.name: t
-    for t in (
-        ObjectType("contacts", "0-1", "contact", "createdate", "lastmodifieddate",
-                   ("createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname")),
-        _engagement("leads", "0-136", "lead", "hs_lead_name"),
-        _engagement("tasks", "0-27", "task"),
-        _engagement("notes", "0-46", "note"),
-        _engagement("calls", "0-48", "call"),
-        _engagement("emails", "0-49", "email"),
-        _engagement("meetings", "0-47", "meeting"),
-    )
-}
-_ALIASES = {alias: t.name for t in OBJECT_TYPES.values() for alias in (t.name, t.type_id, t.singular)}
-
-
-def resolve_type(raw: str) -> ObjectType:
-    name = _ALIASES.get(raw.lower())
-    if name is None:
-        raise ApiError(400, "VALIDATION_ERROR", f"Unable to infer object type from: {raw}")
-    return OBJECT_TYPES[name]
-
-
-# HUBSPOT_DEFINED association type ids, keyed by (from, to); the reverse direction has its own id.
-# Engagement ids are HubSpot's documented ones; the lead/contact pair (578/579) is our best
-# reading of the leads docs and should be confirmed against a real portal.
-ASSOCIATION_TYPES: dict[tuple[str, str], int] = {}
-_PAIRS = [("tasks", 204, 203), ("notes", 202, 201), ("calls", 194, 193), ("emails", 198, 197),
-          ("meetings", 200, 199), ("leads", 578, 579)]
-for _name, _to_contact, _from_contact in _PAIRS:
-    ASSOCIATION_TYPES[(_name, "contacts")] = _to_contact
-    ASSOCIATION_TYPES[("contacts", _name)] = _from_contact
-
-
-@dataclass
-class PropertyDef:
-    name: str
-    label: str
-    type: str  # string, number, datetime, date, enumeration, bool
-    field_type: str
-    group_name: str
-    options: list[dict[str, Any]] = field(default_factory=list)
-    has_unique_value: bool = False
-    hubspot_defined: bool = True
-    description: str = ""
-    created_at: datetime | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        stamp = iso_ms(self.created_at) if self.created_at else None
-        return {
-            "name": self.name, "label": self.label, "type": self.type, "fieldType": self.field_type,
-            "groupName": self.group_name, "description": self.description, "options": self.options,
-            "hasUniqueValue": self.has_unique_value, "hubspotDefined": self.hubspot_defined,
-            "formField": False, "hidden": False, "displayOrder": -1, "calculated": False,
-            "externalOptions": False, "archived": False, "createdAt": stamp, "updatedAt": stamp,
-        }
-
-
-def _check_options(definition: PropertyDef, text: str) -> None:
-    """Enumeration values (";"-separated for multiple checkboxes) must each be an option of the
-    property; HubSpot refuses others since its 2023-05 contact validation change (changelog
-    "Upcoming - Increased validation for contact updates made through APIs")."""
-    allowed = {str(option.get("value")) for option in definition.options}
-    values = text.split(";") if definition.field_type == "checkbox" else [text]
-    bad = [value for value in values if value not in allowed]
-    if bad:
-        raise ApiError(400, "VALIDATION_ERROR",
-                       f"Property values were not valid: {bad[0]!r} was not one of the allowed options for "
-                       f"{definition.name}",
-                       errors=[{"message": f"{bad[0]!r} was not one of the allowed options", "code": "INVALID_OPTION",
-                                "context": {"propertyName": [definition.name]}}])
-
-
-def _options(*values: str) -> list[dict[str, Any]]:
-    return [{"label": v.replace("_", " ").title(), "value": v, "hidden": False, "displayOrder": i}
-            for i, v in enumerate(values)]
-
-
-_COMMON: list[tuple[str, str, str]] = [
-    ("hs_object_id", "number", "number"), ("hubspot_owner_id", "enumeration", "select"),
-    ("hs_createdate", "datetime", "date"), ("hs_lastmodifieddate", "datetime", "date"),
-]
-_SPECIFIC: dict[str, list[tuple[str, str, str]]] = {
-    "contacts": [("email", "string", "text"), ("firstname", "string", "text"),
-                 ("lastname", "string", "text"), ("phone", "string", "phonenumber"),
-                 ("company", "string", "text"), ("createdate", "datetime", "date"),
-                 ("lastmodifieddate", "datetime", "date"), ("hs_lead_status", "enumeration", "radio"),
-                 ("lifecyclestage", "enumeration", "radio"),
-                 ("hubspot_owner_assigneddate", "datetime", "date"), ("num_notes", "number", "number"),
-                 # The ids merged into this contact, ";"-separated (read-only, set by a merge).
-                 ("hs_merged_object_ids", "enumeration", "checkbox"),
-                 # Default properties every portal has that field maps commonly name.
-                 ("country", "string", "text"), ("hubspotscore", "number", "number"),
-                 ("hs_analytics_source", "enumeration", "select"), ("jobtitle", "string", "text")],
-    "leads": [("hs_lead_name", "string", "text"), ("hs_pipeline", "enumeration", "select"),
-              ("hs_pipeline_stage", "enumeration", "select"), ("hs_lead_type", "enumeration", "select"),
-              ("hs_lead_label", "enumeration", "select")],
-    "tasks": [("hs_timestamp", "datetime", "date"), ("hs_task_subject", "string", "text"),
-              ("hs_task_body", "string", "html"), ("hs_task_status", "enumeration", "select"),
-              ("hs_task_priority", "enumeration", "select"), ("hs_task_type", "enumeration", "select"),
-              ("hs_task_completion_date", "datetime", "date")],  # set by HubSpot when completed
-    "notes": [("hs_timestamp", "datetime", "date"), ("hs_note_body", "string", "html")],
-    "calls": [("hs_timestamp", "datetime", "date"), ("hs_call_title", "string", "text"),
-              ("hs_call_body", "string", "html"), ("hs_call_direction", "enumeration", "select"),
-              ("hs_call_status", "enumeration", "select"), ("hs_call_duration", "number", "number")],
-    "emails": [("hs_timestamp", "datetime", "date"), ("hs_email_subject", "string", "text"),
-               ("hs_email_text", "string", "textarea"), ("hs_email_direction", "enumeration", "select"),
-               ("hs_email_status", "enumeration", "select")],
-    "meetings": [("hs_timestamp", "datetime", "date"), ("hs_meeting_title", "string", "text"),
-                 ("hs_meeting_body", "string", "html"), ("hs_meeting_start_time", "datetime", "date"),
-                 ("hs_meeting_end_time", "datetime", "date"),
-                 ("hs_meeting_outcome", "enumeration", "select")],
-}
-_OPTIONS = {
-    # HubSpot's default lead statuses plus the custom options the example policy maps (a portal admin
-    # adds them under Settings > Properties > Lead Status).
-    "hs_lead_status": _options("NEW", "OPEN", "IN_PROGRESS", "OPEN_DEAL", "UNQUALIFIED",
-                               "ATTEMPTED_TO_CONTACT", "CONNECTED", "BAD_TIMING", "QUALIFIED", "COMPLIANCE_HOLD",
-                               "DISQUALIFIED_COMPLIANCE"),
-    "hs_task_status": _options("NOT_STARTED", "IN_PROGRESS", "WAITING", "COMPLETED", "DEFERRED"),
-    "hs_task_priority": _options("LOW", "MEDIUM", "HIGH"),
-}
-
-
-def default_property_defs(object_type: str) -> dict[str, PropertyDef]:
-    defs = {}
-    for name, kind, field_type in [*_COMMON, *_SPECIFIC[object_type]]:
-        group = "contactinformation" if object_type == "contacts" else f"{object_type[:-1]}information"
-        defs[name] = PropertyDef(name, name.replace("_", " ").title(), kind, field_type, group,
-                                 options=list(_OPTIONS.get(name, [])))
-    return defs
+# Re-exported: modules and tests written before the split import these from here.
+__all__ = ["ASSOCIATION_TYPES", "OBJECT_TYPES", "ApiError", "ObjectType", "Owner", "PropertyDef", "Record",
+           "Store", "Version", "iso_ms", "resolve_type"]
 
 
 @dataclass(frozen=True)
@@ -252,81 +100,9 @@ class Store:
     # -- records ---------------------------------------------------------------------------------
 
     def normalise(self, object_type: ObjectType, props: Mapping[str, Any], strict: bool) -> dict[str, str]:
-        """HubSpot stores every value as a string; datetimes given as epoch millis come back ISO.
-        `strict` rejects unknown properties as the API does (helpers may write anything)."""
-        defs = self.property_defs[object_type.name]
-        unknown = [name for name in props if name not in defs]
-        if strict and unknown:
-            reasons = ", ".join(f'Property "{n}" does not exist' for n in unknown)
-            raise ApiError(
-                400, "VALIDATION_ERROR", f"Property values were not valid: {reasons}",
-                errors=[{"message": f'Property "{n}" does not exist', "code": "PROPERTY_DOESNT_EXIST",
-                         "context": {"propertyName": [n]}} for n in unknown],
-            )
-        out = {}
-        if strict and object_type.name == "tasks":
-            self._check_task_values(defs, props)
-        for name, raw in props.items():
-            text = "" if raw is None else ("true" if raw is True else "false" if raw is False else str(raw))
-            definition = defs.get(name)
-            if strict and text and definition is not None:
-                self._check_options(definition, text)
-            if text and definition is not None and definition.type == "datetime":
-                millis = parse_datetime_ms(text)
-                if millis is None:
-                    raise ApiError(400, "VALIDATION_ERROR", f"{text} is not a valid datetime for {name}")
-                text = iso_ms(datetime.fromtimestamp(millis / 1000, UTC))
-            # Custom properties only: the emulator's default enumerations (owners, sources...) carry
-            # no full option lists, so checking them would refuse what a real portal accepts.
-            if strict and text and definition is not None and definition.type == "enumeration" \
-                    and not definition.hubspot_defined:
-                _check_options(definition, text)
-            out[name] = text
-        return out
-
-    @staticmethod
-    def _check_options(definition: PropertyDef, text: str) -> None:
-        """An enumeration with options accepts only those values (";"-joined for multiple checkboxes):
-        HubSpot answers 400 VALIDATION_ERROR "Property values were not valid" with an INVALID_OPTION
-        entry ("<value> was not one of the allowed options: [...]", as seen in HubSpot API error
-        bodies reported in public issue trackers). Enumerations whose options live elsewhere (owners)
-        list none and are not checked here."""
-        if definition.type != "enumeration" or not definition.options:
-            return
-        allowed = [str(option["value"]) for option in definition.options]
-        values = text.split(";") if definition.field_type == "checkbox" else [text]
-        bad = next((value for value in values if value not in allowed), None)
-        if bad is None:
-            return
-        message = f"{bad} was not one of the allowed options: [{', '.join(allowed)}]"
-        raise ApiError(400, "VALIDATION_ERROR", f"Property values were not valid: [{message}]",
-                       errors=[{"isValid": False, "message": message, "error": "INVALID_OPTION",
-                                "name": definition.name, "localizedErrorMessage": message}])
-
-    def _check_task_values(self, defs: Mapping[str, PropertyDef], props: Mapping[str, Any]) -> None:
-        """Tasks: an enumeration takes one of its options (hs_task_status, hs_task_priority) and
-        `hubspot_owner_id` must be an owner of the portal (HubSpot assigns tasks to owners, not to
-        teams or queues): refused as HubSpot refuses invalid property values, 400 VALIDATION_ERROR
-        with an error per property (INVALID_OPTION, INVALID_OWNER_ID)."""
-        errors: list[dict[str, Any]] = []
-        for name, raw in props.items():
-            text, definition = str(raw or ""), defs.get(name)
-            if not text or definition is None:
-                continue
-            if name == "hubspot_owner_id":
-                # (A portal set up without any owners, as some contract tests are, accepts any id.)
-                if self.owners and (not text.isdigit() or int(text) not in self.owners
-                                    or self.owners[int(text)].archived):
-                    errors.append({"message": f"{text} is not a valid owner id", "code": "INVALID_OWNER_ID",
-                                   "context": {"propertyName": [name]}})
-            elif definition.type == "enumeration" and definition.options and text not in {
-                    option["value"] for option in definition.options}:
-                allowed = ", ".join(option["value"] for option in definition.options)
-                errors.append({"message": f"{text} was not one of the allowed options: [{allowed}]",
-                               "code": "INVALID_OPTION", "context": {"propertyName": [name]}})
-        if errors:
-            reasons = ", ".join(str(error["message"]) for error in errors)
-            raise ApiError(400, "VALIDATION_ERROR", f"Property values were not valid: {reasons}", errors=errors)
+        """HubSpot's stored strings for `props` (see `hubspot_properties.normalise_values`)."""
+        active = {owner.id: not owner.archived for owner in self.owners.values()}
+        return normalise_values(self.property_defs[object_type.name], object_type, props, strict, active)
 
     def check_unique(self, object_type: ObjectType, values: Mapping[str, str], own_id: int | None) -> None:
         defs = self.property_defs[object_type.name]
