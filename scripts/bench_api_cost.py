@@ -213,6 +213,7 @@ WHY = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000, help="changed leads, tasks, notes, owner changes")
+    parser.add_argument("--note", default="", help="what this run measures (commit, what changed)")
     args = parser.parse_args()
     info = machine()
     rows = salesforce(args.count) + hubspot(args.count)
@@ -230,12 +231,18 @@ def main() -> None:
         why = "" if met else (WHY[kind] or f"{r['calls']} calls against a minimum of {r['minimum']}")
         if kind == "idle poll" and not met:
             why = (f"one search per object type watched ({r['minimum_is']}): HubSpot's search takes one object "
-                   "type a call, and logging an engagement need not bump the contact's lastmodifieddate")
+                   "type a call, and no documented contact property (lastmodifieddate, Last activity date, "
+                   "Last contacted) is said to change when an engagement already logged changes (a call or "
+                   "meeting outcome set later, our first-response task completed), so one contacts search "
+                   "would miss that progress (connectors/hubspot/engagements.py)")
         targets.append(target(f"{r['crm']}: {r['case']}", goal, f"{r['calls']} calls ({r['ratio']}x the minimum)",
                               met, why, value=r["calls"],
                               limit=1 if kind == "idle poll" else r["minimum"] * (1 + TOLERANCE)))
-    write("bench_api_cost", {"benchmark": "API calls vs the minimum the APIs allow", "machine": info,
-                             "rows": rows, "targets": targets})
+    result: dict[str, object] = {"benchmark": "API calls vs the minimum the APIs allow", "machine": info,
+                                 "rows": rows, "targets": targets}
+    if args.note:
+        result["note"] = args.note
+    write("bench_api_cost", result)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,16 @@ associated with.
 
 Why a stream of its own: logging an engagement need not change any property of the contact, and
 we could not confirm that HubSpot always bumps the contact's `lastmodifieddate` when one is
-associated (the emulator does not). So each poll also sweeps the three engagement objects by
+associated (the emulator does not). So each poll also sweeps the four engagement objects by
 their own `hs_lastmodifieddate` and re-reads the leads they point at. Activity ids make the
 core's ingest idempotent, so seeing an engagement twice is harmless.
+Why not one contacts search on the activity roll-ups instead (`notes_last_updated` "Last activity
+date", `notes_last_contacted`, `hs_last_sales_activity_timestamp`, OR'd with `lastmodifieddate`;
+issue #16 item 4): most progress here is a change to an engagement already logged (a call or
+meeting outcome set afterwards, our own first-response task completed), and no HubSpot
+documentation we found says such a change moves any contact property; nor whether a roll-up takes
+the logging time or the activity's own (possibly backdated) date, nor how soon search sees it.
+A contacts-only poll could therefore lose progress silently, so this sweep stays.
 
 Meetings: a booked meeting (outcome SCHEDULED, or an end time still ahead) is not progress; only
 outcome COMPLETED, or no outcome and an end time at or before the injected clock, counts, at its
