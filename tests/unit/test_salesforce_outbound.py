@@ -15,7 +15,7 @@ with warnings.catch_warnings():
 
 from connectors.emulators.salesforce_outbound import OutboundQueue
 from connectors.emulators.soql_lexer import to_18
-from connectors.salesforce.outbound import org_id_18, salesforce_outbound_router, same_org
+from connectors.salesforce.outbound import OutboundRefused, org_id_18, salesforce_outbound_router, same_org
 
 ORG_15 = "00DHp0000000001"
 ORG_18 = to_18(ORG_15)  # Salesforce's own suffix: the receiver checks it
@@ -81,6 +81,17 @@ def test_malformed_is_400_and_nothing_passed(
 def test_a_failing_store_means_no_ack() -> None:
     def broken(pairs: list[tuple[str, str]]) -> None:
         raise RuntimeError("database down")
+
+    app = FastAPI()
+    app.include_router(salesforce_outbound_router(ORG_18, broken))
+    response = TestClient(app, raise_server_exceptions=False).post("/webhooks/salesforce", content=envelope(),
+                                                                      headers=XML)
+    assert response.status_code == 500 and "<Ack>true</Ack>" not in response.text
+
+
+def test_a_store_raising_a_refusal_of_its_own_is_a_500_not_a_fault_blaming_the_message() -> None:
+    def broken(pairs: list[tuple[str, str]]) -> None:
+        raise OutboundRefused(400, "raised inside the store")  # a ValueError, like the parser's refusals
 
     app = FastAPI()
     app.include_router(salesforce_outbound_router(ORG_18, broken))
