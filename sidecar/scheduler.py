@@ -142,8 +142,8 @@ class Wakeups:
             self._wake_at("dispatch", wakeups.next_effect_due(self.rt.sessions, after=now))
             if result:  # a settled owner change lets the tick decide that lead's held steps
                 self.wake("evaluate")
-        elif _changed_leads(name, result):  # it started or moved clocks, which may be due already
-            self.wake("evaluate")
+        elif _changed_leads(name, result):  # it may have started or moved clocks, some due already (a late lead)
+            self._wake_at("evaluate", wakeups.next_step_due(self.rt.sessions))
         else:  # nothing changed: only a step that came due since it started (not one a tick holds back)
             self._wake_at("evaluate", wakeups.next_step_due(self.rt.sessions, after=now))
 
@@ -151,7 +151,8 @@ class Wakeups:
 def _changed_leads(name: str, result: Any) -> bool:
     """Whether a poll, drain, directory sync or review run changed anything a tick decides on.
     Without this, every such run woke `evaluate` at once while a clock was overdue and held back
-    (an owner change not settled yet): evaluate after every drain, for nothing."""
+    (an owner change not settled yet): under a stream of webhooks the drain runs up to 4 times a
+    second (sidecar.doorbell), and evaluate ran after each, deciding nothing."""
     if name == "poll":
         return any(stats.snapshots or stats.events for stats in dict(result or {}).values())
     if name == "directory_sync":

@@ -204,7 +204,7 @@ def test_a_run_that_changed_nothing_does_not_wake_evaluate_for_a_step_already_ov
         built.modify_job("evaluate", next_run_time=interval)
         _run(built, name, now)
         assert built.get_job("evaluate").next_run_time == interval, name
-    # A run that did change leads may have started clocks due already: evaluate runs now.
+    # A run that did change leads may have started clocks due already (like this one): evaluate runs now.
     polled["salesforce"] = PollStats(pages=1, snapshots=1)
     _run(built, "poll", now)
     assert built.get_job("evaluate").next_run_time == now
