@@ -44,12 +44,12 @@ def demo(
     On virtual time, without any account: the same engine and connectors as `sidecar run`."""
     from rich.progress import Progress
 
-    from sidecar import wiring
+    from sidecar import wiring_demo
 
     if crm not in ("salesforce", "hubspot", "both"):
         raise fail("--crm must be salesforce, hubspot or both", 2)
     try:
-        span = wiring.parse_duration(duration)
+        span = wiring_demo.parse_duration(duration)
         rate = None if speed == "max" else float(speed)
     except ValueError as exc:
         raise fail(f"{exc} (--duration like 12h or 2d; --speed a number or 'max')", 2) from exc
@@ -79,7 +79,7 @@ def demo(
                               "SIGTERM")
                 _wait_for_signal()
 
-        wiring.run_demo(crm=crm, seed=seed, scenario=scenario, policy=policy, speed=rate, duration=span,
+        wiring_demo.run_demo(crm=crm, seed=seed, scenario=scenario, policy=policy, speed=rate, duration=span,
                         out=target, port=port, progress=show, finished=finished)
 
 

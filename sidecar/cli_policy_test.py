@@ -1,7 +1,7 @@
 """`sidecar policy test FILES`: replay scenario files and check their `expect:` blocks (policy in CI).
 
 Each file is replayed on virtual time against the emulated CRMs and Slack (the demo's machinery,
-reached through `sidecar.wiring` so the core never imports the emulators), then its expectations
+reached through `sidecar.wiring_demo` so the core never imports the emulators), then its expectations
 are compared with the audit. Exit 0 when every expectation of every file holds, 1 otherwise, with
 a per-lead diff of what was expected and what happened.
 """
@@ -28,15 +28,15 @@ def policy_test(
 
     The policy is --policy, else the scenario's own `policy:`, else the configured policy file.
     Exit 1 with a per-lead diff (expected vs actual) when any expectation fails."""
-    from sidecar import wiring
+    from sidecar import wiring_demo
 
     failed = 0
     for path in files:
         if not path.is_file():
             raise fail(f"{path}: no such scenario file (see config/scenarios/ for examples)")
         try:
-            scenario = wiring.load_scenario_file(path)
-        except wiring.DemoUnavailable as exc:
+            scenario = wiring_demo.load_scenario_file(path)
+        except wiring_demo.DemoUnavailable as exc:
             raise fail(str(exc)) from exc
         except ValueError as exc:
             raise fail(f"{exc}".replace("\n  ", "; ")) from exc
@@ -50,7 +50,7 @@ def policy_test(
         policy_path = policy or scenario.policy or Settings().policy_file
         loaded = load_or_exit(policy_path)
         with tempfile.TemporaryDirectory(prefix="sidecar-policy-test-") as workdir:
-            replay = wiring.replay_scenario(scenario, policy_path, Path(workdir))
+            replay = wiring_demo.replay_scenario(scenario, policy_path, Path(workdir))
         outcome = check(expectations, replay.observed, scenario.start.tzinfo)
         under = f"policy {version_of(loaded)} {loaded.label!r} from {policy_path}"
         if outcome.passed:

@@ -218,7 +218,7 @@ def dispatch(sessions: sessionmaker[Session], ports: Ports, now: datetime, *, ba
 
     Claims batch after batch so that effects waiting on one just performed (a new owner's task
     after the owner change) go out in the same run. `clock`: the time right before each call, when
-    its claim is renewed (see `_renew`; without it, `now`).
+    its claim is renewed (see `_Renewal`; without it, `now`).
     """
     retry = retry or RetryPolicy()
     renew = _Renewal(sessions, lease, clock or (lambda: now))

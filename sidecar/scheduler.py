@@ -16,7 +16,10 @@ a new lead's first-response task goes out right after it was read.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
+import os
 import signal
 import threading
 import weakref
@@ -36,7 +39,7 @@ from apscheduler.events import (
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from sidecar import jobs, wakeups
+from sidecar import jobs, outbox, wakeups
 from sidecar.doorbell import Doorbell
 from sidecar.jobs import Runtime
 
@@ -139,11 +142,27 @@ class Wakeups:
             self._wake_at("dispatch", wakeups.next_effect_due(self.rt.sessions, after=now))
             if result:  # a settled owner change lets the tick decide that lead's held steps
                 self.wake("evaluate")
-        else:  # polls, webhooks, directory, reviews may start or move clocks
+        elif _changed_leads(name, result):  # it may have started or moved clocks, some due already (a late lead)
             self._wake_at("evaluate", wakeups.next_step_due(self.rt.sessions))
+        else:  # nothing changed: only a step that came due since it started (not one a tick holds back)
+            self._wake_at("evaluate", wakeups.next_step_due(self.rt.sessions, after=now))
 
 
-DISPATCH_CAPACITY = 50 * 20  # outbox.dispatch's default batch x max_batches: one run's most
+def _changed_leads(name: str, result: Any) -> bool:
+    """Whether a poll, drain, directory sync or review run changed anything a tick decides on.
+    Without this, every such run woke `evaluate` at once while a clock was overdue and held back
+    (an owner change not settled yet): under a stream of webhooks the drain runs up to 4 times a
+    second (sidecar.doorbell), and evaluate ran after each, deciding nothing."""
+    if name == "poll":
+        return any(stats.snapshots or stats.events for stats in dict(result or {}).values())
+    if name == "directory_sync":
+        return any(r.created or r.updated or r.deactivated for r in result or [])
+    return bool(result)  # drain_webhooks: leads applied; reviews: holds re-surfaced
+
+
+_DISPATCH_DEFAULTS = inspect.signature(outbox.dispatch).parameters
+# One run's most effects: outbox.dispatch's default batch x max_batches (what jobs.dispatch runs with).
+DISPATCH_CAPACITY: int = _DISPATCH_DEFAULTS["batch"].default * _DISPATCH_DEFAULTS["max_batches"].default
 
 
 def _job(name: str, rt: Runtime, clock: Callable[[], datetime], wake: Wakeups | None = None) -> Callable[[], Any]:
@@ -200,18 +219,42 @@ def run_forever(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str,
     scheduler = build(rt, clock, intervals, backoff_cap)
 
     stopping = threading.Event()
+    wake = _WAKEUPS[scheduler]
     if doorbell is not None:
-        wake = _WAKEUPS[scheduler]
         doorbell.listen(lambda: wake.wake("drain_webhooks"), stopping)
+    # The signal handler only writes a byte into a pipe. It runs on the main thread between any two
+    # bytecodes, maybe while that thread holds a lock the stopping needs (Wakeups' lock, APScheduler's
+    # job store lock while it plans runs): taking one there could wait forever. A pipe write takes no
+    # lock (Event.set does); a thread of its own reads the byte and stops everything.
+    signalled, signal_pipe = os.pipe()
+    os.set_blocking(signal_pipe, False)
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        if stopping.is_set():  # a second signal (e.g. sent to the whole process group) changes nothing
-            return
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        with contextlib.suppress(BlockingIOError):  # the pipe is full of earlier signals: stopping already
+            os.write(signal_pipe, bytes([signum]))
+
+    stopper = threading.Thread(target=_stop_when_signalled, args=(scheduler, wake, signalled, stopping),
+                               name="sidecar-stop", daemon=True)
+    stopper.start()
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        scheduler.start()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        os.close(signal_pipe)  # the stopper reads the end of the pipe and returns, if no signal came
+        stopper.join()
+        os.close(signalled)
         stopping.set()
-        log.info("signal %s: finishing running jobs, then stopping", signum)
-        _WAKEUPS[scheduler].close()
-        scheduler.shutdown(wait=True)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    scheduler.start()
+
+def _stop_when_signalled(scheduler: BaseScheduler, wake: Wakeups, signalled: int, stopping: threading.Event) -> None:
+    """The stopping a signal asked for, on a normal thread: no wake-up after `close`, then the
+    running jobs finish and the scheduler ends (`scheduler.start` returns on the main thread)."""
+    got = os.read(signalled, 1)
+    if not got:  # the pipe closed: run_forever ended without a signal
+        return
+    stopping.set()
+    log.info("signal %s: finishing running jobs, then stopping", got[0])
+    wake.close()
+    scheduler.shutdown(wait=True)

@@ -20,9 +20,12 @@ end time. No activity is ever reported later than now (an engagement dated in th
 Known limit: a meeting left without an outcome is seen by this stream only when it is modified; if
 it ends unmodified, the lead's next read (webhook, change, or the targeted read) picks it up.
 
-Engagement -> lead links come from the v4 batch association read (100 ids a call); where that
-endpoint is missing (the emulator answers 404) from one v4 read per engagement, counted in
-`association_reads` so the cost is visible. Links are cached: they hardly ever change.
+Engagement -> lead links come from the v4 batch association read (POST
+/crm/v4/associations/{from}/{to}/batch/read, 100 ids a call). HubSpot documents it, and the
+emulator serves it as HubSpot does: 200, or 207 with the inputs that have no links under `errors`.
+Should a whole call answer 404 (a gateway or an account without the endpoint), the links come from
+one v4 read per engagement instead, counted in `association_reads` so the cost is visible. Links
+are cached: they hardly ever change.
 """
 
 from __future__ import annotations

@@ -167,8 +167,14 @@ def _parse(body: bytes, object_type_id: str, portal_id: str | None) -> Parsed:
 
 
 def _parse_and_store(body: bytes, object_type_id: str, portal_id: str | None,
-                     on_ids: Callable[[list[tuple[str, str]]], None]) -> Parsed:
-    parsed = _parse(body, object_type_id, portal_id)
+                     on_ids: Callable[[list[tuple[str, str]]], None]) -> Parsed | ValueError:
+    """The parsed body after its pairs were stored, or why it is malformed (then nothing is stored).
+    The store is called outside the parse's `try`: an error of ours (a ValueError too, say) must be a
+    500, which HubSpot retries, not a 400 blaming the payload."""
+    try:
+        parsed = _parse(body, object_type_id, portal_id)
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return exc
     if parsed.pairs:
         on_ids(parsed.pairs)
     return parsed
@@ -197,13 +203,12 @@ def hubspot_webhook_router(app_secret: str, on_ids: Callable[[list[tuple[str, st
             return Response(status_code=401, content="bad X-HubSpot-Signature-v3")
         if media_type(request.headers.get("content-type")) != "application/json":  # after the signature:
             return Response(status_code=415, content="expected Content-Type: application/json")  # tells no stranger
-        try:
-            # One trip to a worker thread for parsing and storing: a large batch must not hold up
-            # the event loop, and the store is synchronous. Stored durably before we acknowledge
-            # (an exception -> 500 -> HubSpot retries).
-            parsed = await run_in_threadpool(_parse_and_store, body, object_type_id, portal, on_ids)
-        except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-            return Response(status_code=400, content=f"malformed webhook body: {exc}")
+        # One trip to a worker thread for parsing and storing: a large batch must not hold up the
+        # event loop, and the store is synchronous. Stored durably before we acknowledge (an
+        # exception -> 500 -> HubSpot retries).
+        parsed = await run_in_threadpool(_parse_and_store, body, object_type_id, portal, on_ids)
+        if isinstance(parsed, ValueError):
+            return Response(status_code=400, content=f"malformed webhook body: {parsed}")
         if parsed.skipped:
             skipped.update({f"hubspot.{k}": n for k, n in parsed.skipped.items()})
             log.warning("HubSpot webhook: skipped %s", ", ".join(f"{n} {k}" for k, n in parsed.skipped.items()))

@@ -140,8 +140,15 @@ def parse_notifications(body: bytes, organization_id: str) -> Parsed:
     return parsed
 
 
-def _parse_and_store(body: bytes, organization_id: str, on_ids: Callable[[list[tuple[str, str]]], None]) -> Parsed:
-    parsed = parse_notifications(body, organization_id)
+def _parse_and_store(body: bytes, organization_id: str,
+                     on_ids: Callable[[list[tuple[str, str]]], None]) -> Parsed | OutboundRefused:
+    """The parsed message after its pairs were stored, or why it is refused (then nothing is stored).
+    The store is called outside the parse's `try`: an error of ours must be a 500 (no Ack, Salesforce
+    delivers again), never a fault blaming the message."""
+    try:
+        parsed = parse_notifications(body, organization_id)
+    except OutboundRefused as refused:
+        return refused
     if parsed.pairs:
         on_ids(parsed.pairs)
     return parsed
@@ -158,13 +165,12 @@ def salesforce_outbound_router(organization_id: str, on_ids: Callable[[list[tupl
         if media_type(request.headers.get("content-type")) not in XML_TYPES:
             return _fault(415, "expected a SOAP message (Content-Type: text/xml)")
         body = await request.body()
-        try:
-            # One trip to a worker thread for parsing and storing: a large message must not hold up
-            # the event loop, and the store is synchronous. An exception in the store means no Ack:
-            # Salesforce delivers the message again later.
-            parsed = await run_in_threadpool(_parse_and_store, body, expected_org, on_ids)
-        except OutboundRefused as exc:
-            return _fault(exc.status, str(exc))
+        # One trip to a worker thread for parsing and storing: a large message must not hold up the
+        # event loop, and the store is synchronous. An exception in the store means no Ack:
+        # Salesforce delivers the message again later.
+        parsed = await run_in_threadpool(_parse_and_store, body, expected_org, on_ids)
+        if isinstance(parsed, OutboundRefused):
+            return _fault(parsed.status, str(parsed))
         if parsed.skipped:
             skipped.update({f"salesforce.{k}": n for k, n in parsed.skipped.items()})
             log.warning("Outbound Message: skipped %s", ", ".join(f"{n} {k}" for k, n in parsed.skipped.items()))

@@ -26,19 +26,17 @@ from functools import partial
 from typing import Any
 
 import requests
-from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError
 
 from connectors.salesforce.client import SalesforceClient
+from connectors.salesforce.collections_api import RECORDS_MAX, RETRYABLE_RECORD_CODES, record_errors, restful
 from connectors.salesforce.errors import translate
 from connectors.salesforce.mapping import parse_time
 from sidecar.ports import ConflictError, OwnerChange, PermanentError, TransientError
 
 RETRIEVE_MAX = 2000  # ids per sObject Collections retrieve
-UPDATE_MAX = 200  # records per sObject Collections update
+UPDATE_MAX = RECORDS_MAX  # records per sObject Collections update
 _FIELDS = ["Id", "OwnerId", "LastModifiedDate"]
-# Per-record failures worth retrying (another transaction held the lead's lock, and the like).
-_RETRYABLE_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "REQUEST_RUNNING_TOO_LONG"})
 
 Results = dict[str, str | Exception]
 
@@ -46,10 +44,6 @@ Results = dict[str, str | Exception]
 def same_id(a: str | None, b: str | None) -> bool:
     # 15- and 18-character forms of one id share the first 15 characters (case-sensitive).
     return bool(a and b and a[:15] == b[:15])
-
-
-def _restful(path: str, method: str, body: Any, timeout: float, sf: Salesforce) -> Any:
-    return sf.restful(path, method=method, json=body, timeout=timeout)
 
 
 def _since(change: OwnerChange) -> str:
@@ -118,7 +112,7 @@ def _read(client: SalesforceClient, lead_ids: Sequence[str]) -> dict[str, dict[s
     for start in range(0, len(lead_ids), RETRIEVE_MAX):
         body = {"ids": list(lead_ids[start:start + RETRIEVE_MAX]), "fields": _FIELDS}
         try:
-            answers = client.raw(partial(_restful, "composite/sobjects/Lead", "POST", body, client.timeout))
+            answers = client.raw(partial(restful, "composite/sobjects/Lead", "POST", body, client.timeout))
         except (SalesforceError, requests.RequestException) as exc:
             raise translate(exc) from exc
         for row in answers or []:
@@ -163,7 +157,7 @@ def _write(client: SalesforceClient, todo: Sequence[tuple[str, OwnerChange]], re
         body = {"allOrNone": False, "records": [{"attributes": {"type": "Lead"}, "id": change.lead.crm_id,
                                                  "OwnerId": change.to_owner_id} for _key, change in chunk]}
         try:
-            answers = client.raw(partial(_restful, "composite/sobjects", "PATCH", body, client.timeout))
+            answers = client.raw(partial(restful, "composite/sobjects", "PATCH", body, client.timeout))
         except (SalesforceError, requests.RequestException) as exc:
             failure = translate(exc)
             results.update(dict.fromkeys((key for key, _change in todo[start:] if key not in results), failure))
@@ -177,10 +171,8 @@ def _write(client: SalesforceClient, todo: Sequence[tuple[str, OwnerChange]], re
 
 
 def _failure(change: OwnerChange, answer: Any) -> Exception:
-    errors = [e for e in (answer.get("errors") if isinstance(answer, dict) else None) or [] if isinstance(e, dict)]
-    codes = {str(e.get("statusCode") or e.get("errorCode") or "") for e in errors}
-    text = "; ".join(f"{e.get('statusCode') or e.get('errorCode')}: {e.get('message')}" for e in errors)
-    if codes & _RETRYABLE_CODES:
+    codes, text = record_errors(answer)
+    if codes & RETRYABLE_RECORD_CODES:
         return TransientError(f"Salesforce could not change the owner of lead {change.lead.crm_id} now: {text}")
     return PermanentError(f"Salesforce refused the owner change of lead {change.lead.crm_id}: "
                           f"{text or repr(answer)[:200]}")

@@ -32,6 +32,8 @@ Fallbacks, switched on by themselves the first time Salesforce refuses:
 Breach notes in batches (`add_notes`) are upserted the same way (Status Completed is sent: a note is
 born completed); a single note keeps lookup-then-create.
 
+Status and tags (lead_updates.py): read, then PATCH only what differs; a person's newer status stands.
+
 Owner changes (owners.py) are conditional: the current OwnerId is read and must still be the owner
 our decision saw, and the lead unmodified since; a human change in the meantime wins
 (ConflictError). One at a time with If-Unmodified-Since on the PATCH; many with one sObject
@@ -51,15 +53,15 @@ import requests
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError
 
-from connectors.salesforce import owners, queries
+from connectors.salesforce import lead_updates, owners, queries
 from connectors.salesforce.client import SalesforceClient
+from connectors.salesforce.collections_api import RECORDS_MAX, RETRYABLE_RECORD_CODES, record_errors, restful
 from connectors.salesforce.datetimes import api_datetime
 from connectors.salesforce.errors import error_code, translate
 from connectors.salesforce.fields import FieldMap
 from connectors.salesforce.owners import same_id
 from sidecar.domain import Crm
 from sidecar.ports import (
-    ConflictError,
     LeadContext,
     LeadUpdate,
     NoteRequest,
@@ -71,7 +73,7 @@ from sidecar.ports import (
 )
 
 log = logging.getLogger(__name__)
-COMPOSITE_MAX = 200
+COMPOSITE_MAX = RECORDS_MAX
 UPSERT_MIN_VERSION = (46, 0)
 NOTE_SUBJECT = "SLA breach note"
 CLOSED_STATUS = "Completed"  # the standard closed Task status; update_task closes with it
@@ -79,8 +81,6 @@ _PRIORITY = {"high": "High", "normal": "Normal", "low": "Low"}
 # Left out of an upsert, see the module docstring: Status so a replay never reopens a completed task,
 # TaskSubtype because Task lets it be set on create only (an update naming it would be refused).
 _NOT_ON_UPSERT = ("Status", "TaskSubtype")
-# Per-record failures worth retrying (another transaction held the lead's lock, and the like).
-_RETRYABLE_RECORD_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "REQUEST_RUNNING_TOO_LONG"})
 # A concurrent writer got the key in first (or an org already holds it twice): read it back by key.
 _DUPLICATE_CODES = frozenset({"DUPLICATE_VALUE", "DUPLICATE_EXTERNAL_ID"})
 
@@ -91,10 +91,6 @@ RecordFields = Callable[[Any, str], dict[str, Any]]
 
 def _query_all(soql: str, sf: Salesforce) -> Any:
     return sf.query_all(soql)
-
-
-def _restful(path: str, method: str, body: Any, timeout: float, sf: Salesforce) -> Any:
-    return sf.restful(path, method=method, json=body, timeout=timeout)
 
 
 def _describe(lead: LeadContext, body: str, key: str) -> str:
@@ -113,11 +109,8 @@ def _version_at_least(version: str, wanted: tuple[int, int]) -> bool:
 
 def _record_failure(answer: Any) -> tuple[set[str], Exception]:
     """The error codes and the port-level error of one failed per-record result."""
-    errors = answer.get("errors") if isinstance(answer, dict) else None
-    items = [e for e in errors or [] if isinstance(e, dict)]
-    codes = {str(e.get("statusCode") or e.get("errorCode") or "") for e in items}
-    text = "; ".join(f"{e.get('statusCode') or e.get('errorCode')}: {e.get('message')}" for e in items)
-    if codes & _RETRYABLE_RECORD_CODES:
+    codes, text = record_errors(answer)
+    if codes & RETRYABLE_RECORD_CODES:
         return codes, TransientError(f"Salesforce could not write the task now: {text}")
     return codes, PermanentError(f"Salesforce refused the task: {text or repr(answer)[:200]}")
 
@@ -301,7 +294,7 @@ class SalesforceWriter:
             body = {"allOrNone": False,
                     "records": [{"attributes": {"type": "Task"}, **record(task, key)} for key, task in chunk]}
             try:
-                answers = self.client.raw(partial(_restful, path, method, body, self.client.timeout))
+                answers = self.client.raw(partial(restful, path, method, body, self.client.timeout))
             except (SalesforceError, requests.RequestException) as exc:
                 if (not answered and method == "PATCH" and isinstance(exc, SalesforceError)
                         and (exc.status == 404 or error_code(exc) == "INVALID_FIELD")):
@@ -396,37 +389,6 @@ class SalesforceWriter:
     # --- status and tags ---------------------------------------------------------------------------------
 
     def update_lead(self, update: LeadUpdate, idempotency_key: str) -> None:
-        """Read Status (and the tags field), then PATCH only what differs: a replay writes nothing.
-
-        Not conditional on the modification time like owner changes: a compliance hold must win over
-        a rep's edits. What must not be overwritten is a *status* a person set since the decision:
-        when `expect_status` is given and Status is neither it nor the target, ConflictError (the
-        person's status stands). The reason goes into `writer.status_reason` when configured (the
-        core also writes it as a note). Tags go into `writer.tags` (a multi-select picklist or a
-        text field on Lead, values joined with ";" as sObject Rows PATCH takes a multi-select picklist),
-        keeping the values it has."""
-        lead_id = update.lead.crm_id
-        names = [self.fields.status, *([self.fields.tags] if update.add_tags and self.fields.tags else [])]
-        current = self.client.rest("GET", f"sobjects/Lead/{lead_id}", params={"fields": ",".join(names)}) or {}
-        values: dict[str, Any] = {}
-        status = current.get(self.fields.status)
-        if update.crm_status is not None and status != update.crm_status:
-            if update.expect_status is not None and status != update.expect_status:
-                raise ConflictError(f"lead {lead_id} has Status {status!r}, not {update.expect_status!r}: a "
-                                    f"person changed it since, so it stays (not set to {update.crm_status!r})")
-            values[self.fields.status] = update.crm_status
-            if update.reason and self.fields.status_reason:
-                values[self.fields.status_reason] = update.reason[:255]
-        if update.add_tags:
-            if not self.fields.tags:
-                raise PermanentError("cannot tag the lead: set writer.tags in config/salesforce.fields.yaml to a "
-                                     "multi-select picklist on Lead with the values " + ", ".join(update.add_tags))
-            have = [tag for tag in str(current.get(self.fields.tags) or "").split(";") if tag]
-            if any(tag not in have for tag in update.add_tags):
-                values[self.fields.tags] = ";".join([*have, *(t for t in update.add_tags if t not in have)])
-        if not values:
-            return  # our own earlier write, retried (or a person made the same change)
-        try:
-            self.client.raw(lambda sf: sf.restful(f"sobjects/Lead/{lead_id}", method="PATCH", json=values))
-        except Exception as exc:  # a refused picklist value is permanent; limits and outages are retried
-            raise translate(exc) from exc
+        """Read Status (and the tags field), then PATCH only what differs: a person's newer status
+        stands (lead_updates.py)."""
+        lead_updates.update_lead(self.client, self.fields, update)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from sidecar import wiring
+from sidecar import wiring_demo
 from sidecar.store.db import make_engine, session_factory, transaction
 from sidecar.store.models import AuditRow, Lead, OutboxRow
 
@@ -27,7 +27,7 @@ EXPECTED = {"both": "ec546d0cfb7fc305bc48c9b5dbef97fa0256f244b4d17bc64a2fc66313b
 
 
 def demo_digest(out: Path, crm: str = "both") -> tuple[str, int]:
-    wiring.run_demo(crm=crm, seed=SEED, scenario=None, policy=None, speed=None, duration=SPAN, out=out, port=0)
+    wiring_demo.run_demo(crm=crm, seed=SEED, scenario=None, policy=None, speed=None, duration=SPAN, out=out, port=0)
     engine = make_engine(f"sqlite:///{out / 'demo.db'}")
     try:
         with transaction(session_factory(engine)) as session:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sidecar import wiring
+from sidecar import wiring_demo
 from tests.conftest import ROOT
 
 SCENARIO = ROOT / "config" / "scenarios" / "combining-patterns.yaml"
@@ -50,7 +50,7 @@ EXPECTED = [
 
 
 def test_each_pattern_fires_on_its_own_rule_and_the_hold_pauses_the_clocks(tmp_path: Path) -> None:
-    wiring.run_demo(crm="salesforce", seed=1, scenario=SCENARIO, policy=None, speed=None,
+    wiring_demo.run_demo(crm="salesforce", seed=1, scenario=SCENARIO, policy=None, speed=None,
                     duration=timedelta(hours=72, minutes=25), out=tmp_path, port=0)
     with sqlite3.connect(tmp_path / "demo.db") as db:
         (version,) = db.execute("SELECT version FROM policy_versions").fetchone()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from sidecar import wiring
+from sidecar import wiring_demo
 from sidecar.store.db import make_engine, session_factory, transaction
 from sidecar.store.models import OutboxRow
 
@@ -22,7 +22,7 @@ SPAN = timedelta(days=2)
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    wiring.run_demo(crm="both", seed=1, scenario=None, policy=None, speed=None, duration=SPAN, out=out, port=0)
+    wiring_demo.run_demo(crm="both", seed=1, scenario=None, policy=None, speed=None, duration=SPAN, out=out, port=0)
     return out
 
 
@@ -171,7 +171,7 @@ def test_crm_tasks_notes_and_owner_changes_match_the_audit_one_to_one(demo_out: 
 
 
 def test_same_seed_same_audit(demo_out: Path, tmp_path: Path) -> None:
-    wiring.run_demo(crm="both", seed=1, scenario=None, policy=None, speed=None, duration=SPAN, out=tmp_path,
+    wiring_demo.run_demo(crm="both", seed=1, scenario=None, policy=None, speed=None, duration=SPAN, out=tmp_path,
                     port=0)
     def timeline(out: Path) -> list[tuple[str, str, str, str]]:
         return [(r["at"], r["kind"], r["lead_id"], r["rule_id"]) for r in audit_rows(out)]

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from sidecar import wiring
+from sidecar import wiring_demo
 from sidecar.cli_demo import story_lines
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,8 +26,8 @@ NY = ZoneInfo("America/New_York")
 @pytest.fixture(scope="module")
 def morning(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("story")
-    wiring.run_demo(crm="salesforce", seed=1, scenario=SCENARIO, policy=None, speed=None,
-                    duration=wiring.parse_duration("4h"), out=out, port=0)
+    wiring_demo.run_demo(crm="salesforce", seed=1, scenario=SCENARIO, policy=None, speed=None,
+                    duration=wiring_demo.parse_duration("4h"), out=out, port=0)
     return out
 
 

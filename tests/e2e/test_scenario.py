@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from connectors.emulators.scenario import load_scenario, parse_offset
-from sidecar import wiring
+from sidecar import wiring_demo
 from tests.conftest import ROOT
 
 SCENARIO = ROOT / "config" / "scenarios" / "paid-social-morning.yaml"
@@ -19,7 +19,7 @@ NY = ZoneInfo("America/New_York")
 
 
 def test_scripted_morning(tmp_path: Path) -> None:
-    wiring.run_demo(crm="salesforce", seed=1, scenario=SCENARIO, policy=None, speed=None,
+    wiring_demo.run_demo(crm="salesforce", seed=1, scenario=SCENARIO, policy=None, speed=None,
                     duration=timedelta(hours=4), out=tmp_path, port=0)
     leads = json.loads((tmp_path / "crm.json").read_text())["leads"]
     audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]

@@ -95,6 +95,21 @@ def test_malformed_json_is_400() -> None:
     assert harness.received == []
 
 
+def test_a_store_raising_valueerror_is_a_500_so_hubspot_retries() -> None:
+    """The store's own ValueError is our fault, not the payload's: 400 would tell HubSpot not to retry."""
+    def broken(pairs: list[tuple[str, str]]) -> None:
+        raise ValueError("a value the database refused")
+
+    app = FastAPI()
+    app.include_router(hubspot_webhook_router(SECRET, broken, clock=lambda: NOW))
+    body = json.dumps(EVENTS[:1]).encode()
+    stamp = str(int(NOW * 1000))
+    headers = {"X-HubSpot-Signature-v3": sign_v3(SECRET, "POST", "http://testserver/webhooks/hubspot", body, stamp),
+               "X-HubSpot-Request-Timestamp": stamp, "Content-Type": "application/json"}
+    response = TestClient(app, raise_server_exceptions=False).post("/webhooks/hubspot", content=body, headers=headers)
+    assert response.status_code == 500
+
+
 def test_behind_a_proxy_the_public_url_is_what_was_signed() -> None:
     public = "https://sidecar.example.com/webhooks/hubspot?portal=1"
     behind_proxy = Harness(public_base_url="https://sidecar.example.com/")

@@ -58,11 +58,11 @@ def test_building_the_runtime_like_sidecar_run_imports_no_emulator_and_no_trustm
 def test_without_the_demo_extra_the_demo_says_how_to_install_it(tmp_path: Path) -> None:
     code = ("import sys; sys.modules['trustme'] = None\n"  # as if `pip install` without the extra
             "from datetime import timedelta; from pathlib import Path\n"
-            "from sidecar import wiring\n"
+            "from sidecar import wiring_demo\n"
             "try:\n"
-            "    wiring.run_demo(crm='hubspot', seed=1, scenario=None, policy=None, speed=None,\n"
+            "    wiring_demo.run_demo(crm='hubspot', seed=1, scenario=None, policy=None, speed=None,\n"
             "                    duration=timedelta(hours=1), out=Path(sys.argv[1]), port=0)\n"
-            "except wiring.DemoUnavailable as exc:\n"
+            "except wiring_demo.DemoUnavailable as exc:\n"
             "    print('MESSAGE', exc)\n")
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)

@@ -15,7 +15,7 @@ with warnings.catch_warnings():
 
 from connectors.emulators.salesforce_outbound import OutboundQueue
 from connectors.emulators.soql_lexer import to_18
-from connectors.salesforce.outbound import org_id_18, salesforce_outbound_router, same_org
+from connectors.salesforce.outbound import OutboundRefused, org_id_18, salesforce_outbound_router, same_org
 
 ORG_15 = "00DHp0000000001"
 ORG_18 = to_18(ORG_15)  # Salesforce's own suffix: the receiver checks it
@@ -78,9 +78,11 @@ def test_malformed_is_400_and_nothing_passed(
     assert response.status_code == 400 and "soapenv:Fault" in response.text and received == []
 
 
-def test_a_failing_store_means_no_ack() -> None:
+# A refusal raised inside the store (a ValueError, like the parser's refusals) is ours, not the message's.
+@pytest.mark.parametrize("error", [RuntimeError("database down"), OutboundRefused(400, "raised inside the store")])
+def test_a_failing_store_means_no_ack(error: Exception) -> None:
     def broken(pairs: list[tuple[str, str]]) -> None:
-        raise RuntimeError("database down")
+        raise error
 
     app = FastAPI()
     app.include_router(salesforce_outbound_router(ORG_18, broken))

@@ -181,3 +181,80 @@ def test_a_ring_of_the_doorbell_runs_the_drain_now(sessions: sessionmaker[Sessio
     wake = scheduler._WAKEUPS[built]
     assert bell.answer(lambda: wake.wake("drain_webhooks"), timeout=0)  # what run_forever's listener does
     assert built.get_job("drain_webhooks").next_run_time == now
+
+
+def test_a_run_that_changed_nothing_does_not_wake_evaluate_for_a_step_already_overdue(
+        sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step overdue (held back by the tick, e.g. an owner change not settled) woke evaluate at once
+    after every drain, poll, directory sync or review run: evaluate ran after each of them for nothing."""
+    from sidecar.sync import PollStats
+
+    apply_policy(sessions, policy_raw(), ny(1, 0))
+    add_team(sessions)
+    rt = _runtime(sessions)
+    ingest(sessions, rt.ctx, snapshot(at=ny(24, 8)))  # its 80 % warning was due at 08:48
+    now = ny(24, 9, 30).astimezone(UTC)
+    assert wakeups.next_step_due(sessions) is not None and wakeups.next_step_due(sessions) < now
+    _wall(monkeypatch, now)
+    built = scheduler.build(rt, lambda: now)
+    interval = now + timedelta(seconds=15)
+    polled = {"salesforce": PollStats(pages=1)}
+    monkeypatch.setattr(jobs, "poll_all", lambda rt, at: polled)
+    for name in ("drain_webhooks", "poll", "reviews"):
+        built.modify_job("evaluate", next_run_time=interval)
+        _run(built, name, now)
+        assert built.get_job("evaluate").next_run_time == interval, name
+    # A run that did change leads may have started clocks due already (like this one): evaluate runs now.
+    polled["salesforce"] = PollStats(pages=1, snapshots=1)
+    _run(built, "poll", now)
+    assert built.get_job("evaluate").next_run_time == now
+    built.modify_job("evaluate", next_run_time=interval)
+    monkeypatch.setattr(jobs, "drain_webhooks", lambda rt, at: 1)
+    _run(built, "drain_webhooks", now)
+    assert built.get_job("evaluate").next_run_time == now
+
+
+def test_a_stop_signal_while_a_wake_up_holds_the_lock_does_not_block_the_handler(
+        sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handler runs on the main thread between any two bytecodes: one that took Wakeups' lock
+    (or APScheduler's) could wait forever for a thread that waits for the main thread."""
+    import signal
+    import threading
+
+    handlers: dict[int, object] = {}
+    installed = threading.Event()
+
+    def install(signum: int, handler: object) -> object:
+        handlers.setdefault(signum, handler)
+        installed.set()
+        return signal.SIG_DFL
+
+    monkeypatch.setattr(signal, "signal", install)
+    for name in scheduler.WORK.values():
+        monkeypatch.setattr(jobs, name, lambda rt, at: None)
+    rt = _runtime(sessions)
+    now = ny(24, 8).astimezone(UTC)
+    built: list[BlockingScheduler] = []
+    real_build = scheduler.build
+    monkeypatch.setattr(scheduler, "build", lambda *args: built.append(real_build(*args)) or built[-1])
+    runner = threading.Thread(target=scheduler.run_forever, args=(rt, lambda: now), daemon=True)
+    runner.start()
+    assert installed.wait(5)  # the runner installs its handlers right before it starts the scheduler
+    wake = scheduler._WAKEUPS[built[0]]
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # a wake-up in progress, as `Wakeups.wake` holds the lock across its planning
+        with wake._lock:
+            holding.set()
+            release.wait(10)
+
+    threading.Thread(target=hold, daemon=True).start()
+    assert holding.wait(5)
+    handled = threading.Event()
+    handler = handlers[signal.SIGTERM]
+    assert callable(handler)
+    threading.Thread(target=lambda: (handler(signal.SIGTERM, None), handled.set()), daemon=True).start()
+    assert handled.wait(5)  # returned at once, though the lock is taken
+    release.set()
+    runner.join(10)
+    assert not runner.is_alive() and wake._closed  # the stopping happened on its own thread
