@@ -23,7 +23,7 @@ from sidecar.engine import clocks
 from sidecar.engine.patterns import clock_handler, keys
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.outbox import leads_awaiting_owner_change
-from sidecar.store import ids
+from sidecar.store import bulk, ids
 from sidecar.store.db import transaction
 from sidecar.store.models import AuditRow, Clock, Lead, OutboxRow, Rep, Team
 
@@ -108,6 +108,8 @@ def tick(sessions: sessionmaker[Session], ctx: EngineContext, now: datetime,
                 firing = sum(1 for clock in due if clock.lead_id not in awaiting)
                 ids.reserve(session, AuditRow, firing)
                 ids.reserve(session, OutboxRow, firing)
+                if not careful:  # clock by clock, savepoints undo a failed clock's rows: the ORM path
+                    bulk.open_batch(session)
                 for clock in due:
                     if clock.lead_id in awaiting:  # the CRM may not show the owner this clock is about
                         held.add(clock.id)
