@@ -19,10 +19,12 @@ tick's clock-by-clock retry uses the ORM path (no batch open), whose savepoints 
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import bindparam, event, insert, update
+from sqlalchemy import Table, bindparam, event, insert, update
 from sqlalchemy.orm import DeclarativeBase, Session, attributes, class_mapper
+
+from sidecar.store.models import Base
 
 _BATCH = "sidecar_bulk_batch"
 Row = TypeVar("Row", bound=DeclarativeBase)
@@ -31,41 +33,51 @@ Row = TypeVar("Row", bound=DeclarativeBase)
 class _Batch:
     def __init__(self) -> None:
         self.queued: dict[type[DeclarativeBase], list[Any]] = {}  # model -> rows not written yet
-        self.written: list[Any] = []  # rows written, watched for later changes
+        self.watched: list[Any] = []  # rows in the database (written here, or the batch's clocks): changes
 
     def write(self, session: Session) -> None:
-        if not self.queued and not self.written:
+        if not self.queued and not self.watched:
             return
         connection = session.connection()
-        changed: dict[type[DeclarativeBase], list[Any]] = {}
-        for row in self.written:
+        changed: dict[tuple[type[DeclarativeBase], tuple[str, ...]], list[Any]] = {}
+        for row in self.watched:
             state = attributes.instance_state(row)
-            if state.modified:
-                changed.setdefault(type(row), []).append(row)
-                state._commit_all(state.dict)  # written now: only a further change is written again
-        for model, rows in changed.items():
-            columns = _columns(model)
-            key = columns[0]  # the primary key, `id`
-            statement = update(model.__table__).where(  # type: ignore[attr-defined]
-                model.__table__.c[key] == bindparam("_key"))  # type: ignore[attr-defined]
-            connection.execute(statement, [{"_key": row.__dict__[key],
-                                            **{c: row.__dict__.get(c) for c in columns[1:]}} for row in rows])
+            if state.modified and state.committed_state:
+                changed.setdefault((type(row), tuple(sorted(state.committed_state))), []).append(row)
+        for (model, columns), rows in changed.items():
+            key = _columns(model)[0]  # the primary key, `id`
+            table = _table(model)
+            connection.execute(update(table).where(table.c[key] == bindparam("_key")),
+                               [{"_key": row.__dict__[key], **{c: row.__dict__[c] for c in columns}} for row in rows])
+            for row in rows:
+                # Written: as after an ORM flush, only a further change is written again (and the
+                # ORM's own flush finds nothing left to write for the batch's clocks).
+                attributes.instance_state(row)._commit_all(row.__dict__, session.identity_map)
         queued, self.queued = self.queued, {}
-        for model, rows in queued.items():
-            columns = _columns(model)
-            connection.execute(insert(model.__table__),  # type: ignore[attr-defined]
-                               [{c: row.__dict__.get(c) for c in columns} for row in rows])
-            self.written.extend(rows)
+        # Parents first (decisions before the effects that name them), whatever was queued first.
+        for model, rows in sorted(queued.items(), key=lambda item: _ORDER.index(_table(item[0]))):
+            names = _columns(model)
+            connection.execute(insert(_table(model)),
+                               [{c: row.__dict__.get(c) for c in names} for row in rows])
+            self.watched.extend(rows)
 
 
 _COLUMNS: dict[type[DeclarativeBase], list[str]] = {}
+_MANAGERS: dict[type[DeclarativeBase], Any] = {}  # class_mapper() per row costs more than the row
+
+
+def _table(model: type[DeclarativeBase]) -> Table:
+    return cast(Table, model.__table__)
+
+
+_ORDER = Base.metadata.sorted_tables  # every table after those its foreign keys name
 
 
 def _columns(model: type[DeclarativeBase]) -> list[str]:
     """The model's column attributes, primary key first (the names Core's insert takes)."""
     if model not in _COLUMNS:
         mapper = class_mapper(model)
-        keys = [column.key for column in mapper.primary_key]
+        keys = [str(column.key) for column in mapper.primary_key]
         _COLUMNS[model] = keys + [prop.key for prop in mapper.column_attrs if prop.key not in keys]
     return _COLUMNS[model]
 
@@ -87,6 +99,12 @@ def open_batch(session: Session) -> None:
     event.listen(session, "before_commit", lambda committing: batch.write(session))
 
 
+def watch(session: Session, rows: list[Any]) -> None:
+    """Write the changes to these rows (loaded by the session) with the batch, one UPDATE per set of
+    changed columns, instead of the ORM flush's per-row bookkeeping."""
+    session.info[_BATCH].watched.extend(rows)
+
+
 def is_open(session: Session) -> bool:
     return _BATCH in session.info
 
@@ -98,7 +116,10 @@ def new_row(session: Session, model: type[Row], values: dict[str, Any]) -> Row:
     dict, the way the ORM's own loader fills a row read from the database. `values` names every
     column the ORM path sets; any other column is inserted as NULL (and reads None).
     """
-    row = class_mapper(model).class_manager.new_instance()
+    manager = _MANAGERS.get(model)
+    if manager is None:
+        manager = _MANAGERS[model] = class_mapper(model).class_manager
+    row = manager.new_instance()
     row.__dict__.update(values)
     session.info[_BATCH].queued.setdefault(model, []).append(row)
     return row
