@@ -67,12 +67,18 @@ def _note_new_steps(session: Session, ctx: EngineContext, due: list[Clock]) -> N
     to come, the "ignored" companion of each warning before it. A key left out is only looked up
     on its own when recorded, so this may omit but never wrongly include."""
     candidates: set[str] = set()
+    ladders: dict[tuple[str, str, str | None], list[float] | None] = {}  # a burst shares a handful
     for clock in due:
         if clock.kind not in clocks.KINDS:
             continue
-        try:
-            steps = clocks.thresholds(ctx.book.get(session, clock.policy_version), clock.kind, clock.ladder)
-        except Exception:  # noqa: S112 - e.g. its policy version is gone: that clock fails alone (and is logged) when it fires
+        which = (clock.policy_version, clock.kind, clock.ladder)
+        if which not in ladders:
+            try:
+                ladders[which] = clocks.thresholds(ctx.book.get(session, which[0]), which[1], which[2])
+            except Exception:  # e.g. its policy version is gone: that clock fails alone (and is logged) when it fires
+                ladders[which] = None
+        steps = ladders[which]
+        if steps is None:
             continue
         candidates.update(keys.step_key(clock.id, index) for index in range(clock.steps_fired, len(steps)))
         if any(at >= 1.0 for at in steps[clock.steps_fired:]):
