@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
-from sidecar.store import ids
+from sidecar.store import bulk, ids
 from sidecar.store.models import AuditRow, Lead, Rep, Team
 
 
@@ -95,16 +95,20 @@ def record(session: Session, *, at: datetime, kind: str, lead: Lead | None = Non
     if lead is not None:
         # Every row of a lead says which intent tier applied and which rule chose it (seed 002).
         details = {**(details or {}), "intent_tier": lead.intent, "intent_rule": lead.intent_rule}
-    row = AuditRow(at=at, kind=kind, lead_id=lead.id if lead else None, crm=lead.crm if lead else None,
-                   owner_id=lead.owner_id if lead else None, rule_id=rule_id, policy_version=policy_version,
-                   elapsed_business_s=elapsed_business_s, window_s=window_s, actor=actor,
-                   step_key=step_key, details=details or {},
-                   pattern=pattern.value if pattern else None, action=action.value if action else None,
-                   to_owner=to_owner)
-    row.id = ids.take(session, AuditRow)  # type: ignore[assignment]  # reserved by the tick, else None
-    session.add(row)
-    if row.id is None:
-        session.flush()  # no id reserved: the insert gives it
+    values = {"at": at, "kind": kind, "lead_id": lead.id if lead else None, "crm": lead.crm if lead else None,
+              "owner_id": lead.owner_id if lead else None, "rule_id": rule_id, "policy_version": policy_version,
+              "elapsed_business_s": elapsed_business_s, "window_s": window_s, "actor": actor,
+              "step_key": step_key, "details": details or {},
+              "pattern": pattern.value if pattern else None, "action": action.value if action else None,
+              "to_owner": to_owner}
+    reserved = ids.take(session, AuditRow)  # reserved by the tick, else None
+    if reserved is not None and bulk.is_open(session):
+        row = bulk.new_row(session, AuditRow, {"id": reserved, **values})  # inserted with its batch
+    else:
+        row = AuditRow(id=reserved, **values)
+        session.add(row)
+        if row.id is None:
+            session.flush()  # no id reserved: the insert gives it
     if new:
         session.info.setdefault(_FRESH, {})[row.id] = step_key
     return row

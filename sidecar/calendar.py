@@ -73,6 +73,9 @@ def _expand_key(key: str) -> list[int] | None:
     return [(a + i) % 7 for i in range((b - a) % 7 + 1)]
 
 
+_LOCATED_MAX = 4096  # instants remembered by `_locate` (a few hundred kB at most)
+
+
 class BusinessCalendar:
     def __init__(
         self,
@@ -107,6 +110,9 @@ class BusinessCalendar:
         # Concurrent use from threads is safe: a race only recomputes the same value.
         self._days: dict[date, _Day] = {}
         self._midnights: dict[date, int] = {}
+        # Instants located lately: a burst asks about the same few (the tick's `now`, clocks started
+        # together) thousands of times. Bounded: emptied when it grows past _LOCATED_MAX.
+        self._located: dict[datetime, tuple[int, date, _Day]] = {}
         self._weeks: dict[date, int] = {}
 
     @staticmethod
@@ -226,6 +232,11 @@ class BusinessCalendar:
     def _locate(self, dt: datetime, what: str) -> tuple[int, date, _Day]:
         if dt.tzinfo is None or dt.utcoffset() is None:
             raise ValueError(f"{what} must be a timezone-aware datetime, got naive {dt!r}")
+        hit = self._located.get(dt)  # equal aware datetimes are the same instant, whatever their zone
+        if hit is not None:
+            return hit
+        if len(self._located) >= _LOCATED_MAX:
+            self._located.clear()
         t = _to_us(dt)
         d = dt.astimezone(self._tz).date()
         day = self._day(d)
@@ -237,6 +248,7 @@ class BusinessCalendar:
         elif t >= day.hi:
             d += _DAY
             day = self._day(d)
+        self._located[dt] = (t, d, day)
         return t, d, day
 
     # ---- explaining (sidecar.explain) -----------------------------------------------------------

@@ -37,7 +37,7 @@ from sidecar.ports import (
     TaskUpdate,
     TransientError,
 )
-from sidecar.store import ids
+from sidecar.store import bulk, ids
 from sidecar.store.db import transaction
 from sidecar.store.locks import one_at_a_time
 from sidecar.store.models import AuditRow, Lead, OutboxRow
@@ -99,13 +99,17 @@ def enqueue(session: Session, *, key: str, request: Request, now: datetime, audi
     if depends_on is not None and depends_on.id is None:
         session.flush()  # the prerequisite's id, for the link
     action = _ACTION_OF[type(request)]
-    row = OutboxRow(idempotency_key=key, port=ACTIONS[action][0], action=action,
-                    payload=_ADAPTERS[action].dump_python(request, mode="json"), status="pending",
-                    attempts=0, next_attempt_at=max(now, not_before or now), created_at=now, audit_id=audit_id,
-                    depends_on=depends_on.id if depends_on is not None else None,
-                    recipient=request.recipient if isinstance(request, Notification) else None)
-    row.id = ids.take(session, OutboxRow)  # type: ignore[assignment]  # reserved by the tick, else None
-    session.add(row)  # inserted with the next flush (the next decision's, or the commit): in bulk
+    values = {"idempotency_key": key, "port": ACTIONS[action][0], "action": action,
+              "payload": _ADAPTERS[action].dump_python(request, mode="json"), "status": "pending",
+              "attempts": 0, "next_attempt_at": max(now, not_before or now), "created_at": now,
+              "audit_id": audit_id, "depends_on": depends_on.id if depends_on is not None else None,
+              "recipient": request.recipient if isinstance(request, Notification) else None}
+    reserved = ids.take(session, OutboxRow)  # reserved by the tick, else None
+    if reserved is not None and bulk.is_open(session):
+        row = bulk.new_row(session, OutboxRow, {"id": reserved, **values})  # inserted with its batch
+    else:
+        row = OutboxRow(id=reserved, **values)
+        session.add(row)  # inserted with the next flush (the next decision's, or the commit): in bulk
     enqueued.add(key)
     return row
 

@@ -23,7 +23,7 @@ from sidecar.engine import clocks
 from sidecar.engine.patterns import clock_handler, keys
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.outbox import leads_awaiting_owner_change
-from sidecar.store import ids
+from sidecar.store import bulk, ids, preloaded
 from sidecar.store.db import transaction
 from sidecar.store.models import AuditRow, Clock, Lead, OutboxRow, Rep, Team
 
@@ -38,7 +38,7 @@ def _due(session: Session, now: datetime, batch: int, skip: set[int]) -> list[Cl
     return [clock for clock in session.scalars(query) if clock.id not in skip][:batch]
 
 
-def _preload(session: Session, due: list[Clock]) -> list[object]:
+def _preload(session: Session, due: list[Clock]) -> list[Lead | Team | Rep]:
     """Load the batch's leads, their owners, their teams and the teams' managers in three queries.
 
     Every step reads these (its lead, the owner it tells, the team channel); one query each for the
@@ -56,7 +56,9 @@ def _preload(session: Session, due: list[Clock]) -> list[object]:
     teams = list(session.scalars(select(Team)))  # a handful of rows: all of them
     rep_ids = {lead.owner_id for lead in leads if lead.owner_id} | {t.manager_id for t in teams if t.manager_id}
     reps = list(session.scalars(select(Rep).where(Rep.id.in_(rep_ids)))) if rep_ids else []
-    return [*leads, *teams, *reps]
+    loaded: list[Lead | Team | Rep] = [*leads, *teams, *reps]
+    preloaded.keep(session, loaded)
+    return loaded
 
 
 def _note_new_steps(session: Session, ctx: EngineContext, due: list[Clock]) -> None:
@@ -65,12 +67,18 @@ def _note_new_steps(session: Session, ctx: EngineContext, due: list[Clock]) -> N
     to come, the "ignored" companion of each warning before it. A key left out is only looked up
     on its own when recorded, so this may omit but never wrongly include."""
     candidates: set[str] = set()
+    ladders: dict[tuple[str, str, str | None], list[float] | None] = {}  # a burst shares a handful
     for clock in due:
         if clock.kind not in clocks.KINDS:
             continue
-        try:
-            steps = clocks.thresholds(ctx.book.get(session, clock.policy_version), clock.kind, clock.ladder)
-        except Exception:  # noqa: S112 - e.g. its policy version is gone: that clock fails alone (and is logged) when it fires
+        which = (clock.policy_version, clock.kind, clock.ladder)
+        if which not in ladders:
+            try:
+                ladders[which] = clocks.thresholds(ctx.book.get(session, which[0]), which[1], which[2])
+            except Exception:  # e.g. its policy version is gone: that clock fails alone (and is logged) when it fires
+                ladders[which] = None
+        steps = ladders[which]
+        if steps is None:
             continue
         candidates.update(keys.step_key(clock.id, index) for index in range(clock.steps_fired, len(steps)))
         if any(at >= 1.0 for at in steps[clock.steps_fired:]):
@@ -108,6 +116,9 @@ def tick(sessions: sessionmaker[Session], ctx: EngineContext, now: datetime,
                 firing = sum(1 for clock in due if clock.lead_id not in awaiting)
                 ids.reserve(session, AuditRow, firing)
                 ids.reserve(session, OutboxRow, firing)
+                if not careful:  # clock by clock, savepoints undo a failed clock's rows: the ORM path
+                    bulk.open_batch(session)
+                    bulk.watch(session, due)  # their steps_fired and next_due_at: one UPDATE per batch
                 for clock in due:
                     if clock.lead_id in awaiting:  # the CRM may not show the owner this clock is about
                         held.add(clock.id)
@@ -136,7 +147,7 @@ def tick(sessions: sessionmaker[Session], ctx: EngineContext, now: datetime,
 
 def _fire(session: Session, ctx: EngineContext, clock: Clock, now: datetime, fired: Counter[str]) -> None:
     """Every step of `clock` that is due by `now`, in order (several after downtime, marked late)."""
-    lead = session.get(Lead, clock.lead_id)
+    lead = preloaded.get(session, Lead, clock.lead_id)
     assert lead is not None
     fire = clock_handler(clock.kind)  # "sla" -> the ladder; "stuck" -> the stuck levels
     while clock.status == "open" and clock.next_due_at is not None and clock.next_due_at <= now:

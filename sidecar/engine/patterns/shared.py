@@ -22,6 +22,7 @@ from sidecar.engine.policies import PolicyBook
 from sidecar.links import RecordLinks
 from sidecar.policy.model import Policy
 from sidecar.ports import PERSONAL_ROUTES, LeadContext, NoteRequest, Notification, OwnerChange, TaskRequest, Via
+from sidecar.store import preloaded
 from sidecar.store.models import AuditRow, Lead, OutboxRow, Rep, Team
 
 
@@ -33,7 +34,7 @@ class EngineContext:
 
 
 def lead_context(session: Session, ctx: EngineContext, lead: Lead) -> LeadContext:
-    owner = session.get(Rep, lead.owner_id) if lead.owner_id else None
+    owner = preloaded.get(session, Rep, lead.owner_id) if lead.owner_id else None
     return LeadContext(crm=Crm(lead.crm), crm_id=lead.crm_id, name=lead.name, company=lead.company,
                        market=lead.market, source=lead.source, intent=lead.intent, state=lead.state,
                        owner_id=lead.owner_id, owner_name=owner.name if owner else None,
@@ -42,7 +43,7 @@ def lead_context(session: Session, ctx: EngineContext, lead: Lead) -> LeadContex
 
 def refresh_team(session: Session, lead: Lead) -> None:
     """The lead's team is its owner's team now (the directory may have been applied or changed since)."""
-    owner = session.get(Rep, lead.owner_id) if lead.owner_id else None
+    owner = preloaded.get(session, Rep, lead.owner_id) if lead.owner_id else None
     if owner is not None and owner.team_id != lead.team_id:
         lead.team_id = owner.team_id
 
@@ -69,7 +70,7 @@ def change_owner(session: Session, row: AuditRow, lead: Lead, context: LeadConte
 
 
 def ops_queue_of(session: Session, lead: Lead) -> str | None:
-    team = session.get(Team, lead.team_id) if lead.team_id else None
+    team = preloaded.get(session, Team, lead.team_id) if lead.team_id else None
     return team.ops_queue_id if team is not None and team.ops_queue_id else None
 
 
@@ -112,18 +113,18 @@ def notify(session: Session, ctx: EngineContext, policy: Policy, row: AuditRow, 
            depends_on: OutboxRow | None = None) -> OutboxRow | None:
     """Tell one persona (as the policy routes it); None when the persona has nobody (no new owner)."""
     route = policy.notifications[persona]
-    team = session.get(Team, lead.team_id) if lead.team_id else None
+    team = preloaded.get(session, Team, lead.team_id) if lead.team_id else None
     recipient: Rep | None = None
     if persona is Persona.NEW_OWNER:
         if message.new_owner is None:
             return None  # nobody took the lead over: the manager hears about it instead
         recipient = message.new_owner
     elif persona is Persona.OWNER:
-        recipient = session.get(Rep, lead.owner_id) if lead.owner_id else None
+        recipient = preloaded.get(session, Rep, lead.owner_id) if lead.owner_id else None
     via = route_via(route.via, team)
     personal = via in PERSONAL_ROUTES
     if persona is Persona.MANAGER and personal and team and team.manager_id:
-        recipient = session.get(Rep, team.manager_id)
+        recipient = preloaded.get(session, Rep, team.manager_id)
     elif persona is Persona.REGIONAL_VP and personal:
         recipient = regional_vp(session, lead)
     channel = route.channel if via == "channel" else (
