@@ -112,7 +112,9 @@ class BusinessCalendar:
         self._midnights: dict[date, int] = {}
         # Instants located lately: a burst asks about the same few (the tick's `now`, clocks started
         # together) thousands of times. Bounded: emptied when it grows past _LOCATED_MAX.
-        self._located: dict[datetime, tuple[int, date, _Day]] = {}
+        # Keyed by the instant in µs, not the datetime: two aware datetimes in one zone that differ only
+        # in `fold` (01:30 EDT and 01:30 EST on fall-back night) compare and hash equal.
+        self._located: dict[int, tuple[int, date, _Day]] = {}
         self._weeks: dict[date, int] = {}
 
     @staticmethod
@@ -232,12 +234,12 @@ class BusinessCalendar:
     def _locate(self, dt: datetime, what: str) -> tuple[int, date, _Day]:
         if dt.tzinfo is None or dt.utcoffset() is None:
             raise ValueError(f"{what} must be a timezone-aware datetime, got naive {dt!r}")
-        hit = self._located.get(dt)  # equal aware datetimes are the same instant, whatever their zone
+        t = _to_us(dt)
+        hit = self._located.get(t)
         if hit is not None:
             return hit
         if len(self._located) >= _LOCATED_MAX:
             self._located.clear()
-        t = _to_us(dt)
         d = dt.astimezone(self._tz).date()
         day = self._day(d)
         # Local date and our day span disagree only if a DST fold straddles midnight (23:30 -> back to
@@ -248,7 +250,7 @@ class BusinessCalendar:
         elif t >= day.hi:
             d += _DAY
             day = self._day(d)
-        self._located[dt] = (t, d, day)
+        self._located[t] = (t, d, day)
         return t, d, day
 
     # ---- explaining (sidecar.explain) -----------------------------------------------------------

@@ -441,3 +441,16 @@ def test_prop_matches_minute_walk_oracle(cal: BusinessCalendar, day: date, hour:
     flags = [_oracle_is_open(cal, hours, closed, t) for t in minutes]
     assert [cal.is_open(t) for t in minutes] == flags
     assert cal.elapsed(start, start + span_h * H) == sum(flags) * timedelta(minutes=1)
+
+
+def test_the_two_0130s_of_fall_back_night_stay_two_instants_after_either_was_asked() -> None:
+    # 01:30 EDT and 01:30 EST differ only in `fold`, so as datetimes in one zone they compare and
+    # hash equal; the calendar's memory of located instants must still tell them apart.
+    cal = BusinessCalendar("America/New_York", {"mon-sun": [("00:00", "24:00")]})
+    tz = ZoneInfo("America/New_York")
+    first = datetime(2026, 11, 1, 1, 30, tzinfo=tz)
+    second = first.replace(fold=1)
+    end = datetime(2026, 11, 1, 3, 0, tzinfo=tz)
+    assert cal.elapsed(first, end) == timedelta(hours=2, minutes=30)
+    assert cal.elapsed(second, end) == timedelta(hours=1, minutes=30)
+    assert cal.add(second, timedelta(minutes=30)) == datetime(2026, 11, 1, 7, 0, tzinfo=UTC)
