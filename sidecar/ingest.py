@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from sidecar import audit, review_queue
 from sidecar.domain import Intent, LeadSnapshot, LeadState, ProgressActivity, ProgressKind, is_canonical
 from sidecar.engine import clocks
+from sidecar.engine.patterns import first_response
 from sidecar.engine.policies import PolicyBook
 from sidecar.policy.model import Policy
 from sidecar.store.models import Lead, LeadEvent, Rep
@@ -187,6 +188,11 @@ def _activity(session: Session, book: PolicyBook, lead: Lead, activity: Progress
         return None
     event = _event(session, lead, activity.at, "progress", None, activity.kind.value, key,
                    {"by": activity.by, "activity_id": activity.crm_id})
+    if activity.kind is ProgressKind.FIRST_RESPONSE_TASK_COMPLETED and first_response.closed_by_sidecar(
+            session, lead, activity.at):
+        # The sidecar closed it when the lead changed hands: nobody responded, nothing resets.
+        event.detail = {**event.detail, "closed_by_sidecar": True}
+        return event
     lead.last_progress_at = max(filter(None, (lead.last_progress_at, activity.at)))
     # Progress resets the SLA clock only: a stuck clock counts the whole time in the state.
     clock = clocks.open_clock_of(session, lead.id, clocks.SLA)
