@@ -30,7 +30,7 @@ from sidecar.engine.ownership import needs_owner, queue_ids
 from sidecar.engine.patterns import churn, first_response, keys
 from sidecar.engine.patterns.compliance import crm_status_for, hold_status_update
 from sidecar.engine.patterns.shared import EngineContext, Message, add_note, lead_context, notify, record_step
-from sidecar.policy.model import duration_seconds
+from sidecar.policy.markets import duration_seconds
 from sidecar.ports import LeadUpdate
 from sidecar.store.models import AuditRow, Lead, ReviewItem
 
