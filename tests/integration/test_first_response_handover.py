@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar.domain import ProgressActivity, ProgressKind
+from sidecar.engine.assignment import assign_pending
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.revert import revert_reassignment
 from sidecar.outbox import Ports, dispatch
@@ -105,3 +106,26 @@ def test_on_reassign_close_gives_the_new_owner_one_follow_up_and_the_close_is_no
         assert clock is not None and (clock.status, clock.close_reason) == ("open", None)
         lead = session.scalars(select(Lead)).one()
         assert lead.last_progress_at is None
+
+
+def test_with_first_response_off_the_assignment_task_follows_the_reassigned_lead(
+        sessions: sessionmaker[Session]) -> None:
+    ctx = context()
+    raw = policy_raw()
+    raw["first_response"]["enabled"] = False
+    raw["assignment"] = {"enabled": True, "rules": [{"id": "assign.all", "team": "us"}]}
+    apply_policy(sessions, raw, ny(1, 0))
+    add_team(sessions)
+    writer = FakeWriter()
+    ports = Ports(FakeNotifier(), {"salesforce": writer})
+    arrive(sessions, snapshot(at=ny(24, 8), owner=None), ctx)
+    with transaction(sessions) as session:  # the assignment job: unowned, so assigned, with its task
+        assert len(assign_pending(session, ctx, ny(24, 8).astimezone(UTC))) == 1
+    dispatch(sessions, ports, ny(24, 8).astimezone(UTC))
+    [(assign_key, first_owner)] = open_tasks(writer).items()
+    run_minutes(sessions, ctx, ny(24, 8), ny(24, 9, 30), writer)
+    dispatch(sessions, ports, ny(24, 9, 30).astimezone(UTC))
+    with transaction(sessions) as session:
+        reassigned = session.scalars(select(AuditRow).where(AuditRow.action == "reassign")).one()
+    assert reassigned.details["from_owner"] == first_owner
+    assert open_tasks(writer) == {assign_key: reassigned.to_owner}
