@@ -248,7 +248,8 @@ class FirstResponse(Strict):
     enabled: bool = True
     kind: Annotated[str, Field(pattern=r"^[a-z_]+$")] = "first_response_task"  # the audit label
     first_action: str = "Call the lead, or email them if no number is given."
-    on_reassign: Literal["reown", "close"] = "reown"  # the old owner's open task follows the lead, or is closed
+    # The lead's one open task follows the new owner, or is closed (the new owner then gets a follow-up task).
+    on_reassign: Literal["reown", "close"] = "reown"
     purpose: str = ""
 
 
