@@ -15,7 +15,7 @@ from sidecar.engine.revert import revert_reassignment
 from sidecar.outbox import Ports, dispatch
 from sidecar.ports import TaskRequest, TaskUpdate
 from sidecar.store.db import transaction
-from sidecar.store.models import AuditRow, Clock, Lead
+from sidecar.store.models import AuditRow, Clock, Lead, LeadEvent
 from tests.integration.test_intent_tiers import arrive, run_minutes
 from tests.support import FakeNotifier, FakeWriter, add_team, apply_policy, context, ny, policy_raw, snapshot
 
@@ -106,6 +106,9 @@ def test_on_reassign_close_gives_the_new_owner_one_follow_up_and_the_close_is_no
         assert clock is not None and (clock.status, clock.close_reason) == ("open", None)
         lead = session.scalars(select(Lead)).one()
         assert lead.last_progress_at is None
+        # Kept on the timeline as what it was, not as a "progress" event that reports count as a response.
+        kinds = [e.kind for e in session.scalars(select(LeadEvent).where(LeadEvent.new == closed.kind.value))]
+        assert kinds == ["task_closed_by_sidecar"]
 
 
 def test_with_first_response_off_the_assignment_task_follows_the_reassigned_lead(
