@@ -24,7 +24,8 @@ from sidecar.config_yaml import ConfigError, Lines, did_you_mean, read_yaml
 from sidecar.engine.assignment import configured
 from sidecar.engine.policies import PolicyBook
 from sidecar.engine.routing import availability, on_pto, open_leads
-from sidecar.policy.model import Market, Policy
+from sidecar.policy.markets import Market
+from sidecar.policy.model import Policy
 from sidecar.store.models import Rep, RepPto, Team
 
 EXAMPLE = "config/directory.example.yaml"

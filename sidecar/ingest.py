@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from sidecar import audit, review_queue
 from sidecar.domain import Intent, LeadSnapshot, LeadState, ProgressActivity, ProgressKind, is_canonical
 from sidecar.engine import clocks
+from sidecar.engine.patterns import first_response
 from sidecar.engine.policies import PolicyBook
 from sidecar.policy.model import Policy
 from sidecar.store.models import Lead, LeadEvent, Rep
@@ -24,6 +25,7 @@ from sidecar.store.models import Lead, LeadEvent, Rep
 TRACKED_FIELDS = ("score", "tier", "deal_size", "flags")
 UNMAPPED = "UNMAPPED"  # a CRM status the policy does not map: stored, but no clock runs on it
 STATUS_WIDTH = 100  # leads.crm_status; a longer status is never a mapped one, so clipping it keeps it UNMAPPED
+TASK_CLOSED_BY_SIDECAR = "task_closed_by_sidecar"  # a lead event: our own close of its task, read back
 
 
 @dataclass
@@ -185,6 +187,12 @@ def _activity(session: Session, book: PolicyBook, lead: Lead, activity: Progress
     if session.scalars(select(LeadEvent.id).where(LeadEvent.lead_id == lead.id,
                                                   LeadEvent.dedupe_key == key)).first() is not None:
         return None
+    if activity.kind is ProgressKind.FIRST_RESPONSE_TASK_COMPLETED and first_response.closed_by_sidecar(
+            session, lead, activity.at):
+        # The sidecar closed it when the lead changed hands: nobody responded, so it is no progress
+        # (its own event kind: reports, outcomes and the timeline count "progress" events as responses).
+        return _event(session, lead, activity.at, TASK_CLOSED_BY_SIDECAR, None, activity.kind.value, key,
+                      {"by": activity.by, "activity_id": activity.crm_id})
     event = _event(session, lead, activity.at, "progress", None, activity.kind.value, key,
                    {"by": activity.by, "activity_id": activity.crm_id})
     lead.last_progress_at = max(filter(None, (lead.last_progress_at, activity.at)))

@@ -31,7 +31,6 @@ CONFIRM_TEXT_LIMIT = 300  # a button's confirmation dialog text
 LINK_LABEL_LIMIT = 200  # a lead's label inside a digest line's link: the line is clipped after it
 TEXT_LIMIT = 4000  # top-level text feeds notifications and screen readers: long is useless there
 
-REASSIGN_KIND = "sla_breach_auto_reassign"
 OPEN_RECORD_ACTION = "open_record"  # the link button; Slack still posts a click event for it
 ACK_ACTION, SNOOZE_ACTION, REVERT_ACTION = "ack", "snooze_15", "revert_reassignment"
 
@@ -198,7 +197,8 @@ def _fields(notification: Notification, values: dict[str, str]) -> list[dict[str
         except ValueError:  # an unreadable hint is shown as given rather than failing the message
             shown = str(since)
         state = f"{state} since {shown}"
-    owner = values["new_owner"] if n.kind == REASSIGN_KIND else values["owner"]
+    # The typed flag, not the admin's kind label: any decision that gave the lead away names its new owner.
+    owner = values["new_owner"] if n.reassignment else values["owner"]
     pairs = [("Lead", values["name"]), ("Company", values["company"]), ("Market", values["market"]),
              ("Source", values["source"]), ("Intent", values["intent"]), ("State", state),
              ("Owner", owner), ("Waiting", f"{values['elapsed']} (business time)"),

@@ -28,7 +28,6 @@ from typing import Any
 
 from connectors.slack.messages import (
     DEFAULT_TEMPLATES,
-    REASSIGN_KIND,
     clip,
     local_time,
     template_fields,
@@ -77,12 +76,13 @@ def _facts(n: Notification, values: dict[str, str], limit: int) -> dict[str, Any
             state = f"{state} since {local_time(datetime.fromisoformat(str(since)), n.tz, n.at)}"
         except ValueError:  # an unreadable hint is shown as given rather than failing the card
             state = f"{state} since {since}"
-    owner = values["new_owner"] if n.kind == REASSIGN_KIND else values["owner"]
+    # Typed, like the Revert button: a reassignment under any kind label shows its new owner and why.
+    owner = values["new_owner"] if n.reassignment else values["owner"]
     pairs = [("Lead", values["name"]), ("Company", values["company"]), ("Market", values["market"]),
              ("Source", values["source"]), ("Intent", values["intent"]), ("State", state), ("Owner", owner),
              ("Waiting", f"{values['elapsed']} (business time)"),
              ("Deadline", f"{values['due']} · {values['remaining']}")]
-    if n.kind == REASSIGN_KIND or n.extra.get("reason"):
+    if n.reassignment or n.extra.get("reason"):
         pairs.append(("Reason", values["reason"]))
     return {"type": "FactSet", "facts": [{"title": title, "value": clip(value, limit, escaped=False)}
                                          for title, value in pairs]}

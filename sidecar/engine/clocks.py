@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from sidecar.domain import TERMINAL_STATES, Intent, LeadState
 from sidecar.engine.policies import PolicyBook
-from sidecar.policy.model import Policy, duration_seconds
+from sidecar.policy.markets import duration_seconds
+from sidecar.policy.model import Policy
 from sidecar.store.models import Clock, Lead
 
 

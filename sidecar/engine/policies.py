@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sidecar.calendar import BusinessCalendar
-from sidecar.policy.model import Market, Policy
+from sidecar.policy.markets import Market
+from sidecar.policy.model import Policy
 from sidecar.policy.version import ACTIVE_IN_TRANSACTION, policy_of
 from sidecar.store.models import PolicyVersion
 

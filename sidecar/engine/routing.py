@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from sidecar.domain import TERMINAL_STATES
 from sidecar.engine.policies import PolicyBook
-from sidecar.policy.model import Market, Policy
+from sidecar.policy.markets import Market
+from sidecar.policy.model import Policy
 from sidecar.store.models import Lead, Rep, RepPto, RoutingPointer, Team
 
 

@@ -13,7 +13,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from sidecar.config_yaml import ConfigError, KeyPath, Lines, Problem, did_you_mean, key_text, read_yaml
 from sidecar.domain import LeadState
-from sidecar.policy.model import PROGRESS_TOKENS, Market, Policy, ladder_order_problems
+from sidecar.policy.markets import Market
+from sidecar.policy.model import PROGRESS_TOKENS, Policy, ladder_order_problems
 
 EXAMPLE = "config/policy.example.yaml"
 _FIXES = {

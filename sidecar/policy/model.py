@@ -1,99 +1,17 @@
-"""The escalation policy as typed data. Field-level checks live here; cross-section checks in load.py."""
+"""The escalation policy as typed data. Field-level checks live here; cross-section checks in load.py;
+markets and window durations (business time) in markets.py."""
 
 from __future__ import annotations
 
 import itertools
-import re
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-import holidays as holidays_pkg
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from sidecar.calendar import BusinessCalendar
 from sidecar.domain import Intent, LeadState, Persona, ProgressKind
-
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-RULE_ID = r"^[a-z0-9][a-z0-9_.\-]*$"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|h|bd)\s*$")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _check_duration(text: str) -> str:
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(
-            f"{text!r} is not a window; write minutes, hours or business days like '45m', '4h', '5bd'"
-        )
-    if float(match.group(1)) <= 0:
-        raise ValueError(f"window {text!r} must be greater than zero")
-    return text.strip()
-
-
-Duration = Annotated[str, AfterValidator(_check_duration)]
-
-
-def duration_seconds(text: str, business_day: timedelta) -> int:
-    """Business seconds of a window; 'bd' counts the market's average open day."""
-    match = _DURATION.match(text)
-    assert match, text  # validated on load
-    amount, unit = float(match.group(1)), match.group(2)
-    if unit == "m":
-        return round(amount * 60)
-    if unit == "h":
-        return round(amount * 3600)
-    return round(amount * business_day.total_seconds())
-
-
-class Holidays(Strict):
-    country: str | None = None
-    subdiv: str | None = None
-    extra: list[date] = Field(default_factory=list)
-
-    @field_validator("country")
-    @classmethod
-    def _known_country(cls, value: str | None) -> str | None:
-        if value is not None and value not in holidays_pkg.list_supported_countries():
-            raise ValueError(f"unknown holiday country {value!r}; use an ISO code such as US, IN, DE")
-        return value
-
-
-class Market(Strict):
-    tz: str
-    hours: dict[str, list[str]]
-    holidays: Holidays = Holidays()
-
-    def intervals(self) -> dict[str, list[tuple[str, str]]]:
-        """Hours as the calendar wants them: day or day range -> [(start, end)]."""
-        return {days: [_span(text) for text in spans] for days, spans in self.hours.items()}
-
-    def business_day(self) -> timedelta:
-        """Average open time of an open weekday: what one 'bd' of a window means here."""
-        open_days, total = 0, 0
-        for days, spans in self.intervals().items():
-            first, _, last = days.partition("-")
-            count = (WEEKDAYS.index(last or first) - WEEKDAYS.index(first)) % 7 + 1
-            seconds = sum(_seconds(end) - _seconds(start) for start, end in spans)
-            open_days += count if seconds else 0
-            total += count * seconds
-        return timedelta(seconds=total / max(open_days, 1))
-
-    def calendar(self) -> BusinessCalendar:
-        return BusinessCalendar(self.tz, self.intervals(), self.holidays.extra,
-                                self.holidays.country, self.holidays.subdiv)
-
-
-def _seconds(hhmm: str) -> int:
-    hours, _, minutes = hhmm.partition(":")
-    return int(hours) * 3600 + int(minutes) * 60
-
-
-def _span(text: str) -> tuple[str, str]:
-    start, _, end = text.partition("-")
-    return start.strip(), end.strip()
+from sidecar.policy.base import RULE_ID, Strict
+from sidecar.policy.markets import DURATION_PATTERN, Duration, Market, check_duration, duration_seconds
 
 
 class WindowRule(Strict):
@@ -154,7 +72,7 @@ class IntentTier(Strict):
         if not timed:
             return data
         window = data.get("window")
-        match = _DURATION.match(window) if isinstance(window, str) else None
+        match = DURATION_PATTERN.match(window) if isinstance(window, str) else None
         if match is None or match.group(2) == "bd":
             raise ValueError("ladder steps timed in minutes or hours need the tier's window in minutes or "
                              "hours (e.g. window: 15m), or give `at` as a fraction of the window")
@@ -162,7 +80,7 @@ class IntentTier(Strict):
         converted = []
         for step in steps:
             if isinstance(step, dict) and isinstance(step.get("at"), str):
-                _check_duration(step["at"])
+                check_duration(step["at"])
                 step = {**step, "at": duration_seconds(step["at"], timedelta(0)) / window_s}
             converted.append(step)
         return {**data, "ladder": converted}
@@ -330,7 +248,8 @@ class FirstResponse(Strict):
     enabled: bool = True
     kind: Annotated[str, Field(pattern=r"^[a-z_]+$")] = "first_response_task"  # the audit label
     first_action: str = "Call the lead, or email them if no number is given."
-    on_reassign: Literal["reown", "close"] = "reown"  # the old owner's open task follows the lead, or is closed
+    # The lead's one open task follows the new owner, or is closed (the new owner then gets a follow-up task).
+    on_reassign: Literal["reown", "close"] = "reown"
     purpose: str = ""
 
 

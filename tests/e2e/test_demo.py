@@ -4,6 +4,7 @@ one, and the same seed gives the same audit."""
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ from sqlalchemy import select
 
 from sidecar import wiring_demo
 from sidecar.store.db import make_engine, session_factory, transaction
-from sidecar.store.models import OutboxRow
+from sidecar.store.models import AuditRow, OutboxRow
 
 SPAN = timedelta(days=2)
 
@@ -148,7 +149,22 @@ def test_crm_tasks_notes_and_owner_changes_match_the_audit_one_to_one(demo_out: 
     assert sum(row.action == "add_note" for row in written.values()) == len(breaches)
     ladder_tasks = [row for row in written.values() if row.action == "create_task" and row.idempotency_key.startswith(
         "clock:")]
-    assert len(ladder_tasks) == len(reassigned)
+    # Each reassignment gives its new owner one task: the lead's open task re-owned, else a follow-up.
+    engine = make_engine(f"sqlite:///{demo_out / 'demo.db'}")
+    with transaction(session_factory(engine)) as session:
+        moves = [{o.action for o in session.scalars(select(OutboxRow).where(OutboxRow.audit_id == a.id))}
+                 for a in session.scalars(select(AuditRow).where(AuditRow.pattern == "sla",
+                                                                 AuditRow.action == "reassign"))]
+    engine.dispose()
+    assert len(moves) == len(reassigned) and all(("update_task" in m) != ("create_task" in m) for m in moves)
+    # ...and no lead is left with two open sidecar tasks (first-response or follow-up) in either CRM.
+    lead_task = re.compile(r"first-response:.*|clock:\d+:step:\d+:task:.*")
+    open_sf = Counter(t["WhoId"] for t in crm["salesforce"]["Task"]
+                      if lead_task.fullmatch(t.get("Sidecar_Key__c") or "") and not t.get("IsClosed"))
+    open_hs = Counter(r["associations"]["contacts"][0] for r in crm["hubspot"]["tasks"]
+                      if lead_task.fullmatch(r["properties"].get("sidecar_idempotency_key") or "")
+                      and r["properties"].get("hs_task_status") != "COMPLETED")
+    assert open_sf and open_hs and set(open_sf.values()) | set(open_hs.values()) == {1}
     retention = [row for row in written.values() if row.action == "create_task" and row.idempotency_key.startswith(
         "signal:")]
     assert len(retention) == sum(r["kind"] == "churn_risk" and r["owner_id"] is not None for r in rows)
@@ -159,15 +175,14 @@ def test_crm_tasks_notes_and_owner_changes_match_the_audit_one_to_one(demo_out: 
     # every reassignment is an owner change in its CRM, to the rep the audit names
     sf_owner_changes = Counter((h["LeadId"], h["NewValue"]) for h in crm["salesforce"]["LeadHistory"]
                                if h["Field"] == "Owner")
-    # (first-response tasks follow a reassigned lead too: count the reassignment's own tasks)
-    hs_tasks_by_owner = Counter((r["associations"]["contacts"][0], r["owner"]) for r in crm["hubspot"]["tasks"]
-                                if not r["properties"]["sidecar_idempotency_key"].startswith("first-response:"))
+    hs_owner_changes = {(row.payload["lead"]["crm_id"], row.payload["to_owner_id"]) for row in effects(demo_out)
+                        if row.action == "change_owner" and row.status == "done"}
     for row in reassigned:
         to_owner = row["details"]["to_owner"]
         if row["crm"] == "salesforce":
             assert sf_owner_changes[(row["lead_id"], to_owner)] >= 1, row
         else:
-            assert hs_tasks_by_owner[(row["lead_id"], to_owner)] == 1, row
+            assert (row["lead_id"], to_owner) in hs_owner_changes, row
 
 
 def test_same_seed_same_audit(demo_out: Path, tmp_path: Path) -> None:

@@ -154,9 +154,10 @@ def test_a_restart_within_the_lease_settles_the_written_owner_change_and_the_new
     assert world.change() == {"status": "done", "attempts": 2}
     assert "reassignment_skipped_owner_changed" not in world.audit_kinds()
     # ...and what depended on it goes out: the new owner's task, once, and the messages.
-    # Bo holds the reassignment's task, once, and the first-response task created for Ana at arrival,
-    # re-owned to him on the hand-over (no orphan left with the old owner).
-    assert world.task_keys(world.bo) == ["clock:1:step:2:task:70000002", "first-response:lead:1:task:70000001"]
+    # Bo holds the lead's one task: the first-response task created for Ana at arrival, re-owned to
+    # him on the hand-over (nothing left with the old owner, no second task beside it).
+    assert world.task_keys(world.bo) == ["first-response:lead:1:task:70000001"]
+    assert world.task_keys(world.ana) == []
     assert world.dms_to("bo")
     with transaction(world.sessions) as session:
         assert session.scalars(select(OutboxRow).where(OutboxRow.status != "done")).all() == []
@@ -175,8 +176,8 @@ def test_after_a_long_outage_nothing_is_decided_for_the_lead_until_its_owner_cha
     assert world.audit_kinds() == before
     jobs.dispatch(runtime, restart)
     assert world.change()["status"] == "done"
-    # The reassignment's task, once, and the first-response task re-owned from Ana on the hand-over.
-    assert world.task_keys(world.bo) == ["clock:1:step:2:task:70000002", "first-response:lead:1:task:70000001"]
+    # The lead's one task: the first-response task, re-owned from Ana on the hand-over.
+    assert world.task_keys(world.bo) == ["first-response:lead:1:task:70000001"]
     fired = jobs.evaluate(runtime, restart)  # now on the owner the CRM shows: Bo's missed steps, late
     assert fired["sla_breach_imminent"] == 1 and fired["sla_breach"] == 1
     assert "reassignment_skipped_owner_changed" not in world.audit_kinds()

@@ -23,7 +23,7 @@ from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.policies import PolicyBook
 from sidecar.links import RecordLinks
 from sidecar.outbox import Ports, dispatch
-from sidecar.ports import NoteRequest, Notification, OwnerChange, TaskRequest
+from sidecar.ports import NoteRequest, Notification, OwnerChange, TaskRequest, TaskUpdate
 from sidecar.store.db import make_engine, session_factory
 from tests.support import ny
 
@@ -70,6 +70,10 @@ class FilePort:
         return self._apply(idempotency_key)
 
     def add_note(self, note: NoteRequest, idempotency_key: str) -> str:
+        return self._apply(idempotency_key)
+
+    def update_task(self, update: TaskUpdate, idempotency_key: str) -> str:
+        # A lead reassigned twice: its follow-up task moves on to the next owner.
         return self._apply(idempotency_key)
 
     def change_owner(self, change: OwnerChange, idempotency_key: str) -> None:

@@ -11,6 +11,7 @@ from sidecar.actions import ActionOutcome, handle_action
 from sidecar.engine.evaluator import tick
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.outbox import Ports, dispatch
+from sidecar.ports import OwnerChange
 from sidecar.store.db import transaction
 from sidecar.store.models import AuditRow, Clock, OutboxRow, Rep
 from tests.support import (
@@ -200,7 +201,7 @@ def test_revert_by_the_team_manager_gives_the_lead_back(sessions: sessionmaker[S
     outcome = click(sessions, ctx, "revert_reassignment", key, "U_MGR", ny(24, 9, 40), email="mgr@us.example")
     assert not outcome.ephemeral and "Rep r1" in outcome.text
     dispatch(sessions, ports, ny(24, 9, 40).astimezone(UTC))
-    changes = [e for k, e in writer.effects.items() if k.startswith("revert:")]
+    changes = [e for k, e in writer.effects.items() if k.startswith("revert:") and isinstance(e, OwnerChange)]
     assert [(c.from_owner_id, c.to_owner_id) for c in changes] == [("r2", "r1")]
     [reassign] = rows_of(sessions, "sla_breach_auto_reassign")
     [revert] = rows_of(sessions, "reassignment_reverted")

@@ -19,7 +19,7 @@ from sidecar.engine.patterns.shared import EngineContext
 from sidecar.ingest import apply_snapshot
 from sidecar.jobs import Runtime
 from sidecar.outbox import Ports, dispatch
-from sidecar.ports import LeadUpdate, NoteRequest
+from sidecar.ports import LeadUpdate, NoteRequest, TaskRequest
 from sidecar.store.db import transaction
 from sidecar.store.models import AuditRow, Clock, Lead, OutboxRow, ReviewItem
 from tests.support import FakeNotifier, FakeWriter, add_team, apply_policy, context, ny, policy_raw, snapshot
@@ -210,3 +210,21 @@ def test_a_held_lead_is_not_assigned_and_a_cleared_unowned_lead_gets_its_first_o
     dispatch(sessions, Ports(notifier, {"salesforce": FakeWriter()}), ny(24, 10).astimezone(UTC))
     told = [n for n in notifier.sent.values() if n.kind == "compliance_cleared"]
     assert [(n.persona.value, n.recipient_email) for n in told] == [("owner", "r1@example.com")]
+
+
+def test_a_lead_held_on_arrival_gets_its_first_response_task_when_cleared(sessions: sessionmaker[Session]) -> None:
+    ctx = setup(sessions)
+    arrive(sessions, ctx, snapshot(at=ny(24, 8), flags=frozenset({"pep"})), ny(24, 8))
+    with transaction(sessions) as session:  # held from arrival: a rep must not work it, so no task yet
+        assert session.scalars(select(OutboxRow).where(OutboxRow.action == "create_task")).all() == []
+    cleared_at = ny(24, 14)
+    with transaction(sessions) as session:
+        decide(session, ctx, "salesforce", "00Q1", "clear", "alice", "false positive", cleared_at.astimezone(UTC))
+    [task] = rows(sessions, pattern="first_response")
+    assert (task.at, task.owner_id, task.action) == (cleared_at, "r1", "task")
+    # Due when the fresh window that starts at the clear runs out (1 h of business time), not at arrival.
+    assert task.details["due_at"] == ny(24, 15).astimezone(UTC).isoformat()
+    writer = FakeWriter()
+    dispatch(sessions, Ports(FakeNotifier(), {"salesforce": writer}), cleared_at.astimezone(UTC))
+    assert [(k, e.owner_id) for k, e in writer.effects.items() if isinstance(e, TaskRequest)] == [
+        ("first-response:lead:1:task:r1", "r1")]

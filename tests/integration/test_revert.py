@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sidecar.engine.evaluator import tick
 from sidecar.engine.revert import RevertError, revert_reassignment
 from sidecar.outbox import Ports, dispatch
+from sidecar.ports import OwnerChange, TaskUpdate
 from sidecar.store.db import transaction
 from sidecar.store.models import AuditRow, Clock, Lead
 from tests.support import (
@@ -40,8 +41,11 @@ def test_revert_restores_the_owner_links_both_rows_and_starts_a_fresh_clock(
                                   ny(24, 9, 40).astimezone(UTC))
         revert_id = row.id
     dispatch(sessions, ports, ny(24, 9, 40).astimezone(UTC))
-    changes = [e for k, e in writer.effects.items() if k.startswith("revert:")]
+    changes = [e for k, e in writer.effects.items() if k.startswith("revert:") and isinstance(e, OwnerChange)]
     assert [(c.from_owner_id, c.to_owner_id) for c in changes] == [("r2", "r1")]
+    # The follow-up task r2 got with the lead comes back with it: no task left with r2.
+    moves = [e for k, e in writer.effects.items() if k.startswith("revert:") and isinstance(e, TaskUpdate)]
+    assert [(m.task_key, m.new_owner_id, m.close) for m in moves] == [("clock:1:step:2:task:r2", "r1", False)]
     with transaction(sessions) as session:
         reassigned = session.scalars(select(AuditRow).where(AuditRow.kind == "sla_breach_auto_reassign")).one()
         reverted = session.get(AuditRow, revert_id)

@@ -8,7 +8,7 @@ import yaml
 from sidecar.domain import Intent, LeadState
 from sidecar.policy import PolicyError, load_policy, validate_policy
 from sidecar.policy.diff import diff_policies
-from sidecar.policy.model import duration_seconds
+from sidecar.policy.markets import duration_seconds
 from sidecar.policy.rules import rule_lines
 from sidecar.policy.version import version_of
 from tests.conftest import EXAMPLE_POLICY

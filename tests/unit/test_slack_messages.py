@@ -18,6 +18,7 @@ from connectors.slack.messages import (
     local_time,
     template_problems,
 )
+from connectors.teams.cards import card
 from sidecar.domain import Crm, Persona
 from sidecar.ports import LeadContext, Notification
 
@@ -256,3 +257,23 @@ def test_stuck_and_compliance_messages_say_why_in_their_own_words() -> None:
                               extra={"reason": "Matched: sanctions_match, pep."}), "k2")
     assert hold.text.startswith(":no_entry: Compliance hold: Priya Nair") and "Matched: sanctions_match, pep." in \
         json.dumps(hold.blocks)
+
+
+def test_owner_field_follows_the_typed_reassignment_flag_not_the_kind_in_slack_and_teams() -> None:
+    extra = {"new_owner_name": "Bo Chen", "from_owner_name": "Ana Lima", "reason": "no contact in 1.5x window"}
+    # An admin renamed the reassign step's kind: the message still names the new owner.
+    renamed = note("handed_over", persona=Persona.MANAGER, via="team_channel", channel="C1", extra=extra,
+                   reassignment=True)
+    assert fields(build_message(renamed, "k-h").blocks)["Owner"] == "Bo Chen"
+    assert teams_facts(renamed)["Owner"] == "Bo Chen"
+    # The reassign step's kind, but nobody took the lead (queued): the owner is still who owns it.
+    queued = note("sla_breach_auto_reassign", persona=Persona.MANAGER, via="team_channel", channel="C1")
+    assert fields(build_message(queued, "k-q").blocks)["Owner"] == "Ana Lima"
+    assert teams_facts(queued)["Owner"] == "Ana Lima" and "Reason" not in teams_facts(queued)
+
+
+def teams_facts(n: Notification) -> dict[str, str]:
+    """The Teams card's FactSet as {title: value}."""
+    body = card(n)["body"]
+    facts = next(b for b in body if b.get("type") == "FactSet")["facts"]
+    return {fact["title"]: fact["value"] for fact in facts}

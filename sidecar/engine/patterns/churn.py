@@ -36,7 +36,8 @@ from sidecar.engine.patterns.shared import (
     record_step,
     refresh_team,
 )
-from sidecar.policy.model import ChurnRule, duration_seconds
+from sidecar.policy.markets import duration_seconds
+from sidecar.policy.model import ChurnRule
 from sidecar.ports import LeadUpdate, TaskRequest
 from sidecar.store.models import AuditRow, ChurnHold, Clock, Lead, LeadEvent, Signal
 

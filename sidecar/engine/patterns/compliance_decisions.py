@@ -2,7 +2,8 @@
 
 Clear: the lead goes back to the status the policy maps to NEW, its clocks restart with a FULL
 window (not resumed: the time before the hold is forgiven), it is routed normally (the owner keeps
-it; an unowned lead gets its initial assignment) and the owner is told. Reject: the status mapped
+it; an unowned lead gets its initial assignment), the owner gets the first-response task the hold
+kept back (if the lead never had one) and is told. Reject: the status mapped
 to DISQUALIFIED_COMPLIANCE with the reason (in the CRM's reason field when the connector has one,
 and always as a note on the record); its clocks close. Both are audited with the deciding user and
 the time the item spent in review.
@@ -26,10 +27,10 @@ from sidecar.domain import LeadState, Persona
 from sidecar.engine import clocks
 from sidecar.engine.assignment import assign_on_arrival
 from sidecar.engine.ownership import needs_owner, queue_ids
-from sidecar.engine.patterns import churn, keys
+from sidecar.engine.patterns import churn, first_response, keys
 from sidecar.engine.patterns.compliance import crm_status_for, hold_status_update
 from sidecar.engine.patterns.shared import EngineContext, Message, add_note, lead_context, notify, record_step
-from sidecar.policy.model import duration_seconds
+from sidecar.policy.markets import duration_seconds
 from sidecar.ports import LeadUpdate
 from sidecar.store.models import AuditRow, Lead, ReviewItem
 
@@ -88,6 +89,9 @@ def decide(session: Session, ctx: EngineContext, crm: str, crm_id: str, decision
         assigned = assign_on_arrival(session, ctx, lead, now)
         row.details = {**row.details, "assigned_to": assigned.to_owner if assigned is not None else None}
         context = lead_context(session, ctx, lead)
+    # The hold kept the first-response task back (a rep must not work a held lead): the owner gets it
+    # now, due when the fresh window runs out. Once per lead: a lead tasked before its hold keeps that one.
+    first_response.create_for(session, ctx, lead, now)
     if lead.owner_id and not needs_owner(lead, queue_ids(session)) and Persona.OWNER in policy.notifications:
         sla = clocks.open_clock_of(session, lead.id, clocks.SLA)
         due = clocks.breach_at(sla, ctx.book, session) if sla is not None else now

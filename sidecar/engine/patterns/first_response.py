@@ -8,9 +8,13 @@ intent tier) and where the record is, and naming the rule and policy version. On
 
 A lead that arrives without a person owning it (unowned, or in a queue) gets its task when it gets
 an owner: from the CRM (an owner change in a later snapshot) or from initial assignment
-(`hand_over`). When the lead changes hands later (ladder reassignment, revert), `hand_over` moves
-the old owner's open task to the new owner or closes it (`first_response.on_reassign`), so no task
-is left with someone who no longer owns the lead.
+(`hand_over`). A lead has one open sidecar task at a time, and it follows the lead: when the lead
+changes hands later (ladder reassignment, high-value senior, revert), `hand_over` moves that task
+(the first-response task, or the follow-up task of an earlier reassignment) to the new owner or
+closes it (`first_response.on_reassign`). A re-owned task is the new owner's task, as when a
+person changes a lead's owner in Salesforce and its open activities move along; only a lead whose
+task was closed (or that had none) gets a follow-up task from the reassignment. So no task is
+left with someone who no longer owns the lead, and nobody holds two for one lead.
 
 Intent tiers whose `escalation` is `qualification_task` or `review_queue` get a qualification task
 instead (their clock has no ladder, see `Policy.ladder_of`); `review_queue` also parks the lead in
@@ -23,7 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from sidecar import outbox
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
 QUALIFY_ACTION = "Qualify first: find out what they need and whether it is a fit, then route or disqualify."
 REVIEW_KIND = "first_response_review_queue"  # audit label of the review-queue hand-off
 _ARRIVAL_EVENTS = frozenset({"created", "owner_changed"})
+_NOT_DONE = ("dead", "skipped")
 
 
 def on_applied(session: Session, ctx: EngineContext, applied: Applied, now: datetime) -> None:
@@ -89,30 +94,68 @@ def create_for(session: Session, ctx: EngineContext, lead: Lead, now: datetime, 
 
 
 def hand_over(session: Session, ctx: EngineContext, lead: Lead, decision: AuditRow, now: datetime, *,
-              depends_on: OutboxRow | None = None) -> OutboxRow | AuditRow | None:
-    """`decision` gave the lead to `lead.owner_id` (already set). Its open first-response task follows
-    (or is closed, as the policy says); a lead that had none yet because nobody owned it gets it now.
-    `depends_on`: the owner change, so that a refused change leaves the task where it was."""
-    first = session.scalars(select(AuditRow).where(
-        AuditRow.step_key == keys.first_response_key(lead.id))).first()
-    if first is None:
-        return create_for(session, ctx, lead, now, depends_on=depends_on)
-    task = session.scalars(select(OutboxRow).where(
-        OutboxRow.audit_id == first.id, OutboxRow.action == "create_task").order_by(OutboxRow.id)).first()
-    if task is None or task.status in ("dead", "skipped") or decision.step_key is None:
-        return None  # no task was ever written: nothing to move
-    holder = _task_holder(session, lead, task)
-    if holder is None:
-        return None  # closed by an earlier hand-over
-    section = ctx.book.get(session, str(first.policy_version)).first_response
+              depends_on: OutboxRow | None = None) -> bool:
+    """`decision` gave the lead to `lead.owner_id` (already set). The lead's open sidecar task (its
+    first-response task, or the follow-up task of an earlier reassignment) follows it, or is closed,
+    as the policy says; a lead that had no first-response task yet because nobody owned it gets it
+    now. True when the new owner holds (or is being given) the lead's task, so the caller must not
+    add a second one. `depends_on`: the owner change, so that a refused change leaves the task where it was."""
+    found = open_task(session, lead)
+    if found is None:
+        first = session.scalars(select(AuditRow.id).where(
+            AuditRow.step_key == keys.first_response_key(lead.id))).first()
+        return first is None and create_for(session, ctx, lead, now, depends_on=depends_on) is not None
+    if decision.step_key is None:
+        return False
+    task, holder = found
+    version = decision.policy_version or ctx.book.active(session)[0]
+    section = ctx.book.get(session, version).first_response
     person = _person_owns(session, lead)
     close = not person or (section is not None and section.on_reassign == "close")
     if not close and holder == lead.owner_id:
-        return None  # the task is with the lead's owner already (e.g. a revert of a refused move)
+        return True  # the task is with the lead's owner already (e.g. a revert of a refused move)
     update = TaskUpdate(lead=lead_context(session, ctx, lead), task_key=task.idempotency_key,
                         new_owner_id=None if close else lead.owner_id, close=close)
-    return outbox.enqueue(session, key=keys.task_update_key(decision.step_key), request=update, now=now,
-                          audit_id=decision.id, depends_on=depends_on)
+    outbox.enqueue(session, key=keys.task_update_key(decision.step_key), request=update, now=now,
+                   audit_id=decision.id, depends_on=depends_on)
+    return not close
+
+
+def open_task(session: Session, lead: Lead) -> tuple[OutboxRow, str] | None:
+    """The lead's open sidecar task and who holds it, newest first: its first-response task (or
+    the task of its initial assignment) or a reassignment's follow-up task, created (or on its way)
+    and not closed by a hand-over. A lead has at most one (`hand_over` keeps it so); older data may
+    have more, the newest is the one that moves."""
+    tasks = session.scalars(select(OutboxRow).join(AuditRow, AuditRow.id == OutboxRow.audit_id).where(
+        AuditRow.lead_id == lead.id, OutboxRow.action == "create_task",
+        or_(AuditRow.step_key == keys.first_response_key(lead.id),
+            and_(AuditRow.pattern == Pattern.SLA.value, AuditRow.action == StepAction.REASSIGN.value),
+            # with `first_response` off, initial assignment writes the rep's first task itself
+            and_(AuditRow.pattern == Pattern.ASSIGNMENT.value, AuditRow.action == StepAction.ASSIGN.value)),
+    ).order_by(OutboxRow.id.desc()))
+    for task in tasks:
+        if _cancelled(session, task):
+            continue  # never written (or never will be): nothing to move
+        holder = _task_holder(session, lead, task)
+        if holder is not None:
+            return task, holder
+    return None
+
+
+def closed_by_sidecar(session: Session, lead: Lead, at: datetime) -> bool:
+    """Whether the sidecar decided, at or before `at`, to close the lead's first-response task: its
+    completion seen in the CRM afterwards is that close, not a rep's first response (no progress)."""
+    updates = session.scalars(select(OutboxRow).join(AuditRow, AuditRow.id == OutboxRow.audit_id).where(
+        AuditRow.lead_id == lead.id, OutboxRow.action == "update_task", OutboxRow.created_at <= at))
+    prefix = keys.first_response_key(lead.id)
+    return any(update.payload.get("close") and str(update.payload.get("task_key", "")).startswith(prefix)
+               and not _cancelled(session, update) for update in updates)
+
+
+def _cancelled(session: Session, row: OutboxRow) -> bool:
+    """The effect will not happen: it failed or was skipped, or waits on one that did."""
+    parent = session.get(OutboxRow, row.depends_on) if row.depends_on else None
+    return row.status in _NOT_DONE or (parent is not None and parent.status in _NOT_DONE)
 
 
 def _task_holder(session: Session, lead: Lead, task: OutboxRow) -> str | None:
@@ -122,8 +165,7 @@ def _task_holder(session: Session, lead: Lead, task: OutboxRow) -> str | None:
     updates = session.scalars(select(OutboxRow).join(AuditRow, AuditRow.id == OutboxRow.audit_id).where(
         AuditRow.lead_id == lead.id, OutboxRow.action == "update_task").order_by(OutboxRow.id))
     for update in updates:
-        parent = session.get(OutboxRow, update.depends_on) if update.depends_on else None
-        if update.status in ("dead", "skipped") or (parent is not None and parent.status in ("dead", "skipped")):
+        if _cancelled(session, update):
             continue
         if update.payload.get("task_key") == task.idempotency_key:
             holder = None if update.payload.get("close") else update.payload.get("new_owner_id")

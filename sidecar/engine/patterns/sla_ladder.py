@@ -72,7 +72,6 @@ def fire_step(session: Session, ctx: EngineContext, clock: Clock, lead: Lead, no
     extra: dict[str, str] = {"reason": choice.reason} if choice and choice.reason else {}
     if choice is not None and choice.rep is not None:
         change = change_owner(session, row, lead, context, choice.rep.id, now)
-        create_task(session, row, _task_for_new_owner(context, choice.rep, lead, step, now), now, depends_on=change)
     elif choice is not None:
         # Nobody in the team can take it: park it in the team's queue, and the manager hears why.
         queued = to_queue(session, row, lead, context, now)
@@ -95,7 +94,11 @@ def fire_step(session: Session, ctx: EngineContext, clock: Clock, lead: Lead, no
         # refuses the change, the next poll brings the true owner back.
         clocks.close(clock, now, "reassigned")
         lead.owner_id = choice.rep.id
-        first_response.hand_over(session, ctx, lead, row, now, depends_on=change)  # no orphan task
+        # One task per lead: the open one follows the lead; only if it was closed (or there was
+        # none) does the new owner get a follow-up task of their own.
+        if not first_response.hand_over(session, ctx, lead, row, now, depends_on=change):
+            create_task(session, row, _task_for_new_owner(context, choice.rep, lead, step, now), now,
+                        depends_on=change)
         clocks.start_clock(session, ctx.book, lead, now, clocks.SLA)
     elif queued is not None:
         clocks.close(clock, now, "queued")  # a queue is not a person: ops review takes it from here
