@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from sidecar import outbox
+from sidecar import outbox, outbox_calls
 from sidecar.domain import Crm
 from sidecar.engine.evaluator import tick
 from sidecar.outbox import Ports, RetryPolicy, dispatch
@@ -186,7 +186,7 @@ def test_a_dispatcher_whose_lease_was_taken_over_cannot_overwrite_the_result(
     notifier = FakeNotifier()
     dispatch(sessions, Ports(notifier, {"salesforce": FakeWriter()}), now + timedelta(minutes=6))  # B takes over
     with transaction(sessions) as session:  # A finally hears back with a timeout
-        assert outbox._settle(session, slow[0], ("retry", "timeout", None), now + timedelta(minutes=7),
+        assert outbox_calls.settle(session, slow[0], ("retry", "timeout", None), now + timedelta(minutes=7),
                               RetryPolicy()) == "lost"
     with transaction(sessions) as session:
         row = session.get(OutboxRow, slow[0].id)
