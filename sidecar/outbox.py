@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from sidecar import audit
@@ -145,8 +145,10 @@ def decode(row: OutboxRow) -> Request:
     return request
 
 
-def _claim(session: Session, now: datetime, batch: int, lease: timedelta) -> tuple[list[Claim], int]:
-    """Claim due rows (and skip those whose prerequisite failed); returns (claims, skipped count)."""
+def _claim(session: Session, now: datetime, batch: int, lease: timedelta,
+           through_id: int | None = None) -> tuple[list[Claim], int]:
+    """Claim due rows (and skip those whose prerequisite failed); returns (claims, skipped count).
+    `through_id`: rows added after it are left for the next run, except those waiting on another."""
     one_at_a_time(session, "outbox:claim")  # several sidecars: one claims at a time, so a digest is never split
     parent = aliased(OutboxRow)
     # Effects whose prerequisite failed or was skipped are skipped too (no "new owner" DM after a
@@ -164,6 +166,8 @@ def _claim(session: Session, now: datetime, batch: int, lease: timedelta) -> tup
         .where(or_(OutboxRow.depends_on.is_(None), parent.status == "done"))
         .order_by(OutboxRow.next_attempt_at, OutboxRow.id).limit(batch)
     )
+    if through_id is not None:
+        due = due.where(or_(OutboxRow.id <= through_id, OutboxRow.depends_on.is_not(None)))
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(of=OutboxRow, skip_locked=True)
     claims = []
@@ -179,15 +183,21 @@ def dispatch(sessions: sessionmaker[Session], ports: Ports, now: datetime, *, ba
     """Perform due effects; returns how many ended in each status.
 
     Claims batch after batch so that effects waiting on one just performed (a new owner's task
-    after the owner change) go out in the same run. `clock`: the time right before each call, when
-    its claim is renewed (see `outbox_calls.Renewal`; without it, `now`).
+    after the owner change) go out in the same run. Effects stored while it runs (the webhook drain
+    applying new leads meanwhile) wait for the next run, which the drain and the tick ring (others:
+    the interval): taken a chunk at a time here they would cost a CRM call per few tasks instead of
+    one per hundred. `clock`: the time right before each call, when its claim is renewed (see
+    `outbox_calls.Renewal`; without it, `now`).
     """
     retry = retry or RetryPolicy()
     renew = Renewal(sessions, lease, clock or (lambda: now))
     outcomes: Counter[str] = Counter()
+    through_id: int | None = None
     for _ in range(max_batches):
         with transaction(sessions) as session:
-            claims, skipped = _claim(session, now, batch, lease)
+            if through_id is None:  # the newest row when the run started
+                through_id = session.scalar(select(func.max(OutboxRow.id))) or 0
+            claims, skipped = _claim(session, now, batch, lease, through_id)
             shaped = shape(session, claims, now, ports.noise)
             for claim, release in shaped.held:
                 hold(session, claim, release)
