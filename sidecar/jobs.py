@@ -44,6 +44,8 @@ class Runtime:
     clock: Callable[[], datetime] | None = None  # the jobs' clock, read again mid-run (outbox lease renewal)
     # Called when a job committed effects the dispatcher should send now (`sidecar run` wakes it).
     effects_stored: Callable[[], None] | None = None
+    # How long the webhook drain lets a lead wait for others to share its CRM read (sync.drain_intake).
+    intake_linger: timedelta = timedelta(0)
 
 
 def poll_all(rt: Runtime, now: datetime) -> dict[str, sync.PollStats]:
@@ -107,7 +109,8 @@ def drain_webhooks(rt: Runtime, now: datetime) -> int:
         if not rt.failures.due("drain_webhooks", name, now):
             continue
         try:  # one CRM's outage must not stop the other's webhook intake
-            applied += sync.drain_intake(rt.sessions, rt.ctx, reader, now, applied_hook=rt.effects_stored)
+            applied += sync.drain_intake(rt.sessions, rt.ctx, reader, now, applied_hook=rt.effects_stored,
+                                         linger=rt.intake_linger, clock=rt.clock)
         except Exception as exc:  # reported; the ids stay queued for the next run
             rt.failures.failed("drain_webhooks", name, now, exc)
         else:

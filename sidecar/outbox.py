@@ -3,44 +3,42 @@
 Decisions write outbox rows in the same transaction as their audit row. The dispatcher claims due
 rows with a lease (so a crashed dispatcher's rows are picked up again), calls the port with the
 row's idempotency key (so a repeated call changes nothing), and settles the row: done, retry
-later, or dead with a reason the admin can act on. Nothing is dropped silently.
+later, or dead with a reason the admin can act on. Nothing is dropped silently. The calls and the
+settling of one claimed batch are in sidecar.outbox_calls.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from sidecar import audit
 from sidecar.noise import shape
+from sidecar.outbox_calls import Claim, Renewal, batch_writes, hold, perform_all, perform_batch
 from sidecar.policy.model import NoiseControl
 from sidecar.ports import (
-    ConflictError,
     CrmWriter,
     LeadUpdate,
     NoteRequest,
     Notification,
     Notifier,
     OwnerChange,
-    PermanentError,
     TaskRequest,
     TaskUpdate,
-    TransientError,
 )
 from sidecar.store import bulk, ids
 from sidecar.store.db import transaction
 from sidecar.store.locks import one_at_a_time
-from sidecar.store.models import AuditRow, Lead, OutboxRow
+from sidecar.store.models import AuditRow, OutboxRow
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +53,6 @@ ACTIONS: dict[str, tuple[str, type[Any]]] = {
 }
 _ADAPTERS = {action: TypeAdapter(kind) for action, (_port, kind) in ACTIONS.items()}
 _ACTION_OF = {kind: action for action, (_port, kind) in ACTIONS.items()}
-# Effects a CRM writer may perform many at a time: the optional batch method (sidecar.ports
-# BatchTaskWriter, BatchNoteWriter, BatchOwnerWriter) for each request type.
-BATCH_METHODS: dict[type[Any], str] = {TaskRequest: "create_tasks", NoteRequest: "add_notes",
-                                       OwnerChange: "change_owners"}
-_CREATES = frozenset({"create_tasks", "add_notes"})  # told which keys were never sent before
 
 
 @dataclass
@@ -156,17 +149,10 @@ def decode(row: OutboxRow) -> Request:
     return request
 
 
-@dataclass(frozen=True)
-class _Claim:
-    id: int
-    action: str
-    key: str
-    request: Request
-    attempt: int  # the row's attempt count when claimed: the token that proves the claim is still ours
-
-
-def _claim(session: Session, now: datetime, batch: int, lease: timedelta) -> tuple[list[_Claim], int]:
-    """Claim due rows (and skip those whose prerequisite failed); returns (claims, skipped count)."""
+def _claim(session: Session, now: datetime, batch: int, lease: timedelta,
+           through_id: int | None = None) -> tuple[list[Claim], int]:
+    """Claim due rows (and skip those whose prerequisite failed); returns (claims, skipped count).
+    `through_id`: rows added after it are left for the next run, except those waiting on another."""
     one_at_a_time(session, "outbox:claim")  # several sidecars: one claims at a time, so a digest is never split
     parent = aliased(OutboxRow)
     # Effects whose prerequisite failed or was skipped are skipped too (no "new owner" DM after a
@@ -184,35 +170,15 @@ def _claim(session: Session, now: datetime, batch: int, lease: timedelta) -> tup
         .where(or_(OutboxRow.depends_on.is_(None), parent.status == "done"))
         .order_by(OutboxRow.next_attempt_at, OutboxRow.id).limit(batch)
     )
+    if through_id is not None:
+        due = due.where(or_(OutboxRow.id <= through_id, OutboxRow.depends_on.is_not(None)))
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(of=OutboxRow, skip_locked=True)
     claims = []
     for row in session.scalars(due):
         row.status, row.claimed_until, row.attempts = "in_flight", now + lease, row.attempts + 1
-        claims.append(_Claim(row.id, row.action, row.idempotency_key, decode(row), row.attempts))
+        claims.append(Claim(row.id, row.action, row.idempotency_key, decode(row), row.attempts))
     return claims, len(blocked_ids)
-
-
-def _perform(ports: Ports, claim: _Claim) -> str:
-    request = claim.request
-    if isinstance(request, Notification):
-        if ports.notifier is None:
-            raise PermanentError("no notifier configured: set SIDECAR_SLACK_BOT_TOKEN")
-        return ports.notifier.send(request, claim.key)
-    writer = ports.writers.get(request.lead.crm.value)
-    if writer is None:
-        raise PermanentError(f"no {request.lead.crm.value} connection configured")
-    if isinstance(request, TaskRequest):
-        return writer.create_task(request, claim.key)
-    if isinstance(request, NoteRequest):
-        return writer.add_note(request, claim.key)
-    if isinstance(request, LeadUpdate):
-        writer.update_lead(request, claim.key)
-        return f"status:{request.crm_status}" if request.crm_status else "tags"
-    if isinstance(request, TaskUpdate):
-        return writer.update_task(request, claim.key)
-    writer.change_owner(request, claim.key)
-    return f"owner:{request.to_owner_id}"
 
 
 def dispatch(sessions: sessionmaker[Session], ports: Ports, now: datetime, *, batch: int = 50,
@@ -221,62 +187,40 @@ def dispatch(sessions: sessionmaker[Session], ports: Ports, now: datetime, *, ba
     """Perform due effects; returns how many ended in each status.
 
     Claims batch after batch so that effects waiting on one just performed (a new owner's task
-    after the owner change) go out in the same run. `clock`: the time right before each call, when
-    its claim is renewed (see `_Renewal`; without it, `now`).
+    after the owner change) go out in the same run. Effects stored while it runs (the webhook drain
+    applying new leads meanwhile) wait for the next run, which the drain and the tick ring (others:
+    the interval): taken a chunk at a time here they would cost a CRM call per few tasks instead of
+    one per hundred. `clock`: the time right before each call, when its claim is renewed (see
+    `outbox_calls.Renewal`; without it, `now`).
     """
     retry = retry or RetryPolicy()
-    renew = _Renewal(sessions, lease, clock or (lambda: now))
+    renew = Renewal(sessions, lease, clock or (lambda: now))
     outcomes: Counter[str] = Counter()
+    through_id: int | None = None
     for _ in range(max_batches):
         with transaction(sessions) as session:
-            claims, skipped = _claim(session, now, batch, lease)
+            if through_id is None:  # the newest row when the run started
+                through_id = session.scalar(select(func.max(OutboxRow.id))) or 0
+            claims, skipped = _claim(session, now, batch, lease, through_id)
             shaped = shape(session, claims, now, ports.noise)
             for claim, release in shaped.held:
-                _hold(session, claim, release)
+                hold(session, claim, release)
         outcomes["held"] += len(shaped.held)
         outcomes["skipped"] += skipped
         if not claims:
             break
-        sends, batches = _batch_writes(ports, shaped.sends)
+        sends, batches = batch_writes(ports, shaped.sends)
         done_before = outcomes["done"]
         for (crm, method), group in batches.items():
             if group := renew(group):
-                _perform_batch(sessions, ports, crm, method, group, now, retry, outcomes)
+                perform_batch(sessions, ports, crm, method, group, now, retry, outcomes)
         for group in sends:
             if group := renew(group):
-                _perform_all(sessions, ports, group, now, retry, outcomes)
+                perform_all(sessions, ports, group, now, retry, outcomes)
         retried = [claim.id for claim in claims if claim.attempt > 1]
         if outcomes["done"] > done_before and retried:
             _resume_backlog(sessions, retried, now)
     return +outcomes
-
-
-@dataclass
-class _Renewal:
-    """A batch's claims all start their lease at the claim, but its calls go out one after another:
-    under a slow CRM or Slack (or a busy machine) the last ones would start after their lease ran
-    out, while another dispatcher takes them over and performs them too (the chaos run saw a
-    hundred Slack messages posted twice). So each claim's lease starts again right before its own
-    call, and a claim already taken over is dropped instead of performed a second time."""
-
-    sessions: sessionmaker[Session]
-    lease: timedelta
-    clock: Callable[[], datetime]
-
-    def __call__(self, group: list[_Claim]) -> list[_Claim]:
-        until = self.clock() + self.lease
-        kept = []
-        with transaction(self.sessions) as session:
-            for claim in group:
-                held = session.execute(update(OutboxRow).where(
-                    OutboxRow.id == claim.id, OutboxRow.status == "in_flight",
-                    OutboxRow.attempts == claim.attempt).values(claimed_until=until))
-                if cast(Any, held).rowcount == 1:
-                    kept.append(claim)
-                else:
-                    log.warning("effect %s: claim lost before its call (lease expired and taken over); "
-                                "not performed here", claim.key)
-        return kept
 
 
 def _resume_backlog(sessions: sessionmaker[Session], retried: list[int], now: datetime) -> None:
@@ -297,144 +241,3 @@ def _resume_backlog(sessions: sessionmaker[Session], retried: list[int], now: da
         ).values(next_attempt_at=now))
 
 
-def _batch_writes(ports: Ports, sends: list[list[_Claim]]
-                  ) -> tuple[list[list[_Claim]], dict[tuple[str, str], list[_Claim]]]:
-    """Tasks, notes and owner changes for a CRM whose writer can batch them go out together, by kind
-    (1,000 of them in a handful of calls). Claim order is kept within a kind; an effect that
-    depends on another is never claimed with it (`_claim` waits for the prerequisite to be done)."""
-    rest: list[list[_Claim]] = []
-    batches: dict[tuple[str, str], list[_Claim]] = {}
-    for group in sends:
-        request = group[0].request
-        method = BATCH_METHODS.get(type(request))
-        if len(group) == 1 and method is not None and not isinstance(request, Notification):
-            writer = ports.writers.get(request.lead.crm.value)
-            if writer is not None and hasattr(writer, method):
-                batches.setdefault((request.lead.crm.value, method), []).append(group[0])
-                continue
-        rest.append(group)
-    for batch_key, group in list(batches.items()):
-        if len(group) == 1:  # a batch of one takes the single-item path
-            rest.append(batches.pop(batch_key))
-    return rest, batches
-
-
-def _perform_batch(sessions: sessionmaker[Session], ports: Ports, crm: str, method: str, group: list[_Claim],
-                   now: datetime, retry: RetryPolicy, outcomes: Counter[str]) -> None:
-    """One batch method call; each effect settles on its own result (one bad item fails alone)."""
-    perform = getattr(ports.writers[crm], method)
-    items = [(claim.request, claim.key) for claim in group]
-    # A first attempt (claimed with attempts 0 -> 1) was never sent: a crash, a lost lease or an
-    # unknown outcome all leave the row claimed again with attempts >= 2, which is looked up first.
-    unsent = {"unsent": frozenset(claim.key for claim in group if claim.attempt == 1)} if method in _CREATES else {}
-    try:
-        results: Mapping[str, str | Exception] = perform(items, **unsent)
-    except Exception as exc:  # the whole call failed: every item gets the same outcome
-        results = dict.fromkeys((claim.key for claim in group), exc)
-    with transaction(sessions) as session:
-        for claim in group:
-            result = results.get(claim.key, TransientError("the batch answer had no result for this effect"))
-            outcomes[_settle(session, claim, _outcome(result, claim.key), now, retry)] += 1
-
-
-def _outcome(result: str | Exception, key: str) -> tuple[str, str, float | None]:
-    if isinstance(result, str):
-        return "done", result, None
-    if isinstance(result, TransientError):
-        return "retry", str(result), result.retry_after
-    if isinstance(result, ConflictError):
-        return "skipped", f"conflict: {result}", None
-    if isinstance(result, PermanentError):
-        return "dead", str(result), None
-    log.error("effect %s failed unexpectedly: %s", key, result)  # retried, then dead-lettered: never dropped
-    return "retry", f"{type(result).__name__}: {result}", None
-
-
-def _still_ours(session: Session, claim: _Claim) -> OutboxRow | None:
-    """The row, if this dispatcher's claim still holds: a lease that ran out may have been taken
-    over (and settled) by another dispatcher, whose result must not be overwritten."""
-    row = session.get(OutboxRow, claim.id, with_for_update=session.get_bind().dialect.name == "postgresql")
-    if row is None or row.status != "in_flight" or row.attempts != claim.attempt:
-        log.warning("effect %s: claim lost (lease expired and taken over); result not recorded", claim.key)
-        return None
-    return row
-
-
-def _hold(session: Session, claim: _Claim, release: datetime) -> None:
-    """Back to pending until the recipient's window frees up; holding is not a failed attempt."""
-    row = _still_ours(session, claim)
-    if row is None:
-        return
-    row.status, row.claimed_until, row.attempts = "pending", None, row.attempts - 1
-    row.next_attempt_at, row.last_error = release, f"held: warning limit reached for {row.recipient}"
-
-
-def _perform_all(sessions: sessionmaker[Session], ports: Ports, group: list[_Claim], now: datetime,
-                 retry: RetryPolicy, outcomes: Counter[str]) -> None:
-    """Perform one message: a single effect, or several warnings as one digest (settled alike)."""
-    try:
-        settled = _outcome(_perform(ports, group[0]) if len(group) == 1 else _digest(ports, group), group[0].key)
-    except Exception as exc:  # mapped below: transient, conflict, permanent, or unexpected
-        settled = _outcome(exc, group[0].key)
-    with transaction(sessions) as session:
-        for claim in group:
-            outcomes[_settle(session, claim, settled, now, retry)] += 1
-
-
-def _digest(ports: Ports, group: list[_Claim]) -> str:
-    if ports.notifier is None:
-        raise PermanentError("no notifier configured: set SIDECAR_SLACK_BOT_TOKEN")
-    notifications = [claim.request for claim in group if isinstance(claim.request, Notification)]
-    # The members name the digest: a retry of the same group is recognisably the same message.
-    members = hashlib.sha256("\n".join(sorted(claim.key for claim in group)).encode()).hexdigest()[:16]
-    return "digest:" + ports.notifier.send_digest(notifications, f"digest:{members}")
-
-
-def _settle(session: Session, claim: _Claim, settled: tuple[str, str, float | None], now: datetime,
-            retry: RetryPolicy) -> str:
-    status, text, retry_after = settled
-    row = _still_ours(session, claim)
-    if row is None:
-        return "lost"
-    if status == "retry" and row.attempts >= retry.max_attempts and not _task_still_coming(session, claim.request):
-        status, text = "dead", f"gave up after {row.attempts} attempts: {text}"
-    if status == "retry":
-        row.status, row.last_error = "pending", text
-        row.next_attempt_at, row.claimed_until = now + retry.delay(row.attempts, retry_after), None
-        return "retry"
-    row.status, row.done_at, row.claimed_until = status, now, None
-    if status == "done":
-        row.result = text[:200]
-    else:
-        row.last_error = text
-    _audit_outcome(session, row, claim.request, status, text, now)
-    return status
-
-
-def _task_still_coming(session: Session, request: Request) -> bool:
-    """A task update waits for its task: while the task's create is still pending or in flight (a
-    CRM failing creates for a while, or a dead dispatcher's claim waiting out its lease), failing to
-    find the task is no reason to give the update up. The create's own attempts are bounded."""
-    if not isinstance(request, TaskUpdate):
-        return False
-    create = session.scalars(select(OutboxRow.status).where(OutboxRow.idempotency_key == request.task_key)).first()
-    return create in ("pending", "in_flight")
-
-
-def _audit_outcome(session: Session, row: OutboxRow, request: Request, status: str, text: str,
-                   now: datetime) -> None:
-    lead = session.scalars(select(Lead).where(Lead.crm == request.lead.crm.value,
-                                              Lead.crm_id == request.lead.crm_id)).first()
-    kind = None
-    if status == "done" and isinstance(request, Notification) and text.startswith("fallback:"):
-        kind = "notification_fallback"
-    elif status == "skipped" and isinstance(request, OwnerChange):
-        kind = "reassignment_skipped_owner_changed"
-    elif status == "skipped" and isinstance(request, LeadUpdate):
-        kind = "status_update_skipped_status_changed"  # a person's newer status stands
-    elif status == "dead":
-        kind = "effect_failed"
-    if kind is not None:
-        audit.record(session, at=now, kind=kind, lead=lead, step_key=f"{kind}:{row.idempotency_key}",
-                     details={"effect": row.action, "key": row.idempotency_key, "reason": text,
-                              "outbox_id": row.id, "decision_audit_id": row.audit_id})

@@ -163,6 +163,9 @@ def _changed_leads(name: str, result: Any) -> bool:
 _DISPATCH_DEFAULTS = inspect.signature(outbox.dispatch).parameters
 # One run's most effects: outbox.dispatch's default batch x max_batches (what jobs.dispatch runs with).
 DISPATCH_CAPACITY: int = _DISPATCH_DEFAULTS["batch"].default * _DISPATCH_DEFAULTS["max_batches"].default
+# The webhook drain and the dispatcher let new work gather this long before a CRM call, so that
+# leads arriving many a second share reads and task creates (sidecar.sync._linger).
+LINGER = timedelta(milliseconds=200)
 
 
 def _job(name: str, rt: Runtime, clock: Callable[[], datetime], wake: Wakeups | None = None) -> Callable[[], Any]:
@@ -202,8 +205,10 @@ def build(rt: Runtime, clock: Callable[[], datetime], intervals: dict[str, int] 
         scheduler.add_job(_job(name, rt, clock, wake), "interval", seconds=seconds, id=name, name=name,
                           next_run_time=wall_now())
     wake.scheduler = scheduler
-    # A new lead's first-response task, decided while the webhook drain applies it, goes out now.
-    rt.effects_stored = lambda: wake.wake("dispatch")
+    # A new lead's first-response task, decided while the webhook drain applies it, goes out within
+    # LINGER: the tasks the drain stores meanwhile go in the same CRM call (HubSpot: 100 a call).
+    rt.effects_stored = lambda: wake.wake("dispatch", clock() + LINGER)
+    rt.intake_linger = LINGER
     scheduler.add_listener(wake.submitted, EVENT_JOB_SUBMITTED)
     scheduler.add_listener(wake.ended, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
     _WAKEUPS[scheduler] = wake

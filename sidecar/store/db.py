@@ -13,6 +13,8 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from sidecar.store.fair_lock import FairRLock
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 5000  # another process (a `sidecar status`, `sidecar revert`) holding the write lock
 _READ_ONLY = "sidecar_read_only"  # execution option: see reading()
@@ -57,10 +59,10 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 _writers_guard = threading.Lock()
-_writers: dict[str, threading.RLock] = {}
+_writers: dict[str, FairRLock] = {}
 
 
-def sqlite_writer_lock(engine: Engine) -> threading.RLock | None:
+def sqlite_writer_lock(engine: Engine) -> FairRLock | None:
     """The lock every transaction of this process on this SQLite file holds; None on PostgreSQL.
 
     SQLite has one writer at a time per file. BEGIN IMMEDIATE alone makes a second writer wait
@@ -68,15 +70,16 @@ def sqlite_writer_lock(engine: Engine) -> threading.RLock | None:
     longer (the webhook drain reads the announced leads inside it), so the scheduler's own threads
     would still see "database is locked" now and then. Queuing them on a lock in the process costs
     nothing SQLite would have allowed anyway (its writers are serial), waits as long as needed, and
-    is fair to whoever came first; busy_timeout is then only for other processes. PostgreSQL has
-    row locks and needs none of this. Reentrant, so a transaction opened inside another one in the
-    same thread fails the way it always did (on the database) instead of hanging here.
+    is fair to whoever came first (handed over in arrival order: sidecar.store.fair_lock);
+    busy_timeout is then only for other processes. PostgreSQL has row locks and needs none of this.
+    Reentrant, so a transaction opened inside another one in the same thread fails the way it
+    always did (on the database) instead of hanging here.
     """
     if engine.dialect.name != "sqlite":
         return None
     key = engine.url.render_as_string(hide_password=False)
     with _writers_guard:
-        return _writers.setdefault(key, threading.RLock())
+        return _writers.setdefault(key, FairRLock())
 
 
 @contextmanager

@@ -4,7 +4,9 @@ path as polling; a duplicate delivery applies nothing twice."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -113,3 +115,36 @@ def test_an_event_stored_while_its_lead_is_being_read_is_read_again(sessions: se
     with transaction(sessions) as session:
         assert session.scalar(select(func.count()).select_from(IntakeItem)
                               .where(IntakeItem.processed_at.is_(None))) == 0
+
+
+def test_the_drain_lets_a_part_batch_gather_until_its_oldest_id_is_a_linger_old(
+        sessions: sessionmaker[Session]) -> None:
+    apply_policy(sessions, policy_raw(), ny(24, 7))
+    received = ny(24, 8)
+    with transaction(sessions) as session:
+        enqueue_intake(session, "salesforce", [("e1", "00QA"), ("e2", "00QB")], received)
+    slept: list[float] = []
+    reader = Reader()
+    drain_intake(sessions, context(), reader, received, linger=timedelta(milliseconds=200),
+                 clock=lambda: received + timedelta(milliseconds=50), sleep=slept.append)
+    assert slept == [pytest.approx(0.15)]  # once, for the rest of the oldest id's linger
+    assert reader.reads == [["00QA", "00QB"]]
+
+
+def test_the_drain_does_not_linger_over_a_full_batch_or_an_id_older_than_the_linger(
+        sessions: sessionmaker[Session]) -> None:
+    apply_policy(sessions, policy_raw(), ny(24, 7))
+    received = ny(24, 8)
+    with transaction(sessions) as session:
+        enqueue_intake(session, "salesforce", [("e1", "00QA"), ("e2", "00QB"), ("e3", "00QC")], received)
+    slept: list[float] = []
+    reader = Reader()
+    drain_intake(sessions, context(), reader, received, batch=2, linger=timedelta(milliseconds=200),
+                 clock=lambda: received + timedelta(milliseconds=50), sleep=slept.append)
+    assert slept == [pytest.approx(0.15)]  # the first batch was full: only the last id of three waited
+    assert reader.reads == [["00QA", "00QB"], ["00QC"]]
+    with transaction(sessions) as session:
+        enqueue_intake(session, "salesforce", [("e4", "00QD")], received)
+    drain_intake(sessions, context(), reader, received, linger=timedelta(milliseconds=200),
+                 clock=lambda: received + timedelta(seconds=1), sleep=slept.append)
+    assert len(slept) == 1 and reader.reads[-1] == ["00QD"]  # a second old already: read at once

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from sidecar import outbox
+from sidecar import outbox, outbox_calls
 from sidecar.domain import Crm
 from sidecar.engine.evaluator import tick
 from sidecar.outbox import Ports, RetryPolicy, dispatch
@@ -186,7 +186,7 @@ def test_a_dispatcher_whose_lease_was_taken_over_cannot_overwrite_the_result(
     notifier = FakeNotifier()
     dispatch(sessions, Ports(notifier, {"salesforce": FakeWriter()}), now + timedelta(minutes=6))  # B takes over
     with transaction(sessions) as session:  # A finally hears back with a timeout
-        assert outbox._settle(session, slow[0], ("retry", "timeout", None), now + timedelta(minutes=7),
+        assert outbox_calls.settle(session, slow[0], ("retry", "timeout", None), now + timedelta(minutes=7),
                               RetryPolicy()) == "lost"
     with transaction(sessions) as session:
         row = session.get(OutboxRow, slow[0].id)
@@ -382,3 +382,29 @@ def test_a_task_update_waits_for_its_task_while_the_create_is_unsettled(sessions
     assert {status for status, _error in statuses(sessions).values()} == {"done"}
     assert writer.effects[task_key].owner_id == "r1"
     assert writer.effects["clock:1:step:2:task-update"].new_owner_id == "r2"
+
+
+def test_effects_stored_while_a_run_is_sending_wait_for_the_next_run(sessions: sessionmaker[Session]) -> None:
+    """The webhook drain keeps storing first-response tasks while the dispatcher sends: those wait for
+    the next run (the drain rings it), so that they share a CRM call instead of going a few at a time."""
+    lead = LeadContext(Crm.SALESFORCE, "00Q1", "Ada", "Engines", None, None, None, "NEW", "r1", None, "")
+    now = ny(24, 9).astimezone(UTC)
+
+    class DrainMeanwhile(FakeWriter):
+        def create_task(self, task: TaskRequest, idempotency_key: str) -> str:
+            if idempotency_key == "task:1":  # as the drain would, while this call is out
+                with transaction(sessions) as session:
+                    outbox.enqueue(session, key="task:2", request=TaskRequest(lead, "r1", "Call", "", now), now=now)
+            return super().create_task(task, idempotency_key)
+
+    with transaction(sessions) as session:
+        outbox.enqueue(session, key="task:1", request=TaskRequest(lead, "r1", "Call", "", now), now=now)
+    writer = DrainMeanwhile()
+    ports = Ports(FakeNotifier(), {"salesforce": writer})
+    assert dispatch(sessions, ports, now) == {"done": 1}
+    assert writer.calls == ["task:1"]
+    with transaction(sessions) as session:
+        later = session.scalars(select(OutboxRow).where(OutboxRow.idempotency_key == "task:2")).one()
+        assert (later.status, later.attempts) == ("pending", 0)
+    assert dispatch(sessions, ports, now) == {"done": 1}  # the next run sends it
+    assert writer.calls == ["task:1", "task:2"]

@@ -154,7 +154,7 @@ def test_with_nothing_due_evaluate_and_dispatch_keep_their_intervals(
     assert built.get_job("dispatch").next_run_time == now + timedelta(seconds=5)
 
 
-def test_effects_stored_by_the_webhook_drain_wake_dispatch_at_once(
+def test_effects_stored_by_the_webhook_drain_wake_dispatch_after_a_short_linger(
         sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
     apply_policy(sessions, policy_raw(), ny(1, 0))
     rt = _runtime(sessions)
@@ -164,7 +164,11 @@ def test_effects_stored_by_the_webhook_drain_wake_dispatch_at_once(
     built.modify_job("dispatch", next_run_time=now + timedelta(seconds=5))
     assert rt.effects_stored is not None
     rt.effects_stored()  # what sync.drain_intake calls after each transaction that applied leads
-    assert built.get_job("dispatch").next_run_time == now
+    assert built.get_job("dispatch").next_run_time == now + scheduler.LINGER
+    assert timedelta(milliseconds=200) >= scheduler.LINGER  # a linger, not an interval
+    rt.effects_stored()  # more tasks stored meanwhile do not push the run back
+    assert built.get_job("dispatch").next_run_time == now + scheduler.LINGER
+    assert rt.intake_linger == scheduler.LINGER  # the drain lingers as long in `sidecar run`
 
 
 def test_a_ring_of_the_doorbell_runs_the_drain_now(sessions: sessionmaker[Session],
