@@ -9,6 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSITION_ROOT = ROOT / "sidecar" / "wiring.py"
+DEMO_ROOT = ROOT / "sidecar" / "wiring_demo.py"  # the demo's and scenario replays' wiring: emulators only
 TEAMS_MACHINERY = ("adaptive", "card.adaptive", "workflow_url", "powerautomate", "logic.azure")
 
 
@@ -24,8 +25,10 @@ def _imports(path: Path) -> set[str]:
 
 def test_only_the_composition_root_imports_connectors() -> None:
     offenders = {str(path.relative_to(ROOT)): sorted(name for name in _imports(path) if name.startswith("connectors"))
-                 for path in (ROOT / "sidecar").rglob("*.py") if path != COMPOSITION_ROOT}
+                 for path in (ROOT / "sidecar").rglob("*.py") if path not in (COMPOSITION_ROOT, DEMO_ROOT)}
     assert {path: names for path, names in offenders.items() if names} == {}
+    demo_imports = sorted(name for name in _imports(DEMO_ROOT) if name.startswith("connectors"))
+    assert demo_imports and all(name.startswith("connectors.emulators") for name in demo_imports), demo_imports
     # the check can fail: the composition root does import the Teams connector
     assert any(name.startswith("connectors.teams") for name in _imports(COMPOSITION_ROOT))
 
