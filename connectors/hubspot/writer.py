@@ -171,6 +171,8 @@ class HubSpotWriter:
             values = {"hs_task_status": "COMPLETED"}
         elif update.new_owner_id and props.get("hubspot_owner_id") != update.new_owner_id:
             values = {"hubspot_owner_id": update.new_owner_id}
+            if update.due_at is not None:  # hs_timestamp is the task's due date: the new owner's deadline
+                values["hs_timestamp"] = str(epoch_ms(update.due_at))
         else:
             return f"owner:{update.new_owner_id}:{task_id}"
         self.api.call("general", "crm.objects.basic_api", "update", "tasks", task_id, {"properties": values},
