@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from sidecar.engine import clocks
+from sidecar.engine.evaluator import tick
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.revert import revert_reassignment
 from sidecar.outbox import Ports, dispatch
@@ -17,7 +18,8 @@ from sidecar.ports import TaskRequest, TaskUpdate
 from sidecar.store.db import transaction
 from sidecar.store.models import Clock
 from tests.integration.test_first_response_handover import open_tasks, reassign_once
-from tests.support import FakeNotifier, FakeWriter, add_team, apply_policy, context, ny, policy_raw
+from tests.integration.test_intent_tiers import arrive
+from tests.support import FakeNotifier, FakeWriter, add_team, apply_policy, context, ny, policy_raw, snapshot
 
 FIRST_TASK = "first-response:lead:1:task:r1"
 
@@ -73,3 +75,22 @@ def test_with_on_reassign_close_a_revert_leaves_the_original_owner_an_open_task(
     assert isinstance(task, TaskRequest) and task.subject.startswith("Back to you:")
     assert (task.due_at, task.due_tz) == (ny(24, 10, 40), "America/New_York")
     assert task.due_at == running_breach(sessions, ctx)
+
+
+def test_with_on_reassign_close_reverting_a_move_never_made_keeps_the_original_owners_task_open(
+        sessions: sessionmaker[Session]) -> None:
+    ctx = context()
+    raw = policy_raw()
+    raw["first_response"]["on_reassign"] = "close"
+    apply_policy(sessions, raw, ny(1, 0))
+    add_team(sessions)
+    arrive(sessions, snapshot(at=ny(24, 8)), ctx)  # r1's first-response task, not yet written
+    tick(sessions, ctx, ny(24, 9, 30).astimezone(UTC))  # 150 %: reassigned, nothing dispatched yet
+    with transaction(sessions) as session:
+        revert_reassignment(session, ctx, "salesforce", "00Q1", "us-mgr", "too fast", ny(24, 9, 31).astimezone(UTC))
+    writer = FakeWriter()
+    dispatch(sessions, Ports(FakeNotifier(), {"salesforce": writer}), ny(24, 9, 32).astimezone(UTC))
+    # The lead never left r1 in the CRM: r1's own task stays open (close mode closes a task that
+    # changes hands, and this one never did), and no second task is added next to it.
+    assert open_tasks(writer) == {FIRST_TASK: "r1"}
+    assert not [u for u in writer.effects.values() if isinstance(u, TaskUpdate)]
