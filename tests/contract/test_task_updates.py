@@ -155,13 +155,18 @@ def test_a_missing_task_key_field_costs_one_refused_query_then_polls_without_it(
 # --- HubSpot -----------------------------------------------------------------------------------------------
 
 
-def test_hubspot_task_is_re_owned_then_closed_and_a_completed_one_is_left_alone(
-        emulator: HubSpotEmulator, api: HubSpotApi) -> None:
+def hubspot_task(emulator: HubSpotEmulator, api: HubSpotApi) -> tuple[HubSpotWriter, str, str, tuple[str, str]]:
+    """A contact owned by the first of two owners, with our task for them: (writer, contact, task, owners)."""
     writer = HubSpotWriter(api, HubSpotFields())
     writer.ensure_properties()
     first, second = (emulator.add_owner(f"{n}@example.com", n, "Rep") for n in ("grace", "alan"))
     contact = emulator.insert("contacts", {"email": "ada@example.com", "hubspot_owner_id": first})
-    task_id = writer.create_task(request(Crm.HUBSPOT, contact, first), KEY)
+    return writer, contact, writer.create_task(request(Crm.HUBSPOT, contact, first), KEY), (first, second)
+
+
+def test_hubspot_task_is_re_owned_then_closed_and_a_completed_one_is_left_alone(
+        emulator: HubSpotEmulator, api: HubSpotApi) -> None:
+    writer, contact, task_id, (first, second) = hubspot_task(emulator, api)
     writer.update_task(TaskUpdate(lead_context(Crm.HUBSPOT, contact, second), KEY, second), "u1")
     [task] = emulator.records("tasks")
     assert (task["id"], task["properties"]["hubspot_owner_id"]) == (task_id, second)
@@ -176,11 +181,7 @@ def test_hubspot_task_is_re_owned_then_closed_and_a_completed_one_is_left_alone(
 
 def test_hubspot_re_owned_task_is_due_at_the_new_owners_deadline(
         emulator: HubSpotEmulator, api: HubSpotApi) -> None:
-    writer = HubSpotWriter(api, HubSpotFields())
-    writer.ensure_properties()
-    first, second = (emulator.add_owner(f"{n}@example.com", n, "Rep") for n in ("grace", "alan"))
-    contact = emulator.insert("contacts", {"email": "ada@example.com", "hubspot_owner_id": first})
-    task_id = writer.create_task(request(Crm.HUBSPOT, contact, first), KEY)
+    writer, contact, task_id, (_first, second) = hubspot_task(emulator, api)
     assert emulator.records("tasks")[0]["properties"]["hs_timestamp"] == "2026-11-25T15:00:00.000Z"
     writer.update_task(TaskUpdate(lead_context(Crm.HUBSPOT, contact, second), KEY, second, due_at=NEW_DUE,
                                   due_tz="America/New_York"), "u1")

@@ -38,6 +38,15 @@ def revert(sessions: sessionmaker[Session], ctx: EngineContext, writer: FakeWrit
     dispatch(sessions, Ports(FakeNotifier(), {"salesforce": writer}), ny(24, 9, 40).astimezone(UTC))
 
 
+def close_mode(sessions: sessionmaker[Session]) -> EngineContext:
+    """The test policy with `first_response.on_reassign: close`, and the team."""
+    raw = policy_raw()
+    raw["first_response"]["on_reassign"] = "close"
+    apply_policy(sessions, raw, ny(1, 0))
+    add_team(sessions)
+    return context()
+
+
 def test_a_re_owned_task_is_due_at_the_new_owners_deadline_there_and_back(sessions: sessionmaker[Session]) -> None:
     ctx = context()
     apply_policy(sessions, policy_raw(), ny(1, 0))  # on_reassign: reown; 1 h window, New York hours
@@ -58,11 +67,7 @@ def test_a_re_owned_task_is_due_at_the_new_owners_deadline_there_and_back(sessio
 
 def test_with_on_reassign_close_a_revert_leaves_the_original_owner_an_open_task(
         sessions: sessionmaker[Session]) -> None:
-    ctx = context()
-    raw = policy_raw()
-    raw["first_response"]["on_reassign"] = "close"
-    apply_policy(sessions, raw, ny(1, 0))
-    add_team(sessions)
+    ctx = close_mode(sessions)
     writer = FakeWriter()
     new_owner = reassign_once(sessions, ctx, writer)
     [(follow_up, owner)] = open_tasks(writer).items()
@@ -79,11 +84,7 @@ def test_with_on_reassign_close_a_revert_leaves_the_original_owner_an_open_task(
 
 def test_with_on_reassign_close_reverting_a_move_never_made_keeps_the_original_owners_task_open(
         sessions: sessionmaker[Session]) -> None:
-    ctx = context()
-    raw = policy_raw()
-    raw["first_response"]["on_reassign"] = "close"
-    apply_policy(sessions, raw, ny(1, 0))
-    add_team(sessions)
+    ctx = close_mode(sessions)
     arrive(sessions, snapshot(at=ny(24, 8)), ctx)  # r1's first-response task, not yet written
     tick(sessions, ctx, ny(24, 9, 30).astimezone(UTC))  # 150 %: reassigned, nothing dispatched yet
     with transaction(sessions) as session:
