@@ -153,7 +153,8 @@ class HubSpotWriter:
                 "hs_task_type": self.task_type, "hubspot_owner_id": task.owner_id}
 
     def update_task(self, update: TaskUpdate, idempotency_key: str) -> str:
-        """Re-own (`hubspot_owner_id`) or close (`hs_task_status` COMPLETED) the task written under
+        """Re-own (`hubspot_owner_id`, and `hs_timestamp`, the task's due date, at the new owner's
+        deadline) or close (`hs_task_status` COMPLETED) the task written under
         `update.task_key`, found by searching its key property (HubSpot reads by idProperty only on
         unique properties). The task was created at the lead's arrival, long before it changes hands,
         so the search index has it; if not yet, the update is retried later. A completed task is left

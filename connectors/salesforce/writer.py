@@ -363,7 +363,8 @@ class SalesforceWriter:
         return self._settle(answered or [], results, leads)
 
     def update_task(self, update: TaskUpdate, idempotency_key: str) -> str:
-        """Re-own (OwnerId) or close (Status Completed) the task written under `update.task_key`, found
+        """Re-own (OwnerId, and the due date and reminder of the new owner's deadline, written as
+        creation writes them) or close (Status Completed) the task written under `update.task_key`, found
         by its key like a replayed create; a task the rep already closed is left as it is. Three calls:
         find by key, read owner and IsClosed, PATCH. A replay finds the change made and writes nothing."""
         lead_id = update.lead.crm_id
