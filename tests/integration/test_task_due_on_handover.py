@@ -16,9 +16,9 @@ from sidecar.engine.revert import revert_reassignment
 from sidecar.outbox import Ports, dispatch
 from sidecar.ports import TaskRequest, TaskUpdate
 from sidecar.store.db import transaction
-from sidecar.store.models import Clock
+from sidecar.store.models import AuditRow, Clock
 from tests.integration.test_first_response_handover import open_tasks, reassign_once
-from tests.integration.test_intent_tiers import arrive
+from tests.integration.test_intent_tiers import arrive, run_minutes
 from tests.support import FakeNotifier, FakeWriter, add_team, apply_policy, context, ny, policy_raw, snapshot
 
 FIRST_TASK = "first-response:lead:1:task:r1"
@@ -80,6 +80,13 @@ def test_with_on_reassign_close_a_revert_leaves_the_original_owner_an_open_task(
     assert isinstance(task, TaskRequest) and task.subject.startswith("Back to you:")
     assert (task.due_at, task.due_tz) == (ny(24, 10, 40), "America/New_York")
     assert task.due_at == running_breach(sessions, ctx)
+    # That task is the lead's one task from now on: a second reassignment closes it like any other.
+    run_minutes(sessions, ctx, ny(24, 9, 41), ny(24, 11, 10), writer)  # the fresh window's 150 %
+    with transaction(sessions) as session:
+        again = session.scalars(select(AuditRow).where(AuditRow.action == "reassign").order_by(AuditRow.id)).all()
+    assert len(again) == 2
+    [(last_key, last_holder)] = open_tasks(writer).items()
+    assert last_key != key and last_holder == again[-1].to_owner
 
 
 def test_with_on_reassign_close_reverting_a_move_never_made_keeps_the_original_owners_task_open(

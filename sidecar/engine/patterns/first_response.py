@@ -148,13 +148,15 @@ def _deadline(session: Session, ctx: EngineContext, clock: Clock) -> tuple[datet
 
 def open_task(session: Session, lead: Lead) -> tuple[OutboxRow, str] | None:
     """The lead's open sidecar task and who holds it, newest first: its first-response task (or
-    the task of its initial assignment) or a reassignment's follow-up task, created (or on its way)
+    the task of its initial assignment), a reassignment's follow-up task or a revert's task, created (or on its way)
     and not closed by a hand-over. A lead has at most one (`hand_over` keeps it so); older data may
     have more, the newest is the one that moves."""
     tasks = session.scalars(select(OutboxRow).join(AuditRow, AuditRow.id == OutboxRow.audit_id).where(
         AuditRow.lead_id == lead.id, OutboxRow.action == "create_task",
         or_(AuditRow.step_key == keys.first_response_key(lead.id),
             and_(AuditRow.pattern == Pattern.SLA.value, AuditRow.action == StepAction.REASSIGN.value),
+            # with `on_reassign: close`, a revert gives the original owner a task of their own
+            and_(AuditRow.pattern == Pattern.REVERT.value, AuditRow.action == StepAction.REVERT.value),
             # with `first_response` off, initial assignment writes the rep's first task itself
             and_(AuditRow.pattern == Pattern.ASSIGNMENT.value, AuditRow.action == StepAction.ASSIGN.value)),
     ).order_by(OutboxRow.id.desc()))
