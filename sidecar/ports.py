@@ -103,12 +103,16 @@ FIRST_RESPONSE_TASK_PREFIX = "first-response:"
 class TaskUpdate:
     """Re-own or close a task the sidecar created, addressed by that task's outbox idempotency key
     (a reassigned lead's open first-response task follows the lead, or is closed: no orphan task).
-    A task already completed in the CRM is left alone."""
+    A task already completed in the CRM is left alone. A re-owned task is due at the new owner's
+    deadline (`due_at`, the breach instant of the clock the hand-over started), written as task
+    creation writes it (`due_tz` as `TaskRequest.due_tz`); None leaves the due date as it is."""
 
     lead: LeadContext
     task_key: str
     new_owner_id: str | None = None
     close: bool = False
+    due_at: datetime | None = None
+    due_tz: str | None = None
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,9 @@ def default_schemas() -> dict[str, dict[str, FieldSpec]]:
 # yyyy-MM-ddTHH:mm:ss.SSS+/-HH:mm or yyyy-MM-ddTHH:mm:ss.SSSZ, "SSS is the optional three-digit
 # milliseconds"; Salesforce renders offsets as +0000 itself, so +HHmm is taken too. A longer fraction
 # (Python's microsecond isoformat(), .NET's 7 digits) is refused with JSON_PARSER_ERROR.
+# A date field takes yyyy-MM-dd and nothing else (REST API "Valid Date and DateTime Formats": no
+# offset); Python's date.fromisoformat would also take 20261126 or 2026-W48-4.
+_WIRE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _WIRE_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{3})?(?:Z|[+-]\d{2}:?\d{2})")
 
 
@@ -206,6 +209,8 @@ class OrgStore:
                                   "or permission set.", [name])
             if wire and schema[name].type == "datetime" and value is not None:
                 self._check_wire_datetime(name, value)
+            if wire and schema[name].type == "date" and value is not None:
+                self._check_wire_date(name, value)
             allowed = self.restricted_picklists.get((sobject, name))
             if wire and allowed is not None and value not in allowed:
                 raise RecordError("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
@@ -242,6 +247,12 @@ class OrgStore:
     def _check_wire_datetime(name: str, value: Any) -> None:
         if not isinstance(value, str) or not _WIRE_DATETIME.fullmatch(value):
             raise RecordError("JSON_PARSER_ERROR", f"Cannot deserialize instance of datetime from VALUE_STRING "
+                              f"value {value} or request may be missing a required field", [name])
+
+    @staticmethod
+    def _check_wire_date(name: str, value: Any) -> None:
+        if not isinstance(value, str) or not _WIRE_DATE.fullmatch(value):
+            raise RecordError("JSON_PARSER_ERROR", f"Cannot deserialize instance of date from VALUE_STRING "
                               f"value {value} or request may be missing a required field", [name])
 
     def _coerce(self, name: str, ftype: str, value: Any) -> Any:

@@ -153,7 +153,8 @@ class HubSpotWriter:
                 "hs_task_type": self.task_type, "hubspot_owner_id": task.owner_id}
 
     def update_task(self, update: TaskUpdate, idempotency_key: str) -> str:
-        """Re-own (`hubspot_owner_id`) or close (`hs_task_status` COMPLETED) the task written under
+        """Re-own (`hubspot_owner_id`, and `hs_timestamp`, the task's due date, at the new owner's
+        deadline) or close (`hs_task_status` COMPLETED) the task written under
         `update.task_key`, found by searching its key property (HubSpot reads by idProperty only on
         unique properties). The task was created at the lead's arrival, long before it changes hands,
         so the search index has it; if not yet, the update is retried later. A completed task is left
@@ -171,6 +172,8 @@ class HubSpotWriter:
             values = {"hs_task_status": "COMPLETED"}
         elif update.new_owner_id and props.get("hubspot_owner_id") != update.new_owner_id:
             values = {"hubspot_owner_id": update.new_owner_id}
+            if update.due_at is not None:  # hs_timestamp is the task's due date: the new owner's deadline
+                values["hs_timestamp"] = str(epoch_ms(update.due_at))
         else:
             return f"owner:{update.new_owner_id}:{task_id}"
         self.api.call("general", "crm.objects.basic_api", "update", "tasks", task_id, {"properties": values},

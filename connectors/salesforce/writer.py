@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -131,16 +131,23 @@ class SalesforceWriter:
     # --- tasks and notes --------------------------------------------------------------------------------
 
     def task_fields(self, task: TaskRequest, key: str) -> dict[str, Any]:
+        due = self._due_fields(task.due_at, task.due_tz)
         values: dict[str, Any] = {
             "WhoId": task.lead.crm_id, "OwnerId": task.owner_id, "Subject": task.subject[:255],
-            "Description": _describe(task.lead, task.body, key),
-            # The due date as the lead's market reads it (a 20:00 New York deadline is not tomorrow).
-            "ActivityDate": task.due_at.astimezone(ZoneInfo(task.due_tz) if task.due_tz else UTC).date().isoformat(),
-            "Priority": _PRIORITY[task.priority], "Status": "Not Started", "TaskSubtype": "Task",
+            "Description": _describe(task.lead, task.body, key), "ActivityDate": due.pop("ActivityDate"),
+            "Priority": _PRIORITY[task.priority], "Status": "Not Started", "TaskSubtype": "Task", **due,
         }
-        if self.fields.reminders:
-            values.update(ReminderDateTime=api_datetime(task.due_at), IsReminderSet=True)
         return self._keyed(values, key)
+
+    def _due_fields(self, due_at: datetime, due_tz: str | None) -> dict[str, Any]:
+        """A task's due date (ActivityDate is a date without zone: the date as the lead's market
+        reads it, so a 20:00 New York deadline is not tomorrow) and, when the org uses reminders,
+        the reminder at the due instant. Creation and re-owning write the same."""
+        values: dict[str, Any] = {
+            "ActivityDate": due_at.astimezone(ZoneInfo(due_tz) if due_tz else UTC).date().isoformat()}
+        if self.fields.reminders:
+            values.update(ReminderDateTime=api_datetime(due_at), IsReminderSet=True)
+        return values
 
     def upsert_fields(self, task: TaskRequest, key: str) -> dict[str, Any]:
         """What an upsert sends: only values that are the same on every replay of the key and that
@@ -356,7 +363,8 @@ class SalesforceWriter:
         return self._settle(answered or [], results, leads)
 
     def update_task(self, update: TaskUpdate, idempotency_key: str) -> str:
-        """Re-own (OwnerId) or close (Status Completed) the task written under `update.task_key`, found
+        """Re-own (OwnerId, and the due date and reminder of the new owner's deadline, written as
+        creation writes them) or close (Status Completed) the task written under `update.task_key`, found
         by its key like a replayed create; a task the rep already closed is left as it is. Three calls:
         find by key, read owner and IsClosed, PATCH. A replay finds the change made and writes nothing."""
         lead_id = update.lead.crm_id
@@ -371,6 +379,8 @@ class SalesforceWriter:
             values: dict[str, Any] = {"Status": CLOSED_STATUS}
         elif update.new_owner_id and not same_id(str(current.get("OwnerId") or ""), update.new_owner_id):
             values = {"OwnerId": update.new_owner_id}
+            if update.due_at is not None:  # the new owner's deadline, not the old (often past) one
+                values.update(self._due_fields(update.due_at, update.due_tz))
         else:
             return f"owner:{update.new_owner_id}:{task_id}"
         self.client.rest("PATCH", f"sobjects/Task/{task_id}", json=values)

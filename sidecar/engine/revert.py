@@ -7,7 +7,7 @@ fresh clock instead of immediately re-entering the ladder.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,11 +15,21 @@ from sqlalchemy.orm import Session
 from sidecar.audit import Pattern, StepAction
 from sidecar.domain import is_canonical
 from sidecar.engine import clocks
+from sidecar.engine.ownership import needs_owner, queue_ids
 from sidecar.engine.patterns import first_response, keys
-from sidecar.engine.patterns.shared import EngineContext, change_owner, lead_context, record_step, refresh_team
+from sidecar.engine.patterns.shared import (
+    EngineContext,
+    change_owner,
+    create_task,
+    lead_context,
+    record_step,
+    refresh_team,
+)
+from sidecar.ports import TaskRequest
 from sidecar.store.models import AuditRow, Lead, OutboxRow
 
 REVERTED = "reassignment_reverted"  # the audit label; code finds reverts by action, not by this
+FALLBACK_DUE = timedelta(hours=1)  # a task handed back while no clock runs (paused): as a ladder follow-up
 
 
 class RevertError(Exception):
@@ -64,10 +74,29 @@ def revert_reassignment(session: Session, ctx: EngineContext, crm: str, crm_id: 
                             depends_on=change)
     lead.owner_id = original
     refresh_team(session, lead)
-    # The first-response task goes back with the lead (after the owner change back, if one is made).
-    first_response.hand_over(session, ctx, lead, row, now, depends_on=back)
+    # The fresh clock first: a task handed back is due at the end of the new window.
     _fresh_clock(session, ctx, lead, now)
+    # The open task goes back with the lead (after the owner change back, if one is made). With
+    # `on_reassign: close` it is closed instead, and the original owner, like any new owner in
+    # that mode, gets a task of their own: the lead is theirs to work again.
+    if not first_response.hand_over(session, ctx, lead, row, now, depends_on=back) \
+            and not needs_owner(lead, queue_ids(session)):
+        create_task(session, row, _task_back(session, ctx, lead, given_to, actor, reason, now), now,
+                    depends_on=back)
     return row
+
+
+def _task_back(session: Session, ctx: EngineContext, lead: Lead, given_to: str, actor: str, reason: str,
+               now: datetime) -> TaskRequest:
+    context = lead_context(session, ctx, lead)
+    deadline = first_response.new_deadline(session, ctx, lead)
+    due, tz = deadline if deadline is not None else (now + FALLBACK_DUE, None)
+    body = (f"{lead.name} ({lead.company}) is yours again: {actor} reverted the SLA sidecar's reassignment "
+            f"to {given_to}" + (f" ({reason})" if reason else "") + f". State: {lead.state}; source: "
+            f"{lead.source or 'unknown'}, market: {lead.market or 'unknown'}, intent: {lead.intent or 'unclear'}."
+            f"\n{context.record_url}")
+    return TaskRequest(lead=context, owner_id=str(lead.owner_id), subject=f"Back to you: {lead.name} ({lead.company})",
+                       body=body, due_at=due, priority="high", due_tz=tz)
 
 
 def _fresh_clock(session: Session, ctx: EngineContext, lead: Lead, now: datetime) -> None:

@@ -248,7 +248,8 @@ class FirstResponse(Strict):
     enabled: bool = True
     kind: Annotated[str, Field(pattern=r"^[a-z_]+$")] = "first_response_task"  # the audit label
     first_action: str = "Call the lead, or email them if no number is given."
-    # The lead's one open task follows the new owner, or is closed (the new owner then gets a follow-up task).
+    # The lead's one open task follows the new owner, due at the new owner's deadline, or is closed
+    # (the new owner then gets a task of their own: a reassignment's follow-up, a revert's "back to you").
     on_reassign: Literal["reown", "close"] = "reown"
     purpose: str = ""
 

@@ -23,7 +23,7 @@ from connectors.salesforce.fields import FieldMap
 from connectors.salesforce.reader import SalesforceReader
 from connectors.salesforce.writer import SalesforceWriter
 from sidecar.domain import Crm, ProgressKind
-from sidecar.ports import Cursor, LeadContext, TaskRequest, TaskUpdate, TransientError
+from sidecar.ports import Cursor, LeadContext, PermanentError, TaskRequest, TaskUpdate, TransientError
 from tests.contract.harness import Clock, Serve
 from tests.contract.test_salesforce_connector import add_standard_task_fields
 
@@ -78,6 +78,42 @@ def test_salesforce_task_is_re_owned_then_closed_and_a_completed_one_is_left_alo
     assert answer == f"already closed:{task_id}" and emu.get("Task", task_id)["OwnerId"] == second  # type: ignore[index]
 
 
+# The new owner's deadline: 22:00 in New York on the 26th, already the 27th in UTC.
+NEW_DUE = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
+
+
+def test_salesforce_re_owned_task_is_due_at_the_new_owners_deadline_as_creation_writes_it(
+        emu: SalesforceEmulator, client: SalesforceClient) -> None:
+    writer = SalesforceWriter(client)
+    first, second = emu.add_user("Grace", "Hopper"), emu.add_user("Alan", "Turing")
+    lead_id = emu.insert("Lead", {"LastName": "Lovelace", "Company": "Engines", "OwnerId": first})
+    task_id = writer.create_task(request(Crm.SALESFORCE, lead_id, first), KEY)
+    patches = sum(1 for e in emu.log.entries if e["method"] == "PATCH")
+    move = TaskUpdate(lead_context(Crm.SALESFORCE, lead_id, second), KEY, second, due_at=NEW_DUE,
+                      due_tz="America/New_York")
+    writer.update_task(move, "u1")
+    task = emu.get("Task", task_id)
+    assert task is not None and task["OwnerId"] == second
+    # ActivityDate is the date in the lead's market, as at creation; the reminder is the instant.
+    assert (task["ActivityDate"], task["ReminderDateTime"], task["IsReminderSet"]) == (
+        "2026-11-26", "2026-11-27T03:00:00.000+0000", True)
+    assert sum(1 for e in emu.log.entries if e["method"] == "PATCH") == patches + 1  # still one write
+    without = SalesforceWriter(client, FieldMap(reminders=False))  # an org without reminders: date only
+    assert "ReminderDateTime" not in without._due_fields(NEW_DUE, None)
+    assert without._due_fields(NEW_DUE, None)["ActivityDate"] == "2026-11-27"  # no market zone: UTC's date
+
+
+@pytest.mark.parametrize("value", ["20261126", "2026-W48-4", "2026-11-26T22:00:00Z", "2026-11-26+01:00"])
+def test_salesforce_emulator_takes_a_date_field_only_as_yyyy_mm_dd(
+        emu: SalesforceEmulator, client: SalesforceClient, value: str) -> None:
+    lead_id = emu.insert("Lead", {"LastName": "Lovelace", "Company": "Engines"})
+    task_id = client.rest("POST", "sobjects/Task", json={"WhoId": lead_id, "Subject": "Call",
+                                                         "ActivityDate": "2026-11-26"})["id"]
+    with pytest.raises(PermanentError, match=r"JSON_PARSER_ERROR.*ActivityDate"):
+        client.rest("PATCH", f"sobjects/Task/{task_id}", json={"ActivityDate": value})
+    assert emu.get("Task", task_id)["ActivityDate"] == "2026-11-26"  # type: ignore[index]
+
+
 def test_salesforce_reader_reports_a_completed_first_response_task_as_its_progress_kind(
         emu: SalesforceEmulator, client: SalesforceClient, clock: Clock) -> None:
     reader = SalesforceReader(client, FieldMap(), clock=clock)
@@ -119,13 +155,18 @@ def test_a_missing_task_key_field_costs_one_refused_query_then_polls_without_it(
 # --- HubSpot -----------------------------------------------------------------------------------------------
 
 
-def test_hubspot_task_is_re_owned_then_closed_and_a_completed_one_is_left_alone(
-        emulator: HubSpotEmulator, api: HubSpotApi) -> None:
+def hubspot_task(emulator: HubSpotEmulator, api: HubSpotApi) -> tuple[HubSpotWriter, str, str, tuple[str, str]]:
+    """A contact owned by the first of two owners, with our task for them: (writer, contact, task, owners)."""
     writer = HubSpotWriter(api, HubSpotFields())
     writer.ensure_properties()
     first, second = (emulator.add_owner(f"{n}@example.com", n, "Rep") for n in ("grace", "alan"))
     contact = emulator.insert("contacts", {"email": "ada@example.com", "hubspot_owner_id": first})
-    task_id = writer.create_task(request(Crm.HUBSPOT, contact, first), KEY)
+    return writer, contact, writer.create_task(request(Crm.HUBSPOT, contact, first), KEY), (first, second)
+
+
+def test_hubspot_task_is_re_owned_then_closed_and_a_completed_one_is_left_alone(
+        emulator: HubSpotEmulator, api: HubSpotApi) -> None:
+    writer, contact, task_id, (first, second) = hubspot_task(emulator, api)
     writer.update_task(TaskUpdate(lead_context(Crm.HUBSPOT, contact, second), KEY, second), "u1")
     [task] = emulator.records("tasks")
     assert (task["id"], task["properties"]["hubspot_owner_id"]) == (task_id, second)
@@ -136,6 +177,34 @@ def test_hubspot_task_is_re_owned_then_closed_and_a_completed_one_is_left_alone(
     assert writer.update_task(TaskUpdate(lead_context(Crm.HUBSPOT, contact, first), KEY, first), "u3") == \
         f"already closed:{task_id}"
     assert emulator.records("tasks")[0]["properties"]["hubspot_owner_id"] == second
+
+
+def test_hubspot_re_owned_task_is_due_at_the_new_owners_deadline(
+        emulator: HubSpotEmulator, api: HubSpotApi) -> None:
+    writer, contact, task_id, (_first, second) = hubspot_task(emulator, api)
+    assert emulator.records("tasks")[0]["properties"]["hs_timestamp"] == "2026-11-25T15:00:00.000Z"
+    writer.update_task(TaskUpdate(lead_context(Crm.HUBSPOT, contact, second), KEY, second, due_at=NEW_DUE,
+                                  due_tz="America/New_York"), "u1")
+    [task] = emulator.records("tasks")
+    assert (task["id"], task["properties"]["hubspot_owner_id"], task["properties"]["hs_timestamp"]) == (
+        task_id, second, "2026-11-27T03:00:00.000Z")  # the due instant (HubSpot shows it in the user's zone)
+
+
+@pytest.mark.parametrize(("value", "stored"), [("1795748400000", "2026-11-27T03:00:00.000Z"),
+                                               ("2026-11-27T03:00:00Z", "2026-11-27T03:00:00.000Z"),
+                                               ("2026-11-27T03:00:00.000Z", "2026-11-27T03:00:00.000Z")])
+def test_hubspot_emulator_takes_a_task_due_date_as_epoch_millis_or_iso(
+        emulator: HubSpotEmulator, api: HubSpotApi, value: str, stored: str) -> None:
+    writer = HubSpotWriter(api, HubSpotFields())
+    writer.ensure_properties()
+    owner = emulator.add_owner("grace@example.com", "Grace", "Hopper")
+    contact = emulator.insert("contacts", {"email": "ada@example.com"})
+    task_id = writer.create_task(request(Crm.HUBSPOT, contact, owner), KEY)
+    api.call("general", "crm.objects.basic_api", "update", "tasks", task_id, {"properties": {"hs_timestamp": value}})
+    assert emulator.records("tasks")[0]["properties"]["hs_timestamp"] == stored
+    with pytest.raises(Rejected, match="not a valid datetime for hs_timestamp"):
+        api.call("general", "crm.objects.basic_api", "update", "tasks", task_id,
+                 {"properties": {"hs_timestamp": "next Friday"}})
 
 
 def test_hubspot_emulator_refuses_a_task_for_a_non_owner_or_an_unknown_status(

@@ -27,7 +27,10 @@ SEED = 7
 # follow-up `create_task` effects of ladder reassignments whose first-response task was re-owned to
 # the new owner are gone (that task is the new owner's one task), so the emulators create 17 fewer
 # Task records and hand out later record ids (lead crm ids, record URLs, signal ids) one step earlier.
-EXPECTED = {"both": "0f7bb15ebc563f0326bbef7ae583c5744eb066a323530f4d8460cd836f90e853"}
+# Re-recorded on branch taskdue (a moved task is due at the new owner's deadline): the 496 lines are
+# the same but the payloads of the 18 `update_task` effects (17 ladder re-owns, 1 high-value senior
+# re-own), each of which gained only `due_at` (the new clock's breach instant) and `due_tz`.
+EXPECTED = {"both": "a0d178c81c3c6988359a3a55434fd3a6330ac532f4c071e488af002465f6dcea"}
 
 
 def demo_digest(out: Path, crm: str = "both") -> tuple[str, int]:

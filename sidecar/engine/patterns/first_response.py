@@ -75,7 +75,7 @@ def create_for(session: Session, ctx: EngineContext, lead: Lead, now: datetime, 
         return None
     tier = policy.tier(lead.intent)
     escalation = tier.escalation if tier is not None else "ladder"
-    due = clocks.breach_at(clock, ctx.book, session)
+    due, tz = _deadline(session, ctx, clock)
     context = lead_context(session, ctx, lead)
     action = _first_action(section, tier)
     details: dict[str, object] = {
@@ -85,7 +85,6 @@ def create_for(session: Session, ctx: EngineContext, lead: Lead, now: datetime, 
     row = record_step(session, at=now, pattern=Pattern.FIRST_RESPONSE, action=StepAction.TASK, kind=section.kind,
                       lead=lead, rule_id=section.id, policy_version=clock.policy_version,
                       step_key=keys.first_response_key(lead.id), details=details, window_s=clock.window_s)
-    tz = ctx.book.market(policy, lead.market)[1].tz
     create_task(session, row, _task(context, lead, section, clock, due, tz, action, escalation), now,
                 depends_on=depends_on)
     if escalation == "review_queue":
@@ -94,14 +93,18 @@ def create_for(session: Session, ctx: EngineContext, lead: Lead, now: datetime, 
 
 
 def hand_over(session: Session, ctx: EngineContext, lead: Lead, decision: AuditRow, now: datetime, *,
-              depends_on: OutboxRow | None = None) -> bool:
+              depends_on: OutboxRow | None = None, restarted: bool = False) -> bool:
     """`decision` gave the lead to `lead.owner_id` (already set). The lead's open sidecar task (its
     first-response task, or the follow-up task of an earlier reassignment) follows it, or is closed,
     as the policy says; a lead that had no first-response task yet because nobody owned it gets it
     now. True when the new owner holds (or is being given) the lead's task, so the caller must not
-    add a second one. `depends_on`: the owner change, so that a refused change leaves the task where it was."""
+    add a second one. `depends_on`: the owner change, so that a refused change leaves the task where it was.
+    `restarted`: the caller started the new owner's clock already (a moved task is due when it
+    breaches); that clock is not the one the lead arrived with, so it gives no first-response task."""
     found = open_task(session, lead)
     if found is None:
+        if restarted:
+            return False
         first = session.scalars(select(AuditRow.id).where(
             AuditRow.step_key == keys.first_response_key(lead.id))).first()
         return first is None and create_for(session, ctx, lead, now, depends_on=depends_on) is not None
@@ -111,25 +114,49 @@ def hand_over(session: Session, ctx: EngineContext, lead: Lead, decision: AuditR
     version = decision.policy_version or ctx.book.active(session)[0]
     section = ctx.book.get(session, version).first_response
     person = _person_owns(session, lead)
+    if person and holder == lead.owner_id:
+        # The task is with the lead's owner already (e.g. a revert of a move the CRM never made):
+        # nothing to move, and closing it would leave the owner without one (even in close mode).
+        return True
     close = not person or (section is not None and section.on_reassign == "close")
-    if not close and holder == lead.owner_id:
-        return True  # the task is with the lead's owner already (e.g. a revert of a refused move)
+    # A moved task is due at the new owner's deadline, not the old one (often already past).
+    due = None if close else new_deadline(session, ctx, lead)
     update = TaskUpdate(lead=lead_context(session, ctx, lead), task_key=task.idempotency_key,
-                        new_owner_id=None if close else lead.owner_id, close=close)
+                        new_owner_id=None if close else lead.owner_id, close=close,
+                        due_at=due[0] if due else None, due_tz=due[1] if due else None)
     outbox.enqueue(session, key=keys.task_update_key(decision.step_key), request=update, now=now,
                    audit_id=decision.id, depends_on=depends_on)
     return not close
 
 
+def new_deadline(session: Session, ctx: EngineContext, lead: Lead) -> tuple[datetime, str] | None:
+    """The lead's current owner's deadline and the lead market's time zone: the breach instant of
+    its running SLA clock (callers start the new owner's clock first). None while no clock runs
+    (a paused or windowless state has no deadline to give a task)."""
+    clock = clocks.open_clock_of(session, lead.id, clocks.SLA)
+    if clock is None or clock.status != "open" or clock.running_since is None:
+        return None
+    return _deadline(session, ctx, clock)
+
+
+def _deadline(session: Session, ctx: EngineContext, clock: Clock) -> tuple[datetime, str]:
+    """A task's due instant for `clock` (its 100 % instant in business time) and the time zone of
+    the clock's market, whose date is the CRM task's due date."""
+    policy = ctx.book.get(session, clock.policy_version)
+    return clocks.breach_at(clock, ctx.book, session), ctx.book.market(policy, clock.market)[1].tz
+
+
 def open_task(session: Session, lead: Lead) -> tuple[OutboxRow, str] | None:
     """The lead's open sidecar task and who holds it, newest first: its first-response task (or
-    the task of its initial assignment) or a reassignment's follow-up task, created (or on its way)
+    the task of its initial assignment), a reassignment's follow-up task or a revert's task, created (or on its way)
     and not closed by a hand-over. A lead has at most one (`hand_over` keeps it so); older data may
     have more, the newest is the one that moves."""
     tasks = session.scalars(select(OutboxRow).join(AuditRow, AuditRow.id == OutboxRow.audit_id).where(
         AuditRow.lead_id == lead.id, OutboxRow.action == "create_task",
         or_(AuditRow.step_key == keys.first_response_key(lead.id),
             and_(AuditRow.pattern == Pattern.SLA.value, AuditRow.action == StepAction.REASSIGN.value),
+            # with `on_reassign: close`, a revert gives the original owner a task of their own
+            and_(AuditRow.pattern == Pattern.REVERT.value, AuditRow.action == StepAction.REVERT.value),
             # with `first_response` off, initial assignment writes the rep's first task itself
             and_(AuditRow.pattern == Pattern.ASSIGNMENT.value, AuditRow.action == StepAction.ASSIGN.value)),
     ).order_by(OutboxRow.id.desc()))

@@ -94,12 +94,14 @@ def fire_step(session: Session, ctx: EngineContext, clock: Clock, lead: Lead, no
         # refuses the change, the next poll brings the true owner back.
         clocks.close(clock, now, "reassigned")
         lead.owner_id = choice.rep.id
+        # Started first: a task that follows the lead is due at the end of this new window.
+        clocks.start_clock(session, ctx.book, lead, now, clocks.SLA)
         # One task per lead: the open one follows the lead; only if it was closed (or there was
         # none) does the new owner get a follow-up task of their own.
-        if not first_response.hand_over(session, ctx, lead, row, now, depends_on=change):
+        if not first_response.hand_over(session, ctx, lead, row, now, depends_on=change,
+                                         restarted=True):
             create_task(session, row, _task_for_new_owner(context, choice.rep, lead, step, now), now,
                         depends_on=change)
-        clocks.start_clock(session, ctx.book, lead, now, clocks.SLA)
     elif queued is not None:
         clocks.close(clock, now, "queued")  # a queue is not a person: ops review takes it from here
         lead.owner_id = queued.payload["to_owner_id"]
