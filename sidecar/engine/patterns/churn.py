@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sidecar import outbox, review_queue
+from sidecar import outbox
 from sidecar.audit import Pattern, StepAction
 from sidecar.domain import TERMINAL_STATES, LeadState, Persona
 from sidecar.engine import clocks
@@ -210,7 +210,7 @@ def on_applied(session: Session, ctx: EngineContext, applied: Applied, now: date
     rule = policy.churn
     if rule is None:
         return
-    held_for_compliance = review_queue.on_compliance_hold(session, lead.id)  # a held lead gets nothing else
+    held_for_compliance = applied.on_compliance_hold(session)  # a held lead gets nothing else
     for event in applied.events if not held_for_compliance else ():
         for flag in sorted(_raised_flags(lead, event) & set(rule.flags)):
             raise_signal(session, ctx, lead, SignalIn(f"{lead.crm}:{lead.crm_id}:{flag}@{event.at.isoformat()}",
