@@ -37,6 +37,7 @@ class Applied:
     # snapshot. False for a lead created by this snapshot (no review item can name it yet); the
     # compliance pattern sets it when it holds the lead; None: not looked up yet.
     held: bool | None = None
+    created: bool = False  # the snapshot created the lead (its row is new in this transaction)
 
     def on_compliance_hold(self, session: Session) -> bool:
         if self.held is None:
@@ -138,7 +139,7 @@ def _create(session: Session, book: PolicyBook, policy: Policy, snapshot: LeadSn
         event = _activity(session, book, lead, activity)
         if event is not None:
             events.append(event)
-    return Applied(lead, events, held=False)
+    return Applied(lead, events, held=False, created=True)
 
 
 def _update(session: Session, book: PolicyBook, policy: Policy, lead: Lead, snapshot: LeadSnapshot,
