@@ -66,6 +66,11 @@ def note_absent(session: Session, candidates: set[str]) -> None:
     session.info[_ABSENT] = candidates - present
 
 
+def note_absent_key(session: Session, step_key: str) -> None:
+    """The caller has just looked `step_key` up and not found it: `record` need not look again."""
+    session.info.setdefault(_ABSENT, set()).add(step_key)
+
+
 def is_fresh_effect(session: Session, audit_id: int | None, key: str) -> bool:
     """True when `key` names an effect of a decision recorded new in this transaction: effect keys
     start with their decision's key, and a decision and its effects are written together, so no

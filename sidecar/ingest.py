@@ -17,9 +17,10 @@ from sqlalchemy.orm import Session
 from sidecar import audit, review_queue
 from sidecar.domain import Intent, LeadSnapshot, LeadState, ProgressActivity, ProgressKind, is_canonical
 from sidecar.engine import clocks
-from sidecar.engine.patterns import first_response
+from sidecar.engine.patterns import churn, first_response
 from sidecar.engine.policies import PolicyBook
 from sidecar.policy.model import Policy
+from sidecar.store import preloaded
 from sidecar.store.models import Lead, LeadEvent, Rep
 
 TRACKED_FIELDS = ("score", "tier", "deal_size", "flags")
@@ -32,6 +33,16 @@ TASK_CLOSED_BY_SIDECAR = "task_closed_by_sidecar"  # a lead event: our own close
 class Applied:
     lead: Lead | None  # None: a merge of a lead never tracked here (nothing to record)
     events: list[LeadEvent]
+    # Whether the lead waits for a compliance decision, once known: several patterns ask per
+    # snapshot. False for a lead created by this snapshot (no review item can name it yet); the
+    # compliance pattern sets it when it holds the lead; None: not looked up yet.
+    held: bool | None = None
+    created: bool = False  # the snapshot created the lead (its row is new in this transaction)
+
+    def on_compliance_hold(self, session: Session) -> bool:
+        if self.held is None:
+            self.held = self.lead is not None and review_queue.on_compliance_hold(session, self.lead.id)
+        return self.held
 
 
 def canonical_state(policy: Policy, crm: str, status: str) -> str:
@@ -60,7 +71,21 @@ def intent_with_rule(policy: Policy, snapshot: LeadSnapshot) -> tuple[Intent, st
     return policy.intent.default, DEFAULT_INTENT
 
 
-def apply_snapshot(session: Session, book: PolicyBook, snapshot: LeadSnapshot) -> Applied:
+_RECORDED_AT = "sidecar_events_recorded_at"  # session.info, while `apply_snapshot` runs
+
+
+def apply_snapshot(session: Session, book: PolicyBook, snapshot: LeadSnapshot,
+                   recorded_at: datetime | None = None) -> Applied:
+    """`recorded_at`: the instant the engine saw the snapshot, kept on each event it records (a
+    simulation replays it then); written with the event's insert, not by an UPDATE after it."""
+    session.info[_RECORDED_AT] = recorded_at
+    try:
+        return _apply(session, book, snapshot)
+    finally:
+        session.info.pop(_RECORDED_AT, None)
+
+
+def _apply(session: Session, book: PolicyBook, snapshot: LeadSnapshot) -> Applied:
     _version, policy = book.active(session)
     state = canonical_state(policy, snapshot.crm.value, snapshot.crm_status)
     lead = session.scalars(
@@ -76,7 +101,7 @@ def apply_snapshot(session: Session, book: PolicyBook, snapshot: LeadSnapshot) -
 
 
 def _team_of(session: Session, owner_id: str | None) -> str | None:
-    rep = session.get(Rep, owner_id) if owner_id else None
+    rep = preloaded.get(session, Rep, owner_id) if owner_id else None
     return rep.team_id if rep is not None else None
 
 
@@ -96,14 +121,17 @@ def _create(session: Session, book: PolicyBook, policy: Policy, snapshot: LeadSn
             state: str) -> Applied:
     arrived = snapshot.created_at or snapshot.crm_modified_at
     entered = snapshot.status_changed_at or arrived
+    fields = _fields(policy, snapshot)
+    # The account key is the churn pattern's (it sets it after every snapshot): set with the insert,
+    # it spares an UPDATE of every new lead.
     lead = Lead(crm=snapshot.crm.value, crm_id=snapshot.crm_id, state=state,
                 crm_status=_clip(snapshot.crm_status, STATUS_WIDTH) or "",
                 owner_id=snapshot.owner_id, team_id=_team_of(session, snapshot.owner_id),
                 created_at=arrived, state_entered_at=entered, last_progress_at=None,
-                crm_modified_at=snapshot.crm_modified_at, **_fields(policy, snapshot))
+                crm_modified_at=snapshot.crm_modified_at, account_key=churn.account_key(fields["company"]), **fields)
     session.add(lead)
     session.flush()
-    events = [_event(session, lead, arrived, "created", None, state, "created")]
+    events = [_event(session, lead, arrived, "created", None, state, "created", first=True)]
     if is_canonical(state) and state not in {s.value for s in policy.pause_states}:
         for kind in clocks.KINDS:  # the SLA ladder and the stuck-lead count start together
             clocks.start_clock(session, book, lead, entered, kind)
@@ -111,7 +139,7 @@ def _create(session: Session, book: PolicyBook, policy: Policy, snapshot: LeadSn
         event = _activity(session, book, lead, activity)
         if event is not None:
             events.append(event)
-    return Applied(lead, events)
+    return Applied(lead, events, held=False, created=True)
 
 
 def _update(session: Session, book: PolicyBook, policy: Policy, lead: Lead, snapshot: LeadSnapshot,
@@ -254,17 +282,18 @@ def _text(value: Any) -> str | None:
 
 
 def _event(session: Session, lead: Lead, at: datetime, kind: str, old: str | None, new: str | None,
-           key: str, detail: dict[str, Any] | None = None) -> LeadEvent:
+           key: str, detail: dict[str, Any] | None = None, *, first: bool = False) -> LeadEvent:
     """Append one event. Two real changes can share a CRM timestamp (score 10 then 20 within one
-    second), so a key already taken gets a sequence suffix instead of failing the whole page."""
-    taken = set(session.scalars(select(LeadEvent.dedupe_key).where(
+    second), so a key already taken gets a sequence suffix instead of failing the whole page.
+    `first`: the lead was inserted just now and has no event yet (nothing to look up)."""
+    taken = set() if first else set(session.scalars(select(LeadEvent.dedupe_key).where(
         LeadEvent.lead_id == lead.id, LeadEvent.dedupe_key.startswith(key))))
     unique, n = key, 1
     while unique in taken:
         n += 1
         unique = f"{key}#{n}"
     event = LeadEvent(lead_id=lead.id, at=at, kind=kind, old=_clip(old), new=_clip(new),
-                      dedupe_key=unique[:200], detail=detail or {})
+                      dedupe_key=unique[:200], detail=detail or {}, recorded_at=session.info.get(_RECORDED_AT))
     session.add(event)
     session.flush()
     return event

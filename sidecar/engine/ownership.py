@@ -9,13 +9,17 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from sidecar.store import preloaded
 from sidecar.store.models import Lead, Team
 
 SALESFORCE_QUEUE_PREFIX = "00G"  # Salesforce owner ids: users start 005, queues 00G
 
 
 def queue_ids(session: Session) -> set[str]:
-    """The CRM queue ids the directory names as teams' ops queues."""
+    """The CRM queue ids the directory names as teams' ops queues (from the batch's teams when loaded)."""
+    teams = preloaded.every(session, Team)
+    if teams is not None:
+        return {team.ops_queue_id for team in teams if team.ops_queue_id}
     return {queue for queue in session.scalars(select(Team.ops_queue_id)) if queue}
 
 

@@ -1,4 +1,4 @@
-"""Rows the tick loaded for its batch, found by a dict look-up instead of `Session.get`.
+"""Rows the tick (or the webhook drain) loaded for its batch, found by a dict look-up instead of `Session.get`.
 
 The tick reads each due clock's lead, the lead's owner and team, and the team's manager several
 times per step; it loads them for the whole batch in a few queries (evaluator._preload). Even
@@ -17,6 +17,7 @@ from sqlalchemy import inspect
 from sqlalchemy.orm import DeclarativeBase, Session
 
 _ROWS = "sidecar_preloaded_rows"
+_ALL = "sidecar_preloaded_tables"  # model -> every row of it, loaded once for the batch
 Row = TypeVar("Row", bound=DeclarativeBase)
 
 
@@ -27,6 +28,18 @@ def keep(session: Session, rows: Iterable[DeclarativeBase]) -> None:
         identity = inspect(row).identity
         if identity is not None and len(identity) == 1:
             table[(type(row), identity[0])] = row
+
+
+def keep_all(session: Session, model: type[Row], rows: list[Row]) -> None:
+    """Remember that `rows` are every row of `model` (a small table, e.g. the teams), for `every`."""
+    keep(session, rows)
+    session.info.setdefault(_ALL, {})[model] = rows
+
+
+def every(session: Session, model: type[Row]) -> list[Row] | None:
+    """Every row of `model` as `keep_all` loaded them in this transaction; None when it did not."""
+    rows: list[Row] | None = session.info.get(_ALL, {}).get(model)
+    return rows
 
 
 def get(session: Session, model: type[Row], key: Any) -> Row | None:

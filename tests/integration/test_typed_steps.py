@@ -142,10 +142,12 @@ def test_event_handlers_run_after_each_applied_snapshot_and_a_failing_one_is_aud
     ctx = context()
     apply_policy(sessions, policy_raw(), ny(1, 0))
     add_team(sessions)
-    seen: list[tuple[str, int, datetime]] = []
 
     def watcher(session: Session, ctx: EngineContext, applied: Applied, now: datetime) -> None:
-        seen.append((applied.lead.crm_id, len(applied.events), now))
+        # What it saw is written as a row: the patterns' effects are rows, so a row is what must
+        # land exactly once per snapshot (a group of snapshots that fails is rolled back whole and
+        # applied again one at a time, each isolated; see `sync.apply_snapshots`).
+        audit.record(session, at=now, kind="watched", lead=applied.lead, details={"events": len(applied.events)})
 
     def broken(session: Session, ctx: EngineContext, applied: Applied, now: datetime) -> None:
         audit.record(session, at=now, kind="half_done", lead=applied.lead)
@@ -156,9 +158,12 @@ def test_event_handlers_run_after_each_applied_snapshot_and_a_failing_one_is_aud
     now = ny(24, 8, 5).astimezone(UTC)
     page = ChangePage([snapshot("00QA", at=ny(24, 8)), snapshot("00QB", at=ny(24, 8, 1))], Cursor(ny(24, 8, 1), ()))
     apply_page(sessions, ctx, "salesforce", page, PollStats(), now)
-    assert [(crm_id, at) for crm_id, _n, at in seen] == [("00QA", now), ("00QB", now)]
-    assert all(n > 0 for _id, n, _at in seen)
     with transaction(sessions) as session:
+        seen = [(row.lead_id, row.at, row.details["events"]) for row in session.scalars(
+            select(AuditRow).where(AuditRow.kind == "watched").order_by(AuditRow.id))]
+        ids = {lead.crm_id: lead.id for lead in session.scalars(select(Lead))}
+        assert [(lead_id, at) for lead_id, at, _n in seen] == [(ids["00QA"], now), (ids["00QB"], now)]
+        assert all(n > 0 for _id, _at, n in seen)
         assert len(list(session.scalars(select(Lead)))) == 2  # ingest went on despite the broken pattern
         failed = list(session.scalars(select(AuditRow).where(AuditRow.kind == "pattern_failed")))
         assert [json.dumps(row.details, sort_keys=True) for row in failed] == [

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sidecar import outbox, review_queue
+from sidecar import outbox
 from sidecar.audit import Pattern, StepAction
 from sidecar.domain import TERMINAL_STATES, LeadState, Persona
 from sidecar.engine import clocks
@@ -210,13 +210,17 @@ def on_applied(session: Session, ctx: EngineContext, applied: Applied, now: date
     rule = policy.churn
     if rule is None:
         return
-    held_for_compliance = review_queue.on_compliance_hold(session, lead.id)  # a held lead gets nothing else
+    held_for_compliance = applied.on_compliance_hold(session)  # a held lead gets nothing else
+    raised = False
     for event in applied.events if not held_for_compliance else ():
         for flag in sorted(_raised_flags(lead, event) & set(rule.flags)):
             raise_signal(session, ctx, lead, SignalIn(f"{lead.crm}:{lead.crm_id}:{flag}@{event.at.isoformat()}",
                                                       flag, "crm_flag", event.at), now)
-    for mine in list(session.scalars(select(ChurnHold).where(ChurnHold.lead_id == lead.id,
-                                                             ChurnHold.released_at.is_(None)))):
+            raised = True
+    # A lead created just now holds no account yet unless a signal above made it (one query less per new lead).
+    mine_held = [] if applied.created and not raised else list(session.scalars(select(ChurnHold).where(
+        ChurnHold.lead_id == lead.id, ChurnHold.released_at.is_(None))))
+    for mine in mine_held:
         done = next((e for e in applied.events if e.kind == "progress" and e.at >= mine.started_at), None)
         if done is not None:
             release(session, ctx, mine, now, f"progress:{done.new}")

@@ -70,6 +70,7 @@ def on_applied(session: Session, ctx: EngineContext, applied: Applied, now: date
     if session.scalars(select(AuditRow.id).where(AuditRow.step_key == key)).first() is not None:
         return  # these criteria were decided already (held, and maybe cleared since)
     hold(session, ctx, version, policy, rule, lead, criteria, key, now)
+    applied.held = True  # the patterns after this one leave it alone
 
 
 def hold(session: Session, ctx: EngineContext, version: str, policy: Policy, rule: ComplianceRule, lead: Lead,

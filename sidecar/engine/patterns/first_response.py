@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from sidecar import outbox
+from sidecar import audit, outbox
 from sidecar.audit import Pattern, StepAction
 from sidecar.domain import LeadState
 from sidecar.engine import clocks
@@ -202,8 +202,11 @@ def _task_holder(session: Session, lead: Lead, task: OutboxRow) -> str | None:
 def _decided(session: Session, lead: Lead) -> bool:
     """The lead had its task already (an owner change in the CRM later is the human's to handle:
     Salesforce and HubSpot offer to move open tasks with it)."""
-    return session.scalars(select(AuditRow.id).where(
-        AuditRow.step_key == keys.first_response_key(lead.id))).first() is not None
+    key = keys.first_response_key(lead.id)
+    if session.scalars(select(AuditRow.id).where(AuditRow.step_key == key)).first() is not None:
+        return True
+    audit.note_absent_key(session, key)  # its decision, recorded next, need not look it up again
+    return False
 
 
 def _arrival_clock(session: Session, ctx: EngineContext, lead: Lead) -> Clock | None:

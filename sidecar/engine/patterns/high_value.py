@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
-from sidecar import review_queue
 from sidecar.audit import Pattern, StepAction
 from sidecar.domain import TERMINAL_STATES, LeadState, Persona, is_canonical
 from sidecar.engine import clocks
@@ -63,7 +62,7 @@ def on_applied(session: Session, ctx: EngineContext, applied: Applied, now: date
     rule = policy.high_value
     if rule is None or not is_canonical(lead.state) or LeadState(lead.state) in TERMINAL_STATES:
         return
-    if review_queue.on_compliance_hold(session, lead.id):
+    if applied.on_compliance_hold(session):
         return  # nobody may work it yet; a snapshot after the clear flags it if it still qualifies
     matched = criteria(rule, lead)
     if lead.high_value_at is None:

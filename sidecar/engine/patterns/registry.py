@@ -49,11 +49,21 @@ def clock_handler(kind: str) -> ClockHandler:
         raise LookupError(f"no pattern handles clocks of kind {kind!r}") from None
 
 
-def on_applied(session: Session, ctx: EngineContext, applied: Applied, now: datetime) -> None:
+def on_applied(session: Session, ctx: EngineContext, applied: Applied, now: datetime, *,
+               isolate: bool = True) -> None:
     """Run every event handler on one applied snapshot, each in its own savepoint: a failing pattern
-    is audited (`pattern_failed`) and never blocks ingest or the other patterns."""
+    is audited (`pattern_failed`) and never blocks ingest or the other patterns.
+
+    `isolate=False`: no savepoints, a failure propagates. For a caller that holds a savepoint of
+    its own around many snapshots and, should anything fail, rolls it back and applies them again
+    one at a time, isolated (`sync.apply_snapshots`): a savepoint per handler and snapshot was a
+    sizeable share of applying a lead (each one flushes and snapshots the session)."""
     lead = applied.lead
     if lead is None:  # a merge of a lead never tracked here: nothing to react to
+        return
+    if not isolate:
+        for handler in _EVENT_HANDLERS.values():
+            handler(session, ctx, applied, now)
         return
     for name, handler in _EVENT_HANDLERS.items():
         try:
@@ -64,6 +74,7 @@ def on_applied(session: Session, ctx: EngineContext, applied: Applied, now: date
             # transaction back, so nothing may be written after it (it would commit on its own).
             raise
         except Exception as exc:  # reported in the audit and the log; the next snapshot retries
+            applied.held = None  # a hold it decided may be rolled back with it: look again
             log.exception("pattern %s failed on lead %s", name, lead.crm_id)
             audit.record(session, at=now, kind="pattern_failed", lead=lead,
                          details={"pattern": name, "error": f"{type(exc).__name__}: {exc}"[:500]})
