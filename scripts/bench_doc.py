@@ -25,6 +25,7 @@ EXPECTED = {
     "bench_api_cost": "4. Sync and write cost against the APIs' minimum",
     "bench_webhook_intake": "5. Webhook intake",
     "bench_end_to_end": "6. End to end: webhook to first-response task",
+    "bench_drain_apply": "6a. Webhook drain: cost of applying one new lead (profile for 6)",
     "bench_scale_out": "7. Scale-out on PostgreSQL",
 }
 HEADER = """# Benchmarks

@@ -39,7 +39,6 @@ from sidecar.store.db import make_engine, migrate, session_factory, transaction
 from sidecar.store.models import Rep, Team
 from sidecar.sync import drain_intake, enqueue_intake
 
-TARGET_CPU_MS = 5.0
 START = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)  # a Tuesday, 09:00 in New York: business hours
 OWNER = "101"
 
@@ -107,12 +106,11 @@ def main() -> None:
     row.update(load_at_start=load_text(info), started_at=info["started_at"], note=args.note)
     rows = kept_rows("bench_drain_apply", [row], ("label", "leads"))
     write("bench_drain_apply", {"benchmark": "webhook drain: apply one new lead", "machine": info, "rows": rows,
+                                # Item 6 sets the end-to-end target; this is the profile of its hot path.
                                 "targets": [target("drain CPU per new lead (SQLite, stub reader)",
-                                                   f"< {TARGET_CPU_MS:g} ms", f"{cpu_ms:.2f} ms, {per_lead:.1f} "
-                                                   f"SQL statements a lead (load {load_text(info)})",
-                                                   cpu_ms < TARGET_CPU_MS, "" if cpu_ms < TARGET_CPU_MS else
-                                                   "on a busy machine a CPU ms is slower too: see the load",
-                                                   value=round(cpu_ms, 2), limit=TARGET_CPU_MS)]})
+                                                   "no threshold (the hot path of item 6)",
+                                                   f"{cpu_ms:.2f} ms, {per_lead:.1f} SQL statements a lead "
+                                                   f"(load {load_text(info)})", None)]})
 
 
 if __name__ == "__main__":
