@@ -90,7 +90,7 @@ def _task_back(session: Session, ctx: EngineContext, lead: Lead, given_to: str, 
                now: datetime) -> TaskRequest:
     context = lead_context(session, ctx, lead)
     deadline = first_response.new_deadline(session, ctx, lead)
-    due, tz = deadline if deadline is not None else (now + FALLBACK_DUE, None)
+    due, tz = deadline if deadline is not None else (now + FALLBACK_DUE, first_response.market_zone(session, ctx, lead))
     body = (f"{lead.name} ({lead.company}) is yours again: {actor} reverted the SLA sidecar's reassignment "
             f"to {given_to}" + (f" ({reason})" if reason else "") + f". State: {lead.state}; source: "
             f"{lead.source or 'unknown'}, market: {lead.market or 'unknown'}, intent: {lead.intent or 'unclear'}."

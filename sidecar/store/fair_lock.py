@@ -34,7 +34,15 @@ class FairRLock:
             gate = threading.Lock()
             gate.acquire()
             self._waiters.append((me, gate))
-        gate.acquire()  # opened by `release`, which has already made this thread the owner
+        try:
+            gate.acquire()  # opened by `release`, which has already made this thread the owner
+        except BaseException:  # interrupted (a signal's exception): leave no trace in the queue
+            with self._guard:
+                if (me, gate) in self._waiters:
+                    self._waiters.remove((me, gate))
+                    raise
+            self.release()  # handed over meanwhile: pass it on, or nobody would ever get it again
+            raise
         return True
 
     def release(self) -> None:

@@ -11,10 +11,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.slack.messages import build_message
 from sidecar.domain import Persona
+from sidecar.engine import clocks
 from sidecar.engine.evaluator import tick
 from sidecar.engine.patterns.shared import EngineContext
 from sidecar.engine.revert import revert_reassignment
 from sidecar.outbox import Ports, dispatch
+from sidecar.ports import TaskRequest, TaskUpdate
 from sidecar.store.db import transaction
 from sidecar.store.models import AuditRow, Clock, Lead, Rep
 from tests.pattern_support import feed
@@ -144,3 +146,25 @@ def test_a_strategic_account_is_dm_ed_to_the_regional_vp(sessions: sessionmaker[
     notifier, _writer = sent(sessions, ny(24, 8))
     [vp] = [n for n in notifier.sent.values() if n.persona is Persona.REGIONAL_VP]
     assert (vp.via, vp.recipient_email, vp.kind) == ("slack_dm", "vp@example.com", "high_value_flag")
+
+
+def test_with_on_reassign_close_the_senior_rep_gets_a_task_of_their_own(sessions: sessionmaker[Session]) -> None:
+    # Close mode closes the junior's open first-response task: the senior must not be left with none.
+    ctx = setup(sessions)
+    raw = policy_raw()
+    raw["first_response"]["on_reassign"] = "close"
+    apply_policy(sessions, raw, ny(2, 0))
+    base = snapshot(at=ny(24, 8), owner="r1", score=40.0)
+    feed(sessions, ctx, base)
+    feed(sessions, ctx, replace(base, crm_modified_at=ny(24, 8, 10), score=91.0))
+    [row] = flags(sessions)
+    assert row.to_owner == "r2"
+    _, writer = sent(sessions, ny(24, 8, 10))
+    closed = [u for u in writer.effects.values() if isinstance(u, TaskUpdate)]
+    assert [(u.close, u.new_owner_id) for u in closed] == [(True, None)]
+    tasks = {k: t for k, t in writer.effects.items() if isinstance(t, TaskRequest) and t.owner_id == "r2"}
+    [task] = tasks.values()
+    assert task.subject.startswith("High-value lead:") and task.due_tz == "America/New_York"
+    with transaction(sessions) as session:
+        clock = session.scalars(select(Clock).where(Clock.kind == "sla", Clock.status == "open")).one()
+        assert task.due_at == clocks.breach_at(clock, ctx.book, session)  # the senior's (tightened) deadline

@@ -72,6 +72,11 @@ def test_with_on_reassign_close_a_revert_leaves_the_original_owner_an_open_task(
     new_owner = reassign_once(sessions, ctx, writer)
     [(follow_up, owner)] = open_tasks(writer).items()
     assert owner == new_owner
+    # Due an hour after the reassignment (09:30), dated in the market's zone like every sidecar task:
+    # in UTC a late-afternoon task would land on tomorrow's date in the CRM.
+    created = writer.effects[follow_up]
+    assert isinstance(created, TaskRequest)
+    assert (created.due_at, created.due_tz) == (ny(24, 10, 30), "America/New_York")
     revert(sessions, ctx, writer)
     # The reassignee's follow-up is closed (close mode moves nothing); the lead is r1's again, with a task.
     [(key, holder)] = open_tasks(writer).items()

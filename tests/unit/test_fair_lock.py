@@ -52,3 +52,56 @@ def test_the_holder_may_take_it_again_and_it_is_free_only_after_as_many_releases
 def test_releasing_a_lock_this_thread_does_not_hold_is_refused() -> None:
     with pytest.raises(RuntimeError, match="does not hold"):
         FairRLock().release()
+
+
+class _InterruptedGate:
+    """A waiter's gate whose blocking wait is interrupted (as a signal's exception would)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._taken = 0
+
+    def acquire(self) -> bool:
+        self._taken += 1
+        if self._taken > 1:  # the first take closes the gate; the second is the wait
+            raise KeyboardInterrupt
+        return self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def test_a_waiter_interrupted_while_queued_does_not_keep_the_lock_from_the_others(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.store import fair_lock
+
+    lock = FairRLock()
+    holder_may_release, holder_has_it = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            holder_has_it.set()
+            holder_may_release.wait()
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    holder_has_it.wait()
+    fake = type("FakeThreading", (), {"Lock": _InterruptedGate, "get_ident": staticmethod(threading.get_ident)})
+    monkeypatch.setattr(fair_lock, "threading", fake)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            lock.acquire()  # queued behind the holder, then interrupted
+    finally:
+        monkeypatch.undo()
+        holder_may_release.set()
+    holder.join()
+    assert lock.waiting() == 0
+    got = threading.Event()
+
+    def take() -> None:
+        with lock:
+            got.set()
+
+    taker = threading.Thread(target=take, daemon=True)
+    taker.start()
+    assert got.wait(10), "the lock went to the interrupted waiter and was never released"

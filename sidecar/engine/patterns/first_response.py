@@ -139,6 +139,12 @@ def new_deadline(session: Session, ctx: EngineContext, lead: Lead) -> tuple[date
     return _deadline(session, ctx, clock)
 
 
+def market_zone(session: Session, ctx: EngineContext, lead: Lead) -> str:
+    """The time zone of the lead's market: a CRM task's due date is the date there, not in UTC
+    (a task due 18:30 in Los Angeles is due today, though it is tomorrow in UTC)."""
+    return ctx.book.market(ctx.book.active(session)[1], lead.market)[1].tz
+
+
 def _deadline(session: Session, ctx: EngineContext, clock: Clock) -> tuple[datetime, str]:
     """A task's due instant for `clock` (its 100 % instant in business time) and the time zone of
     the clock's market, whose date is the CRM task's due date."""

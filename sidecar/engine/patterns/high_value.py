@@ -13,7 +13,7 @@ for this lead is tightened by `window_factor` (`clocks.tightened`, the one place
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
@@ -26,6 +26,7 @@ from sidecar.engine.patterns.shared import (
     EngineContext,
     Message,
     change_owner,
+    create_task,
     lead_context,
     notify,
     record_step,
@@ -33,6 +34,7 @@ from sidecar.engine.patterns.shared import (
 )
 from sidecar.engine.routing import Choice, choose_new_owner
 from sidecar.policy.model import HighValueRule, Policy
+from sidecar.ports import LeadContext, TaskRequest
 from sidecar.store.models import AuditRow, Lead, Rep
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 
 FLAG_KIND = "high_value_flag"  # audit labels; code reads `pattern` and `action`
 REARMED_KIND = "high_value_rearmed"
+FOLLOW_UP_DUE = timedelta(hours=1)  # the senior's task while no clock runs (a paused state)
 
 
 def criteria(rule: HighValueRule, lead: Lead) -> list[str]:
@@ -126,8 +129,25 @@ def flag(session: Session, ctx: EngineContext, version: str, policy: Policy, rul
         if clock is not None and clock.status == "open":
             clocks.close(clock, now, "reassigned")
             clocks.start_clock(session, ctx.book, lead, now, clocks.SLA)
-        first_response.hand_over(session, ctx, lead, row, now, depends_on=change)  # no orphan task
+        had_task = first_response.open_task(session, lead) is not None
+        # No orphan task: the lead's open task follows it; with `on_reassign: close` it is closed and
+        # the senior rep, like any new owner in that mode, gets a task of their own.
+        if not first_response.hand_over(session, ctx, lead, row, now, depends_on=change) \
+                and had_task:
+            create_task(session, row, _task_for_senior(session, ctx, lead, context, senior, rule, now), now,
+                        depends_on=change)
     return row
+
+
+def _task_for_senior(session: Session, ctx: EngineContext, lead: Lead, context: LeadContext, senior: Rep,
+                     rule: HighValueRule, now: datetime) -> TaskRequest:
+    due, zone = first_response.new_deadline(session, ctx, lead) or (
+        now + FOLLOW_UP_DUE, first_response.market_zone(session, ctx, lead))
+    body = (f"{lead.name} ({lead.company}) is a high-value lead handed to you by the SLA sidecar (rule "
+            f"{rule.id}). Source: {lead.source or 'unknown'}, market: {lead.market or 'unknown'}, intent: "
+            f"{lead.intent or 'unclear'}.\n{context.record_url}")
+    return TaskRequest(lead=context, owner_id=senior.id, subject=f"High-value lead: {lead.name} ({lead.company})",
+                       body=body, due_at=due, priority="high", due_tz=zone)
 
 
 def _senior_choice(session: Session, ctx: EngineContext, version: str, policy: Policy, rule: HighValueRule,

@@ -100,7 +100,8 @@ def fire_step(session: Session, ctx: EngineContext, clock: Clock, lead: Lead, no
         # none) does the new owner get a follow-up task of their own.
         if not first_response.hand_over(session, ctx, lead, row, now, depends_on=change,
                                          restarted=True):
-            create_task(session, row, _task_for_new_owner(context, choice.rep, lead, step, now), now,
+            zone = first_response.market_zone(session, ctx, lead)
+            create_task(session, row, _task_for_new_owner(context, choice.rep, lead, step, now, zone), now,
                         depends_on=change)
     elif queued is not None:
         clocks.close(clock, now, "queued")  # a queue is not a person: ops review takes it from here
@@ -146,12 +147,12 @@ def _record_ignored_warnings(session: Session, clock: Clock, policy: Policy, ste
 
 
 def _task_for_new_owner(context: LeadContext, rep: Rep, lead: Lead, step: LadderStep,
-                        now: datetime) -> TaskRequest:
+                        now: datetime, zone: str) -> TaskRequest:
     body = (f"{lead.name} ({lead.company}) was reassigned to you by the SLA sidecar after no progress "
             f"in {lead.state} (rule {step.id}). Source: {lead.source or 'unknown'}, market: "
             f"{lead.market or 'unknown'}, intent: {lead.intent or 'unclear'}.\n{context.record_url}")
     return TaskRequest(lead=context, owner_id=rep.id, subject=f"Follow up now: {lead.name} ({lead.company})",
-                       body=body, due_at=now + timedelta(hours=1), priority="high")
+                       body=body, due_at=now + timedelta(hours=1), priority="high", due_tz=zone)
 
 
 def _breach_note(lead: Lead, clock: Clock, step: LadderStep, row: AuditRow, breach_at: datetime) -> str:
