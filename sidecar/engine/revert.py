@@ -7,7 +7,7 @@ fresh clock instead of immediately re-entering the ladder.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,7 +29,6 @@ from sidecar.ports import TaskRequest
 from sidecar.store.models import AuditRow, Lead, OutboxRow
 
 REVERTED = "reassignment_reverted"  # the audit label; code finds reverts by action, not by this
-FALLBACK_DUE = timedelta(hours=1)  # a task handed back while no clock runs (paused): as a ladder follow-up
 
 
 class RevertError(Exception):
@@ -89,8 +88,7 @@ def revert_reassignment(session: Session, ctx: EngineContext, crm: str, crm_id: 
 def _task_back(session: Session, ctx: EngineContext, lead: Lead, given_to: str, actor: str, reason: str,
                now: datetime) -> TaskRequest:
     context = lead_context(session, ctx, lead)
-    deadline = first_response.new_deadline(session, ctx, lead)
-    due, tz = deadline if deadline is not None else (now + FALLBACK_DUE, first_response.market_zone(session, ctx, lead))
+    due, tz = first_response.due_for_new_owner(session, ctx, lead, now)
     body = (f"{lead.name} ({lead.company}) is yours again: {actor} reverted the SLA sidecar's reassignment "
             f"to {given_to}" + (f" ({reason})" if reason else "") + f". State: {lead.state}; source: "
             f"{lead.source or 'unknown'}, market: {lead.market or 'unknown'}, intent: {lead.intent or 'unclear'}."

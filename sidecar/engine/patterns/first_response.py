@@ -23,7 +23,7 @@ its team's ops review queue.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
@@ -55,6 +55,7 @@ QUALIFY_ACTION = "Qualify first: find out what they need and whether it is a fit
 REVIEW_KIND = "first_response_review_queue"  # audit label of the review-queue hand-off
 _ARRIVAL_EVENTS = frozenset({"created", "owner_changed"})
 _NOT_DONE = ("dead", "skipped")
+NO_CLOCK_DUE = timedelta(hours=1)  # a new owner's task while no clock runs: like a ladder follow-up
 
 
 def on_applied(session: Session, ctx: EngineContext, applied: Applied, now: datetime) -> None:
@@ -137,6 +138,12 @@ def new_deadline(session: Session, ctx: EngineContext, lead: Lead) -> tuple[date
     if clock is None or clock.status != "open" or clock.running_since is None:
         return None
     return _deadline(session, ctx, clock)
+
+
+def due_for_new_owner(session: Session, ctx: EngineContext, lead: Lead, now: datetime) -> tuple[datetime, str]:
+    """A new task's due instant and zone for the lead's current owner: their deadline (`new_deadline`),
+    or, while no clock runs (a paused state), an hour from `now`, dated in the market's zone."""
+    return new_deadline(session, ctx, lead) or (now + NO_CLOCK_DUE, market_zone(session, ctx, lead))
 
 
 def market_zone(session: Session, ctx: EngineContext, lead: Lead) -> str:

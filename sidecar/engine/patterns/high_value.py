@@ -13,7 +13,7 @@ for this lead is tightened by `window_factor` (`clocks.tightened`, the one place
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 FLAG_KIND = "high_value_flag"  # audit labels; code reads `pattern` and `action`
 REARMED_KIND = "high_value_rearmed"
-FOLLOW_UP_DUE = timedelta(hours=1)  # the senior's task while no clock runs (a paused state)
 
 
 def criteria(rule: HighValueRule, lead: Lead) -> list[str]:
@@ -141,8 +140,7 @@ def flag(session: Session, ctx: EngineContext, version: str, policy: Policy, rul
 
 def _task_for_senior(session: Session, ctx: EngineContext, lead: Lead, context: LeadContext, senior: Rep,
                      rule: HighValueRule, now: datetime) -> TaskRequest:
-    due, zone = first_response.new_deadline(session, ctx, lead) or (
-        now + FOLLOW_UP_DUE, first_response.market_zone(session, ctx, lead))
+    due, zone = first_response.due_for_new_owner(session, ctx, lead, now)
     body = (f"{lead.name} ({lead.company}) is a high-value lead handed to you by the SLA sidecar (rule "
             f"{rule.id}). Source: {lead.source or 'unknown'}, market: {lead.market or 'unknown'}, intent: "
             f"{lead.intent or 'unclear'}.\n{context.record_url}")
